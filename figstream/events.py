@@ -25,7 +25,9 @@ def parse_time(value: str) -> datetime:
     """Parse an ISO-8601 timestamp that carries a UTC offset; naive times are refused."""
     if not isinstance(value, str):
         raise TypeError(f"time must be an ISO-8601 string, got {type(value).__name__}")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
+    parsed = datetime.fromisoformat(
+        value.replace("Z", "+00:00", 1) if value.endswith("Z") else value
+    )
     if parsed.tzinfo is None:
         raise ValueError(f"time {value!r} has no UTC offset")
     return parsed.astimezone(UTC)
@@ -76,8 +78,12 @@ class Envelope:
             "DetailType": self.type,
             "Time": self.time,
             "Detail": json.dumps(
-                {"id": self.id, "version": self.version, "time": format_time(self.time),
-                 "data": self.data},
+                {
+                    "id": self.id,
+                    "version": self.version,
+                    "time": format_time(self.time),
+                    "data": self.data,
+                },
                 separators=(",", ":"),
                 ensure_ascii=False,
             ),

@@ -15,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 MAX_SALARY = 5_000_000
 
 Text = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=200)]
-JobId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-Board = Annotated[str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+JobId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+Board = Annotated[
+    str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+]
 Salary = Annotated[int, Field(ge=0, le=MAX_SALARY)]
 EmploymentType = Literal["full_time", "part_time", "contract", "internship", "temporary"]
 

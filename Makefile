@@ -1,0 +1,48 @@
+# One command to run the platform (`make dev`), one to test it (`make test`).
+# Both bootstrap their own environment: uv (installed with pip into .bootstrap/ when it is not
+# on PATH), then a locked virtualenv in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 3000
+export FIGSTREAM_HOME ?= $(CURDIR)/.figstream
+export DAGSTER_HOME ?= $(FIGSTREAM_HOME)/dagster_home
+
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(CURDIR)/.bootstrap/bin/uv
+endif
+
+.PHONY: setup dev test lint format demo-data clean
+
+$(CURDIR)/.bootstrap/bin/uv:
+	$(PYTHON) -m venv .bootstrap
+	.bootstrap/bin/python -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	touch $@
+
+setup: .venv/.synced
+
+demo-data: setup
+	.venv/bin/figstream demo-data
+
+dev: setup demo-data
+	mkdir -p "$(DAGSTER_HOME)"
+	cp platform/local/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	.venv/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+test: lint
+	.venv/bin/pytest
+
+clean:
+	rm -rf .venv .bootstrap .pytest_cache .ruff_cache

@@ -1,0 +1,173 @@
+"""The ``figstream`` command line: one argparse subcommand per tool.
+
+To add a subcommand, write ``_add_<name>(subparsers)`` that builds its parser and sets
+``handler`` to a function taking the parsed namespace and returning an exit code, then list
+it in ``SUBCOMMANDS``. Handlers import their module lazily, so ``figstream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+DEFAULT_HOME = ".figstream"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("FIGSTREAM_HOME") or DEFAULT_HOME)
+
+
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
+    return number
+
+
+def _add_generate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="write a seeded job-event stream: legacy feed dump and landing-zone batches",
+        description=(
+            "Simulate several job boards (postings, updates, expiries, a board merger, "
+            "cross-board duplicates and a share of bad records) and write the same events as "
+            "the legacy feed dump (OUT/feeds) and as landing-zone micro-batches (OUT/landing)."
+        ),
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_home(),
+        help="output root (default: $FIGSTREAM_HOME or .figstream)",
+    )
+    parser.add_argument(
+        "--start",
+        type=_iso_date,
+        default=date(2025, 1, 1),
+        help="first day, YYYY-MM-DD (default: 2025-01-01)",
+    )
+    parser.add_argument("--days", type=_int_at_least(1), default=7, help="days (default: 7)")
+    parser.add_argument(
+        "--events-per-day",
+        type=_int_at_least(1),
+        default=10_000,
+        help="events per day before merger re-posts (default: 10000)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument(
+        "--bad-rate", type=_rate, default=0.01, help="share of bad records, 0..1 (default: 0.01)"
+    )
+    parser.add_argument(
+        "--clean-days",
+        type=_int_at_least(0),
+        default=0,
+        help="first N days without bad records (default: 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=1000,
+        help="max events per landing batch (default: 1000)",
+    )
+    parser.add_argument(
+        "--batch-seconds",
+        type=_positive_seconds,
+        default=3600.0,
+        help="max arrival span of a landing batch (default: 3600)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: auto for large runs on a TTY)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing OUT/feeds and OUT/landing"
+    )
+    parser.set_defaults(handler=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from figstream.generate import generate
+
+    try:
+        summary = generate(
+            args.out,
+            start=args.start,
+            days=args.days,
+            events_per_day=args.events_per_day,
+            seed=args.seed,
+            bad_rate=args.bad_rate,
+            clean_days=args.clean_days,
+            batch_size=args.batch_size,
+            batch_seconds=args.batch_seconds,
+            progress=args.progress,
+            overwrite=args.overwrite,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"figstream generate: error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.describe())
+    print(f"  feeds:    {args.out / 'feeds'}")
+    print(f"  landing:  {args.out / 'landing'}")
+    print(f"  manifest: {args.out / 'generate-manifest.json'}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="figstream", description="figstream: job-board data platform tools"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

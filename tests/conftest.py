@@ -1,0 +1,76 @@
+"""Shared fixtures: free loopback ports and process-group lifecycle for real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a process and everything it started: SIGTERM to its group, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    pgid = os.getpgid(proc.pid)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The leader may exit before its children; make sure the group is gone too.
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.5)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    """Start processes in their own process group; stop exactly those groups afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in reversed(started):
+        stop_group(proc)
+
+
+@pytest.fixture
+def figstream_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a subprocess with its own data home and Dagster home."""
+    home = tmp_path / "figstream_home"
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    (dagster_home / "dagster.yaml").write_text(
+        (ROOT / "platform" / "local" / "dagster.yaml").read_text()
+    )
+    env = dict(os.environ)
+    env.update(FIGSTREAM_HOME=str(home), DAGSTER_HOME=str(dagster_home), FIGSTREAM_PROFILE="local")
+    return env

@@ -1,0 +1,77 @@
+"""Loads the whole code location the way `dagster dev` does; this catches a broken UI start."""
+
+import subprocess
+
+import dagster as dg
+import pytest
+from conftest import BIN, ROOT
+
+from legacy.pipeline import TASKS
+
+LEGACY_KEYS = {
+    "legacy/extract_feeds": {"legacy/feed_dump"},
+    "legacy/clean_postings": {"legacy/extract_feeds"},
+    "legacy/dedupe_postings": {"legacy/clean_postings"},
+    # ActiveJobs builds on yesterday's snapshot, exactly as its requires() says.
+    "legacy/active_jobs": {"legacy/dedupe_postings", "legacy/active_jobs"},
+}
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    import definitions
+
+    dg.Definitions.validate_loadable(definitions.defs)
+    return definitions.defs
+
+
+def test_local_profile_loads_every_legacy_task(defs):
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    expected = {f"legacy/{t}" for t in
+                ("extract_feeds", "clean_postings", "dedupe_postings", "active_jobs",
+                 "board_stats", "seo_redirects", "feed_dump")}
+    assert expected <= keys
+    assert len(TASKS) == 6
+    for key, parents in LEGACY_KEYS.items():
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        assert {p.to_user_string() for p in node.parent_keys} == parents, key
+        assert node.group_name == "legacy"
+        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+
+
+def test_self_dependency_maps_to_the_previous_day(defs):
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(["legacy", "active_jobs"])
+    mapping = graph.get_partition_mapping(key, key)
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    assert (mapping.start_offset, mapping.end_offset) == (-1, -1)
+
+
+def run_validate(env):
+    return subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+
+
+def test_cli_validation_passes(figstream_env):
+    result = run_validate(figstream_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_malformed_ledger_fails_loading_naming_file_and_entry(figstream_env, tmp_path):
+    bad = tmp_path / "ledger.yaml"
+    text = (ROOT / "platform" / "migration_ledger.yaml").read_text()
+    bad.write_text(text.replace("stage: legacy", "stage: retird", 1))
+    result = run_validate({**figstream_env, "FIGSTREAM_LEDGER": str(bad)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert str(bad) in output
+    assert "tasks.ExtractFeeds.stage" in output
+
+
+def test_unknown_profile_is_a_clear_error(figstream_env):
+    result = run_validate({**figstream_env, "FIGSTREAM_PROFILE": "azure"})
+    assert result.returncode != 0
+    assert "FIGSTREAM_PROFILE='azure'" in result.stdout + result.stderr
