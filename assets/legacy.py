@@ -5,7 +5,6 @@ Dagster lineage cannot drift from what Luigi actually runs. A requirement on ano
 snapshot that builds on yesterday's) becomes a time-window partition mapping.
 """
 
-
 import csv
 import datetime as dt
 import re
@@ -91,7 +90,9 @@ def legacy_asset(
         description=(task_cls.__doc__ or task_cls.__name__).strip(),
         tags={"figstream/layer": "legacy"},
     )
-    def _asset(context: dg.AssetExecutionContext, luigi_runner: LuigiRunner) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, luigi_runner: LuigiRunner
+    ) -> dg.MaterializeResult:
         date = dt.date.fromisoformat(context.partition_key)
         run = luigi_runner.build(task_cls, date)
         if not run.succeeded:
@@ -114,7 +115,7 @@ def feed_dump_spec(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetSpec
         group_name=GROUP,
         partitions_def=partitions_def,
         kinds={"json"},
-        description="The boards' daily feed dump that the legacy pipeline reads (produced outside Dagster).",
+        description="The boards' daily feed dump that the legacy pipeline reads (made upstream).",
     )
 
 
@@ -123,9 +124,7 @@ def build_legacy_assets(
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """The feed dump plus one asset per legacy task whose ledger stage still runs Luigi."""
     partitions_def = daily_partitions(ledger)
-    running: Iterable[type[luigi.Task]] = (
-        t for t in tasks if ledger.stage(t.__name__).runs_legacy
-    )
+    running: Iterable[type[luigi.Task]] = (t for t in tasks if ledger.stage(t.__name__).runs_legacy)
     return [
         feed_dump_spec(partitions_def),
         *(legacy_asset(t, partitions_def, ledger.legacy_epoch) for t in running),

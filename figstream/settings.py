@@ -1,4 +1,4 @@
-"""Where things live, taken from the environment with defaults that need nothing outside the machine."""
+"""Where things live: from the environment, with defaults that need nothing off the machine."""
 
 from __future__ import annotations
 

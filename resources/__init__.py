@@ -1,1 +1,1 @@
-"""I/O adapters. Each is one small interface with a local and (where it differs) an AWS implementation."""
+"""I/O adapters: one small interface each, with local and (where it differs) AWS versions."""

@@ -28,9 +28,18 @@ def defs() -> dg.Definitions:
 def test_local_profile_loads_every_legacy_task(defs):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    expected = {f"legacy/{t}" for t in
-                ("extract_feeds", "clean_postings", "dedupe_postings", "active_jobs",
-                 "board_stats", "seo_redirects", "feed_dump")}
+    expected = {
+        f"legacy/{t}"
+        for t in (
+            "extract_feeds",
+            "clean_postings",
+            "dedupe_postings",
+            "active_jobs",
+            "board_stats",
+            "seo_redirects",
+            "feed_dump",
+        )
+    }
     assert expected <= keys
     assert len(TASKS) == 6
     for key, parents in LEGACY_KEYS.items():
@@ -51,7 +60,11 @@ def test_self_dependency_maps_to_the_previous_day(defs):
 def run_validate(env):
     return subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

@@ -27,8 +27,19 @@ def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path)
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     proc = spawn(
-        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=figstream_env, stdout=log, stderr=log,
+        [
+            str(BIN / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=figstream_env,
+        stdout=log,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -52,7 +63,8 @@ def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path)
     boards = nodes["legacy/board_stats"]
     assert boards["groupName"] == "legacy" and boards["isPartitioned"]
     assert {"/".join(d["path"]) for d in boards["dependencyKeys"]} == {
-        "legacy/active_jobs", "legacy/dedupe_postings",
+        "legacy/active_jobs",
+        "legacy/dedupe_postings",
     }
     assert {"/".join(d["path"]) for d in nodes["legacy/extract_feeds"]["dependencyKeys"]} == {
         "legacy/feed_dump"

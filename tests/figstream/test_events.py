@@ -9,11 +9,15 @@ from figstream.events import Envelope, format_time, parse_time
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 times = st.datetimes(
-    min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 31), timezones=st.just(dt.UTC)
+    min_value=dt.datetime(2000, 1, 1),
+    max_value=dt.datetime(2099, 12, 31),
+    timezones=st.just(dt.UTC),
 )
 envelopes = st.builds(
     Envelope,

@@ -32,8 +32,10 @@ def test_the_shipped_ledger_has_every_task_at_legacy():
     ("text", "mentions"),
     [
         (VALID.replace("stage: shadow", "stage: shaddow"), "tasks.CleanPostings.stage"),
-        (VALID.replace("parity_partitions_required: 4", "parity_partitions_required: 0"),
-         "tasks.CleanPostings.parity_partitions_required"),
+        (
+            VALID.replace("parity_partitions_required: 4", "parity_partitions_required: 0"),
+            "tasks.CleanPostings.parity_partitions_required",
+        ),
         (VALID.replace("replaced_by:", "replaced_with:"), "tasks.CleanPostings.replaced_with"),
         (VALID.replace("legacy_epoch: 2026-11-01", "legacy_epoch: someday"), "legacy_epoch"),
         (VALID.replace("version: 1", "version: 7"), "version"),

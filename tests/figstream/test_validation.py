@@ -62,7 +62,7 @@ def test_good_record_becomes_an_envelope():
     ("raw", "code", "mentions"),
     [
         (b"\xff\xfeoops", "bad_encoding", "UTF-8"),
-        ('{"id": "x", "type": "job.posted"'.encode(), "malformed_json", ""),
+        (b'{"id": "x", "type": "job.posted"', "malformed_json", ""),
         (b"[1, 2]", "not_an_object", "list"),
         (b'"just a string"', "not_an_object", "str"),
         (mutated(id=KeyError), "missing_field", "'id'"),
@@ -116,7 +116,9 @@ def test_arbitrary_bytes_never_raise(raw):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
