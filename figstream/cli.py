@@ -8,17 +8,12 @@ it in ``SUBCOMMANDS``. Handlers import their module lazily, so ``figstream --hel
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-DEFAULT_HOME = ".figstream"
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("FIGSTREAM_HOME") or DEFAULT_HOME)
+from figstream.settings import data_home as default_home
 
 
 def _iso_date(value: str) -> date:
@@ -75,7 +70,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=default_home(),
-        help="output root (default: $FIGSTREAM_HOME or .figstream)",
+        help="output root (default: $FIGSTREAM_HOME or .figstream in the project)",
     )
     parser.add_argument(
         "--start",
@@ -151,7 +146,49 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate]
+def _add_demo_data(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo-data",
+        help="generate the demo history (ledger epoch .. yesterday) unless feeds already exist",
+        description=(
+            "What `make dev` runs: if $FIGSTREAM_HOME has no feed dumps yet, generate every day "
+            "from the migration ledger's legacy_epoch up to yesterday (UTC). The last two days "
+            "carry bad records, so the legacy pipeline's one-bad-record flaw is visible."
+        ),
+    )
+    parser.add_argument("--out", type=Path, default=default_home(), help="data root")
+    parser.add_argument("--events-per-day", type=_int_at_least(1), default=3000)
+    parser.add_argument("--bad-rate", type=_rate, default=0.002)
+    parser.set_defaults(handler=_run_demo_data)
+
+
+def _run_demo_data(args: argparse.Namespace) -> int:
+    from figstream.generate import generate
+    from figstream.ledger import load_ledger
+    from figstream.settings import ledger_path
+
+    feeds = args.out / "feeds"
+    if feeds.is_dir() and any(feeds.iterdir()):
+        print(f"demo data already present in {feeds}; leaving it as it is")
+        return 0
+    start = load_ledger(ledger_path()).legacy_epoch
+    days = (datetime.now(UTC).date() - timedelta(days=1) - start).days + 1
+    if days < 1:
+        print(f"figstream demo-data: error: the ledger epoch {start} is in the future")
+        return 1
+    summary = generate(
+        args.out,
+        start=start,
+        days=days,
+        events_per_day=args.events_per_day,
+        bad_rate=args.bad_rate,
+        clean_days=max(days - 2, 0),
+    )
+    print(summary.describe())
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_demo_data]
 
 
 def build_parser() -> argparse.ArgumentParser:

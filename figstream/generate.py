@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import orjson
+from tqdm import tqdm
 
 from figstream.schemas import REGISTRY
 
@@ -48,6 +49,7 @@ SALARY_BANDS = {
     "internship": (20, 60),
     "temporary": (28, 80),
 }
+SALARY_CAP = 900_000
 EXPIRY_REASONS = ("filled", "expired", "withdrawn")
 
 # Expected ``figstream.validation`` reason code for each kind of corruption.
@@ -293,10 +295,14 @@ class EventStream:
             return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
         def finish(env: dict[str, Any], t: int, protected: bool = False) -> Record:
-            # Always draw, so clean_days does not shift which later events are corrupted.
-            draw = bad_rng.random()
-            if draw < bad_rate and t >= clean_until and not protected:
+            # A clean day still draws (and discards) its corruptions, so clean_days never shifts
+            # which later events are corrupted, nor how.
+            if bad_rng.random() < bad_rate and not protected:
                 kind = kinds[bad_rng.randrange(len(kinds))]
+                line = _corrupt(env, kind, bad_rng)
+            else:
+                kind = None
+            if kind is not None and t >= clean_until:
                 stats.bad_by_kind[kind] += 1
                 if len(stats.bad_records) < MANIFEST_LIST_CAP:
                     stats.bad_records.append(
@@ -308,7 +314,6 @@ class EventStream:
                             "date": env["time"][:10],
                         }
                     )
-                line = _corrupt(env, kind, bad_rng)
                 return Record(line, t, env["source"], env["id"], env["type"], kind)
             by_type[env["type"]] = by_type.get(env["type"], 0) + 1
             return Record(orjson.dumps(env), t, env["source"], env["id"], env["type"], None)
@@ -391,9 +396,12 @@ class EventStream:
                     job[_SMIN] = rng.randrange(lo, hi) * 1000
                     job[_SMAX] = job[_SMIN] + rng.randrange(0, 20) * 1000
                 else:
+                    # Raises drift upwards; the cap keeps long-lived postings plausible.
                     factor = 1 + rng.uniform(-0.05, 0.15)
-                    job[_SMIN] = round(job[_SMIN] * factor / 1000) * 1000
-                    job[_SMAX] = max(job[_SMIN], round(job[_SMAX] * factor / 1000) * 1000)
+                    job[_SMIN] = min(round(job[_SMIN] * factor / 1000) * 1000, SALARY_CAP)
+                    job[_SMAX] = min(
+                        max(job[_SMIN], round(job[_SMAX] * factor / 1000) * 1000), SALARY_CAP
+                    )
             elif what < 0.8:
                 title = job[_TITLE]
                 for prefix in _TITLE_PREFIXES:
@@ -708,8 +716,6 @@ def generate(
     total = days * events_per_day
     if progress is None:
         progress = total >= PROGRESS_AUTO_THRESHOLD and sys.stderr.isatty()
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, disable=not progress,
                desc="generate")  # fmt: skip
     try:
