@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.legacy import build_legacy_assets
+from assets.legacy import build_legacy_assets, legacy_job
 from figstream import settings
 from figstream.ledger import load_ledger
 from legacy.pipeline import TASKS
@@ -12,5 +12,6 @@ ledger = load_ledger(settings.ledger_path(), known_tasks=[task.__name__ for task
 
 defs = dg.Definitions(
     assets=build_legacy_assets(ledger, TASKS),
+    jobs=[legacy_job(ledger)],
     resources=resources_for(settings.profile(), ledger),
 )

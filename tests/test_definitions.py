@@ -49,6 +49,22 @@ def test_local_profile_loads_every_legacy_task(defs):
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
 
 
+def test_nightly_job_runs_every_legacy_task(defs):
+    job = defs.resolve_job_def("legacy_nightly_job")
+    assert set(job.graph.node_names()) == {
+        f"legacy__{t}"
+        for t in (
+            "extract_feeds",
+            "clean_postings",
+            "dedupe_postings",
+            "active_jobs",
+            "board_stats",
+            "seo_redirects",
+        )
+    }
+    assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
+
+
 def test_self_dependency_maps_to_the_previous_day(defs):
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey(["legacy", "active_jobs"])
