@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from figstream.bus_cli import add_produce, add_publish
+from figstream.dlq_cli import add_dlq
 from figstream.settings import data_home as default_home
 
 
@@ -188,7 +190,13 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_demo_data]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_generate,
+    _add_demo_data,
+    add_publish,
+    add_produce,
+    add_dlq,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

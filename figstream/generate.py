@@ -260,6 +260,7 @@ class EventStream:
         bad_rate: float = 0.01,
         clean_days: int = 0,
         pools: Pools | None = None,
+        merger_day: int | None = None,
     ) -> None:
         _check_args(
             days=days, events_per_day=events_per_day, bad_rate=bad_rate, clean_days=clean_days
@@ -268,7 +269,8 @@ class EventStream:
         self.seed, self.bad_rate, self.clean_days = seed, bad_rate, clean_days
         self.pools = pools or build_pools(seed)
         self.start_us = _date_us(start)
-        self.merger_day = days // 2
+        # The live producer moves the merger early; the batch generator keeps it mid-range.
+        self.merger_day = days // 2 if merger_day is None else merger_day
         self.merger_us = self.start_us + self.merger_day * DAY + 12 * HOUR
         self.stats = StreamStats()
 

@@ -1,0 +1,306 @@
+"""Object storage behind one small interface, with a local-directory implementation.
+
+Keys are ``/``-separated strings, as in S3. :class:`ObjectStore` is what the rest of figstream
+(and the Dagster resources that wrap it) depend on; :class:`LocalObjectStore` implements it over
+a directory for the ``local`` profile. An S3 implementation (pyarrow ``S3FileSystem`` with an
+``endpoint_override``) only has to provide the five abstract methods.
+
+Guarantees of :class:`LocalObjectStore`:
+
+* ``put`` is atomic and durable before it returns: the bytes go to a hidden temporary file in the
+  destination directory, which is flushed and fsynced, renamed over the key with ``os.replace``,
+  and then the directory is fsynced (so are the parents of any directory it had to create).
+  A reader sees the old object or the new one, never a partial one.
+* ``list`` returns full keys in lexicographic (code point, hence UTF-8 byte) order, like S3. It
+  never lists the hidden temporary files, and it does not descend into directories whose keys
+  all sort at or before ``start_after``, so a cursor over ``landing/{date}/`` stays cheap as
+  days accumulate.
+
+Keys are restricted to a portable subset: no empty, ``.`` or ``..`` segments, no segment that
+starts with ``.`` (reserved for temporary files), no backslash or NUL, at most 1024 UTF-8 bytes
+and 200 per segment. A key cannot also be a prefix of other keys (``a/b`` and ``a/b/c``), which
+S3 allows but a directory tree does not; ``put`` refuses that with ``FileExistsError``.
+
+Bad inputs tried (see tests/figstream/test_objectstore.py): invalid keys (empty, ``/a``, ``a/``,
+``a//b``, ``..``, hidden segments, backslash, NUL, over-long), reading a missing key or a prefix,
+putting under an existing object, a crash between writing and renaming (a stale temporary file
+stays invisible), concurrent puts of one key, ``start_after`` inside, before and after date
+directories, and ``limit`` of 0 and below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 200
+_BAD_CHARS = ("\\", "\x00")
+_TMP_SUFFIX = ".tmp"
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid object key, else raise ``ValueError`` saying why."""
+    if not isinstance(key, str):
+        raise TypeError(f"object key must be a str, got {type(key).__name__}")
+    if not key:
+        raise ValueError("object key is empty")
+    _check_segments(key, key.split("/"), what="object key")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: any string whose complete segments would be valid in a key."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if prefix:
+        # The last segment may be partial ("landing/2026-11-0") or empty ("landing/").
+        *whole, last = prefix.split("/")
+        _check_segments(prefix, whole, what="prefix")
+        if any(c in last for c in _BAD_CHARS) or last.startswith("."):
+            raise ValueError(f"prefix {prefix!r}: invalid last segment {last!r}")
+    return prefix
+
+
+def _check_segments(text: str, segments: list[str], what: str) -> None:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ValueError(f"{what} {text[:60]!r}...: longer than {MAX_KEY_BYTES} bytes")
+    for segment in segments:
+        if not segment:
+            raise ValueError(f"{what} {text!r}: empty path segment (leading, trailing or '//')")
+        if segment.startswith("."):
+            raise ValueError(
+                f"{what} {text!r}: segment {segment!r} starts with '.' "
+                "(reserved for temporary files; '.' and '..' are never keys)"
+            )
+        if any(c in segment for c in _BAD_CHARS):
+            raise ValueError(f"{what} {text!r}: backslash and NUL are not allowed")
+        try:
+            size = len(segment.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {text!r}: not valid Unicode text") from None
+        if size > MAX_SEGMENT_BYTES:
+            raise ValueError(f"{what} {text!r}: segment longer than {MAX_SEGMENT_BYTES} bytes")
+
+
+class ObjectStore(ABC):
+    """Immutable-by-convention blobs under ``/``-separated keys."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically; durable once this returns."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` if there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
+        """Keys starting with ``prefix`` and sorting after ``start_after``, sorted, at most
+        ``limit`` of them (all when ``None``)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting a missing key is not an error (as in S3)."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; return how many were deleted."""
+        check_prefix(prefix)
+        if not prefix:
+            raise ValueError("refusing to delete the whole store (empty prefix)")
+        deleted, after = 0, ""
+        while page := self.list(prefix, start_after=after, limit=1000):
+            for key in page:
+                self.delete(key)
+            deleted += len(page)
+            after = page[-1]
+        return deleted
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make entries created or renamed in ``path`` durable."""
+    if os.name == "nt":
+        return  # Windows cannot open a directory; NTFS journals the rename itself.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems (network, FUSE) refuse fsync on a directory; nothing more to do.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+class LocalObjectStore(ObjectStore):
+    """An :class:`ObjectStore` over a local directory (created on the first ``put``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def _ensure_dir(self, directory: Path, key: str) -> None:
+        if directory.is_dir():
+            return
+        missing: list[Path] = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise FileExistsError(
+                f"cannot put {key!r} in {self}: {probe} is an object, not a prefix"
+            )
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if not path.is_dir():
+                    raise FileExistsError(
+                        f"cannot put {key!r} in {self}: {path} is an object, not a prefix"
+                    ) from None
+                continue
+            # The new directory entry lives in its parent: make that durable too.
+            _fsync_dir(path.parent)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        path = self._path(key)
+        directory = path.parent
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        for attempt in range(3):
+            self._ensure_dir(directory, key)
+            # Unique per writer, hidden, and not ending in the key's suffix: never listed.
+            tmp = directory / f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
+            try:
+                fd = os.open(tmp, flags, 0o666)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the (then empty) directory; make it again.
+                if attempt == 2:
+                    raise
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if path.is_dir():
+                raise FileExistsError(
+                    f"cannot put {key!r} in {self}: it is a prefix of other keys"
+                ) from None
+            raise
+        _fsync_dir(directory)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise FileNotFoundError(f"no object {key!r} in {self}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
+        check_prefix(prefix)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit}")
+        if limit == 0:
+            return []
+        dir_key, _, name_prefix = prefix.rpartition("/")
+        base = self.root.joinpath(*dir_key.split("/")) if dir_key else self.root
+        keys: list[str] = []
+        for key in self._walk(base, f"{dir_key}/" if dir_key else "", name_prefix, start_after):
+            keys.append(key)
+            if limit is not None and len(keys) >= limit:
+                break
+        return keys
+
+    def _walk(
+        self, directory: Path | str, key_prefix: str, name_prefix: str, start_after: str
+    ) -> Iterator[str]:
+        try:
+            scan = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries: list[tuple[str, Any]] = []
+        with scan:
+            for entry in scan:
+                name = entry.name
+                if name.startswith(".") or not name.startswith(name_prefix):
+                    continue
+                # Sorting a directory as "name/" puts "b-c" before "b/x", as full keys sort.
+                if entry.is_dir(follow_symlinks=False):
+                    entries.append((name + "/", entry))
+                elif entry.is_file(follow_symlinks=False):
+                    entries.append((name, entry))
+        entries.sort(key=lambda item: item[0])
+        for sort_name, entry in entries:
+            key = key_prefix + sort_name
+            if sort_name.endswith("/"):
+                # Every key under `key` sorts at or before start_after: skip the whole subtree.
+                if start_after > key and not start_after.startswith(key):
+                    continue
+                yield from self._walk(entry.path, key, "", start_after)
+            elif key > start_after:
+                yield key
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return  # no such object (a prefix is not one)
+        _fsync_dir(path.parent)
+        self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove now-empty directories up to (not including) the root."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+
+def write_parquet(store: ObjectStore, key: str, table: pa.Table, **options: Any) -> int:
+    """Write ``table`` as one Parquet object; return its size in bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    buffer = sink.getvalue()
+    store.put(key, memoryview(buffer))
+    return buffer.size
+
+
+def read_parquet(store: ObjectStore, key: str, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(store.get(key)), columns=columns)
