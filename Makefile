@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 3000
+DEMO_RATE ?= 20
 export FIGSTREAM_HOME ?= $(CURDIR)/.figstream
 export DAGSTER_HOME ?= $(FIGSTREAM_HOME)/dagster_home
 
@@ -28,9 +29,13 @@ setup: .venv/.synced
 demo-data: setup
 	.venv/bin/figstream demo-data
 
+# The UI plus a live demo stream: a producer lands DEMO_RATE events/s while dagster dev runs,
+# and stops with it.
 dev: setup demo-data
 	mkdir -p "$(DAGSTER_HOME)"
 	cp platform/local/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	.venv/bin/figstream produce --rate $(DEMO_RATE) --producer demo & producer=$$!; \
+	trap 'kill -INT $$producer 2>/dev/null; wait $$producer 2>/dev/null' EXIT INT TERM; \
 	.venv/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 lint: setup

@@ -569,7 +569,8 @@ class _FeedWriter:
 
 
 class _LandingWriter:
-    """``landing/{arrival date}/{batch_id}.jsonl``, cut by size, age and arrival date."""
+    """``landing/{arrival date}/{batch_id}.jsonl``, cut by size, age and arrival date; the batch
+    id carries the last arrival, the time the batch would commit."""
 
     def __init__(self, root: Path, batch_size: int, batch_seconds: float) -> None:
         self.root = root
@@ -577,6 +578,7 @@ class _LandingWriter:
         self.span_us = int(batch_seconds * SECOND)
         self.lines: list[bytes] = []
         self.first_us = 0
+        self.last_us = 0
         self.first_day = -1
         self.batches = 0
         self.records = 0
@@ -592,6 +594,7 @@ class _LandingWriter:
         if not self.lines:
             self.first_us, self.first_day = arrival_us, arrival_us // DAY
         self.lines.append(line + b"\n")
+        self.last_us = arrival_us
         self.records += 1
 
     def flush(self) -> None:
@@ -603,7 +606,8 @@ class _LandingWriter:
                 _fsync_dir(self.dirs[-1])
             directory.mkdir(parents=True, exist_ok=True)
             self.dirs.append(directory)
-        batch_id = f"{_batch_stamp(self.first_us)}-{self.batches:06d}"
+        # Named by the last arrival: a batch becomes visible (commits) once it is complete.
+        batch_id = f"{_batch_stamp(self.last_us)}-{self.batches:06d}"
         atomic_write(directory / f"{batch_id}.jsonl", self.lines)
         self.batches += 1
         self.lines = []

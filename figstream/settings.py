@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("local", "aws")
@@ -25,3 +28,36 @@ def ledger_path() -> Path:
     return Path(
         os.environ.get("FIGSTREAM_LEDGER") or PROJECT_ROOT / "platform" / "migration_ledger.yaml"
     ).resolve()
+
+
+def routing_path() -> Path:
+    return Path(
+        os.environ.get("FIGSTREAM_ROUTING") or PROJECT_ROOT / "platform" / "routing.yaml"
+    ).resolve()
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    max_batches_per_tick: int = 400
+    max_runs_per_tick: int = 6
+    lookback_seconds: int = 120
+    dead_letter_warn_rate: float = 0.02
+    freshness_warn_seconds: int = 60
+    freshness_fail_seconds: int = 600
+    daily_stats_every_seconds: int = 300
+
+
+def streaming_settings(path: Path | None = None) -> StreamingSettings:
+    """``platform/streaming.yaml``; an unknown or mistyped key is an error naming the file."""
+    path = path or PROJECT_ROOT / "platform" / "streaming.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.pop("version", None)
+    known = {f.name: f.type for f in fields(StreamingSettings)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"{path}: entry {key}: unknown setting (known: {', '.join(known)})")
+        expected = float if known[key] == "float" else int
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{path}: entry {key}: must be a positive number, got {value!r}")
+        raw[key] = expected(value)
+    return StreamingSettings(**raw)

@@ -5,15 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from figstream import settings
+from figstream.deadletter import deadletter_path
 from figstream.ledger import Ledger
+from figstream.state import state_path
 from resources.luigi_runner import LuigiRunner
+from resources.stores import (
+    LocalObjectStoreResource,
+    RoutingResource,
+    SqliteDeadLetterResource,
+    SqliteStateStoreResource,
+    StreamingResources,
+)
 
 
 def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
     home = settings.data_home()
     luigi_runner = LuigiRunner(data_root=str(home), epoch=ledger.legacy_epoch.isoformat())
     if profile == "local":
-        return {"luigi_runner": luigi_runner}
+        streaming = StreamingResources(
+            objects=LocalObjectStoreResource(root=str(home)),
+            state=SqliteStateStoreResource(path=str(state_path(home))),
+            dead_letters=SqliteDeadLetterResource(path=str(deadletter_path(home))),
+            routing=RoutingResource(path=str(settings.routing_path())),
+            first_partition=f"{ledger.legacy_epoch.isoformat()}-00:00",
+        )
+        return {"luigi_runner": luigi_runner, "streaming": streaming}
     raise NotImplementedError(
         f"FIGSTREAM_PROFILE={profile!r}: the AWS profile is not built yet; use 'local'"
     )

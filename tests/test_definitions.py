@@ -104,3 +104,26 @@ def test_unknown_profile_is_a_clear_error(figstream_env):
     result = run_validate({**figstream_env, "FIGSTREAM_PROFILE": "azure"})
     assert result.returncode != 0
     assert "FIGSTREAM_PROFILE='azure'" in result.stdout + result.stderr
+
+
+def test_streaming_assets_sensors_and_jobs_are_defined(defs):
+    graph = defs.resolve_asset_graph()
+    for name in (
+        "raw_events",
+        "board_mergers",
+        "clean_postings",
+        "deduped_postings",
+        "job_state",
+        "search_index",
+    ):
+        node = graph.get(dg.AssetKey(name))
+        assert isinstance(node.partitions_def, dg.HourlyPartitionsDefinition), name
+        assert node.group_name == "streaming"
+    stats = graph.get(dg.AssetKey("board_daily_stats"))
+    assert isinstance(stats.partitions_def, dg.DailyPartitionsDefinition)
+    mapping = graph.get_partition_mapping(stats.key, dg.AssetKey("raw_events"))
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    for stream in ("postings", "boards"):
+        sensor = defs.get_sensor_def(f"{stream}_sensor")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_job_def("postings_job").executor_def.name == "in_process"

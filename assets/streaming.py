@@ -1,0 +1,297 @@
+"""The streaming assets: hourly event-time partitions, materialised as micro-batches land.
+
+Each asset reads through the stores, calls a step of ``figstream.streaming`` and reports what
+it did. A sensor run names the new batches in its run config (``batch_keys``); a backfill or a
+run launched from the UI leaves it empty and recomputes the partition from every batch the
+landing index holds for it. Both write the same per-batch fragments, so they agree.
+"""
+
+import datetime as dt
+import time
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from figstream import streaming as steps
+from figstream.landing import parse_batch_key
+from figstream.ledger import Ledger
+from figstream.settings import StreamingSettings
+from resources.stores import StreamingResources
+
+GROUP = "streaming"
+STATE_POOL = "figstream_state"
+
+
+class BatchSelection(dg.Config):
+    """The landed batches a run processes; empty means every batch indexed for the partition."""
+
+    batch_keys: list[str] = []
+
+
+def hourly_partitions(ledger: Ledger) -> dg.HourlyPartitionsDefinition:
+    # end_offset=1: the hour in progress is a partition too, so it streams as it fills.
+    return dg.HourlyPartitionsDefinition(
+        start_date=f"{ledger.legacy_epoch.isoformat()}-00:00", end_offset=1
+    )
+
+
+def daily_partitions(ledger: Ledger) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=ledger.legacy_epoch.isoformat(), end_offset=1)
+
+
+def _batch_ids(config: BatchSelection) -> list[str] | None:
+    if not config.batch_keys:
+        return None
+    return [parse_batch_key(key)[1] for key in config.batch_keys]
+
+
+def lag_metadata(event_times: list[pa.Array]) -> dict[str, float]:
+    """Seconds from event time to now (materialised), as plottable numbers."""
+    times = [t for t in event_times if len(t)]
+    if not times:
+        return {}
+    now_us = time.time_ns() // 1000
+    micros = pc.cast(pa.concat_arrays(times), pa.int64())
+    lag = pc.divide(pc.cast(pc.subtract(now_us, micros), pa.float64()), 1e6)
+    p50, p95 = pc.quantile(lag, q=[0.5, 0.95]).to_pylist()
+    return {
+        "lag_seconds_p50": round(p50, 3),
+        "lag_seconds_p95": round(p95, 3),
+        "lag_seconds_max": round(pc.max(lag).as_py(), 3),
+    }
+
+
+def ingest_asset(
+    name: str, stream: str, partitions_def: dg.PartitionsDefinition, settings: StreamingSettings
+) -> dg.AssetsDefinition:
+    check = dg.AssetCheckSpec("dead_letter_rate", asset=name, description=(
+        f"Share of the partition's records that were dead-lettered; warns above "
+        f"{settings.dead_letter_warn_rate:.1%} (platform/streaming.yaml)."
+    ))  # fmt: skip
+
+    @dg.asset(
+        name=name,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        kinds={"parquet"},
+        check_specs=[check],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        freshness_policy=_freshness(settings),
+        tags={"figstream/stream": stream},
+        description=(
+            f"Events of the '{stream}' stream for one event-time hour: validated, upcast to the "
+            "latest schema version and deduplicated by event id. Rejected records go to the "
+            "dead-letter store with their reason."
+        ),
+    )
+    def _ingest(
+        context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
+    ):
+        stores = streaming.stores()
+        totals = steps.IngestReport()
+        worst_rate, worst_partition = 0.0, None
+        for partition in context.partition_keys:
+            indexed = stores.state.batches_for(stream, partition)
+            # A run over a range names every new batch; each hour takes the ones it holds.
+            keys = (
+                [k for k in config.batch_keys if k in set(indexed)]
+                if config.batch_keys
+                else indexed
+            )
+            report = steps.ingest(stores, stream, partition, keys)
+            for attr in ("batches", "records", "valid", "duplicates", "dead_lettered"):
+                setattr(totals, attr, getattr(totals, attr) + getattr(report, attr))
+            totals.event_times.extend(report.event_times)
+            index_total = sum(stores.state.batch_counts(stream, partition).values())
+            dead = stores.dead_letters.count(stream=stream, partition_key=partition)
+            rate = dead / index_total if index_total else 0.0
+            if rate >= worst_rate:
+                worst_rate, worst_partition = rate, partition
+        yield dg.MaterializeResult(
+            metadata={
+                "batches": totals.batches,
+                "records": totals.records,
+                "materialised": totals.materialised,
+                "duplicates_dropped": totals.duplicates,
+                "dead_lettered": totals.dead_lettered,
+                **lag_metadata(totals.event_times),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="dead_letter_rate",
+            passed=worst_rate <= settings.dead_letter_warn_rate,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"dead_letter_rate": round(worst_rate, 5), "partition": str(worst_partition)},
+        )
+
+    return _ingest
+
+
+def _freshness(settings: StreamingSettings) -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(seconds=settings.freshness_fail_seconds),
+        warn_window=dt.timedelta(seconds=settings.freshness_warn_seconds),
+    )
+
+
+def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
+    hourly = hourly_partitions(ledger)
+    daily = daily_partitions(ledger)
+    freshness = _freshness(settings)
+    common = {"group_name": GROUP, "freshness_policy": freshness}
+
+    raw_events = ingest_asset("raw_events", "postings", hourly, settings)
+    board_mergers = ingest_asset("board_mergers", "boards", hourly, settings)
+
+    @dg.asset(
+        deps=[raw_events],
+        partitions_def=hourly,
+        kinds={"parquet"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        **common,
+    )
+    def clean_postings(
+        context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """job.posted / job.updated events with normalised text and a cross-board dedupe key."""
+        rows = steps.clean(streaming.stores(), context.partition_keys, _batch_ids(config))
+        return dg.MaterializeResult(metadata={"rows": rows})
+
+    @dg.asset(
+        deps=[clean_postings],
+        partitions_def=hourly,
+        kinds={"parquet"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=STATE_POOL,
+        **common,
+    )
+    def deduped_postings(
+        context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """Postings with cross-board duplicates removed (the earliest posting of a job wins)."""
+        report = steps.dedupe(streaming.stores(), context.partition_keys, _batch_ids(config))
+        return dg.MaterializeResult(
+            metadata={
+                "postings": report.postings,
+                "kept": report.kept,
+                "duplicate_jobs_total": report.duplicates_total,
+            }
+        )
+
+    @dg.asset(
+        deps=[raw_events, board_mergers],
+        partitions_def=hourly,
+        kinds={"sqlite", "dynamodb"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=STATE_POOL,
+        **common,
+    )
+    def job_state(
+        context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """Current state per job id in the state store: last writer wins by (event time, id)."""
+        report = steps.update_job_state(
+            streaming.stores(), context.partition_keys, _batch_ids(config)
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "events_applied": report.events,
+                "jobs_changed": report.changed,
+                "jobs": report.jobs,
+                "active_jobs": report.active,
+            }
+        )
+
+    @dg.asset(
+        deps=[job_state, deduped_postings],
+        partitions_def=hourly,
+        kinds={"parquet"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=STATE_POOL,
+        **common,
+    )
+    def search_index(streaming: StreamingResources) -> dg.MaterializeResult:
+        """The snapshot of active jobs the site searches, without cross-board duplicates."""
+        index = steps.export_search_index(streaming.stores())
+        preview = index.slice(0, 5).select(["job_id", "board", "title", "location"]).to_pylist()
+        table = "\n".join(
+            f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |" for r in preview
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "active_jobs": index.num_rows,
+                "path": dg.MetadataValue.path(steps.SEARCH_INDEX_KEY),
+                "preview": dg.MetadataValue.md(
+                    "| job_id | board | title | location |\n|---|---|---|---|\n" + table
+                ),
+            }
+        )
+
+    epoch_day = ledger.legacy_epoch.isoformat()
+
+    @dg.asset(
+        deps=[raw_events, board_mergers, job_state],
+        partitions_def=daily,
+        kinds={"parquet"},
+        group_name=GROUP,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def board_daily_stats(
+        context: dg.AssetExecutionContext, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """Per board and day: postings, updates, expiries, active jobs at the day's end."""
+        by_day = steps.board_daily_stats(streaming.stores(), context.partition_keys, epoch_day)
+        last = by_day[max(by_day)]
+        return dg.MaterializeResult(
+            metadata={
+                "days": len(by_day),
+                "boards": last.num_rows,
+                "postings": sum(pc.sum(t["postings"]).as_py() or 0 for t in by_day.values()),
+                "active_jobs_at_end": pc.sum(last["active_jobs"]).as_py() or 0,
+            }
+        )
+
+    return [
+        raw_events,
+        board_mergers,
+        clean_postings,
+        deduped_postings,
+        job_state,
+        search_index,
+        board_daily_stats,
+    ]
+
+
+STREAM_JOBS = {
+    "postings": ["raw_events", "clean_postings", "deduped_postings", "job_state", "search_index"],
+    "boards": ["board_mergers", "job_state", "search_index"],
+}
+
+
+def config_ops(stream: str) -> list[str]:
+    """The assets of a stream's job that take a BatchSelection (search_index reads it all)."""
+    return [name for name in STREAM_JOBS[stream] if name != "search_index"]
+
+
+def stream_jobs(ledger: Ledger) -> dict[str, object]:
+    """One job per stream. In-process: a streaming run is a few small steps, and separate
+    step processes would cost more than the steps themselves."""
+    jobs = {
+        stream: dg.define_asset_job(
+            f"{stream}_job",
+            selection=dg.AssetSelection.assets(*names),
+            partitions_def=hourly_partitions(ledger),
+            executor_def=dg.in_process_executor,
+            tags={"figstream/stream": stream},
+        )
+        for stream, names in STREAM_JOBS.items()
+    }
+    jobs["stats"] = dg.define_asset_job(
+        "board_daily_stats_job",
+        selection=dg.AssetSelection.assets("board_daily_stats"),
+        partitions_def=daily_partitions(ledger),
+        executor_def=dg.in_process_executor,
+        tags={"figstream/stream": "stats"},
+    )
+    return jobs

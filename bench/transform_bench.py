@@ -1,0 +1,346 @@
+"""Throughput of the streaming transform core against bare pyarrow.json and the legacy tasks.
+
+    .venv/bin/python bench/transform_bench.py [--events N] [--repeat R] [--no-write]
+
+One run, one machine, the same generated day (``figstream.generate``, seed 42):
+
+(a) ``pyarrow.json.read_json`` of the *good* lines of the landing batches (pyarrow.json fails
+    a whole read on one bad line, so the lines ``validate`` rejects are removed first, untimed).
+    Measured per landing batch, as the stream delivers them, and as one blob.
+(b) figstream: ``parse_batches`` (parse + validate + upcast) -> ``dedupe_events`` ->
+    ``clean_postings`` (normalise) -> ``dedupe_postings`` over *all* landing lines, bad ones
+    included, in passes of ``--batches-per-pass`` batches (about what an hourly run gets).
+    Single process is the headline; a 2-process variant parses passes in a process pool.
+(c) legacy Luigi ExtractFeeds + CleanPostings + DedupePostings (``luigi.build``, local
+    scheduler) on the feed dump of the same day generated with ``bad_rate=0``: legacy dies on
+    the first bad record. (b) is measured on that clean day too, for a like-for-like ratio.
+
+Best of ``--repeat`` interleaved rounds for (a) and (b); legacy runs once (it is slow).
+Results go to ``bench/results/transform.json`` and to the transform section of
+``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pj
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from figstream.generate import generate  # noqa: E402
+from figstream.transform import (  # noqa: E402
+    clean_postings,
+    dedupe_events,
+    dedupe_postings,
+    parse_batches,
+)
+from figstream.validation import Rejection, validate  # noqa: E402
+
+DAY = date(2026, 11, 20)
+SEED = 42
+README = ROOT / "bench" / "README.md"
+RESULTS = ROOT / "bench" / "results" / "transform.json"
+START, END = "<!-- transform-bench:start -->", "<!-- transform-bench:end -->"
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    meminfo = Path("/proc/meminfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem_kb = int(re.search(r"^MemTotal:\s*(\d+)", meminfo, re.M).group(1))
+    import luigi
+
+    return {
+        "nproc": int(subprocess.run(["nproc"], capture_output=True, text=True).stdout),
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "pyarrow": pa.__version__,
+        "numpy": np.__version__,
+        "orjson": orjson.__version__,
+        "luigi": luigi.__version__,
+        "platform": platform.platform(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def landing(root: Path) -> list[tuple[str, bytes]]:
+    return [(p.stem, p.read_bytes()) for p in sorted((root / "landing").rglob("*.jsonl"))]
+
+
+def count_lines(batches: list[tuple[str, bytes]]) -> int:
+    return sum(1 for _, data in batches for line in data.split(b"\n") if line.strip())
+
+
+def interleaved(repeat: int, runs: dict) -> dict[str, float]:
+    """Best wall time of each run; rounds interleave them, so that a slow spell of a shared
+    machine hits every measurement alike instead of one of them."""
+    for fn in runs.values():
+        fn()  # warm-up: first-call costs (lazy imports, memory pools, pool start) are not rates
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            began = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return best
+
+
+def passes(batches: list, size: int) -> list[list]:
+    return [batches[i : i + size] for i in range(0, len(batches), size)]
+
+
+def pipeline(parsed) -> None:
+    valid = pa.concat_tables([p.valid for p in parsed])
+    events = dedupe_events(valid)
+    dedupe_postings(clean_postings(events))
+
+
+def run_legacy(clean_root: Path) -> tuple[float, int]:
+    os.environ["FIGSTREAM_HOME"] = str(clean_root)
+    import luigi
+
+    from legacy.pipeline import DedupePostings
+
+    feed = clean_root / "feeds" / DAY.isoformat()
+    events = sum(count_lines([(p.stem, p.read_bytes())]) for p in feed.glob("*.jsonl"))
+    began = time.perf_counter()
+    ok = luigi.build([DedupePostings(date=DAY)], local_scheduler=True, workers=1, log_level="ERROR")
+    elapsed = time.perf_counter() - began
+    if not ok:
+        raise RuntimeError("the legacy tasks failed")
+    return elapsed, events
+
+
+def rate(events: int, seconds: float) -> float:
+    return round(events / seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events of the day")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds, best kept")
+    parser.add_argument("--batches-per-pass", type=int, default=10)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    facts = machine()  # before the work, so the load average says how busy the machine was
+
+    with tempfile.TemporaryDirectory(prefix="transform-bench-") as tmp:
+        dirty_root, clean_root = Path(tmp) / "dirty", Path(tmp) / "clean"
+        summary = generate(dirty_root, DAY, 1, args.events, seed=SEED, bad_rate=0.01)
+        generate(clean_root, DAY, 1, args.events, seed=SEED, bad_rate=0.0)
+        batches, clean_batches = landing(dirty_root), landing(clean_root)
+        records = count_lines(batches)
+
+        # (a) the same records, good lines only (pyarrow.json cannot skip a bad line)
+        good = []
+        for batch_id, data in batches:
+            lines = [ln for ln in data.split(b"\n") if ln.strip()]
+            keep = [ln for ln in lines if not isinstance(validate(ln), Rejection)]
+            good.append((batch_id, b"\n".join(keep) + b"\n"))
+        good_lines = sum(data.count(b"\n") for _, data in good)
+        blob = b"".join(data for _, data in good)
+        work = passes(batches, args.batches_per_pass)
+        clean_work = passes(clean_batches, args.batches_per_pass)
+        clean_records = count_lines(clean_batches)
+
+        with ProcessPoolExecutor(2) as pool:
+            best = interleaved(
+                args.repeat,
+                {
+                    # (a) the same records, good lines only (pyarrow.json cannot skip a bad one)
+                    "a_batch": lambda: [pj.read_json(io.BytesIO(d)) for _, d in good],
+                    "a_blob": lambda: pj.read_json(io.BytesIO(blob)),
+                    # (b) figstream over every landing line, in passes
+                    "b_single": lambda: pipeline([parse_batches(p) for p in work]),
+                    "b_pool": lambda: pipeline(list(pool.map(parse_batches, work))),
+                    "b_clean": lambda: pipeline([parse_batches(p) for p in clean_work]),
+                },
+            )
+        a_batch, a_blob = best["a_batch"], best["a_blob"]
+        b_single, b_pool, b_clean = best["b_single"], best["b_pool"], best["b_clean"]
+
+        # (c) legacy on the clean feed dump
+        c_seconds, c_events = run_legacy(clean_root)
+
+    a_batch_rate, a_blob_rate = rate(good_lines, a_batch), rate(good_lines, a_blob)
+    b_rate, b_pool_rate = rate(records, b_single), rate(records, b_pool)
+    b_clean_rate, c_rate = rate(clean_records, b_clean), rate(c_events, c_seconds)
+    result = {
+        "machine": facts,
+        "data": {
+            "day": DAY.isoformat(),
+            "seed": SEED,
+            "events_per_day": args.events,
+            "landing_records": records,
+            "landing_batches": len(batches),
+            "bad_records_generated": summary.bad_total,
+            "good_lines": good_lines,
+            "batches_per_pass": args.batches_per_pass,
+            "rounds": args.repeat,
+            "legacy_feed_events": c_events,
+            "clean_landing_records": clean_records,
+        },
+        "events_per_second": {
+            "a_pyarrow_json_per_batch": a_batch_rate,
+            "a_pyarrow_json_one_blob": a_blob_rate,
+            "b_figstream_single_process": b_rate,
+            "b_figstream_2_processes": b_pool_rate,
+            "b_figstream_single_process_clean_day": b_clean_rate,
+            "c_legacy_luigi_clean_day": c_rate,
+        },
+        "seconds": {
+            "a_per_batch": round(a_batch, 3),
+            "a_one_blob": round(a_blob, 3),
+            "b_single": round(b_single, 3),
+            "b_2_processes": round(b_pool, 3),
+            "b_clean_day": round(b_clean, 3),
+            "c_legacy": round(c_seconds, 3),
+        },
+        "ratios": {
+            "b_over_a_per_batch": round(b_rate / a_batch_rate, 3),
+            "b_over_a_one_blob": round(b_rate / a_blob_rate, 3),
+            "b_2_processes_over_a_one_blob": round(b_pool_rate / a_blob_rate, 3),
+            "b_clean_over_c_legacy": round(b_clean_rate / c_rate, 1),
+            "b_over_c_legacy": round(b_rate / c_rate, 1),
+        },
+        "targets": {
+            "b_over_a >= 0.40": None,
+            "b_over_c >= 20": None,
+            "b >= 250k events/s": None,
+        },
+    }
+    ratios = result["ratios"]
+    result["targets"] = {
+        "b_over_a >= 0.40": {
+            "per_batch": ratios["b_over_a_per_batch"] >= 0.40,
+            "one_blob": ratios["b_over_a_one_blob"] >= 0.40,
+        },
+        "b_over_c >= 20": ratios["b_clean_over_c_legacy"] >= 20,
+        "b >= 250k events/s": {
+            "single_process": b_rate >= 250_000,
+            "2_processes": b_pool_rate >= 250_000,
+        },
+    }
+    print(json.dumps(result, indent=2))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        write_readme(result)
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def write_readme(r: dict) -> None:
+    m, d, e, ra = r["machine"], r["data"], r["events_per_second"], r["ratios"]
+
+    rows = [
+        (
+            "(a)",
+            "`pyarrow.json.read_json`, good lines only, per landing batch",
+            "a_pyarrow_json_per_batch",
+        ),
+        ("(a)", "same, the whole day as one blob (2 threads)", "a_pyarrow_json_one_blob"),
+        (
+            "(b)",
+            "figstream parse+validate+upcast+normalise+dedupe, 1 process",
+            "b_figstream_single_process",
+        ),
+        ("(b)", "same, parsing in 2 worker processes", "b_figstream_2_processes"),
+        (
+            "(b)",
+            "same as 1 process, on the clean day legacy runs on",
+            "b_figstream_single_process_clean_day",
+        ),
+        (
+            "(c)",
+            "legacy ExtractFeeds+CleanPostings+DedupePostings, clean day",
+            "c_legacy_luigi_clean_day",
+        ),
+    ]
+    table = "\n".join(
+        ["| | what | events/s |", "| --- | --- | ---: |"]
+        + [f"| {tag} | {what} | {e[key] / 1000:,.0f}k |" for tag, what, key in rows]
+    )
+
+    section = f"""{START}
+## Transform core (`bench/transform_bench.py`)
+
+`.venv/bin/python bench/transform_bench.py --events {d["events_per_day"]}` — one run, one
+machine, the same generated day ({d["day"]}, seed {d["seed"]}, `bad_rate=0.01`):
+{d["landing_records"]:,} landing records in {d["landing_batches"]} batches (duplicates and
+{d["bad_records_generated"]:,} bad records included). Best of {d["rounds"]} interleaved rounds
+for (a) and (b); legacy once.
+Machine: {m["nproc"]} CPUs ({m["cpu_model"]}), {m["ram_gib"]} GiB RAM, Python {m["python"]},
+pyarrow {m["pyarrow"]}, numpy {m["numpy"]}, orjson {m["orjson"]}, luigi {m["luigi"]}; 1-minute
+load average {m["load_average_1m_at_start"]} at the start (other work shares these 2 CPUs).
+
+{table}
+
+Ratios: (b)/(a) = **{ra["b_over_a_per_batch"]}** against per-batch reads and
+**{ra["b_over_a_one_blob"]}** against the one-blob read (2 processes:
+{ra["b_2_processes_over_a_one_blob"]}); (b)/(c) = **{ra["b_clean_over_c_legacy"]}x** on the clean
+day ({ra["b_over_c_legacy"]}x with the dirty day's figure).
+
+How it was measured: (a) reads only the lines `validate` accepts, because one bad line fails a
+whole `pyarrow.json` read; it builds Arrow columns and checks nothing. (b) reads every landing
+line, in passes of {d["batches_per_pass"]} batches, and does the full job: orjson per line, the
+vectorised checks, `validate` for the suspicious remainder (exact reason codes), dead letters,
+dedupe by event id, text normalisation and dedupe keys, and the cross-board registry. (c) runs
+`luigi.build` on the feed dump of the same day generated with `bad_rate=0`, since legacy fails
+the night on the first bad record; (b) on that clean day is the like-for-like figure.
+
+Targets: (b)/(a) >= 0.40 {verdict(ra["b_over_a_per_batch"] >= 0.4)} against per-batch reads,
+{verdict(ra["b_over_a_one_blob"] >= 0.4)} against the one-blob read; (b)/(c) >= 20x
+{verdict(ra["b_clean_over_c_legacy"] >= 20)}; (b) >= 250k events/s
+{verdict(e["b_figstream_single_process"] >= 250_000)} in 1 process,
+{verdict(e["b_figstream_2_processes"] >= 250_000)} with 2.
+
+Where the time goes (cProfile, 1 process): about half is turning JSON into Python objects and
+freeing them again (orjson ~1.5 us a line, deallocation ~0.6 us, splitting lines ~0.2 us), a
+floor of ~2.3 us a line for any orjson-based parser; then moving values into Arrow (~1 us), the
+checks (~0.3 us, numpy over Arrow buffers), and dedupe/normalise/registry (~1.4 us an event,
+hash counts, filters and joins in Arrow). Legacy is not slow per event (stdlib json and csv,
+{1e6 / e["c_legacy_luigi_clean_day"]:.0f} us an event for the three tasks), so 20x would need
+{1e6 / e["c_legacy_luigi_clean_day"] / 20:.1f} us an event for everything, below the
+JSON-to-objects floor. What was tried and kept: one orjson pass with C-level
+`map`/`itemgetter` plucking, the cyclic GC paused while parsing (it was a third of the time),
+numpy checks on Arrow buffers instead of RE2 kernels (each kernel call costs 3-10 us and RE2
+~50-100 ns a value), a numpy ISO-8601 parser, hash counting so that only repeated keys get
+sorted, passes of several batches to amortise per-call costs. Tried and dropped: a struct
+conversion of whole dicts (one mistyped record fails the whole conversion), `pyarrow.json` as
+the fast path with `orjson` only for failing chunks (slower here with an explicit nested schema,
+~3.5 us a line and ~300 us a call, and its grammar differs from orjson's on NaN, nesting depth
+and encodings). Worker processes (the 2-process row) gain little on 2 vCPUs: results travel
+back pickled, and the CPUs are shared with other work.
+Raw figures: `bench/results/transform.json`.
+{END}"""
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if START in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    README.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""One sensor per stream: landed batches in, one run per touched event-time hour out.
+
+A tick lists the landing zone after the cursor (re-listing a short look-back window, see
+``figstream.cursor``), reads each new batch once to learn which hours of its stream it touches,
+records that in the landing index, and requests one run per touched hour naming exactly those
+batches. The index is written before the cursor moves, and a batch is listed only once it is
+durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
+"""
+
+import datetime as dt
+import time
+from collections import defaultdict
+
+import dagster as dg
+
+from assets.streaming import config_ops
+from figstream import streaming as steps
+from figstream.cursor import LandingCursor
+from figstream.landing import LANDING_PREFIX
+from figstream.settings import StreamingSettings
+from resources.stores import StreamingResources
+
+PENDING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
+
+
+def _run_config(stream: str, keys: list[str]) -> dict:
+    return {"ops": {op: {"config": {"batch_keys": keys}} for op in config_ops(stream)}}
+
+
+def _day(partition: str) -> str:
+    return partition[:10]
+
+
+def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> dg.SensorDefinition:
+    lookback = dt.timedelta(seconds=settings.lookback_seconds)
+
+    @dg.sensor(
+        name=f"{stream}_sensor",
+        jobs=[job, stats_job],
+        minimum_interval_seconds=1,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests a {job.name} run per event-time hour touched by new batches.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, streaming: StreamingResources):
+        # Backpressure: while a run of this stream still waits in the queue, leave the new
+        # batches for the next tick, which then folds them into fewer, larger runs.
+        pending = context.instance.get_run_records(
+            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=PENDING), limit=1
+        )
+        if pending:
+            return dg.SkipReason(f"run {pending[0].dagster_run.run_id} of {stream} still queued")
+
+        stores = streaming.stores()
+        cursor = LandingCursor.loads(context.cursor)
+        listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
+        new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
+        if not new:
+            return dg.SkipReason(f"no new batches after {cursor.watermark or 'the start'}")
+
+        touched: dict[str, list[str]] = defaultdict(list)
+        entries = []
+        for key in new:
+            assigned = steps.assign(
+                stores.objects.get(key), key, stores.router, stores.first_partition
+            )
+            for (name, partition), lines in assigned.items():
+                if name == stream:
+                    touched[partition].append(key)
+                    entries.append((partition, key, len(lines)))
+        # Durable before the cursor moves past these batches.
+        stores.state.index_batches(stream, entries)
+        next_cursor = cursor.advance(new, lookback).dumps()
+        if not touched:
+            return dg.SensorResult(
+                skip_reason=f"{len(new)} new batches, none with {stream} events",
+                cursor=next_cursor,
+            )
+
+        last = new[-1].rsplit("/", 1)[1]
+        tags = {"figstream/stream": stream}
+        if len(touched) > settings.max_runs_per_tick:
+            # A catch-up (history landing at once): one run over the touched range instead of
+            # a run per hour; each hour still reads only the batches the index holds for it.
+            first, final = min(touched), max(touched)
+            requests = [
+                dg.RunRequest(
+                    run_key=f"{stream}:{first}...{final}:{last}",
+                    job_name=job.name,
+                    run_config=_run_config(
+                        stream, sorted({k for keys in touched.values() for k in keys})
+                    ),
+                    tags={
+                        **tags,
+                        "dagster/asset_partition_range_start": first,
+                        "dagster/asset_partition_range_end": final,
+                        "figstream/batches": str(len(new)),
+                    },
+                )
+            ]
+        else:
+            requests = [
+                dg.RunRequest(
+                    run_key=f"{stream}:{partition}:{last}",
+                    job_name=job.name,
+                    partition_key=partition,
+                    run_config=_run_config(stream, keys),
+                    tags={**tags, "figstream/batches": str(len(keys))},
+                )
+                for partition, keys in sorted(touched.items())
+            ]
+        bucket = int(time.time()) // settings.daily_stats_every_seconds
+        days = sorted({_day(p) for p in touched})
+        stats_tags = {"figstream/stream": "stats"}
+        if len(days) > 1:
+            stats_tags |= {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            }
+        requests.append(
+            dg.RunRequest(
+                run_key=f"stats:{days[0]}...{days[-1]}:{bucket}",
+                job_name=stats_job.name,
+                partition_key=days[0] if len(days) == 1 else None,
+                tags=stats_tags,
+            )
+        )
+        return dg.SensorResult(run_requests=requests, cursor=next_cursor)
+
+    return _sensor

@@ -1,0 +1,121 @@
+"""The stream sensors: one run per touched event-time hour, a durable cursor, backpressure."""
+
+import json
+
+import dagster as dg
+import pytest
+from streaming_harness import EPOCH, Harness
+
+from figstream.cursor import LandingCursor
+from figstream.generate import generate
+from figstream.landing import parse_batch_key
+from figstream.objectstore import LocalObjectStore
+from figstream.publish import Publisher
+from figstream.state import SqliteStateStore, state_path
+
+
+@pytest.fixture
+def harness(tmp_path, monkeypatch):
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=600, seed=11, bad_rate=0.01)
+    # Per-hour runs even for a whole day at once (the catch-up range has its own test).
+    return Harness(tmp_path, monkeypatch, max_runs_per_tick=1000)
+
+
+def test_first_tick_requests_one_run_per_touched_hour(harness):
+    result = harness.tick("postings")
+    runs = [r for r in result.run_requests if r.job_name == "postings_job"]
+    partitions = [r.partition_key for r in runs]
+    assert partitions == sorted(set(partitions)) and len(partitions) > 5
+    assert all(p.startswith("2026-11-0") for p in partitions)
+    # Each run names exactly the batches the landing index holds for its hour.
+    state = SqliteStateStore(state_path(harness.home))
+    for run in runs:
+        keys = run.run_config["ops"]["raw_events"]["config"]["batch_keys"]
+        assert keys == state.batches_for("postings", run.partition_key)
+        assert run.run_key.startswith(f"postings:{run.partition_key}:")
+    stats = [r for r in result.run_requests if r.job_name == "board_daily_stats_job"]
+    assert {r.partition_key for r in stats} == {p[:10] for p in partitions}
+    cursor = LandingCursor.loads(result.cursor)
+    assert cursor.watermark == LocalObjectStore(harness.home).list("landing/")[-1]
+
+
+def test_a_second_tick_skips_and_says_why(harness):
+    harness.tick("postings")
+    again = harness.tick("postings")
+    assert isinstance(again, dg.SkipReason)
+    assert "no new batches" in again.skip_message
+
+
+def test_new_batch_is_picked_up_alone(harness):
+    harness.tick("postings")
+    store = LocalObjectStore(harness.home)
+    record = json.loads(
+        next((harness.home / "feeds").rglob("*.jsonl")).read_bytes().split(b"\n")[0]
+    )
+    record["id"] = "late-arrival-1"
+    [key] = Publisher(store, producer="test").publish([record])
+    result = harness.tick("postings")
+    [run] = [r for r in result.run_requests if r.job_name == "postings_job"]
+    assert run.run_config["ops"]["raw_events"]["config"]["batch_keys"] == [key]
+    assert run.partition_key == record["time"][:13].replace("T", "-") + ":00"
+
+
+def test_batch_visible_out_of_order_within_lookback_is_not_skipped(harness):
+    harness.tick("postings")
+    store = LocalObjectStore(harness.home)
+    watermark = LandingCursor.loads(harness.cursors["postings"]).watermark
+    arrival, _ = parse_batch_key(watermark)
+    import datetime as dt
+
+    from figstream.landing import batch_key
+
+    # A slow producer commits a batch named a few seconds *before* the newest key seen.
+    late_key = batch_key(arrival - dt.timedelta(seconds=5), "slow", 1)
+    record = {
+        "id": "slow-1",
+        "type": "job.expired",
+        "source": "hireloop",
+        "version": 1,
+        "time": (arrival - dt.timedelta(seconds=30)).isoformat(),
+        "data": {"job_id": "hireloop-0000001", "reason": "filled"},
+    }
+    store.put(late_key, json.dumps(record).encode())
+    result = harness.tick("postings")
+    runs = [r for r in result.run_requests if r.job_name == "postings_job"]
+    assert [r.run_config["ops"]["raw_events"]["config"]["batch_keys"] for r in runs] == [[late_key]]
+
+
+def test_backpressure_leaves_the_cursor_while_a_run_is_queued(harness):
+    first = harness.tick("postings")
+    request = first.run_requests[0]
+    job = harness.defs.resolve_job_def("postings_job")
+    # A run that was requested but has not started yet (NOT_STARTED, like a queued one).
+    harness.instance.create_run_for_job(
+        job_def=job, run_config=request.run_config, tags=request.tags
+    )
+    cursor = harness.cursors["postings"]
+    Publisher(LocalObjectStore(harness.home), producer="test").publish([b"{}"])
+    skipped = harness.tick("postings")
+    assert isinstance(skipped, dg.SkipReason) and "still queued" in skipped.skip_message
+    assert harness.cursors["postings"] == cursor
+
+
+def test_boards_sensor_only_requests_hours_with_mergers(harness):
+    result = harness.tick("boards")
+    runs = [r for r in result.run_requests if r.job_name == "boards_job"]
+    assert len(runs) == 1  # one merger in a one-day range
+    assert set(runs[0].run_config["ops"]) == {"board_mergers", "job_state"}
+
+
+def test_a_catch_up_becomes_one_run_over_the_touched_range(tmp_path, monkeypatch):
+    generate(tmp_path, start=EPOCH, days=2, events_per_day=300, seed=4, bad_rate=0.0)
+    harness = Harness(tmp_path, monkeypatch)
+    result = harness.tick("postings")
+    [run] = [r for r in result.run_requests if r.job_name == "postings_job"]
+    start = run.tags["dagster/asset_partition_range_start"]
+    end = run.tags["dagster/asset_partition_range_end"]
+    assert start.startswith("2026-11-01") and end.startswith("2026-11-0") and start < end
+    harness.run(run)
+    raw = harness.table("raw_events")
+    manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
+    assert raw.num_rows == manifest["events"] - manifest["events_by_type"]["board.merged"]
