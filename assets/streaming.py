@@ -292,6 +292,5 @@ def stream_jobs(ledger: Ledger) -> dict[str, object]:
         selection=dg.AssetSelection.assets("board_daily_stats"),
         partitions_def=daily_partitions(ledger),
         executor_def=dg.in_process_executor,
-        tags={"figstream/stream": "stats"},
     )
     return jobs

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -161,7 +162,9 @@ def main() -> None:
         clean_work = passes(clean_batches, args.batches_per_pass)
         clean_records = count_lines(clean_batches)
 
-        with ProcessPoolExecutor(2) as pool:
+        # Spawned, not forked: forked workers would share the parent's heap copy-on-write, and
+        # every page the parent then writes would be copied, slowing the 1-process figures.
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
             best = interleaved(
                 args.repeat,
                 {

@@ -213,10 +213,11 @@ def fragments(
     objects: ObjectStore, table: str, partition: str, batch_ids: Iterable[str] | None
 ) -> list[str]:
     """Keys of a partition's fragments: the named batches', or all of them (a backfill)."""
+    keys = objects.list(f"tables/{table}/{partition}/")
     if batch_ids is None:
-        return objects.list(f"tables/{table}/{partition}/")
-    keys = [fragment_key(table, partition, b) for b in sorted(set(batch_ids))]
-    return [k for k in keys if objects.exists(k)]
+        return keys
+    wanted = set(batch_ids)
+    return [k for k in keys if batch_id_of(k) in wanted]
 
 
 def read_fragments(
@@ -356,18 +357,33 @@ def day_partitions(day: str) -> list[str]:
     return [f"{day}-{hour:02d}:00" for hour in range(24)]
 
 
+def _end_of_day_key(day: str, what: str) -> str:
+    return f"tables/board_daily_stats/_end_of_day/{day}/{what}.parquet"
+
+
 def board_daily_stats(stores: Stores, days: Sequence[str], epoch_day: str) -> dict[str, pa.Table]:
     """Stats of each of ``days``, with active jobs as of the end of that day.
 
-    The as-of state is rebuilt from every fragment since the epoch, day by day in one pass, so
-    a backfill of old days gives what each day's nightly snapshot would have shown.
+    The as-of state is carried from day to day: each day's end-of-day state (and dedupe
+    registry) is kept, so computing days ``a..b`` replays only those days on top of the state
+    at the end of ``a - 1`` and rewrites the kept states it passes. A day before the first
+    kept state is rebuilt from the epoch. A late event touches an older day; the sensor then
+    asks for that day onwards, which refreshes every later day's state too.
     """
     wanted = set(days)
-    first = date.fromisoformat(epoch_day)
-    last = date.fromisoformat(max(days))
-    state, registry, out = None, None, {}
-    for offset in range((last - first).days + 1):
-        current = (first + timedelta(days=offset)).isoformat()
+    epoch = date.fromisoformat(epoch_day)
+    first, last = date.fromisoformat(min(days)), date.fromisoformat(max(days))
+    before = (first - timedelta(days=1)).isoformat()
+    state_key, registry_key = (_end_of_day_key(before, w) for w in ("state", "registry"))
+    if first > epoch and stores.objects.exists(state_key):
+        state = _snapshot(stores.objects, state_key, transform.STATE_SCHEMA)
+        registry = _snapshot(stores.objects, registry_key, transform.CANONICAL_SCHEMA)
+        current_day = first
+    else:
+        state, registry, current_day = None, None, epoch
+    out = {}
+    while current_day <= last:
+        current = current_day.isoformat()
         events = pa.concat_tables(
             [
                 read_fragments(
@@ -379,10 +395,11 @@ def board_daily_stats(stores: Stores, days: Sequence[str], epoch_day: str) -> di
         state = transform.apply_job_state(state, events)
         deduped = transform.dedupe_postings(transform.clean_postings(events), registry)
         registry = deduped.canonical
+        write_parquet(stores.objects, _end_of_day_key(current, "state"), state)
+        write_parquet(stores.objects, _end_of_day_key(current, "registry"), registry)
         if current in wanted:
-            stats = transform.board_daily_stats(
-                events, state, date.fromisoformat(current), deduped.duplicates
-            )
+            stats = transform.board_daily_stats(events, state, current_day, deduped.duplicates)
             write_parquet(stores.objects, f"tables/board_daily_stats/{current}.parquet", stats)
             out[current] = stats
+        current_day += timedelta(days=1)
     return out

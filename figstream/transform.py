@@ -194,10 +194,11 @@ _EXPIRY_REASONS = pa.array(["filled", "expired", "withdrawn"])
 
 @dataclass(frozen=True)
 class ParsedBatch:
-    """Landed batches split in two, rows in (batch, line) order; ``line_no`` is 1-based.
+    """Landed batches split in two; ``line_no`` is 1-based within its batch.
 
-    ``records`` counts non-blank lines, so conservation reads
-    ``records == valid.num_rows + rejected.num_rows``.
+    ``valid`` rows come grouped by (event type, version), each group in (batch, line) order;
+    ``rejected`` rows in (batch, line) order. ``records`` counts non-blank lines, so
+    conservation reads ``records == valid.num_rows + rejected.num_rows``.
     """
 
     batch_ids: tuple[str, ...]
@@ -271,8 +272,10 @@ def _valid(array: pa.Array) -> np.ndarray:
 
 
 def _offsets(array: pa.Array) -> np.ndarray:
-    """The n+1 offsets of a string array, as numpy (zero-copy)."""
-    return np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset * 4)
+    """The n+1 offsets of a (large_)string array, as numpy (zero-copy)."""
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    size = np.dtype(width).itemsize
+    return np.frombuffer(array.buffers()[1], width, len(array) + 1, array.offset * size)
 
 
 def _data(array: pa.Array) -> np.ndarray:
@@ -749,7 +752,9 @@ def _first_per(table: pa.Table, key: str, order: list[tuple[str, str]]) -> pa.Ta
 
 
 def _chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    """One contiguous ``string`` array (large strings are narrowed: text fields are short)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return values.cast(pa.string()) if pa.types.is_large_string(values.type) else values
 
 
 def _buffer(values: pa.Array) -> bytes:
@@ -795,7 +800,7 @@ def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         return values
     mask = pa.array(suspect)
     squashed = [" ".join(s.split()) for s in values.filter(mask).to_pylist()]
-    return pc.replace_with_mask(values, mask, pa.array(squashed, pa.string()))
+    return pc.replace_with_mask(values, mask, pa.array(squashed, values.type))
 
 
 def casefold(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -808,7 +813,7 @@ def casefold(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     # No Arrow kernel does full Unicode case folding ("Straße" -> "strasse").
     mask = pa.array(other)
     folded = [s.casefold() for s in values.filter(mask).to_pylist()]
-    return pc.replace_with_mask(lowered, mask, pa.array(folded, pa.string()))
+    return pc.replace_with_mask(lowered, mask, pa.array(folded, values.type))
 
 
 def dedupe_key(company: Any, title: Any, location: Any) -> pa.Array:

@@ -114,7 +114,8 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
             ]
         bucket = int(time.time()) // settings.daily_stats_every_seconds
         days = sorted({_day(p) for p in touched})
-        stats_tags = {"figstream/stream": "stats"}
+        # Same stream tag: the stats run queues behind this tick's runs, so it sees their data.
+        stats_tags = {"figstream/stream": stream}
         if len(days) > 1:
             stats_tags |= {
                 "dagster/asset_partition_range_start": days[0],
