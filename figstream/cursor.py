@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from figstream.landing import LANDING_PREFIX, key_floor, parse_batch_key
@@ -24,16 +24,31 @@ DEFAULT_LOOKBACK = timedelta(minutes=2)
 class LandingCursor:
     watermark: str = ""  # the greatest batch key taken so far
     recent: set[str] = field(default_factory=set)  # keys taken within the lookback window
+    # Days whose daily rollup is owed, and when one was last requested (epoch seconds).
+    days_due: set[str] = field(default_factory=set)
+    days_requested_at: float = 0.0
 
     @classmethod
     def loads(cls, raw: str | None) -> LandingCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(watermark=data.get("watermark", ""), recent=set(data.get("recent", [])))
+        return cls(
+            watermark=data.get("watermark", ""),
+            recent=set(data.get("recent", [])),
+            days_due=set(data.get("days_due", [])),
+            days_requested_at=float(data.get("days_requested_at", 0.0)),
+        )
 
     def dumps(self) -> str:
-        return json.dumps({"watermark": self.watermark, "recent": sorted(self.recent)})
+        return json.dumps(
+            {
+                "watermark": self.watermark,
+                "recent": sorted(self.recent),
+                "days_due": sorted(self.days_due),
+                "days_requested_at": self.days_requested_at,
+            }
+        )
 
     def start_after(self, lookback: timedelta = DEFAULT_LOOKBACK) -> str:
         """The listing start: a key just before ``watermark - lookback``."""
@@ -56,7 +71,7 @@ class LandingCursor:
         newest, _ = parse_batch_key(watermark)
         horizon = newest - lookback
         keep = {k for k in (*self.recent, *taken) if _arrival(k) >= horizon}
-        return LandingCursor(watermark=watermark, recent=keep)
+        return replace(self, watermark=watermark, recent=keep)
 
 
 def _arrival(key: str) -> datetime:

@@ -10,6 +10,7 @@ durable, so a daemon restart can repeat a tick (idempotent runs) but never skip 
 import datetime as dt
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 import dagster as dg
 
@@ -20,10 +21,12 @@ from figstream.landing import LANDING_PREFIX
 from figstream.settings import StreamingSettings
 from resources.stores import StreamingResources
 
-PENDING = [
+IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
 
 
@@ -46,19 +49,31 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
         description=f"Requests a {job.name} run per event-time hour touched by new batches.",
     )
     def _sensor(context: dg.SensorEvaluationContext, streaming: StreamingResources):
-        # Backpressure: while a run of this stream still waits in the queue, leave the new
-        # batches for the next tick, which then folds them into fewer, larger runs.
-        pending = context.instance.get_run_records(
-            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=PENDING), limit=1
+        # One run of a stream in flight at a time: its runs then apply batches in landing
+        # order, and while one runs the new batches wait and fold into the next, larger run
+        # (backpressure instead of a growing queue).
+        busy = context.instance.get_run_records(
+            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT), limit=1
         )
-        if pending:
-            return dg.SkipReason(f"run {pending[0].dagster_run.run_id} of {stream} still queued")
+        if busy:
+            run = busy[0].dagster_run
+            return dg.SkipReason(f"run {run.run_id} of {stream} still {run.status.value}")
 
         stores = streaming.stores()
         cursor = LandingCursor.loads(context.cursor)
+        requests: list[dg.RunRequest] = []
+        # Daily rollups owed by earlier ticks: requested only now that no run of the stream
+        # is in flight, so they see those runs' output; at most once per configured interval.
+        now = time.time()
+        if cursor.days_due and now - cursor.days_requested_at >= settings.daily_stats_every_seconds:
+            requests.append(_stats_request(stream, stats_job, sorted(cursor.days_due), now))
+            cursor = replace(cursor, days_due=set(), days_requested_at=now)
+
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
         new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
         if not new:
+            if requests:
+                return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
             return dg.SkipReason(f"no new batches after {cursor.watermark or 'the start'}")
 
         touched: dict[str, list[str]] = defaultdict(list)
@@ -73,62 +88,67 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
                     entries.append((partition, key, len(lines)))
         # Durable before the cursor moves past these batches.
         stores.state.index_batches(stream, entries)
-        next_cursor = cursor.advance(new, lookback).dumps()
-        if not touched:
+        cursor = cursor.advance(new, lookback)
+        cursor.days_due |= {_day(p) for p in touched}
+        requests += _stream_requests(stream, job, touched, new, settings)
+        if not requests:
             return dg.SensorResult(
                 skip_reason=f"{len(new)} new batches, none with {stream} events",
-                cursor=next_cursor,
+                cursor=cursor.dumps(),
             )
-
-        last = new[-1].rsplit("/", 1)[1]
-        tags = {"figstream/stream": stream}
-        if len(touched) > settings.max_runs_per_tick:
-            # A catch-up (history landing at once): one run over the touched range instead of
-            # a run per hour; each hour still reads only the batches the index holds for it.
-            first, final = min(touched), max(touched)
-            requests = [
-                dg.RunRequest(
-                    run_key=f"{stream}:{first}...{final}:{last}",
-                    job_name=job.name,
-                    run_config=_run_config(
-                        stream, sorted({k for keys in touched.values() for k in keys})
-                    ),
-                    tags={
-                        **tags,
-                        "dagster/asset_partition_range_start": first,
-                        "dagster/asset_partition_range_end": final,
-                        "figstream/batches": str(len(new)),
-                    },
-                )
-            ]
-        else:
-            requests = [
-                dg.RunRequest(
-                    run_key=f"{stream}:{partition}:{last}",
-                    job_name=job.name,
-                    partition_key=partition,
-                    run_config=_run_config(stream, keys),
-                    tags={**tags, "figstream/batches": str(len(keys))},
-                )
-                for partition, keys in sorted(touched.items())
-            ]
-        bucket = int(time.time()) // settings.daily_stats_every_seconds
-        days = sorted({_day(p) for p in touched})
-        # Same stream tag: the stats run queues behind this tick's runs, so it sees their data.
-        stats_tags = {"figstream/stream": stream}
-        if len(days) > 1:
-            stats_tags |= {
-                "dagster/asset_partition_range_start": days[0],
-                "dagster/asset_partition_range_end": days[-1],
-            }
-        requests.append(
-            dg.RunRequest(
-                run_key=f"stats:{days[0]}...{days[-1]}:{bucket}",
-                job_name=stats_job.name,
-                partition_key=days[0] if len(days) == 1 else None,
-                tags=stats_tags,
-            )
-        )
-        return dg.SensorResult(run_requests=requests, cursor=next_cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
 
     return _sensor
+
+
+def _stream_requests(
+    stream: str, job, touched: dict[str, list[str]], new: list[str], settings: StreamingSettings
+) -> list[dg.RunRequest]:
+    if not touched:
+        return []
+    last = new[-1].rsplit("/", 1)[1]
+    tags = {"figstream/stream": stream}
+    if len(touched) > settings.max_runs_per_tick:
+        # A catch-up (history landing at once): one run over the touched range instead of a
+        # run per hour; each hour still reads only the batches the index holds for it.
+        first, final = min(touched), max(touched)
+        keys = sorted({k for batch in touched.values() for k in batch})
+        return [
+            dg.RunRequest(
+                run_key=f"{stream}:{first}...{final}:{last}",
+                job_name=job.name,
+                run_config=_run_config(stream, keys),
+                tags={
+                    **tags,
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": final,
+                    "figstream/batches": str(len(new)),
+                },
+            )
+        ]
+    return [
+        dg.RunRequest(
+            run_key=f"{stream}:{partition}:{last}",
+            job_name=job.name,
+            partition_key=partition,
+            run_config=_run_config(stream, keys),
+            tags={**tags, "figstream/batches": str(len(keys))},
+        )
+        for partition, keys in sorted(touched.items())
+    ]
+
+
+def _stats_request(stream: str, stats_job, days: list[str], now: float) -> dg.RunRequest:
+    # The stream's tag: the sensor waits for the rollup like for any run of its stream.
+    tags = {"figstream/stream": stream}
+    if len(days) > 1:
+        tags |= {
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        }
+    return dg.RunRequest(
+        run_key=f"{stream}:stats:{days[0]}...{days[-1]}:{int(now)}",
+        job_name=stats_job.name,
+        partition_key=days[0] if len(days) == 1 else None,
+        tags=tags,
+    )

@@ -38,6 +38,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from figstream import transform
 from figstream.events import Envelope, format_time
 from figstream.generate import BAD_KINDS, generate
 from figstream.schemas import REGISTRY
@@ -402,7 +403,9 @@ def test_times_and_their_corruptions_match(when, micros, digits, noise):
     check_equivalence([("b", b"\n".join(lines))])
 
 
-def test_a_generated_day_with_every_kind_of_bad_record(tmp_path: Path):
+@pytest.mark.parametrize("pass_bytes", [transform.PASS_BYTES, 20_000])
+def test_a_generated_day_with_every_kind_of_bad_record(tmp_path: Path, monkeypatch, pass_bytes):
+    monkeypatch.setattr(transform, "PASS_BYTES", pass_bytes)  # one pass, or one per batch or so
     summary = generate(
         tmp_path,
         date(2026, 11, 20),

@@ -33,17 +33,21 @@ def test_first_tick_requests_one_run_per_touched_hour(harness):
         keys = run.run_config["ops"]["raw_events"]["config"]["batch_keys"]
         assert keys == state.batches_for("postings", run.partition_key)
         assert run.run_key.startswith(f"postings:{run.partition_key}:")
-    stats = [r for r in result.run_requests if r.job_name == "board_daily_stats_job"]
-    assert {r.partition_key for r in stats} == {p[:10] for p in partitions}
+    assert not [r for r in result.run_requests if r.job_name == "board_daily_stats_job"]
     cursor = LandingCursor.loads(result.cursor)
     assert cursor.watermark == LocalObjectStore(harness.home).list("landing/")[-1]
 
 
-def test_a_second_tick_skips_and_says_why(harness):
-    harness.tick("postings")
-    again = harness.tick("postings")
-    assert isinstance(again, dg.SkipReason)
-    assert "no new batches" in again.skip_message
+def test_the_daily_rollup_follows_on_the_next_tick_then_it_skips(harness):
+    first = harness.tick("postings")
+    assert {r.partition_key[:10] for r in first.run_requests} == {"2026-11-01"}
+    second = harness.tick("postings")
+    [stats] = second.run_requests
+    assert stats.job_name == "board_daily_stats_job"
+    assert stats.partition_key == "2026-11-01"
+    third = harness.tick("postings")
+    assert isinstance(third, dg.SkipReason)
+    assert "no new batches" in third.skip_message
 
 
 def test_new_batch_is_picked_up_alone(harness):
@@ -96,7 +100,7 @@ def test_backpressure_leaves_the_cursor_while_a_run_is_queued(harness):
     cursor = harness.cursors["postings"]
     Publisher(LocalObjectStore(harness.home), producer="test").publish([b"{}"])
     skipped = harness.tick("postings")
-    assert isinstance(skipped, dg.SkipReason) and "still queued" in skipped.skip_message
+    assert isinstance(skipped, dg.SkipReason) and "still NOT_STARTED" in skipped.skip_message
     assert harness.cursors["postings"] == cursor
 
 
