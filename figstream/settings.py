@@ -40,6 +40,7 @@ def routing_path() -> Path:
 class StreamingSettings:
     max_batches_per_tick: int = 400
     max_runs_per_tick: int = 6
+    max_runs_in_flight: int = 2
     lookback_seconds: int = 120
     dead_letter_warn_rate: float = 0.02
     freshness_warn_seconds: int = 60

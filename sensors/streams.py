@@ -49,15 +49,19 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
         description=f"Requests a {job.name} run per event-time hour touched by new batches.",
     )
     def _sensor(context: dg.SensorEvaluationContext, streaming: StreamingResources):
-        # One run of a stream in flight at a time: its runs then apply batches in landing
-        # order, and while one runs the new batches wait and fold into the next, larger run
-        # (backpressure instead of a growing queue).
+        # At most a few runs of a stream in flight: enough to hide a run's start-up cost behind
+        # the one before it, few enough that new batches fold into the next, larger run rather
+        # than into a growing pile of runs (backpressure). Runs of a stream need no order: event
+        # ids are claimed atomically and every state step is an order-insensitive merge.
         busy = context.instance.get_run_records(
-            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT), limit=1
+            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT),
+            limit=settings.max_runs_in_flight,
         )
-        if busy:
+        if len(busy) >= settings.max_runs_in_flight:
             run = busy[0].dagster_run
-            return dg.SkipReason(f"run {run.run_id} of {stream} still {run.status.value}")
+            return dg.SkipReason(
+                f"{len(busy)} runs of {stream} in flight (latest {run.run_id}, {run.status.value})"
+            )
 
         stores = streaming.stores()
         cursor = LandingCursor.loads(context.cursor)

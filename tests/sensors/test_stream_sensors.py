@@ -89,18 +89,19 @@ def test_batch_visible_out_of_order_within_lookback_is_not_skipped(harness):
     assert [r.run_config["ops"]["raw_events"]["config"]["batch_keys"] for r in runs] == [[late_key]]
 
 
-def test_backpressure_leaves_the_cursor_while_a_run_is_queued(harness):
+def test_backpressure_leaves_the_cursor_while_runs_are_in_flight(harness):
     first = harness.tick("postings")
     request = first.run_requests[0]
     job = harness.defs.resolve_job_def("postings_job")
-    # A run that was requested but has not started yet (NOT_STARTED, like a queued one).
-    harness.instance.create_run_for_job(
-        job_def=job, run_config=request.run_config, tags=request.tags
-    )
+    # Runs that were requested but have not finished (NOT_STARTED counts like STARTED).
+    for _ in range(harness.settings.max_runs_in_flight):
+        harness.instance.create_run_for_job(
+            job_def=job, run_config=request.run_config, tags=request.tags
+        )
     cursor = harness.cursors["postings"]
     Publisher(LocalObjectStore(harness.home), producer="test").publish([b"{}"])
     skipped = harness.tick("postings")
-    assert isinstance(skipped, dg.SkipReason) and "still NOT_STARTED" in skipped.skip_message
+    assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
     assert harness.cursors["postings"] == cursor
 
 
