@@ -89,6 +89,10 @@ def ingest_asset(
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ):
         stores = streaming.stores()
+        if not config.batch_keys:
+            # A backfill reads the landing index: make sure it has seen every landed batch.
+            indexed = steps.catch_up_index(stores, stream)
+            context.log.info(f"indexed {indexed} landed batches the sensor had not seen")
         totals = steps.IngestReport()
         worst_rate, worst_partition = 0.0, None
         for partition in context.partition_keys:

@@ -281,6 +281,11 @@ class StateStore(ABC):
     def partitions_for(self, stream: str, batch_key: str) -> list[str]:
         """Partition keys a batch was indexed under, sorted."""
 
+    @abstractmethod
+    def indexed_batches(self, stream: str) -> set[str]:
+        """Every batch key indexed for ``stream``, including batches with none of its records
+        (indexed under the partition ``""``)."""
+
 
 def job_state_rows(state: pa.Table) -> pa.Table:
     """Job rows of a :func:`figstream.transform.apply_job_state` table in
@@ -472,6 +477,13 @@ class SqliteStateStore(StateStore):
 
     def batches_for(self, stream: str, partition_key: str) -> list[str]:
         return list(self.batch_counts(stream, partition_key))
+
+    def indexed_batches(self, stream: str) -> set[str]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT batch_key FROM landing_index WHERE stream = ?", (stream,)
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def batch_counts(self, stream: str, partition_key: str) -> dict[str, int]:
         with self._db.read() as conn:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from figstream import transform
 from figstream.deadletter import DeadLetterStore
 from figstream.events import parse_time
-from figstream.landing import parse_batch_key
+from figstream.landing import LANDING_PREFIX, parse_batch_key
 from figstream.objectstore import ObjectStore, read_parquet, write_parquet
 from figstream.routing import Router
 from figstream.state import StateStore, job_state_rows
@@ -104,6 +104,39 @@ def assign(
         for stream in router.route_record(record):
             out[(stream, partition)].append(index)
     return dict(out)
+
+
+NO_PARTITION = ""  # index entry of a batch that holds none of a stream's records
+
+
+def index_landing(stores: Stores, stream: str, keys: Sequence[str]) -> dict[str, list[str]]:
+    """Record in the landing index which hours of ``stream`` each batch touches.
+
+    Returns partition -> batch keys. A batch with none of the stream's records is indexed under
+    ``NO_PARTITION`` so that it counts as seen. Idempotent: batches are immutable.
+    """
+    touched: dict[str, list[str]] = defaultdict(list)
+    entries = []
+    for key in keys:
+        assigned = assign(stores.objects.get(key), key, stores.router, stores.first_partition)
+        mine = [(p, len(lines)) for (s, p), lines in assigned.items() if s == stream]
+        for partition, count in mine:
+            touched[partition].append(key)
+            entries.append((partition, key, count))
+        if not mine:
+            entries.append((NO_PARTITION, key, 0))
+    stores.state.index_batches(stream, entries)
+    return dict(touched)
+
+
+def catch_up_index(stores: Stores, stream: str) -> int:
+    """Index every landed batch the index has not seen (a backfill before any sensor tick,
+    or a batch that became visible later than the sensors' look-back). Returns how many."""
+    seen = stores.state.indexed_batches(stream)
+    missing = [k for k in stores.objects.list(LANDING_PREFIX) if k not in seen]
+    if missing:
+        index_landing(stores, stream, missing)
+    return len(missing)
 
 
 # --- ingest: raw_events (postings) and board_mergers (boards) ---------------------------------

@@ -9,7 +9,6 @@ durable, so a daemon restart can repeat a tick (idempotent runs) but never skip 
 
 import datetime as dt
 import time
-from collections import defaultdict
 from dataclasses import replace
 
 import dagster as dg
@@ -80,18 +79,8 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
                 return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
             return dg.SkipReason(f"no new batches after {cursor.watermark or 'the start'}")
 
-        touched: dict[str, list[str]] = defaultdict(list)
-        entries = []
-        for key in new:
-            assigned = steps.assign(
-                stores.objects.get(key), key, stores.router, stores.first_partition
-            )
-            for (name, partition), lines in assigned.items():
-                if name == stream:
-                    touched[partition].append(key)
-                    entries.append((partition, key, len(lines)))
-        # Durable before the cursor moves past these batches.
-        stores.state.index_batches(stream, entries)
+        # The index is durable before the cursor moves past these batches.
+        touched = steps.index_landing(stores, stream, new)
         cursor = cursor.advance(new, lookback)
         cursor.days_due |= {_day(p) for p in touched}
         requests += _stream_requests(stream, job, touched, new, settings)
