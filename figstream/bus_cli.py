@@ -19,33 +19,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(value: str) -> int | float:
-        try:
-            number = kind(value)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
-        if not number > 0 or number != number or number == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-        return number
-
-    return parse
-
-
-def _share(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
-    return number
+from figstream.cli_args import positive, share
 
 
 def _producer(value: str) -> str:
@@ -74,7 +52,7 @@ def _add_common(parser: argparse.ArgumentParser, default_producer: str) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive(int),
+        type=positive(int),
         default=1000,
         help="max records per landed batch (default: 1000)",
     )
@@ -150,16 +128,16 @@ def add_produce(subparsers: argparse._SubParsersAction) -> None:
             "aborts)."
         ),
     )
-    parser.add_argument("--rate", type=_positive(float), default=200.0,
+    parser.add_argument("--rate", type=positive(float), default=200.0,
                         help="events per second (default: 200)")  # fmt: skip
-    parser.add_argument("--duration", type=_positive(float), default=None,
+    parser.add_argument("--duration", type=positive(float), default=None,
                         help="seconds to run (default: until Ctrl-C)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None,
                         help="content seed; the same seed replays the same event ids "
                         "(default: random, printed)")  # fmt: skip
-    parser.add_argument("--bad-rate", type=_share, default=0.005,
+    parser.add_argument("--bad-rate", type=share, default=0.005,
                         help="share of corrupted records, 0..1 (default: 0.005)")  # fmt: skip
-    parser.add_argument("--flush-interval", type=_positive(float), default=1.0,
+    parser.add_argument("--flush-interval", type=positive(float), default=1.0,
                         help="seconds between landed batches (default: 1)")  # fmt: skip
     _add_common(parser, default_producer="demo")
     parser.set_defaults(handler=_run_produce)

@@ -14,48 +14,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from figstream.bus_cli import add_produce, add_publish
+from figstream.cli_args import int_at_least, iso_date, positive, share
 from figstream.dlq_cli import add_dlq
 from figstream.settings import data_home as default_home
-
-
-def _iso_date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {value!r}") from None
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
-        return number
-
-    return parse
-
-
-def _rate(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
-    return number
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {number}")
-    return number
 
 
 def _add_generate(subparsers: argparse._SubParsersAction) -> None:
@@ -76,36 +37,36 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--start",
-        type=_iso_date,
+        type=iso_date,
         default=date(2025, 1, 1),
         help="first day, YYYY-MM-DD (default: 2025-01-01)",
     )
-    parser.add_argument("--days", type=_int_at_least(1), default=7, help="days (default: 7)")
+    parser.add_argument("--days", type=int_at_least(1), default=7, help="days (default: 7)")
     parser.add_argument(
         "--events-per-day",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=10_000,
         help="events per day before merger re-posts (default: 10000)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument(
-        "--bad-rate", type=_rate, default=0.01, help="share of bad records, 0..1 (default: 0.01)"
+        "--bad-rate", type=share, default=0.01, help="share of bad records, 0..1 (default: 0.01)"
     )
     parser.add_argument(
         "--clean-days",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         help="first N days without bad records (default: 0)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1000,
         help="max events per landing batch (default: 1000)",
     )
     parser.add_argument(
         "--batch-seconds",
-        type=_positive_seconds,
+        type=positive(float),
         default=3600.0,
         help="max arrival span of a landing batch (default: 3600)",
     )
@@ -159,8 +120,8 @@ def _add_demo_data(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--out", type=Path, default=default_home(), help="data root")
-    parser.add_argument("--events-per-day", type=_int_at_least(1), default=3000)
-    parser.add_argument("--bad-rate", type=_rate, default=0.002)
+    parser.add_argument("--events-per-day", type=int_at_least(1), default=3000)
+    parser.add_argument("--bad-rate", type=share, default=0.002)
     parser.set_defaults(handler=_run_demo_data)
 
 

@@ -29,20 +29,11 @@ from typing import Any
 
 import orjson
 
+from figstream.cli_args import int_at_least
 from figstream.events import format_time
 
 DETAIL_WIDTH = 60
 PROG = "figstream dlq"
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
 
 
 def _fix(value: str) -> tuple[str, Path]:
@@ -79,7 +70,7 @@ def add_dlq(subparsers: argparse._SubParsersAction) -> None:
     list_.add_argument("--stream", help="only this stream")
     list_.add_argument("--partition", help="only this partition key")
     list_.add_argument(
-        "--limit", type=_positive_int, default=100, help="at most N records (default: 100)"
+        "--limit", type=int_at_least(1), default=100, help="at most N records (default: 100)"
     )
     list_.add_argument("--all", action="store_true", help="include replayed records")
     list_.add_argument("--json", action="store_true", help="JSON lines with every field")

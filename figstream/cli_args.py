@@ -1,0 +1,52 @@
+"""argparse value types shared by the ``figstream`` subcommands: a bad value is an argparse
+error naming the option (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from datetime import date
+
+
+def iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def _number(kind: type, value: str) -> int | float:
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = _number(int, value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(value: str) -> int | float:
+        number = _number(kind, value)
+        if not number > 0 or math.isinf(number):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return number
+
+    return parse
+
+
+def share(value: str) -> float:
+    """A fraction within 0..1 (a rate of bad records, say)."""
+    number = _number(float, value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
+    return number
