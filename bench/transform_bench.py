@@ -1,6 +1,7 @@
 """Throughput of the streaming transform core against bare pyarrow.json and the legacy tasks.
 
     .venv/bin/python bench/transform_bench.py [--events N] [--repeat R] [--no-write]
+    .venv/bin/python bench/transform_bench.py --readme-only   # README section from the JSON
 
 One run, one machine, the same generated day (``figstream.generate``, seed 42):
 
@@ -140,7 +141,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds, best kept")
     parser.add_argument("--batches-per-pass", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--readme-only", action="store_true", help="rewrite the README section from the JSON"
+    )
     args = parser.parse_args()
+    if args.readme_only:
+        write_readme(json.loads(RESULTS.read_text()))
+        return
     facts = machine()  # before the work, so the load average says how busy the machine was
 
     with tempfile.TemporaryDirectory(prefix="transform-bench-") as tmp:
@@ -323,9 +330,9 @@ freeing them again (orjson ~1.5 us a line, deallocation ~0.6 us, splitting lines
 floor of ~2.3 us a line for any orjson-based parser; then moving values into Arrow (~1 us), the
 checks (~0.3 us, numpy over Arrow buffers), and dedupe/normalise/registry (~1.4 us an event,
 hash counts, filters and joins in Arrow). Legacy is not slow per event (stdlib json and csv,
-{1e6 / e["c_legacy_luigi_clean_day"]:.0f} us an event for the three tasks), so 20x would need
-{1e6 / e["c_legacy_luigi_clean_day"] / 20:.1f} us an event for everything, below the
-JSON-to-objects floor. What was tried and kept: one orjson pass with C-level
+{1e6 / e["c_legacy_luigi_clean_day"]:.0f} us an event for the three tasks), so 20x would leave
+{1e6 / e["c_legacy_luigi_clean_day"] / 20:.1f} us an event for everything: about what turning
+JSON into Python objects alone costs. What was tried and kept: one orjson pass with C-level
 `map`/`itemgetter` plucking, the cyclic GC paused while parsing (it was a third of the time),
 numpy checks on Arrow buffers instead of RE2 kernels (each kernel call costs 3-10 us and RE2
 ~50-100 ns a value), a numpy ISO-8601 parser, hash counting so that only repeated keys get
@@ -335,7 +342,8 @@ the fast path with `orjson` only for failing chunks (slower here with an explici
 ~3.5 us a line and ~300 us a call, and its grammar differs from orjson's on NaN, nesting depth
 and encodings). Worker processes (the 2-process row) gain little on 2 vCPUs: results travel
 back pickled, and the CPUs are shared with other work.
-Raw figures: `bench/results/transform.json`.
+Figures move by up to a third between runs on this shared VM, so compare the ratios within one
+run. Raw figures: `bench/results/transform.json`.
 {END}"""
     text = README.read_text() if README.exists() else "# Benchmarks\n"
     if START in text:
