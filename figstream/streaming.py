@@ -11,6 +11,7 @@ what its new batches cost, not what the partition holds.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -180,24 +181,41 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
         rejected = _renumber(parsed.rejected, original)
         valid, rejected = _outside_partition(valid, rejected, partition, all_lines)
 
-        valid = transform.dedupe_events(valid)
-        owners = stores.state.claim_events(batch_id, valid["event_id"].to_pylist())
-        mine = pc.equal(
-            pa.array([owners[e] for e in valid["event_id"].to_pylist()], pa.string()), batch_id
-        )
-        kept = valid.filter(mine)
+        valid_rows, rejected_rows = valid.num_rows, rejected.num_rows
+        valid = valid.sort_by("line_no")
+        kept = _claimed(stores, batch_id, valid, valid["event_id"])
         write_parquet(stores.objects, fragment_key(table, partition, batch_id), kept)
-
+        # A bad record delivered twice is one bad event: claimed by its exact bytes.
+        rejected = _claimed(stores, batch_id, rejected, _payload_ids(rejected))
         if rejected.num_rows:
             stores.dead_letters.add(rejected, stream=stream, partition_key=partition)
         report.batches += 1
         report.batch_ids.append(batch_id)
         report.records += parsed.records
-        report.valid += parsed.valid.num_rows
-        report.duplicates += parsed.valid.num_rows - kept.num_rows
+        report.valid += valid_rows
+        report.duplicates += valid_rows - kept.num_rows + rejected_rows - rejected.num_rows
         report.dead_lettered += rejected.num_rows
         report.event_times.append(kept["event_time"].combine_chunks())
     return report
+
+
+def _payload_ids(rejected: pa.Table) -> pa.Array:
+    digests = ["rejected:" + hashlib.sha256(p).hexdigest() for p in rejected["payload"].to_pylist()]
+    return pa.array(digests, pa.string())
+
+
+def _claimed(stores: Stores, batch_id: str, rows: pa.Table, ids) -> pa.Table:
+    """The rows whose id this batch owns: the first batch to claim an id keeps it for good,
+    and a batch claiming again (a retry, a backfill) gets its own claims back."""
+    if rows.num_rows == 0:
+        return rows
+    ids = ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
+    owners = stores.state.claim_events(batch_id, ids)
+    first = {}
+    for index, event_id in enumerate(ids):  # one row per id within the batch, too
+        if owners[event_id] == batch_id:
+            first.setdefault(event_id, index)
+    return rows.take(pa.array(sorted(first.values()), pa.int64()))
 
 
 def _outside_partition(

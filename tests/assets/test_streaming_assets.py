@@ -158,3 +158,23 @@ def test_daily_stats_carried_day_to_day_equal_a_rebuild_from_scratch(tmp_path, m
     scratch = transform.board_daily_stats(of_day, state, dt.date(2026, 11, 3), duplicates)
     assert carried.equals(scratch)
     assert pc.sum(carried["active_jobs"]).as_py() > 0
+
+
+def test_a_bad_record_delivered_twice_is_dead_lettered_once(tmp_path, monkeypatch):
+    harness = Harness(tmp_path, monkeypatch)
+    publisher = Publisher(LocalObjectStore(tmp_path), producer="test")
+    good = {
+        "id": "e-1",
+        "type": "job.expired",
+        "source": "hireloop",
+        "version": 1,
+        "time": "2026-11-01T10:00:00Z",
+        "data": {"job_id": "hireloop-0000001", "reason": "filled"},
+    }
+    bad = b'{"id": "e-2", "type": "job.expired", "source": "hireloop", "vers'
+    publisher.publish([good, bad])
+    publisher.publish([bad, good, good])  # redeliveries, and one repeated inside a batch
+    harness.drain()
+    assert harness.table("raw_events")["event_id"].to_pylist() == ["e-1"]
+    letters = harness.dead_letters().list(limit=10)
+    assert [(d.code, d.payload) for d in letters] == [("malformed_json", bad)]
