@@ -12,14 +12,14 @@ from sensors.streams import stream_sensor
 
 ledger = load_ledger(settings.ledger_path(), known_tasks=[task.__name__ for task in TASKS])
 streaming_settings = settings.streaming_settings()
-jobs = stream_jobs(ledger)
+jobs = stream_jobs()
 
 defs = dg.Definitions(
     assets=[
         *build_legacy_assets(ledger, TASKS),
         *build_streaming_assets(ledger, streaming_settings),
     ],
-    jobs=[legacy_job(ledger), *jobs.values()],
+    jobs=[legacy_job(), *jobs.values()],
     sensors=[
         stream_sensor(stream, jobs[stream], jobs["stats"], streaming_settings)
         for stream in ("postings", "boards")

@@ -119,12 +119,11 @@ def feed_dump_spec(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetSpec
     )
 
 
-def legacy_job(ledger: Ledger):
+def legacy_job():
     """The nightly batch as one run per day: every legacy task that still runs, in Luigi order."""
     return dg.define_asset_job(
         "legacy_nightly_job",
         selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.keys(FEED_DUMP_KEY),
-        partitions_def=daily_partitions(ledger),
         description="The legacy Luigi pipeline for one day, as the nightly batch ran it.",
     )
 

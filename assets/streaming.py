@@ -278,14 +278,13 @@ def config_ops(stream: str) -> list[str]:
     return [name for name in STREAM_JOBS[stream] if name != "search_index"]
 
 
-def stream_jobs(ledger: Ledger) -> dict[str, object]:
+def stream_jobs() -> dict[str, object]:
     """One job per stream. In-process: a streaming run is a few small steps, and separate
     step processes would cost more than the steps themselves."""
     jobs = {
         stream: dg.define_asset_job(
             f"{stream}_job",
             selection=dg.AssetSelection.assets(*names),
-            partitions_def=hourly_partitions(ledger),
             executor_def=dg.in_process_executor,
             tags={"figstream/stream": stream},
         )
@@ -294,7 +293,6 @@ def stream_jobs(ledger: Ledger) -> dict[str, object]:
     jobs["stats"] = dg.define_asset_job(
         "board_daily_stats_job",
         selection=dg.AssetSelection.assets("board_daily_stats"),
-        partitions_def=daily_partitions(ledger),
         executor_def=dg.in_process_executor,
     )
     return jobs

@@ -31,7 +31,7 @@ class Harness:
         monkeypatch.setenv("FIGSTREAM_HOME", str(home))
         self.home = home
         self.settings = dataclasses.replace(streaming_settings(), **settings)
-        self.jobs = stream_jobs(LEDGER)
+        self.jobs = stream_jobs()
         self.defs = dg.Definitions(
             assets=build_streaming_assets(LEDGER, self.settings),
             jobs=list(self.jobs.values()),
