@@ -68,7 +68,12 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
         # Daily rollups owed by earlier ticks: requested only now that no run of the stream
         # is in flight, so they see those runs' output; at most once per configured interval.
         now = time.time()
-        if cursor.days_due and now - cursor.days_requested_at >= settings.daily_stats_every_seconds:
+        idle = not busy
+        if (
+            idle
+            and cursor.days_due
+            and now - cursor.days_requested_at >= settings.daily_stats_every_seconds
+        ):
             requests.append(_stats_request(stream, stats_job, sorted(cursor.days_due), now))
             cursor = replace(cursor, days_due=set(), days_requested_at=now)
 
@@ -100,7 +105,9 @@ def _stream_requests(
     if not touched:
         return []
     last = new[-1].rsplit("/", 1)[1]
-    tags = {"figstream/stream": stream}
+    # A run left STARTED by a hard crash (its worker gone with the host) would count as in
+    # flight forever; run monitoring cancels a streaming run that outlives this.
+    tags = {"figstream/stream": stream, "dagster/max_runtime": str(settings.max_run_seconds)}
     if len(touched) > settings.max_runs_per_tick:
         # A catch-up (history landing at once): one run over the touched range instead of a
         # run per hour; each hour still reads only the batches the index holds for it.

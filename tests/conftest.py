@@ -35,13 +35,16 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
             return
         try:
             proc.wait(timeout=wait)
-            # The leader may exit before its children; make sure the group is gone too.
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
         except subprocess.TimeoutExpired:
             continue
-        time.sleep(0.5)
+        # The leader may exit before its children: wait for the whole group to go.
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
