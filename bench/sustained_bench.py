@@ -1,0 +1,646 @@
+"""Sustained load into the real daemon: 2,000 events/s for 10 minutes, backlog every 10 s.
+
+    .venv/bin/python bench/sustained_bench.py [--quick] [--minutes 10] [--rate 2000]
+        [--source produce|pregen] [--no-write]
+
+One ``dagster dev -w workspace.yaml`` (the repository's own workspace) on a temporary
+FIGSTREAM_HOME and DAGSTER_HOME (``platform/local/dagster.yaml`` copied in). After a warm-up
+batch has gone through, a source lands events at ``--rate`` for ``--minutes``:
+
+* ``produce``: the live producer, ``figstream produce`` in its own process (what ``make dev``
+  runs), whose own report gives the rate it achieved next to the daemon;
+* ``pregen``: the same kind of stream (``figstream.publish._live_events`` envelopes, the
+  producer's late, duplicate and bad-record rates) generated into a file *before* the clock
+  starts; during the run a thread only stamps event times (now, or minutes late) and lands a
+  batch every second through ``Publisher``. It takes the producer's own CPU out of the picture.
+
+Before ``dagster dev`` starts, ``produce()`` runs alone for 15 s at the same rate: its
+achieved rate and CPU seconds per second say whether it can sustain the rate at all.
+
+Every 10 s (and after the source stops, until the backlog drains or ``--drain`` seconds pass):
+
+* landed: records in landing batches (every line of every batch, counted once per batch);
+* ingested: records of the batches whose ingest fragment exists (landing index record counts,
+  per stream and hour), exact at batch granularity: backlog = landed - ingested;
+* rows + dead letters: rows in ``raw_events``/``board_mergers`` fragments plus dead letters,
+  the conservation view; landed - (rows + dead letters) also holds the dropped duplicate
+  deliveries, so it never reaches 0;
+* runs by status, the search index snapshot's age, the 1-minute load average.
+
+Results: ``bench/results/sustained.json`` and the sustained section of ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+from benchlib import (
+    BIN,
+    ROOT,
+    dagster_dev,
+    fmt,
+    linear_slope,
+    load_1m,
+    load_note,
+    machine,
+    machine_line,
+    sensor_ticks,
+    spawn,
+    step_seconds,
+    stop,
+    summary,
+    temp_homes,
+    wait_for_quiet,
+    write_results,
+    write_section,
+)
+
+from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
+from figstream.objectstore import LocalObjectStore
+from figstream.publish import Publisher
+from figstream.state import state_path
+from figstream.streaming import INGEST_TABLES, SEARCH_INDEX_KEY, fragment_key
+
+BENCH = "sustained"
+SAMPLE_EVERY_S = 10.0
+CALIBRATE_S = 15.0
+# Placeholders of a pre-generated line's event time, replaced when the line lands.
+NOW_MARK = b"1999-12-31T23:59:59.999999Z"
+LATE_MARK = b"1999-12-31T23:59:58.999999Z"
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+def calibrate_produce(rate: float, env: dict[str, str], base: Path) -> dict:
+    """``produce()`` alone for a few seconds: achieved rate and CPU seconds per second."""
+    code = (
+        "import json, resource, sys\n"
+        "from figstream.objectstore import LocalObjectStore\n"
+        "from figstream.publish import produce\n"
+        f"s = produce(LocalObjectStore(sys.argv[1]), rate={rate}, duration={CALIBRATE_S},"
+        " seed=3, producer='calibrate')\n"
+        "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(json.dumps({'achieved_rate': round(s.achieved_rate, 1), 'events': s.events,"
+        " 'cpu_seconds': round(u.ru_utime + u.ru_stime, 2)}))\n"
+    )
+    target = base / "calibrate"
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code, str(target)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    result = orjson.loads(out.stdout.strip().splitlines()[-1])
+    result["cpu_per_second"] = round(result["cpu_seconds"] / CALIBRATE_S, 3)
+    result["seconds"] = CALIBRATE_S
+    result["load_1m"] = load_1m()
+    return result
+
+
+def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
+    """Lines of a live stream with placeholder event times, in landing order."""
+    from figstream.generate import BAD_KINDS, DUPLICATE_RATE, LATE_MINUTES_RATE, _corrupt
+    from figstream.publish import _live_events
+
+    timing = random.Random(f"bench/pregen/{seed}")
+    corrupt = random.Random(f"bench/pregen-corrupt/{seed}")
+    kinds = tuple(BAD_KINDS)
+    source = _live_events(seed, rate)
+    redeliver: list[tuple[int, int, bytes]] = []  # (due line number, n, line)
+    counts = {"events": 0, "bad": 0, "late": 0, "duplicates": 0}
+    now_mark, late_mark = NOW_MARK.decode(), LATE_MARK.decode()
+    written = 0
+    with path.open("wb") as out:
+        for n in range(events):
+            env = next(source)
+            late = timing.random() < LATE_MINUTES_RATE
+            env["time"] = late_mark if late else now_mark
+            counts["late"] += late
+            if timing.random() < 0.005 and env["type"] != "board.merged":
+                line = _corrupt(env, kinds[timing.randrange(len(kinds))], corrupt)
+                counts["bad"] += 1
+            else:
+                line = orjson.dumps(env)
+            out.write(line + b"\n")
+            written += 1
+            counts["events"] += 1
+            if timing.random() < DUPLICATE_RATE:
+                delay = int(timing.uniform(0.2, 3.0) * rate)
+                heapq.heappush(redeliver, (written + delay, n, line))
+            while redeliver and redeliver[0][0] <= written:
+                out.write(heapq.heappop(redeliver)[2] + b"\n")
+                written += 1
+                counts["duplicates"] += 1
+    counts["lines"] = written
+    return counts
+
+
+class PregenSource(threading.Thread):
+    """Lands ``rate`` lines of the pre-generated file each second, times stamped at landing."""
+
+    def __init__(self, home: Path, path: Path, rate: float, seconds: float, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.publisher = Publisher(LocalObjectStore(home), producer="bench-pregen")
+        self.path, self.rate, self.seconds = path, rate, seconds
+        self.random = random.Random(f"bench/pregen-late/{seed}")
+        self.landed = 0
+        self.behind_seconds = 0.0
+        self.elapsed = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the bench, not lost in the thread
+            self.error = exc
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        due_total = int(self.rate * self.seconds)
+        with self.path.open("rb") as source:
+            tick = 1
+            while self.landed < due_total:
+                wake = started + tick
+                delay = wake - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    self.behind_seconds = max(self.behind_seconds, -delay)
+                due = min(int(self.rate * tick), due_total) - self.landed
+                lines = [source.readline() for _ in range(due)]
+                lines = [ln for ln in lines if ln]
+                if not lines:
+                    break
+                now = datetime.now(UTC)
+                late = now - timedelta(seconds=self.random.uniform(60, 300))
+                blob = b"".join(lines)
+                blob = blob.replace(NOW_MARK, _stamp(now)).replace(LATE_MARK, _stamp(late))
+                self.publisher.publish(blob.rstrip(b"\n").split(b"\n"))
+                self.landed += len(lines)
+                tick += 1
+        self.elapsed = time.monotonic() - started
+
+
+def _stamp(moment: datetime) -> bytes:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+# --- counting -----------------------------------------------------------------------------------
+
+
+class Counter:
+    """Landed, ingested, rows and dead letters of a FIGSTREAM_HOME, incrementally."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.landed_files: dict[str, int] = {}
+        self.ingested: dict[tuple[str, str, str], int] = {}
+        self.rows: dict[str, tuple[int, int]] = {}  # path -> (mtime_ns, rows)
+
+    def landed(self) -> int:
+        for day in sorted((self.home / "landing").glob("*")):
+            for entry in os.scandir(day):
+                if entry.name.endswith(".jsonl") and entry.path not in self.landed_files:
+                    with open(entry.path, "rb") as f:
+                        data = f.read()
+                    self.landed_files[entry.path] = sum(1 for ln in data.split(b"\n") if ln.strip())
+        return sum(self.landed_files.values())
+
+    def ingested_records(self) -> int:
+        db = state_path(self.home)
+        if not db.exists():
+            return 0
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute(
+                "SELECT stream, partition_key, batch_key, record_count FROM landing_index"
+            ).fetchall()
+        finally:
+            conn.close()
+        for stream, partition, batch, count in rows:
+            key = (stream, partition, batch)
+            if key in self.ingested:
+                continue
+            batch_id = batch.rsplit("/", 1)[1].removesuffix(".jsonl")
+            if (self.home / fragment_key(INGEST_TABLES[stream], partition, batch_id)).exists():
+                self.ingested[key] = count
+        return sum(self.ingested.values())
+
+    def fragment_rows(self) -> int:
+        for table in INGEST_TABLES.values():
+            for path in (self.home / "tables" / table).glob("*/*.parquet"):
+                try:
+                    mtime = path.stat().st_mtime_ns
+                    if self.rows.get(str(path), (None,))[0] != mtime:
+                        self.rows[str(path)] = (mtime, pq.read_metadata(path).num_rows)
+                except (OSError, ValueError):
+                    continue
+        return sum(rows for _, rows in self.rows.values())
+
+    def dead_letters(self) -> int:
+        if not deadletter_path(self.home).exists():
+            return 0
+        return SqliteDeadLetterStore(deadletter_path(self.home)).count()
+
+    def index_age(self) -> float | None:
+        try:
+            return round(time.time() - (self.home / SEARCH_INDEX_KEY).stat().st_mtime, 1)
+        except FileNotFoundError:
+            return None
+
+
+def run_counts(instance) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in instance.get_run_records():
+        status = record.dagster_run.status.value
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+
+
+def sample(counter: Counter, instance, t0: float) -> dict:
+    landed = counter.landed()
+    ingested = counter.ingested_records()
+    rows = counter.fragment_rows()
+    dead = counter.dead_letters()
+    runs = run_counts(instance)
+    return {
+        "t": round(time.monotonic() - t0, 1),
+        "landed": landed,
+        "ingested": ingested,
+        "backlog": landed - ingested,
+        "rows": rows,
+        "dead_letters": dead,
+        "backlog_rows_view": landed - rows - dead,
+        "runs_done": sum(v for k, v in runs.items() if k not in IN_FLIGHT),
+        "runs_in_flight": sum(v for k, v in runs.items() if k in IN_FLIGHT),
+        "runs_failed": runs.get("FAILURE", 0),
+        "index_age_s": counter.index_age(),
+        "load_1m": load_1m(),
+    }
+
+
+def run_profile(instance) -> dict:
+    """postings_job runs over time: duration, batches, and step seconds of the first and last."""
+    import dagster as dg
+
+    runs = [
+        r
+        for r in instance.get_run_records(filters=dg.RunsFilter(job_name="postings_job"))
+        if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS and r.end_time and r.start_time
+    ]
+    runs.sort(key=lambda r: r.create_timestamp.timestamp())
+    if not runs:
+        return {}
+    t0 = runs[0].create_timestamp.timestamp()
+    timeline = [
+        {
+            "created_s": round(r.create_timestamp.timestamp() - t0, 1),
+            "launch_s": round(r.start_time - r.create_timestamp.timestamp(), 2),
+            "run_s": round(r.end_time - r.start_time, 2),
+            "batches": int(r.dagster_run.tags.get("figstream/batches", 0)),
+            "partition": r.dagster_run.tags.get("dagster/partition")
+            or (
+                r.dagster_run.tags.get("dagster/asset_partition_range_start", "")
+                + "..."
+                + r.dagster_run.tags.get("dagster/asset_partition_range_end", "")
+            ),
+        }
+        for r in runs
+    ]
+    k = min(5, max(1, len(runs) // 4))
+
+    def steps(group: list) -> dict[str, float | None]:
+        per: dict[str, list[float]] = {}
+        for r in group:
+            for step, seconds in step_seconds(instance, r.dagster_run.run_id).items():
+                per.setdefault(step, []).append(seconds)
+        return {s: summary(v)["p50"] for s, v in per.items()}
+
+    return {
+        "runs": len(runs),
+        "first_runs_step_p50_s": steps(runs[:k]),
+        "last_runs_step_p50_s": steps(runs[-k:]),
+        "first_runs_run_s_p50": summary([t["run_s"] for t in timeline[:k]])["p50"],
+        "last_runs_run_s_p50": summary([t["run_s"] for t in timeline[-k:]])["p50"],
+        "launch_s": summary([t["launch_s"] for t in timeline]),
+        "run_s": summary([t["run_s"] for t in timeline]),
+        "batches_per_run": summary([t["batches"] for t in timeline]),
+        "timeline": timeline,
+    }
+
+
+def wait_for(predicate, timeout: float, every: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 minute instead of 10")
+    parser.add_argument("--minutes", type=float, default=None)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--source", choices=["produce", "pregen"], default="produce")
+    parser.add_argument("--drain", type=float, default=None, help="max seconds to drain")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for a 1-minute load below 1.0",
+    )
+    args = parser.parse_args()
+    minutes = args.minutes or (1.0 if args.quick else 10.0)
+    seconds = minutes * 60
+    drain_limit = args.drain or max(120.0, seconds / 2)
+
+    quiet = wait_for_quiet(args.wait_quiet, log=lambda m: print(f"[{BENCH}] {m}", file=sys.stderr))
+    facts = machine()
+    load_before = load_1m()
+    began = time.time()
+    base = Path(tempfile.mkdtemp(prefix="figstream-sustained-"))
+    env = temp_homes(base)
+    home, dagster_home = Path(env["FIGSTREAM_HOME"]), Path(env["DAGSTER_HOME"])
+    os.environ.update(env)
+    log = lambda *a: print("[sustained]", *a, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"homes under {base}; load {load_before}; {args.source} at {args.rate:g}/s, {minutes} min")
+
+    calibration = calibrate_produce(args.rate, env, base)
+    log(f"produce() alone: {calibration}")
+    pregen_counts = None
+    pregen_file = base / "pregen.jsonl"
+    if args.source == "pregen":
+        t = time.perf_counter()
+        pregen_counts = pregenerate(pregen_file, int(args.rate * seconds), args.rate, args.seed)
+        pregen_counts["seconds"] = round(time.perf_counter() - t, 1)
+        log(f"pre-generated {pregen_counts}")
+
+    import dagster as dg
+
+    samples: list[dict] = []
+    source_report: dict = {}
+    counter = Counter(home)
+    try:
+        with dagster_dev(ROOT / "workspace.yaml", env, base / "dev.log"):
+            instance = dg.DagsterInstance.from_config(str(dagster_home))
+            # Warm-up: one small batch through the whole path before the clock starts.
+            Publisher(LocalObjectStore(home), producer="bench-warmup").publish(
+                [orjson.loads(pregen_line()) for _ in range(1)]
+            )
+            warm = wait_for(lambda: counter.ingested_records() >= 1, 240)
+            log(f"warm-up through: {warm}")
+            t0 = time.monotonic()
+            if args.source == "produce":
+                proc = spawn(
+                    [str(BIN / "figstream"), "produce", "--rate", str(args.rate), "--duration",
+                     str(seconds), "--seed", str(args.seed), "--producer", "bench-live",
+                     "--home", str(home)],
+                    base / "producer.log", cwd=ROOT, env=env,
+                )  # fmt: skip
+                running = lambda: proc.poll() is None  # noqa: E731
+            else:
+                thread = PregenSource(home, pregen_file, args.rate, seconds, args.seed)
+                thread.start()
+                running = thread.is_alive
+            produce_end = None
+            try:
+                next_at = t0
+                while True:
+                    next_at += SAMPLE_EVERY_S
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                    s = sample(counter, instance, t0)
+                    s["producing"] = produce_end is None
+                    samples.append(s)
+                    log(s)
+                    if produce_end is None and not running():
+                        produce_end = time.monotonic() - t0
+                        log(f"source done at {produce_end:.1f} s")
+                    if produce_end is not None and (
+                        (s["backlog"] == 0 and s["runs_in_flight"] == 0)
+                        or time.monotonic() - t0 - produce_end > drain_limit
+                    ):
+                        break
+            finally:
+                if args.source == "produce":
+                    if proc.poll() is None:
+                        stop(proc, first=signal.SIGINT)
+                    text = (base / "producer.log").read_text()
+                    line = next((ln for ln in text.splitlines() if ln.startswith("produced ")), "")
+                    found = re.search(r"([\d,.]+) events/s", line)
+                    source_report = {
+                        "kind": "produce",
+                        "report": line,
+                        "achieved_rate": float(found.group(1).replace(",", "")) if found else None,
+                    }
+                else:
+                    thread.join(timeout=30)
+                    source_report = {
+                        "kind": "pregen",
+                        "landed": thread.landed,
+                        "elapsed_seconds": round(thread.elapsed, 1),
+                        "achieved_rate": round(thread.landed / thread.elapsed, 1)
+                        if thread.elapsed
+                        else None,
+                        "max_seconds_behind_schedule": round(thread.behind_seconds, 2),
+                        "error": repr(thread.error) if thread.error else None,
+                    }
+            profile = run_profile(instance)
+            ticks = sensor_ticks(instance)
+    finally:
+        if args.keep:
+            log(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    load_after = load_1m()
+
+    producing = [s for s in samples if s["producing"]]
+    xs = [s["t"] for s in producing]
+    ys = [s["backlog"] for s in producing]
+    half = [s for s in producing if s["t"] >= (xs[-1] / 2 if xs else 0)]
+    slope = linear_slope(xs, ys)
+    slope_half = linear_slope([s["t"] for s in half], [s["backlog"] for s in half])
+    grows = slope_half is not None and slope_half > 0.005 * args.rate
+    drained = bool(samples) and samples[-1]["backlog"] == 0
+    end_t = produce_end if produce_end is not None else (xs[-1] if xs else 0)
+    drain_s = round(samples[-1]["t"] - end_t, 1) if drained and samples else None
+    last_prod = producing[-1] if producing else {}
+    ingest_rate = (
+        round((last_prod["ingested"] - producing[0]["ingested"]) / (xs[-1] - xs[0]), 1)
+        if len(producing) > 1
+        else None
+    )
+    landed_rate = (
+        round((last_prod["landed"] - producing[0]["landed"]) / (xs[-1] - xs[0]), 1)
+        if len(producing) > 1
+        else None
+    )
+    result = {
+        "bench": "sustained",
+        "mode": "quick" if minutes < 10 else "full",
+        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
+        "wall_seconds": round(time.time() - began, 1),
+        "machine": {
+            **facts,
+            "load_average_1m_before": load_before,
+            "waited_for_quiet": quiet,
+            "load_average_1m_after": load_after,
+            "load_average_1m_during_max": max((s["load_1m"] for s in samples), default=None),
+        },
+        "setup": {
+            "rate": args.rate,
+            "minutes": minutes,
+            "source": args.source,
+            "sample_every_seconds": SAMPLE_EVERY_S,
+            "drain_limit_seconds": drain_limit,
+            "workspace": "workspace.yaml",
+            "dagster_yaml": "platform/local/dagster.yaml",
+        },
+        "produce_alone": calibration,
+        "pregenerated": pregen_counts,
+        "source": source_report,
+        "summary": {
+            "landed_rate_per_s": landed_rate,
+            "ingested_rate_per_s": ingest_rate,
+            "backlog_slope_per_s": round(slope, 2) if slope is not None else None,
+            "backlog_slope_second_half_per_s": round(slope_half, 2)
+            if slope_half is not None
+            else None,
+            "backlog_grows": grows,
+            "backlog_at_source_end": last_prod.get("backlog"),
+            "backlog_max": max(ys, default=None),
+            "backlog_max_seconds_of_input": round(max(ys, default=0) / args.rate, 1),
+            "drained": drained,
+            "drain_seconds": drain_s,
+            "runs_failed": samples[-1]["runs_failed"] if samples else None,
+            "landed_total": samples[-1]["landed"] if samples else None,
+            "ingested_total": samples[-1]["ingested"] if samples else None,
+        },
+        "runs": profile,
+        "sensors": ticks,
+        "samples": samples,
+    }
+    log(orjson.dumps(result["summary"]).decode())
+    if not args.no_write:
+        write_results("sustained", result)
+        write_section("sustained", readme(result))
+
+
+def pregen_line() -> bytes:
+    """One good job.posted line timed now (the warm-up batch)."""
+    from figstream.publish import _live_events
+
+    env = next(_live_events(99, 1.0))
+    env["time"] = _stamp(datetime.now(UTC)).decode()
+    env["id"] = f"bench-warmup-{env['id']}"
+    return orjson.dumps(env)
+
+
+def readme(r: dict) -> str:
+    m, s, src, cal = r["machine"], r["summary"], r["source"], r["produce_alone"]
+    runs = r["runs"]
+    samples = r["samples"]
+    step = max(1, len(samples) // 12)
+    shown = samples[::step]
+    if samples and shown[-1] is not samples[-1]:
+        shown.append(samples[-1])
+    table = "\n".join(
+        f"| {x['t']:.0f} | {x['landed']:,} | {x['ingested']:,} | {x['backlog']:,} | "
+        f"{x['rows'] + x['dead_letters']:,} | {x['runs_in_flight']} | "
+        f"{fmt(x['index_age_s'], 0)} | {x['load_1m']} |"
+        for x in shown
+    )
+
+    def steps(d: dict) -> str:
+        return ", ".join(f"{k} {fmt(v, 2)}" for k, v in d.items() if v is not None)
+
+    source = (
+        f"`figstream produce` in its own process; it reported: {src.get('report') or 'n/a'}"
+        if src.get("kind") == "produce"
+        else (
+            f"a stream pre-generated before the clock started ({r['pregenerated']['lines']:,} "
+            f"lines: {r['pregenerated']['bad']:,} bad, {r['pregenerated']['late']:,} late, "
+            f"{r['pregenerated']['duplicates']:,} duplicates), landed by a thread at "
+            f"{fmt(src.get('achieved_rate'), 0)} lines/s (at most "
+            f"{src.get('max_seconds_behind_schedule')} s behind schedule)"
+        )
+    )
+    grows = "**grows**" if s["backlog_grows"] else "does **not** grow"
+    drained = (
+        f"yes, in {s['drain_seconds']} s"
+        if s["drained"]
+        else f"**no**, not within {r['setup']['drain_limit_seconds']:.0f} s"
+    )
+    ticks = "; ".join(
+        f"{name}: {v['ticks']} ticks, evaluation p50 {fmt(v['evaluation_seconds']['p50'], 2)} s "
+        f"/ max {fmt(v['evaluation_seconds']['max'], 2)} s"
+        for name, v in r["sensors"].items()
+    )
+    return f"""## Sustained load (`bench/sustained_bench.py`)
+
+`.venv/bin/python bench/sustained_bench.py --source {r["setup"]["source"]}` ({r["mode"]} run,
+{r["started_at"][:16]} UTC): {r["setup"]["rate"]:g} events/s for {r["setup"]["minutes"]:g} min
+into one real `dagster dev -w workspace.yaml` (temporary homes, `platform/local/dagster.yaml`),
+sampled every {r["setup"]["sample_every_seconds"]:.0f} s. Source: {source}.
+Machine: {machine_line(m)}; {load_note(m)}.
+
+`produce()` alone (no daemon, {cal["seconds"]:.0f} s at the same rate): {cal["achieved_rate"]:,}
+events/s achieved, {cal["cpu_per_second"]} CPU-seconds per second
+(load {cal["load_1m"]} then). With the daemon the source achieved
+{fmt(src.get("achieved_rate"), 0)} events/s; landed {fmt(s["landed_rate_per_s"], 0)} records/s,
+ingested {fmt(s["ingested_rate_per_s"], 0)} records/s over the production window.
+
+Backlog = landed - ingested (records of batches whose ingest fragment exists):
+slope {fmt(s["backlog_slope_per_s"], 1)} records/s over the whole window,
+{fmt(s["backlog_slope_second_half_per_s"], 1)} records/s over its second half: the backlog
+{grows} (threshold: 0.5% of the offered rate). At the source's end {s["backlog_at_source_end"]:,}
+records ({fmt((s["backlog_at_source_end"] or 0) / r["setup"]["rate"], 1)} s of input), max
+{s["backlog_max"]:,}; drained after the source stopped: {drained}.
+Failed runs: {s["runs_failed"]}.
+
+| t (s) | landed | ingested | backlog | rows + dead | runs in flight | index age (s) | load |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{table}
+
+postings_job runs: {runs.get("runs", 0)}, batches per run p50
+{fmt(runs.get("batches_per_run", {}).get("p50"), 0)} / max
+{fmt(runs.get("batches_per_run", {}).get("max"), 0)}; launch (created -> RUN_START) p50
+{fmt(runs.get("launch_s", {}).get("p50"))} s; run (RUN_START -> end) p50
+{fmt(runs.get("first_runs_run_s_p50"))} s for the first runs,
+{fmt(runs.get("last_runs_run_s_p50"))} s for the last. Step seconds (p50), first runs:
+{steps(runs.get("first_runs_step_p50_s", {}))}; last runs:
+{steps(runs.get("last_runs_step_p50_s", {}))}. Sensors: {ticks}.
+Raw figures, every sample and every run: `bench/results/sustained.json`.
+"""
+
+
+if __name__ == "__main__":
+    main()
