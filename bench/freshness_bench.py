@@ -26,6 +26,7 @@ Results: ``bench/results/freshness.json`` and the freshness section of ``bench/R
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -43,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from benchlib import (
     BIN,
+    RESULTS,
     ROOT,
     dagster_dev,
     fmt,
@@ -304,6 +306,16 @@ def breakdown(dagster_home: Path, probes: list[dict]) -> dict:
     }
 
 
+def _statuses(dagster_home: Path) -> dict[str, dict[str, int]]:
+    import dagster as dg
+
+    out: dict[str, dict[str, int]] = {}
+    for r in dg.DagsterInstance.from_config(str(dagster_home)).get_run_records():
+        counts = out.setdefault(r.dagster_run.job_name, {})
+        counts[r.dagster_run.status.value] = counts.get(r.dagster_run.status.value, 0) + 1
+    return out
+
+
 def phase_medians(probes: list[dict], kind: str) -> dict:
     mine = [p for p in probes if p["kind"] == kind]
     out = {}
@@ -328,6 +340,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the README section from the recorded results, run nothing",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -335,6 +352,9 @@ def main() -> None:
         help="first wait up to SECONDS for a 1-minute load below 1.0",
     )
     args = parser.parse_args()
+    if args.rerender:
+        rerender()
+        return
     probes_each = args.probes or (5 if args.quick else 20)
     rng = random.Random(args.seed)
 
@@ -382,7 +402,10 @@ def main() -> None:
                 producer_out = (base / "producer.log").read_text()
             # Let the last runs finish before the instance is read and dev stops.
             time.sleep(3)
+            # Runs still in flight now are killed with dev and recorded as failures then.
+            before_stop = _statuses(dagster_home)
         details = breakdown(dagster_home, warmup + probes)
+        details["run_statuses_before_stop"] = before_stop
     finally:
         if args.keep:
             print(f"[freshness] kept {base}", file=sys.stderr)
@@ -537,11 +560,23 @@ Figstream probes published while 2 postings runs were already in flight (the sen
 `max_runs_in_flight`, so it skips until one ends): {len(blocked)} of {len(figs)}, p50
 {fmt(blocked_p50["p50"])} s; the others p50 {fmt(free_p50["p50"])} s.
 Sensor ticks: {ticks}.
-Runs during the bench: {inst["run_statuses"]}; postings_job run created->end p50
+Runs during the bench: {inst["run_statuses"]} (just before `dagster dev` was stopped:
+{inst.get("run_statuses_before_stop", "not recorded")}); postings_job run created->end p50
 {fmt(inst["postings_run_created_to_end_s"]["p50"])} s, floor_job
 {fmt(inst["floor_run_created_to_end_s"]["p50"])} s.
 Raw figures, every probe with its phases: `bench/results/freshness.json`.
 """
+
+
+def rerender() -> None:
+    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
+    derive(result)
+    write_results(BENCH, result)
+    write_section(BENCH, readme(result))
+
+
+def derive(result: dict) -> None:
+    """Figures computed from the recorded ones (kept in the results file too)."""
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from benchlib import (
     BIN,
+    RESULTS,
     ROOT,
     linear_slope,
     load_1m,
@@ -196,6 +197,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     ledger = load_ledger(ledger_path())
     stores = resources_for("local", ledger)["streaming"].stores()
     peaks = Peaks()
+    per_hour: list[dict] = []  # hourly mode: RSS after each partition
 
     def over_limit(why: str) -> None:
         open_frames = [f["name"] for f in peaks.stack]
@@ -209,6 +211,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
             "seconds": round(time.perf_counter() - began, 1),
             "phases": phases,
             "calls": peaks.calls,
+            "rss_after_each_hour_mib": per_hour,
             "open_frames": [
                 {"name": f["name"], "rss_in_mib": round(f["rss_in"] / 1024, 1)} for f in peaks.stack
             ],
@@ -313,7 +316,6 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         counts["search_index_rows"] = index_table.num_rows
         del index_table
     else:
-        per_hour: list[dict] = []
 
         def hourly() -> None:
             boards_set = set(boards)
@@ -326,8 +328,14 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
                     steps.dedupe(stores, [partition], None)
                 steps.update_job_state(stores, [partition], None)
                 steps.export_search_index(stores)
+                peaks._fold()
                 per_hour.append(
-                    {"partition": partition, "rss_mib": round(status_kb("VmRSS") / 1024, 1)}
+                    {
+                        "partition": partition,
+                        "rss_mib": round(status_kb("VmRSS") / 1024, 1),
+                        "peak_so_far_mib": round(max(f["peak"] for f in peaks.stack) / 1024, 1),
+                        "seconds": round(time.perf_counter() - began, 1),
+                    }
                 )
 
         phase("hourly runs (every step, one partition each)", hourly)
@@ -431,6 +439,11 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the README section from the recorded results, run nothing",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -440,6 +453,9 @@ def main() -> None:
     parser.add_argument("--child-generate", nargs=2, metavar=("ROOT", "EVENTS"))
     parser.add_argument("--child-process", nargs=2, metavar=("HOME", "MODE"))
     args = parser.parse_args()
+    if args.rerender:
+        rerender()
+        return
     if args.child_generate:
         root, events = args.child_generate
         print(json.dumps(child_generate(Path(root), int(events))))
@@ -546,6 +562,20 @@ def readme(r: dict) -> str:
     for mode, run in r["runs"].items():
         verdict = "**met**" if r["target_met"][mode] else "**missed**"
         aborted = f" **Stopped early: {run['aborted']}.**" if run.get("aborted") else ""
+        hours = run.get("rss_after_each_hour_mib") or run.get("counts", {}).get(
+            "rss_after_each_hour_mib", []
+        )
+        if hours:
+            picks = hours[:: max(1, len(hours) // 6)] + ([hours[-1]] if len(hours) > 1 else [])
+            aborted += (
+                " Peak so far after hour: "
+                + ", ".join(
+                    f"{h['partition'][11:16]} {h['peak_so_far_mib']:,.0f} MiB "
+                    f"({h['seconds']:.0f} s)"
+                    for h in picks
+                )
+                + "."
+            )
         sections.append(
             f"**{mode}** mode ({d['events_per_day']:,} events): max RSS "
             f"**{run['max_rss_mib']:,.0f} MiB** (target 1,024 MiB {verdict}); baseline after "
@@ -592,6 +622,17 @@ Machine: {machine_line(m)}; {load_note(m)}.
 {scaling}
 Raw figures: `bench/results/memory.json`.
 """
+
+
+def rerender() -> None:
+    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
+    derive(result)
+    write_results(BENCH, result)
+    write_section(BENCH, readme(result))
+
+
+def derive(result: dict) -> None:
+    """Figures computed from the recorded ones (kept in the results file too)."""
 
 
 if __name__ == "__main__":

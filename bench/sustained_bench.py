@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import os
 import random
 import re
@@ -52,6 +53,7 @@ import orjson
 import pyarrow.parquet as pq
 from benchlib import (
     BIN,
+    RESULTS,
     ROOT,
     dagster_dev,
     fmt,
@@ -372,6 +374,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the README section from the recorded results, run nothing",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -379,6 +386,9 @@ def main() -> None:
         help="first wait up to SECONDS for a 1-minute load below 1.0",
     )
     args = parser.parse_args()
+    if args.rerender:
+        rerender()
+        return
     minutes = args.minutes or (1.0 if args.quick else 10.0)
     seconds = minutes * 60
     drain_limit = args.drain or max(120.0, seconds / 2)
@@ -548,6 +558,7 @@ def main() -> None:
         "sensors": ticks,
         "samples": samples,
     }
+    derive(result)
     log(orjson.dumps(result["summary"]).decode())
     if not args.no_write:
         write_results("sustained", result)
@@ -594,6 +605,7 @@ def readme(r: dict) -> str:
         )
     )
     grows = "**grows**" if s["backlog_grows"] else "does **not** grow"
+    peaks = ", ".join(f"{p:,}" for p in s.get("backlog_peak_per_minute", []))
     drained = (
         f"yes, in {s['drain_seconds']} s"
         if s["drained"]
@@ -623,7 +635,11 @@ slope {fmt(s["backlog_slope_per_s"], 1)} records/s over the whole window,
 {fmt(s["backlog_slope_second_half_per_s"], 1)} records/s over its second half: the backlog
 {grows} (threshold: 0.5% of the offered rate). At the source's end {s["backlog_at_source_end"]:,}
 records ({fmt((s["backlog_at_source_end"] or 0) / r["setup"]["rate"], 1)} s of input), max
-{s["backlog_max"]:,}; drained after the source stopped: {drained}.
+{s["backlog_max"]:,}; drained after the source stopped: {drained}. The backlog's peak in
+each minute of production: {peaks}. Ingested / landed over the production window:
+{fmt((s["ingested_rate_per_s"] or 0) / (s["landed_rate_per_s"] or 1), 3)}; each run folds in
+whatever landed while the previous ones ran (batches per run below), so what the peaks track
+is the cost of a run, which grows with the state accumulated so far (steps below).
 Failed runs: {s["runs_failed"]}.
 
 | t (s) | landed | ingested | backlog | rows + dead | runs in flight | index age (s) | load |
@@ -640,6 +656,24 @@ postings_job runs: {runs.get("runs", 0)}, batches per run p50
 {steps(runs.get("last_runs_step_p50_s", {}))}. Sensors: {ticks}.
 Raw figures, every sample and every run: `bench/results/sustained.json`.
 """
+
+
+def rerender() -> None:
+    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
+    derive(result)
+    write_results(BENCH, result)
+    write_section(BENCH, readme(result))
+
+
+def derive(result: dict) -> None:
+    """Figures computed from the recorded ones (kept in the results file too): the backlog's
+    peak per minute of production, which shows its trend through the run-cycle sawtooth."""
+    peaks: dict[int, int] = {}
+    for s in result["samples"]:
+        if s["producing"] and s["t"] <= result["setup"]["minutes"] * 60 + 1:
+            minute = int((s["t"] - 1) // 60)
+            peaks[minute] = max(peaks.get(minute, 0), s["backlog"])
+    result["summary"]["backlog_peak_per_minute"] = [peaks[m] for m in sorted(peaks)]
 
 
 if __name__ == "__main__":
