@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,12 +32,36 @@ class Stage(StrEnum):
         return self is not Stage.LEGACY
 
 
+Normaliser = Literal["strip", "squash", "casefold", "empty_as_null", "number", "timestamp"]
+
+
+class ParitySpec(BaseModel):
+    """How the parity check compares a legacy task's output with the new implementation's.
+
+    Both sides are rendered as the legacy output's columns; rows are matched on ``key``. Each
+    normaliser in ``normalise`` is applied, in order, to that column on both sides before
+    comparing; ``tolerances`` is the absolute numeric tolerance per column. ``known_flaws``
+    names rules (``figstream.views.KNOWN_FLAWS``) that explain differences a legacy flaw
+    causes, so they are reported as such and do not count as mismatches.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: Annotated[list[str], Field(min_length=1)]
+    ignore: list[str] = []
+    tolerances: dict[str, Annotated[float, Field(ge=0)]] = {}
+    normalise: dict[str, list[Normaliser]] = {}
+    known_flaws: list[str] = []
+    sample_rows: Annotated[int, Field(ge=0, le=100)] = 5
+
+
 class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: Stage
     replaced_by: str | None = None
     parity_partitions_required: Annotated[int, Field(ge=1, le=365)] = 3
+    parity: ParitySpec | None = None
 
 
 class Ledger(BaseModel):
