@@ -454,3 +454,32 @@ def board_daily_stats(stores: Stores, days: Sequence[str], epoch_day: str) -> di
             out[current] = stats
         current_day += timedelta(days=1)
     return out
+
+
+def end_of_day_state(stores: Stores, day: str, epoch_day: str) -> tuple[pa.Table, pa.Table]:
+    """(job state, dedupe registry) as of the end of ``day``, from the kept end-of-day state
+    of ``board_daily_stats``. A day with no kept state yet is computed by it (which also
+    writes that day's stats, as the daily rollup would); a day before the epoch is empty."""
+    if date.fromisoformat(day) < date.fromisoformat(epoch_day):
+        return transform.empty(transform.STATE_SCHEMA), transform.empty(transform.CANONICAL_SCHEMA)
+    if not stores.objects.exists(_end_of_day_key(day, "state")):
+        board_daily_stats(stores, [day], epoch_day)
+    state = _snapshot(stores.objects, _end_of_day_key(day, "state"), transform.STATE_SCHEMA)
+    registry = _snapshot(
+        stores.objects, _end_of_day_key(day, "registry"), transform.CANONICAL_SCHEMA
+    )
+    return state, registry
+
+
+def registry_duplicates(registry: pa.Table) -> pa.Table:
+    """The duplicates (:data:`transform.DUPLICATES_SCHEMA`) a dedupe registry defines."""
+    return transform.dedupe_postings(
+        transform.empty(transform.POSTINGS_SCHEMA), registry
+    ).duplicates
+
+
+def end_of_day_index(stores: Stores, day: str, epoch_day: str) -> pa.Table:
+    """The search index (:data:`transform.SEARCH_INDEX_COLUMNS`) as of the end of ``day``,
+    built from the kept end-of-day state (see :func:`end_of_day_state`)."""
+    state, registry = end_of_day_state(stores, day, epoch_day)
+    return transform.search_index(state, registry_duplicates(registry))
