@@ -1,28 +1,74 @@
-"""The figstream code location: the profile picks resources, the ledger picks legacy ops."""
+"""The figstream code location: the profile picks resources, the ledger picks what runs."""
 
 import dagster as dg
 
+from assets.legacy import GROUP as LEGACY_GROUP
 from assets.legacy import build_legacy_assets, legacy_job
+from assets.migration import build_migration_assets, feed_dump_mirror, new_assets_running
+from assets.redirects import build_redirect_assets
 from assets.streaming import build_streaming_assets, stream_jobs
 from figstream import settings
-from figstream.ledger import load_ledger
+from figstream.ledger import Ledger, load_ledger
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
+from sensors.migration import migration_jobs, migration_sensors
 from sensors.streams import stream_sensor
 
-ledger = load_ledger(settings.ledger_path(), known_tasks=[task.__name__ for task in TASKS])
-streaming_settings = settings.streaming_settings()
-jobs = stream_jobs()
 
-defs = dg.Definitions(
-    assets=[
-        *build_legacy_assets(ledger, TASKS),
-        *build_streaming_assets(ledger, streaming_settings),
-    ],
-    jobs=[legacy_job(), *jobs.values()],
-    sensors=[
-        stream_sensor(stream, jobs[stream], jobs["stats"], streaming_settings)
+def _keys(assets: list) -> set[dg.AssetKey]:
+    return {a.key if isinstance(a, dg.AssetSpec) else k for a in assets for k in _all_keys(a)}
+
+
+def _all_keys(asset) -> list[dg.AssetKey]:
+    return [asset.key] if isinstance(asset, dg.AssetSpec) else list(asset.keys)
+
+
+def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
+    """Everything the ledger's stages call for (see assets/migration.py for the rules)."""
+    streaming_settings = settings.streaming_settings()
+    new_assets = new_assets_running(
+        ledger,
+        [
+            *build_streaming_assets(ledger, streaming_settings),
+            *build_redirect_assets(ledger, streaming_settings),
+        ],
+    )
+    running = {key.to_user_string() for key in _keys(new_assets)}
+    jobs = stream_jobs(running)
+    legacy_assets = build_legacy_assets(ledger, TASKS, feed_dump_mirror(ledger))
+    migration_assets = build_migration_assets(
+        ledger, TASKS, _keys(legacy_assets) | _keys(new_assets)
+    )
+    nightly = legacy_job(
+        key
+        for asset in [*legacy_assets, *migration_assets]
+        if isinstance(asset, dg.AssetsDefinition)
+        for key, group in asset.group_names_by_key.items()
+        if group == LEGACY_GROUP
+    )
+    extra_jobs = migration_jobs(nightly)
+    schedule = dg.build_schedule_from_partitioned_job(
+        nightly,
+        hour_of_day=2,
+        name="legacy_nightly_schedule",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="The 'before' schedule: the Luigi tasks still at legacy, shadow or migrated.",
+    )
+    stream_sensors = [
+        stream_sensor(stream, jobs[stream], jobs.get("stats"), streaming_settings, running)
         for stream in ("postings", "boards")
-    ],
-    resources=resources_for(settings.profile(), ledger),
+        if stream in jobs
+    ]
+    return dg.Definitions(
+        assets=[*legacy_assets, *new_assets, *migration_assets],
+        jobs=[*jobs.values(), *extra_jobs.values()],
+        schedules=[schedule],
+        sensors=[*stream_sensors, *migration_sensors(extra_jobs)],
+        resources=resources_for(profile, ledger),
+    )
+
+
+defs = build_definitions(
+    load_ledger(settings.ledger_path(), known_tasks=[task.__name__ for task in TASKS]),
+    settings.profile(),
 )

@@ -119,22 +119,32 @@ def feed_dump_spec(partitions_def: dg.DailyPartitionsDefinition) -> dg.AssetSpec
     )
 
 
-def legacy_job():
-    """The nightly batch as one run per day: every legacy task that still runs, in Luigi order."""
+def legacy_job(keys: Iterable[dg.AssetKey] | None = None):
+    """The nightly batch as one run per day: the feed dump mirror, every legacy task that still
+    runs (and the bridges standing in for retired ones), in Luigi order. ``keys``: the
+    materialisable legacy assets; by default the whole group but the feed dump."""
+    selection = (
+        dg.AssetSelection.groups(GROUP) - dg.AssetSelection.keys(FEED_DUMP_KEY)
+        if keys is None
+        else dg.AssetSelection.assets(*keys)
+    )
     return dg.define_asset_job(
         "legacy_nightly_job",
-        selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.keys(FEED_DUMP_KEY),
+        selection=selection,
         description="The legacy Luigi pipeline for one day, as the nightly batch ran it.",
     )
 
 
 def build_legacy_assets(
-    ledger: Ledger, tasks: Sequence[type[luigi.Task]]
+    ledger: Ledger,
+    tasks: Sequence[type[luigi.Task]],
+    feed_dump: dg.AssetsDefinition | None = None,
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-    """The feed dump plus one asset per legacy task whose ledger stage still runs Luigi."""
+    """The feed dump (``feed_dump``, e.g. the landing-zone mirror, or an external spec) plus one
+    asset per legacy task whose ledger stage still runs Luigi."""
     partitions_def = daily_partitions(ledger)
     running: Iterable[type[luigi.Task]] = (t for t in tasks if ledger.stage(t.__name__).runs_legacy)
     return [
-        feed_dump_spec(partitions_def),
+        feed_dump or feed_dump_spec(partitions_def),
         *(legacy_asset(t, partitions_def, ledger.legacy_epoch) for t in running),
     ]

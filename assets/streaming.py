@@ -273,26 +273,40 @@ STREAM_JOBS = {
 }
 
 
-def config_ops(stream: str) -> list[str]:
+def config_ops(stream: str, present: set[str] | None = None) -> list[str]:
     """The assets of a stream's job that take a BatchSelection (search_index reads it all)."""
-    return [name for name in STREAM_JOBS[stream] if name != "search_index"]
+    return [
+        name
+        for name in STREAM_JOBS[stream]
+        if name != "search_index" and (present is None or name in present)
+    ]
 
 
-def stream_jobs() -> dict[str, object]:
-    """One job per stream. In-process: a streaming run is a few small steps, and separate
-    step processes would cost more than the steps themselves."""
+def stream_jobs(present: set[str] | None = None) -> dict[str, object]:
+    """One job per stream whose ingest asset runs (all of them when ``present`` is None), over
+    the stream's assets that run. In-process: a streaming run is a few small steps, and
+    separate step processes would cost more than the steps themselves."""
     jobs = {
         stream: dg.define_asset_job(
             f"{stream}_job",
-            selection=dg.AssetSelection.assets(*names),
+            selection=dg.AssetSelection.assets(
+                *(n for n in names if present is None or n in present)
+            ),
             executor_def=dg.in_process_executor,
             tags={"figstream/stream": stream},
         )
         for stream, names in STREAM_JOBS.items()
+        if present is None or names[0] in present
     }
-    jobs["stats"] = dg.define_asset_job(
-        "board_daily_stats_job",
-        selection=dg.AssetSelection.assets("board_daily_stats"),
-        executor_def=dg.in_process_executor,
-    )
+    if present is None or "board_daily_stats" in present:
+        # The daily rollups; the SEO redirects of a day build on its end-of-day state.
+        daily = [
+            "board_daily_stats",
+            *(["seo_redirects"] if present and "seo_redirects" in present else []),
+        ]
+        jobs["stats"] = dg.define_asset_job(
+            "board_daily_stats_job",
+            selection=dg.AssetSelection.assets(*daily),
+            executor_def=dg.in_process_executor,
+        )
     return jobs

@@ -16,6 +16,7 @@ from pathlib import Path
 from figstream.bus_cli import add_produce, add_publish
 from figstream.cli_args import int_at_least, iso_date, positive, share
 from figstream.dlq_cli import add_dlq
+from figstream.migration_cli import add_migration
 from figstream.settings import data_home as default_home
 
 
@@ -157,6 +158,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_publish,
     add_produce,
     add_dlq,
+    add_migration,
 ]
 
 

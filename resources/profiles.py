@@ -7,8 +7,10 @@ from typing import Any
 from figstream import settings
 from figstream.deadletter import deadletter_path
 from figstream.ledger import Ledger
+from figstream.migration import evidence_path
 from figstream.state import state_path
 from resources.luigi_runner import LuigiRunner
+from resources.migration import MigrationResource
 from resources.stores import (
     LocalObjectStoreResource,
     RoutingResource,
@@ -29,7 +31,12 @@ def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
             routing=RoutingResource(path=str(settings.routing_path())),
             first_partition=f"{ledger.legacy_epoch.isoformat()}-00:00",
         )
-        return {"luigi_runner": luigi_runner, "streaming": streaming}
+        migration = MigrationResource(
+            ledger_path=str(settings.ledger_path()),
+            evidence_path=str(evidence_path(home)),
+            data_root=str(home),
+        )
+        return {"luigi_runner": luigi_runner, "streaming": streaming, "migration": migration}
     raise NotImplementedError(
         f"FIGSTREAM_PROFILE={profile!r}: the AWS profile is not built yet; use 'local'"
     )

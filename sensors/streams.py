@@ -29,20 +29,25 @@ IN_FLIGHT = [
 ]
 
 
-def _run_config(stream: str, keys: list[str]) -> dict:
-    return {"ops": {op: {"config": {"batch_keys": keys}} for op in config_ops(stream)}}
+def _run_config(ops: list[str], keys: list[str]) -> dict:
+    return {"ops": {op: {"config": {"batch_keys": keys}} for op in ops}}
 
 
 def _day(partition: str) -> str:
     return partition[:10]
 
 
-def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> dg.SensorDefinition:
+def stream_sensor(
+    stream: str, job, stats_job, settings: StreamingSettings, present: set[str] | None = None
+) -> dg.SensorDefinition:
+    """``present``: the streaming assets that run (the ledger's choice); all when None.
+    Without a ``stats_job`` (board_daily_stats does not run) no daily rollups are asked for."""
     lookback = dt.timedelta(seconds=settings.lookback_seconds)
+    ops = config_ops(stream, present)
 
     @dg.sensor(
         name=f"{stream}_sensor",
-        jobs=[job, stats_job],
+        jobs=[j for j in (job, stats_job) if j is not None],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Requests a {job.name} run per event-time hour touched by new batches.",
@@ -70,7 +75,8 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
         now = time.time()
         idle = not busy
         if (
-            idle
+            stats_job is not None
+            and idle
             and cursor.days_due
             and now - cursor.days_requested_at >= settings.daily_stats_every_seconds
         ):
@@ -88,7 +94,7 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
         touched = steps.index_landing(stores, stream, new)
         cursor = cursor.advance(new, lookback)
         cursor.days_due |= {_day(p) for p in touched}
-        requests += _stream_requests(stream, job, touched, new, settings)
+        requests += _stream_requests(stream, job, ops, touched, new, settings)
         if not requests:
             return dg.SensorResult(
                 skip_reason=f"{len(new)} new batches, none with {stream} events",
@@ -100,7 +106,12 @@ def stream_sensor(stream: str, job, stats_job, settings: StreamingSettings) -> d
 
 
 def _stream_requests(
-    stream: str, job, touched: dict[str, list[str]], new: list[str], settings: StreamingSettings
+    stream: str,
+    job,
+    ops: list[str],
+    touched: dict[str, list[str]],
+    new: list[str],
+    settings: StreamingSettings,
 ) -> list[dg.RunRequest]:
     if not touched:
         return []
@@ -117,7 +128,7 @@ def _stream_requests(
             dg.RunRequest(
                 run_key=f"{stream}:{first}...{final}:{last}",
                 job_name=job.name,
-                run_config=_run_config(stream, keys),
+                run_config=_run_config(ops, keys),
                 tags={
                     **tags,
                     "dagster/asset_partition_range_start": first,
@@ -131,7 +142,7 @@ def _stream_requests(
             run_key=f"{stream}:{partition}:{last}",
             job_name=job.name,
             partition_key=partition,
-            run_config=_run_config(stream, keys),
+            run_config=_run_config(ops, keys),
             tags={**tags, "figstream/batches": str(len(keys))},
         )
         for partition, keys in sorted(touched.items())

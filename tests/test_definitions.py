@@ -31,6 +31,7 @@ def test_local_profile_loads_every_legacy_task(defs):
     expected = {
         f"legacy/{t}"
         for t in (
+            "feed_dump",
             "extract_feeds",
             "clean_postings",
             "dedupe_postings",
@@ -54,6 +55,7 @@ def test_nightly_job_runs_every_legacy_task(defs):
     assert set(job.graph.node_names()) == {
         f"legacy__{t}"
         for t in (
+            "feed_dump",
             "extract_feeds",
             "clean_postings",
             "dedupe_postings",
@@ -92,7 +94,7 @@ def test_cli_validation_passes(figstream_env):
 def test_malformed_ledger_fails_loading_naming_file_and_entry(figstream_env, tmp_path):
     bad = tmp_path / "ledger.yaml"
     text = (ROOT / "platform" / "migration_ledger.yaml").read_text()
-    bad.write_text(text.replace("stage: legacy", "stage: retird", 1))
+    bad.write_text(text.replace("stage: shadow", "stage: retird", 1))
     result = run_validate({**figstream_env, "FIGSTREAM_LEDGER": str(bad)})
     output = result.stdout + result.stderr
     assert result.returncode != 0

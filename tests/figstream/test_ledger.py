@@ -20,12 +20,19 @@ def test_valid_ledger_parses():
     assert ledger.tasks_running_legacy() == TASKS
 
 
-def test_the_shipped_ledger_has_every_task_at_legacy():
+def test_the_shipped_ledger_shadows_every_task_with_parity_rules():
+    """Shadow needs no evidence; nothing is past it without parity evidence."""
+    from figstream.views import KNOWN_FLAWS
+    from figstream.views import TASKS as VIEWS
     from legacy.pipeline import TASKS as LEGACY_TASKS
 
     names = [t.__name__ for t in LEGACY_TASKS]
     ledger = load_ledger(ledger_path(), names)
-    assert {ledger.stage(n) for n in names} == {Stage.LEGACY}
+    assert {ledger.stage(n) for n in names} == {Stage.SHADOW}
+    for name in names:
+        parity = ledger.tasks[name].parity
+        assert parity is not None and name in VIEWS, name
+        assert set(parity.known_flaws) <= set(KNOWN_FLAWS), name
 
 
 @pytest.mark.parametrize(

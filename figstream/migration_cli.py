@@ -1,0 +1,152 @@
+"""``figstream migration status|advance|rollback``: the ledger's stages from the command line.
+
+``advance`` moves a task one stage on and refuses without parity evidence; ``rollback`` moves
+it back (one stage, or ``--to`` any earlier one) at once. Both edit the ledger file safely
+(see :mod:`figstream.migration`). Exit codes: 0 done, 1 refused or failed (the reason on
+stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from pathlib import Path
+
+import orjson
+
+PROG = "figstream migration"
+
+
+def add_migration(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "migration",
+        help="strangler-fig stages of the legacy tasks: status, advance, rollback",
+        description=(
+            "Each legacy Luigi task moves legacy -> shadow -> migrated -> retired in the "
+            "migration ledger. Advancing past shadow needs N consecutive clean parity days "
+            "(N per task in the ledger); rolling back needs nothing and takes effect at once."
+        ),
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--ledger", type=Path, default=None, help="ledger file (default: $FIGSTREAM_LEDGER or "
+        "platform/migration_ledger.yaml)"
+    )  # fmt: skip
+    common.add_argument(
+        "--home", type=Path, default=None, help="data root with the parity evidence "
+        "(default: $FIGSTREAM_HOME or .figstream in the project)"
+    )  # fmt: skip
+    actions = parser.add_subparsers(dest="migration_action", required=True, metavar="ACTION")
+
+    status = actions.add_parser(
+        "status", parents=[common], help="tasks, stages, parity streak and last diff"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object per task")
+    status.set_defaults(handler=_guarded(_run_status))
+
+    advance = actions.add_parser(
+        "advance", parents=[common], help="move TASK one stage on (needs parity evidence)"
+    )
+    advance.add_argument("task", metavar="TASK", help="legacy task name, e.g. CleanPostings")
+    advance.set_defaults(handler=_guarded(_run_advance))
+
+    rollback = actions.add_parser(
+        "rollback", parents=[common], help="move TASK back one stage, or --to an earlier one"
+    )
+    rollback.add_argument("task", metavar="TASK")
+    rollback.add_argument(
+        "--to", choices=["legacy", "shadow", "migrated"], help="the stage to go back to"
+    )
+    rollback.set_defaults(handler=_guarded(_run_rollback))
+
+
+def _guarded(run):
+    def handler(args: argparse.Namespace) -> int:
+        from figstream.ledger import LedgerError
+        from figstream.migration import MigrationError
+
+        try:
+            return run(args)
+        except (MigrationError, LedgerError, OSError) as exc:
+            message = str(exc)
+        except sqlite3.DatabaseError as exc:
+            message = f"the parity evidence store cannot be read: {exc}"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+    return handler
+
+
+def _paths(args: argparse.Namespace):
+    from figstream import settings
+    from figstream.migration import EvidenceStore, evidence_path
+
+    ledger = args.ledger or settings.ledger_path()
+    return Path(ledger), EvidenceStore(evidence_path(args.home))
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from figstream.ledger import load_ledger
+    from figstream.migration import describe_streak, status
+
+    ledger_file, evidence = _paths(args)
+    rows = status(load_ledger(ledger_file), evidence)
+    if args.json:
+        for row in rows:
+            last = row.last
+            print(orjson.dumps({
+                "task": row.task, "stage": row.stage.value, "replaced_by": row.replaced_by,
+                "required": row.required, "streak": row.streak.clean,
+                "streak_through": row.streak.through,
+                "last": None if last is None else {
+                    "partition": last.partition_key, "verdict": last.verdict,
+                    "summary": last.summary,
+                },
+                "next": row.next_step,
+            }).decode())  # fmt: skip
+        return 0
+    print(f"ledger: {ledger_file}")
+    width = max(len(r.task) for r in rows)
+    for row in rows:
+        print(f"{row.task:<{width}}  {row.stage.value:<8}  -> {row.replaced_by or '-'}")
+        print(f"{'':<{width}}  parity: {describe_streak(row.streak, row.required)}")
+        if row.last is not None:
+            print(
+                f"{'':<{width}}  last diff: {row.last.partition_key} {row.last.verdict}: "
+                f"{row.last.summary}"
+            )
+        print(f"{'':<{width}}  next: {row.next_step}")
+    return 0
+
+
+def _run_advance(args: argparse.Namespace) -> int:
+    from figstream.migration import advance
+
+    ledger_file, evidence = _paths(args)
+    change = advance(ledger_file, args.task, evidence)
+    print(f"{change.task}: {change.before.value} -> {change.after.value} ({ledger_file})")
+    print(_effect(change.after))
+    return 0
+
+
+def _run_rollback(args: argparse.Namespace) -> int:
+    from figstream.ledger import Stage
+    from figstream.migration import rollback
+
+    ledger_file, evidence = _paths(args)
+    to = Stage(args.to) if args.to else None
+    change = rollback(ledger_file, args.task, evidence, to)
+    print(f"{change.task}: {change.before.value} -> {change.after.value} ({ledger_file})")
+    print(_effect(change.after))
+    return 0
+
+
+def _effect(stage) -> str:
+    from figstream.ledger import Stage
+
+    reads = "legacy" if stage in (Stage.LEGACY, Stage.SHADOW) else "the new asset"
+    return (
+        f"Consumers read {reads} from their next run on. Reload the code location "
+        "(UI: Deployment -> Reload, or restart `dagster dev`) so the ops follow."
+    )
