@@ -9,8 +9,10 @@ stderr).
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -37,6 +39,17 @@ def add_migration(subparsers: argparse._SubParsersAction) -> None:
         "--home", type=Path, default=None, help="data root with the parity evidence "
         "(default: $FIGSTREAM_HOME or .figstream in the project)"
     )  # fmt: skip
+    changes = argparse.ArgumentParser(add_help=False)
+    changes.add_argument(
+        "--webserver",
+        default=os.environ.get("FIGSTREAM_WEBSERVER"),
+        metavar="URL",
+        help="a running Dagster webserver (e.g. http://127.0.0.1:3000) whose code location is "
+        "reloaded after the edit, so the ops follow at once (default: $FIGSTREAM_WEBSERVER)",
+    )
+    changes.add_argument(
+        "--location", default="figstream", help="code location name (default: figstream)"
+    )
     actions = parser.add_subparsers(dest="migration_action", required=True, metavar="ACTION")
 
     status = actions.add_parser(
@@ -46,13 +59,15 @@ def add_migration(subparsers: argparse._SubParsersAction) -> None:
     status.set_defaults(handler=_guarded(_run_status))
 
     advance = actions.add_parser(
-        "advance", parents=[common], help="move TASK one stage on (needs parity evidence)"
+        "advance", parents=[common, changes], help="move TASK one stage on (needs parity evidence)"
     )
     advance.add_argument("task", metavar="TASK", help="legacy task name, e.g. CleanPostings")
     advance.set_defaults(handler=_guarded(_run_advance))
 
     rollback = actions.add_parser(
-        "rollback", parents=[common], help="move TASK back one stage, or --to an earlier one"
+        "rollback",
+        parents=[common, changes],
+        help="move TASK back one stage, or --to an earlier one",
     )
     rollback.add_argument("task", metavar="TASK")
     rollback.add_argument(
@@ -126,7 +141,7 @@ def _run_advance(args: argparse.Namespace) -> int:
     ledger_file, evidence = _paths(args)
     change = advance(ledger_file, args.task, evidence)
     print(f"{change.task}: {change.before.value} -> {change.after.value} ({ledger_file})")
-    print(_effect(change.after))
+    print(_effect(change.after, _reload(args)))
     return 0
 
 
@@ -138,15 +153,55 @@ def _run_rollback(args: argparse.Namespace) -> int:
     to = Stage(args.to) if args.to else None
     change = rollback(ledger_file, args.task, evidence, to)
     print(f"{change.task}: {change.before.value} -> {change.after.value} ({ledger_file})")
-    print(_effect(change.after))
+    print(_effect(change.after, _reload(args)))
     return 0
 
 
-def _effect(stage) -> str:
+_RELOAD = """
+mutation ($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message } }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def _reload(args: argparse.Namespace) -> str | None:
+    """Reload the code location through the webserver's GraphQL API; None if not asked.
+    The ledger is already written: a failed reload is reported, not an error."""
+    if not args.webserver:
+        return None
+    body = orjson.dumps({"query": _RELOAD, "variables": {"name": args.location}})
+    request = urllib.request.Request(
+        args.webserver.rstrip("/") + "/graphql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = orjson.loads(response.read())
+    except (OSError, ValueError) as exc:
+        return f"could not reach {args.webserver} to reload: {exc}"
+    result = (answer.get("data") or {}).get("reloadRepositoryLocation") or {}
+    loaded = result.get("locationOrLoadError") or {}
+    if loaded.get("__typename") == "RepositoryLocation":
+        return f"reloaded code location {args.location!r} at {args.webserver}"
+    problem = loaded.get("message") or result.get("message") or answer.get("errors")
+    return f"reload of {args.location!r} at {args.webserver} failed: {problem}"
+
+
+def _effect(stage, reloaded: str | None) -> str:
     from figstream.ledger import Stage
 
     reads = "legacy" if stage in (Stage.LEGACY, Stage.SHADOW) else "the new asset"
-    return (
-        f"Consumers read {reads} from their next run on. Reload the code location "
-        "(UI: Deployment -> Reload, or restart `dagster dev`) so the ops follow."
-    )
+    text = f"Consumers read {reads} from their next run on. "
+    if reloaded is None:
+        return text + (
+            "Reload the code location (UI: Deployment -> Reload, or pass --webserver URL) "
+            "so the ops follow."
+        )
+    return text + reloaded.capitalize() + "."

@@ -1,5 +1,6 @@
 """Starts the real Dagster webserver and reads the asset graph through its GraphQL API."""
 
+import subprocess
 import time
 
 import pytest
@@ -24,6 +25,10 @@ QUERY = """
 
 @pytest.mark.slow
 def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path):
+    """Then a rollback through the CLI reloads the location: the graph follows the ledger."""
+    ledger = tmp_path / "ledger.yaml"
+    ledger.write_text((ROOT / "platform" / "migration_ledger.yaml").read_text())
+    figstream_env = {**figstream_env, "FIGSTREAM_LEDGER": str(ledger)}
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     proc = spawn(
@@ -69,3 +74,19 @@ def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path)
     assert {"/".join(d["path"]) for d in nodes["legacy/extract_feeds"]["dependencyKeys"]} == {
         "legacy/feed_dump"
     }
+    assert "parity/clean_postings" in nodes and "clean_postings" in nodes
+
+    # Roll every task back to legacy through the CLI, reloading through this webserver.
+    for task in ("ExtractFeeds", "CleanPostings", "DedupePostings", "ActiveJobs", "BoardStats",
+                 "SeoRedirects"):  # fmt: skip
+        command = [str(BIN / "figstream"), "migration", "rollback", task]
+        command += ["--ledger", str(ledger), "--home", str(tmp_path), "--webserver", url]
+        done = subprocess.run(
+            command, env=figstream_env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Reloaded code location 'figstream'" in done.stdout, done.stdout
+    body = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=60).json()
+    nodes = {"/".join(n["assetKey"]["path"]) for n in body["data"]["assetNodes"]}
+    assert "parity/clean_postings" not in nodes and "clean_postings" not in nodes
+    assert "legacy/clean_postings" in nodes

@@ -176,3 +176,14 @@ def test_cli_status_advance_rollback(ledger_file, tmp_path, capsys):
     missing = ["--ledger", str(tmp_path / "nope.yaml"), "--home", str(tmp_path)]
     assert cli.main(["migration", "status", *missing]) == 1
     assert "cannot read the migration ledger" in capsys.readouterr().err
+
+
+def test_a_webserver_that_cannot_be_reached_is_reported_not_fatal(ledger_file, tmp_path, capsys):
+    from conftest import free_port
+
+    common = ["--ledger", str(ledger_file), "--home", str(tmp_path)]
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["migration", "advance", "BoardStats", *common, "--webserver", url]) == 0
+    out = capsys.readouterr().out
+    assert "legacy -> shadow" in out and f"Could not reach {url}" in out
+    assert load_ledger(ledger_file).stage("BoardStats") is Stage.SHADOW
