@@ -36,7 +36,11 @@ pytestmark = pytest.mark.slow
 EPOCH = dt.date(2026, 11, 1)
 DAYS = 10
 BAD_DAY = "2026-11-10"  # the only day with bad records: legacy dies on it
-PUBLISHED = {"search_index": "ActiveJobs", "board_stats": "BoardStats"}
+PUBLISHED = {
+    "search_index": "ActiveJobs",
+    "board_stats": "BoardStats",
+    "seo_redirects": "SeoRedirects",
+}
 
 
 def day(n: int) -> str:
