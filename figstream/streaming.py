@@ -369,13 +369,28 @@ def _fingerprint(state: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "|")
 
 
+def _touched(state: pa.Table, events: pa.Table) -> pa.Array:
+    """The state rows ``events`` can change: their jobs, every merger row, and the jobs of a
+    board a merger in ``events`` absorbs (see :func:`transform.apply_job_state`)."""
+    mask = pc.or_(
+        pc.is_in(state["job_id"], pc.unique(events["job_id"].drop_null())),
+        pc.equal(state["kind"], "merger"),
+    )
+    merged = events.filter(pc.equal(events["event_type"], transform.MERGED))
+    if merged.num_rows:
+        mask = pc.or_(mask, pc.is_in(state["board"], merged["absorbed_board"]))
+    return pc.fill_null(mask, False)
+
+
 def update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events (postings and mergers) to the current job state.
 
-    The full state (with its merge components) is a snapshot in the object store; the serving
-    rows that changed are upserted into the state store, last writer wins.
+    The full state (with its merge components) is a snapshot in the object store; only the
+    rows the events can change are recomputed (so a run costs what its events cost, plus
+    reading and writing the snapshot), and the serving rows that changed are upserted into
+    the state store, last writer wins.
     """
     batch_ids = None if batch_ids is None else list(batch_ids)
     events = pa.concat_tables(
@@ -385,9 +400,17 @@ def update_job_state(
         ]
     )
     before = _snapshot(stores.objects, JOB_STATE_KEY, transform.STATE_SCHEMA)
-    after = transform.apply_job_state(before, events)
+    touched = _touched(before, events)
+    was = before.filter(touched)
+    now = transform.apply_job_state(was, events)
+    after = (
+        pa.concat_tables([before.filter(pc.invert(touched)), now])
+        .sort_by([("kind", "ascending"), ("job_id", "ascending")])
+        .combine_chunks()
+    )
+    del before
     write_parquet(stores.objects, JOB_STATE_KEY, after)
-    changed = after.filter(pc.invert(pc.is_in(_fingerprint(after), _fingerprint(before))))
+    changed = now.filter(pc.invert(pc.is_in(_fingerprint(now), _fingerprint(was))))
     jobs = changed.filter(pc.equal(changed["kind"], "job"))
     if jobs.num_rows:
         stores.state.upsert_jobs(job_state_rows(jobs))
