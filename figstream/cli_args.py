@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sqlite3
+import sys
 from collections.abc import Callable
 from datetime import date
 
@@ -50,3 +52,31 @@ def share(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
     return number
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def guarded(
+    prog: str, errors: Callable[[], tuple[type[Exception], ...]], store: str
+) -> Callable[[Handler], Handler]:
+    """Wrap a subcommand handler: an error of ``errors()`` (a function, so the handler's
+    imports stay lazy) or a SQLite ``store`` that cannot be read prints
+    ``prog: error: <why>`` and exits 1, never a traceback."""
+
+    def wrap(run: Handler) -> Handler:
+        def handler(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except sqlite3.DatabaseError as exc:
+                message = f"the {store} cannot be read: {exc}"
+            except Exception as exc:
+                if not isinstance(exc, errors()):
+                    raise
+                message = str(exc)
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            return 1
+
+        return handler
+
+    return wrap

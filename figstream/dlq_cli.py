@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from figstream.cli_args import int_at_least
+from figstream.cli_args import guarded, int_at_least
 from figstream.events import format_time
 
 DETAIL_WIDTH = 60
@@ -111,20 +109,13 @@ class _UserError(Exception):
     pass
 
 
-def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        from figstream.deadletter import UnknownDeadLetterError
+def _user_errors() -> tuple[type[Exception], ...]:
+    from figstream.deadletter import UnknownDeadLetterError
 
-        try:
-            return run(args)
-        except (_UserError, UnknownDeadLetterError, OSError) as exc:
-            message = str(exc)
-        except sqlite3.DatabaseError as exc:
-            message = f"the dead-letter store cannot be read: {exc}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+    return (_UserError, UnknownDeadLetterError, OSError)
 
-    return handler
+
+_guarded = guarded(PROG, _user_errors, "dead-letter store")
 
 
 def _home(args: argparse.Namespace) -> Path:

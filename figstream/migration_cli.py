@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
-import sys
 import urllib.request
 from pathlib import Path
 
 import orjson
+
+from figstream.cli_args import guarded
 
 PROG = "figstream migration"
 
@@ -76,21 +76,14 @@ def add_migration(subparsers: argparse._SubParsersAction) -> None:
     rollback.set_defaults(handler=_guarded(_run_rollback))
 
 
-def _guarded(run):
-    def handler(args: argparse.Namespace) -> int:
-        from figstream.ledger import LedgerError
-        from figstream.migration import MigrationError
+def _user_errors() -> tuple[type[Exception], ...]:
+    from figstream.ledger import LedgerError
+    from figstream.migration import MigrationError
 
-        try:
-            return run(args)
-        except (MigrationError, LedgerError, OSError) as exc:
-            message = str(exc)
-        except sqlite3.DatabaseError as exc:
-            message = f"the parity evidence store cannot be read: {exc}"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+    return (MigrationError, LedgerError, OSError)
 
-    return handler
+
+_guarded = guarded(PROG, _user_errors, "parity evidence store")
 
 
 def _paths(args: argparse.Namespace):
