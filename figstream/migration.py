@@ -313,7 +313,7 @@ def check_advance(ledger: Ledger, task: str, evidence: EvidenceStore) -> tuple[S
     if s.clean < required:
         raise MigrationError(
             f"{task} stays at {entry.stage.value}: {target.value} needs {required} consecutive "
-            f"clean parity days, and there are {describe_streak(s, required)}"
+            f"clean parity days; so far {describe_streak(s, required)}"
         )
     return target, {"streak": s.clean, "through": s.through, "skipped": s.skipped}
 
