@@ -7,11 +7,19 @@ job) -> :func:`search_index` and :func:`board_daily_stats`.
 
 Parsing accepts exactly what :func:`figstream.validation.validate` accepts, with the same reason
 code and detail for the rest. ``validate`` costs ~8 us a record (pydantic), so it only sees the
-suspicious remainder: each line is parsed with ``orjson`` once, envelope and ``data`` fields are
-pulled out with C-level ``map``/``itemgetter`` (no per-record Python code), and the checks run
-over whole columns, in numpy over the Arrow buffers or as ``pyarrow.compute`` kernels. The fast
-checks are *conservative*: a row they pass is surely valid; anything else (wrong type, an odd but
-legal time spelling, a non-ASCII URL, ...) is re-checked by ``validate``, which gives the exact
+suspicious remainder. Lines go through stages, each taking what it surely can:
+
+1. ``msgspec`` decodes each line into a typed struct per event type (tagged on ``type``, unknown
+   fields forbidden): JSON types are checked in C and no dicts are built. Fields come out with
+   ``msgspec.structs.astuple`` and the value checks run over whole columns.
+2. What msgspec refuses (unknown fields, floats for ints, a repeated ``type``, bad lines) is
+   loaded with ``orjson``, fields are pulled out with C-level ``map``/``itemgetter``, and the same
+   column checks run; a handful of leftover lines skip this stage, whose fixed cost is higher.
+3. ``validate`` for the rest, one line at a time: it names the reason.
+
+The column checks run in numpy over the Arrow buffers or as ``pyarrow.compute`` kernels. They
+are *conservative*: a row they pass is surely valid; anything else (wrong type, an odd but legal
+time spelling, a non-ASCII URL, ...) is re-checked by ``validate``, which gives the exact
 reason. ``FAST_CHECKS`` mirrors :data:`figstream.schemas.REGISTRY`; a (type, version) without a
 fast check is still correct, only slower. ``tests/figstream/test_transform.py`` checks the
 equivalence with hypothesis.
@@ -37,8 +45,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import repeat
-from typing import Any, get_args
+from typing import Annotated, Any, Union, get_args
 
+import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -413,6 +422,60 @@ def _shape(model: type) -> _Shape:
 
 _SHAPES = {key: _shape(model) for key, model in REGISTRY.items()}
 
+# The first stage of parsing: msgspec decodes each line straight into a typed envelope struct
+# (one per event type, tagged on ``type``), checking JSON types in C and building no dicts.
+# A line it decodes is well-formed JSON whose every value has the model's JSON type; all else
+# (msgspec refuses more than orjson: floats for ints, null for a required string, unknown
+# fields, a repeated ``type``) takes the orjson stage below. Unknown fields are forbidden
+# because msgspec skips them without checking UTF-8 or number ranges, where orjson refuses.
+_INT64 = Annotated[int, msgspec.Meta(ge=_I64[0], le=_I64[1])]
+_WIRE_TYPES = {pa.string(): str, pa.int64(): _INT64, pa.bool_(): bool}
+_astuple = msgspec.structs.astuple
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """The msgspec struct of one fast-checked (type, version); its fields are
+    (id, source, version, time, data), and those of data are the model's, in order."""
+
+    key: tuple[str, int]
+    struct: type[msgspec.Struct]
+
+
+def _wire(key: tuple[str, int]) -> _Wire:
+    event_type, version = key
+    shape = _SHAPES[key]
+    fields: list[tuple] = []
+    for field in shape.schema:
+        wire_type: Any = _WIRE_TYPES[field.type]
+        wire_type = wire_type | None if field.nullable else wire_type
+        if field.name in shape.defaults:
+            fields.append((field.name, wire_type, shape.defaults[field.name]))
+        else:
+            fields.append((field.name, wire_type))
+    options = {"forbid_unknown_fields": True, "gc": False, "kw_only": True}
+    data = msgspec.defstruct(f"{event_type}.v{version}.data", fields, **options)
+    assert data.__struct_fields__ == tuple(shape.schema.names)  # astuple gives schema order
+    envelope = msgspec.defstruct(
+        f"{event_type}.v{version}",
+        [("id", str), ("source", str), ("version", _INT64), ("time", str), ("data", data)],
+        tag_field="type",
+        tag=event_type,
+        **options,
+    )
+    return _Wire(key, envelope)
+
+
+# One struct per event type: the tag is ``type``, so a type with several fast-checked versions
+# keeps its lowest here; lines of its other versions decode, fail the version check and take
+# the orjson stage, which is correct, only slower.
+_WIRES = tuple(
+    _wire(min(k for k in FAST_CHECKS if k[0] == event_type))
+    for event_type in dict.fromkeys(t for t, _ in FAST_CHECKS)
+)
+_WIRE_DECODER = msgspec.json.Decoder(Union[tuple(w.struct for w in _WIRES)])  # noqa: UP007
+_WIRE_CODES = {w.struct: code for code, w in enumerate(_WIRES)} | {_NoneType: -1}
+
 _DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
 _PUNCTUATION = ((4, ord("-")), (7, ord("-")), (10, ord("T")), (13, ord(":")), (16, ord(":")))
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -567,6 +630,7 @@ def parse_batch(data: bytes, batch_id: str, upcasters: Upcasters = UPCASTERS) ->
     return parse_batches([(batch_id, data)], upcasters)
 
 
+VECTOR_MIN_LINES = 256  # fewer left by msgspec go to validate() one by one
 PASS_BYTES = 8 << 20  # ~20k lines: big enough to amortise kernel calls, small enough for caches
 
 
@@ -608,22 +672,100 @@ def parse_batches(
     )
 
 
-def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatch:
-    batch_ids = tuple(batch_id for batch_id, _ in batches)
-    lines: list[bytes] = []
-    sizes = []
-    for _, data in batches:
-        chunk = data.split(b"\n")
-        if chunk and not chunk[-1]:
-            chunk.pop()  # the newline that ends the last line
-        lines += chunk
-        sizes.append(len(chunk))
-    n = len(lines)
-    batch_index = np.repeat(np.arange(len(batches)), sizes)
-    starts = np.cumsum([0, *sizes], dtype=np.int64)[:-1]
-    line_no = np.arange(1, n + 1) - np.repeat(starts, sizes)
-    batch_id_array = pa.array(batch_ids, pa.string())
+def _decode_wire(lines: list[bytes]) -> list[Any]:
+    """The typed envelope of every line msgspec decodes, at C speed; None for the others."""
+    out: list[Any] = []
+    it = iter(lines)
+    decode = _WIRE_DECODER.decode
+    while True:
+        try:
+            out.extend(map(decode, it))  # as in _load_lines: len(out) is the failing line
+            return out
+        except (msgspec.MsgspecError, ValueError):  # UnicodeDecodeError is a ValueError
+            out.append(None)
 
+
+Parts = dict[tuple[str, int], list[tuple[dict[str, pa.Array], pa.Table]]]
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """Where lines come from (their batch and line number), and the valid rows found so far."""
+
+    batch_ids: tuple[str, ...]
+    batch_id_array: pa.Array
+    batch_index: np.ndarray
+    line_no: np.ndarray
+    parts: Parts
+
+    def origin(self, rows: np.ndarray) -> dict[str, pa.Array]:
+        return {
+            "batch_id": self.batch_id_array.take(pa.array(self.batch_index[rows])),
+            "line_no": pa.array(self.line_no[rows], pa.int64()),
+        }
+
+    def subset(self, rows: np.ndarray) -> _Lines:
+        return _Lines(
+            self.batch_ids,
+            self.batch_id_array,
+            self.batch_index[rows],
+            self.line_no[rows],
+            self.parts,
+        )
+
+    def add(self, key: tuple[str, int], ok: np.ndarray, envelope: dict, table: pa.Table) -> None:
+        """Keep the rows of ``ok`` of one group."""
+        if not ok.all():
+            keep = pa.array(ok)
+            envelope = {k: v.filter(keep) for k, v in envelope.items()}
+            table = table.filter(keep)
+        self.parts.setdefault(key, []).append((envelope, table))
+
+
+def _parse_wire(lines: list[bytes], where: _Lines) -> np.ndarray:
+    """Stage 1: the lines msgspec decodes and the fast checks pass go to ``where.parts``.
+
+    Returns their mask. msgspec has checked each JSON type and that required fields are
+    there, so the columns convert without screening; the values get the same conservative
+    checks as in the orjson stage.
+    """
+    n = len(lines)
+    done = np.zeros(n, bool)
+    decoded = _decode_wire(lines)
+    kinds = np.fromiter(map(_WIRE_CODES.__getitem__, map(type, decoded)), np.int8, n)
+    for code, wire in enumerate(_WIRES):
+        rows = np.flatnonzero(kinds == code)
+        if not len(rows):
+            continue
+        shape = _SHAPES[wire.key]
+        # astuple reads a struct's slots in C; zip turns the rows into columns.
+        ids, sources, versions, times, datas = zip(
+            *map(_astuple, _gather(decoded, rows)), strict=True
+        )
+        data = zip(*map(_astuple, datas), strict=True)
+        id_array, source_array = pa.array(ids, pa.string()), pa.array(sources, pa.string())
+        time_ok, micros = _times(pa.array(times, pa.string()))
+        arrays = [pa.array(v, f.type) for f, v in zip(shape.schema, data, strict=True)]
+        ok = np.array(versions, np.int64) == wire.key[1]
+        ok &= _sized(id_array, 1, 128) & _sized(source_array, 1, 1 << 30) & time_ok
+        ok &= FAST_CHECKS[wire.key](dict(zip(shape.schema.names, arrays, strict=True)))
+        envelope = {
+            "event_id": id_array,
+            "source": source_array,
+            "event_time": pa.array(micros, pa.int64()).cast(TS),
+            **where.origin(rows),
+        }
+        where.add(wire.key, ok, envelope, pa.Table.from_arrays(arrays, schema=shape.schema))
+        done[rows[ok]] = True
+    return done
+
+
+def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
+    """Stage 2 (what msgspec left): orjson dicts, the fast checks, then ``validate``.
+
+    Valid rows go to ``where.parts``; returns the rejected rows and the count of blank lines.
+    """
+    n = len(lines)
     records = _load_lines(lines)
     envelopes = _pluck(records, _ENVELOPE, lambda _: _NO_ENVELOPE)
     ids, types, sources, versions, times, datas = (
@@ -635,15 +777,10 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
     type_code = encoded.indices.fill_null(-1).to_numpy()
     type_names = encoded.dictionary.to_pylist()
 
-    def envelope_columns(rows: np.ndarray) -> dict[str, pa.Array]:
-        return {
-            "batch_id": batch_id_array.take(pa.array(batch_index[rows])),
-            "line_no": pa.array(line_no[rows], pa.int64()),
-        }
-
     fast = np.zeros(n, bool)
-    parts: dict[tuple[str, int], list[tuple[dict[str, pa.Array], pa.Table]]] = {}
-    for key, check in FAST_CHECKS.items():
+    # A handful of lines (what msgspec leaves is mostly bad ones) costs less in validate()
+    # than the fixed cost of the column checks.
+    for key, check in FAST_CHECKS.items() if n >= VECTOR_MIN_LINES else ():
         event_type, event_version = key
         if event_type not in type_names:
             continue
@@ -663,14 +800,10 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
             "event_id": id_array,
             "source": source_array,
             "event_time": pa.array(micros, pa.int64()).cast(TS),
-            **envelope_columns(rows),
+            **where.origin(rows),
         }
-        if not ok.all():
-            keep = pa.array(ok)
-            envelope = {k: v.filter(keep) for k, v in envelope.items()}
-            table = table.filter(keep)
+        where.add(key, ok, envelope, table)
         fast[rows[ok]] = True
-        parts.setdefault(key, []).append((envelope, table))
 
     # The remainder (~1-3% on real feeds) goes through validate() one by one: it is what
     # defines the reason codes, and pydantic has no columnar mode.
@@ -687,8 +820,8 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
             event_id, when = _recover(records[i], line, result.code)
             rejected.append(
                 (
-                    batch_ids[batch_index[i]],
-                    int(line_no[i]),
+                    where.batch_ids[where.batch_index[i]],
+                    int(where.line_no[i]),
                     event_id,
                     when,
                     result.code,
@@ -708,12 +841,40 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
             "event_id": pa.array([env.id for _, env in accepted], pa.string()),
             "source": pa.array([env.source for _, env in accepted], pa.string()),
             "event_time": pa.array([env.time for _, env in accepted], TS),
-            **envelope_columns(np.array([i for i, _ in accepted], np.int64)),
+            **where.origin(np.array([i for i, _ in accepted], np.int64)),
         }
-        parts.setdefault(key, []).append((envelope, table))
+        where.add(key, np.ones(len(accepted), bool), envelope, table)
+    return rejected, blank
+
+
+def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatch:
+    batch_ids = tuple(batch_id for batch_id, _ in batches)
+    lines: list[bytes] = []
+    sizes = []
+    for _, data in batches:
+        chunk = data.split(b"\n")
+        if chunk and not chunk[-1]:
+            chunk.pop()  # the newline that ends the last line
+        lines += chunk
+        sizes.append(len(chunk))
+    n = len(lines)
+    starts = np.cumsum([0, *sizes], dtype=np.int64)[:-1]
+    where = _Lines(
+        batch_ids,
+        pa.array(batch_ids, pa.string()),
+        np.repeat(np.arange(len(batches)), sizes),
+        np.arange(1, n + 1) - np.repeat(starts, sizes),
+        {},
+    )
+    # Lines in (batch, line) order through both stages, so rejections keep that order.
+    rest = np.flatnonzero(~_parse_wire(lines, where))
+    rejected: list[tuple] = []
+    blank = 0
+    if len(rest):
+        rejected, blank = _parse_loaded(list(_gather(lines, rest)), where.subset(rest))
 
     outputs = []
-    for (event_type, event_version), pieces in parts.items():
+    for (event_type, event_version), pieces in where.parts.items():
         envelope = {k: pa.concat_arrays([p[0][k] for p in pieces]) for k in pieces[0][0]}
         table = pa.concat_tables([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
         latest, table = upcasters.upcast(event_type, event_version, table)
@@ -788,34 +949,35 @@ def _any_byte(values: pa.Array, wanted: bytes) -> bool:
     return len(values) > 0 and bool(_buffer(values).translate(None, _COMPLEMENT[wanted]))
 
 
-def _has(values: pa.Array, needle: bytes) -> bool:
-    """Whether the concatenated values hold ``needle``: a superset of "some value holds it"."""
-    return len(values) > 0 and needle in _buffer(values)
-
-
-_NOT_PRINTABLE = bytes(b for b in range(256) if not 0x20 <= b <= 0x7E)
-_COMPLEMENT = {
-    wanted: bytes(b for b in range(256) if b not in wanted) for wanted in (b"|\\", _NOT_PRINTABLE)
-}
+_COMPLEMENT = {wanted: bytes(b for b in range(256) if b not in wanted) for wanted in (b"|\\",)}
 
 
 def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Strip and collapse whitespace exactly like Python's ``" ".join(s.split())``; case kept.
 
-    Arrow finds the values that need it (non-ASCII ones are always re-checked, since Unicode
+    numpy finds the values that need it (non-ASCII ones are always re-checked, since Unicode
     has spaces of its own); only those go through Python, so the definition of whitespace
     is Python's, as in legacy ``squash``.
     """
     values = _chunk(values)
     if len(values) == 0:
         return values
-    # Anything but printable ASCII, or a space that is leading, trailing or doubled; each
-    # looked for in the whole buffer first, since most batches hold none of them.
-    suspect = _np(pc.starts_with(values, " ")) | _np(pc.ends_with(values, " "))
-    if _any_byte(values, _NOT_PRINTABLE):
-        suspect |= ~_np(pc.match_substring_regex(values, "^[ -~]*$"))
-    if _has(values, b"  "):
-        suspect |= _np(pc.match_substring(values, "  "))
+    # Anything but printable ASCII, or a space that is leading, trailing or doubled: found in
+    # numpy over the whole buffer, then mapped to the values holding those bytes (a pair of
+    # spaces across two values marks the one that ends with a space, suspect anyway).
+    offsets = _offsets(values)
+    body = _data(values)[offsets[0] : offsets[-1]]
+    size = np.diff(offsets)
+    suspect = np.zeros(len(values), bool)
+    if len(body):
+        first, last = np.minimum(offsets[:-1] - offsets[0], len(body) - 1), offsets[1:] - 1
+        suspect |= (size > 0) & ((body[first] == 32) | (body[last - offsets[0]] == 32))
+        space = body == 32
+        odd = (body - np.uint8(0x20)) > 0x5E  # uint8 wraps: below 0x20 is large too
+        odd[:-1] |= space[:-1] & space[1:]
+        hits = np.flatnonzero(odd)
+        if len(hits):
+            suspect[np.searchsorted(offsets, hits + offsets[0], side="right") - 1] = True
     suspect &= _valid(values)
     if not suspect.any():
         return values

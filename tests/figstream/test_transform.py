@@ -20,6 +20,12 @@ with the same code and detail otherwise):
   non-ASCII characters or 501 characters, boards with upper case, a leading dash, 1 or 65
   characters, a board merging into itself, unknown extra fields.
 
+Parsing has stages (msgspec typed structs; orjson dicts and column checks; ``validate``), and
+the equivalence is checked with each stage forced to take every line it can, so that a stage
+that only sees the leftovers of another in real data is still tested on everything. The lines
+where msgspec and orjson part ways (duplicate keys and tags, floats and bools as ints, null
+versus missing fields, unknown fields holding what only orjson refuses) are listed explicitly.
+
 The state and dedupe properties are checked against small row-by-row reference models, and
 for arrival-order insensitivity and idempotence with hypothesis permutations and splits.
 """
@@ -28,9 +34,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -350,24 +359,183 @@ def check_equivalence(batches: list[tuple[str, bytes]]) -> None:
     assert parsed.records == records == len(valid) + len(rejected)
 
 
+STAGES = ["msgspec", "orjson", "validate"]
+
+
+@contextmanager
+def first_stage(stage: str) -> Iterator[None]:
+    """Parse with ``stage`` as the first one, taking every line it can (the default setup
+    sends the few lines msgspec leaves straight to validate, skipping the column checks)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if stage in ("orjson", "validate"):
+            mp.setattr(transform, "_parse_wire", lambda lines, where: np.zeros(len(lines), bool))
+        mp.setattr(transform, "VECTOR_MIN_LINES", 1 if stage == "orjson" else 1 << 62)
+        yield
+
+
 @FAST
 @given(st.lists(raw_lines() | good_records().map(orjson.dumps), max_size=40))
-def test_parse_batch_accepts_exactly_what_validate_accepts(lines):
-    check_equivalence([("batch-1", b"\n".join(lines) + b"\n")])
+@pytest.mark.parametrize("stage", STAGES)
+def test_parse_batch_accepts_exactly_what_validate_accepts(stage, lines):
+    with first_stage(stage):
+        check_equivalence([("batch-1", b"\n".join(lines) + b"\n")])
 
 
 @FAST
 @given(st.lists(st.lists(raw_lines(), max_size=8), min_size=1, max_size=4))
-def test_parse_batches_equals_each_batch_alone(batches):
+@pytest.mark.parametrize("stage", ["msgspec", "orjson"])
+def test_parse_batches_equals_each_batch_alone(stage, batches):
     named = [(f"b{i}", b"\n".join(lines)) for i, lines in enumerate(batches)]
-    check_equivalence(named)
-    together = parse_batches(named)
-    alone = [parse_batch(data, name) for name, data in named]
+    with first_stage(stage):
+        check_equivalence(named)
+        together = parse_batches(named)
+        alone = [parse_batch(data, name) for name, data in named]
     order = [("batch_id", "ascending"), ("line_no", "ascending")]
     assert together.valid.sort_by(order).equals(
         pa.concat_tables([p.valid for p in alone]).sort_by(order)
     )
     assert together.rejected.equals(pa.concat_tables([p.rejected for p in alone]))
+
+
+POSTING = {
+    "id": "e-1",
+    "type": "job.posted",
+    "source": "hireloop",
+    "version": 1,
+    "time": "2026-11-20T10:00:00Z",
+    "data": {
+        "job_id": "hireloop-1",
+        "title": "Data Engineer",
+        "company": "Acme",
+        "location": "Austin, TX",
+        "employment_type": "full_time",
+        "remote": True,
+        "salary_min": 90_000,
+        "salary_max": 120_000,
+        "currency": "EUR",
+        "url": "https://hireloop.example/jobs/1",
+    },
+}
+GOOD = orjson.dumps(POSTING)
+GOOD_DATA = orjson.dumps(POSTING["data"])
+
+
+def _with_data(**changes) -> bytes:
+    data = {k: v for k, v in {**POSTING["data"], **changes}.items() if v is not ...}
+    return orjson.dumps({**POSTING, "data": data})
+
+
+def _splice(line: bytes, after: bytes, text: bytes) -> bytes:
+    """``line`` with ``text`` inserted after the first ``after`` (raw JSON surgery)."""
+    at = line.index(after) + len(after)
+    return line[:at] + text + line[at:]
+
+
+# Lines where msgspec's typed decoding and orjson's differ, or could: each must come out as
+# validate() says. ``None`` means valid.
+WIRE_EDGES: list[tuple[bytes, str | None]] = [
+    (GOOD, None),
+    (GOOD.replace(b'"id":', b'"id":"x","id":', 1), None),  # duplicate key: the last wins
+    (_splice(GOOD, b'"data":{', b'"title":"First",'), None),
+    (_splice(GOOD, b'"data":{', b'"title":null,'), None),  # an earlier wrong value, overwritten
+    (_splice(GOOD, b'"data":{', b'"salary_min":"x",'), None),
+    (GOOD.replace(b'"data":{', b'"data":{"x":1},"data":{', 1), None),  # a whole data object
+    (GOOD.replace(b"}}", b'},"type":"job.expired"}'), "missing_field"),  # a second tag wins
+    (GOOD.replace(b'"type":"job.posted"', b'"type":"job.expired","type":"job.posted"'), None),
+    (GOOD.replace(b'"id"', b'"\\u0069d"', 1), None),  # an escaped key
+    (GOOD.replace(b'"type"', b'"typ\\u0065"', 1), None),
+    (_with_data(salary_min=90_000.0), "wrong_type"),  # floats are never ints
+    (GOOD.replace(b"90000", b"9e4"), "wrong_type"),
+    (GOOD.replace(b"90000", b"-0"), None),
+    (_with_data(salary_min=True), "wrong_type"),
+    (_with_data(remote=1), "wrong_type"),
+    (_with_data(salary_max=2**63), "invalid_value"),  # beyond int64, within uint64
+    (GOOD.replace(b"120000", str(2**64 + 1).encode()), "wrong_type"),  # orjson: a float
+    (GOOD.replace(b"90000", str(-(2**63)).encode()), "invalid_value"),
+    (GOOD.replace(b"120000", b"1e400"), "malformed_json"),
+    (orjson.dumps({**POSTING, "version": 2**63 - 1}), "unknown_version"),
+    (GOOD.replace(b'"version":1', b'"version":18446744073709551617'), "wrong_type"),
+    (GOOD.replace(b'"version":1', b'"version":1.0'), "wrong_type"),
+    (GOOD.replace(b'"version":1', b'"version":true'), "wrong_type"),
+    (orjson.dumps({**POSTING, "version": 2}), "unknown_version"),
+    (_with_data(currency=...), None),  # missing: the default
+    (_with_data(currency=None), "wrong_type"),  # null is not missing
+    (_with_data(salary_min=..., salary_max=...), None),
+    (_with_data(salary_min=None), None),
+    (_with_data(title=None), "wrong_type"),
+    (_with_data(title=...), "missing_field"),
+    (orjson.dumps({**POSTING, "data": None}), "wrong_type"),
+    (orjson.dumps({**POSTING, "data": [GOOD_DATA.decode()]}), "wrong_type"),
+    (orjson.dumps({**POSTING, "source": None}), "wrong_type"),
+    (orjson.dumps({k: v for k, v in POSTING.items() if k != "type"}), "missing_field"),
+    (orjson.dumps({**POSTING, "type": "job.deleted"}), "unknown_type"),
+    # Unknown fields are fine, but msgspec skips them unchecked; orjson refuses these.
+    (_splice(GOOD, b"{", b'"note":"x",'), None),
+    (_splice(GOOD, b'"data":{', b'"note":{"a":[1,{"b":null}]},'), None),
+    (_splice(GOOD, b"{", b'"note":"caf\xe9",'), "bad_encoding"),
+    (_splice(GOOD, b'"data":{', b'"note":"\xed\xa0\x80",'), "bad_encoding"),
+    (_splice(GOOD, b"{", b'"note":"\\ud800",'), "bad_encoding"),
+    (_splice(GOOD, b'"data":{', b'"note":1e400,'), "malformed_json"),
+    (_splice(GOOD, b'"data":{', b'"note":NaN,'), "malformed_json"),
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 500 + b"]" * 500 + b","), None),
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 2000 + b"]" * 2000 + b","), "malformed_json"),
+    (_splice(GOOD, b'"data":{', b'"note":"a\x01b",'), "malformed_json"),
+    # Bad text in a typed field.
+    (GOOD.replace(b"Acme", b"Acm\xe9"), "bad_encoding"),
+    (GOOD.replace(b"Acme", b"\\udc00"), "bad_encoding"),
+    (GOOD.replace(b"Acme", b"\\ud83d\\ude80"), None),  # a proper surrogate pair
+    (GOOD.replace(b"Acme", b"\\u0000"), None),
+    (GOOD.replace(b"Acme", b"A\tB"), "malformed_json"),
+    (b"\xef\xbb\xbf" + GOOD, "malformed_json"),
+    (GOOD + b"\r", None),
+    (b" \t" + GOOD + b" ", None),
+    (GOOD + b"\x0c", "malformed_json"),
+    (GOOD + b"{}", "malformed_json"),
+    (GOOD[:-1], "malformed_json"),
+    (GOOD[:-1] + b",}", "malformed_json"),
+    (b"[" + GOOD + b"]", "not_an_object"),
+    (b"null", "not_an_object"),
+]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_lines_where_msgspec_and_orjson_part_ways(stage):
+    for i, (line, code) in enumerate(WIRE_EDGES):
+        result = validate(line)
+        assert getattr(result, "code", None) == code, (i, line, result)
+    lines = [line for line, _ in WIRE_EDGES]
+    with first_stage(stage):
+        check_equivalence([("b", b"\n".join(lines))])
+
+
+def test_msgspec_takes_the_clean_lines():
+    """The fast stage must not quietly hand good lines to the slow ones (same rows, but
+    several times the cost): every line of a clean generated batch decodes."""
+    lines = [orjson.dumps(r) for r in (POSTING, *_one_of_each_type())]
+    decoded = transform._decode_wire(lines)
+    assert all(d is not None for d in decoded)
+    where = transform._Lines(
+        ("b",), pa.array(["b"]), np.zeros(len(lines), int), np.arange(1, len(lines) + 1), {}
+    )
+    assert transform._parse_wire(lines, where).all()
+
+
+def _one_of_each_type() -> list[dict]:
+    return [
+        {**POSTING, "id": "e-2", "type": "job.updated", "time": "2026-11-20T10:00:00.123456Z"},
+        {
+            **POSTING,
+            "id": "e-3",
+            "type": "job.expired",
+            "data": {"job_id": "j", "reason": "filled"},
+        },
+        {
+            **POSTING,
+            "id": "e-4",
+            "type": "board.merged",
+            "data": {"absorbed_board": "jobnest", "surviving_board": "hireloop"},
+        },
+    ]
 
 
 @settings(max_examples=200, deadline=None)
