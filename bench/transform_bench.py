@@ -313,9 +313,10 @@ day ({ra["b_over_c_legacy"]}x with the dirty day's figure).
 
 How it was measured: (a) reads only the lines `validate` accepts, because one bad line fails a
 whole `pyarrow.json` read; it builds Arrow columns and checks nothing. (b) reads every landing
-line, in passes of {d["batches_per_pass"]} batches, and does the full job: orjson per line, the
-vectorised checks, `validate` for the suspicious remainder (exact reason codes), dead letters,
-dedupe by event id, text normalisation and dedupe keys, and the cross-board registry. (c) runs
+line, in passes of {d["batches_per_pass"]} batches, and does the full job: msgspec per line
+(orjson for the lines it refuses), the vectorised checks, `validate` for the suspicious
+remainder (exact reason codes), dead letters, dedupe by event id, text normalisation and
+dedupe keys, and the cross-board registry. (c) runs
 `luigi.build` on the feed dump of the same day generated with `bad_rate=0`, since legacy fails
 the night on the first bad record; (b) on that clean day is the like-for-like figure.
 
@@ -325,23 +326,20 @@ Targets: (b)/(a) >= 0.40 {verdict(ra["b_over_a_per_batch"] >= 0.4)} against per-
 {verdict(e["b_figstream_single_process"] >= 250_000)} in 1 process,
 {verdict(e["b_figstream_2_processes"] >= 250_000)} with 2.
 
-Where the time goes (cProfile, 1 process): about half is turning JSON into Python objects and
-freeing them again (orjson ~1.5 us a line, deallocation ~0.6 us, splitting lines ~0.2 us), a
-floor of ~2.3 us a line for any orjson-based parser; then moving values into Arrow (~1 us), the
-checks (~0.3 us, numpy over Arrow buffers), and dedupe/normalise/registry (~1.4 us an event,
-hash counts, filters and joins in Arrow). Legacy is not slow per event (stdlib json and csv,
+Where the time goes (1 process, per line): msgspec decoding each line into a typed struct per
+event type (unknown fields forbidden) ~0.8 us; moving values into Arrow columns ~1.3 us; the
+numpy checks over Arrow buffers ~0.4 us; freeing the objects ~0.3 us; splitting lines ~0.2 us;
+then dedupe, normalisation and the registry ~0.9 us an event. Lines msgspec refuses go to the
+orjson path, and `validate` still decides every rejection and its reason, so the reason codes
+are the ones the equivalence tests pin down. Legacy is not slow per event (stdlib json and csv,
 {1e6 / e["c_legacy_luigi_clean_day"]:.0f} us an event for the three tasks), so 20x would leave
-{1e6 / e["c_legacy_luigi_clean_day"] / 20:.1f} us an event for everything: about what turning
-JSON into Python objects alone costs. What was tried and kept: one orjson pass with C-level
-`map`/`itemgetter` plucking, the cyclic GC paused while parsing (it was a third of the time),
-numpy checks on Arrow buffers instead of RE2 kernels (each kernel call costs 3-10 us and RE2
-~50-100 ns a value), a numpy ISO-8601 parser, hash counting so that only repeated keys get
-sorted, passes of several batches to amortise per-call costs. Tried and dropped: a struct
-conversion of whole dicts (one mistyped record fails the whole conversion), `pyarrow.json` as
-the fast path with `orjson` only for failing chunks (slower here with an explicit nested schema,
-~3.5 us a line and ~300 us a call, and its grammar differs from orjson's on NaN, nesting depth
-and encodings). Worker processes (the 2-process row) gain little on 2 vCPUs: results travel
-back pickled, and the CPUs are shared with other work.
+{1e6 / e["c_legacy_luigi_clean_day"] / 20:.1f} us an event for everything: about what
+`pyarrow.json` alone costs to build columns, with no checks at all. Kept from earlier rounds:
+the cyclic GC paused while parsing, a numpy ISO-8601 parser, hash counting so that only
+repeated keys get sorted, passes of several batches. Tried and dropped: `pyarrow.json` as the
+fast path (2.0-2.2 us a line on clean passes, and at 1% bad lines nearly every pass holds one
+that fails the whole read), building Arrow strings from joined values. Worker processes (the
+2-process row) gain little on 2 vCPUs: results travel back pickled.
 Figures move by up to a third between runs on this shared VM, so compare the ratios within one
 run. Raw figures: `bench/results/transform.json`.
 {END}"""
