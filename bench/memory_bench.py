@@ -601,9 +601,13 @@ def readme(r: dict) -> str:
             "| events | max RSS MiB | ingest | clean | dedupe | update_job_state |\n"
             "| ---: | ---: | ---: | ---: | ---: | ---: |\n"
             + rows
-            + f"\n\nLinear fit: {fit.get('mib_per_million_events', 'n/a')} MiB per million "
-            f"events + {fit.get('intercept_mib', 'n/a')} MiB, i.e. about "
-            f"{fit.get('extrapolated_max_rss_mib', 0):,.0f} MiB at {d['events_per_day']:,}.\n\n"
+            + (
+                f"\n\nLinear fit: {fit['mib_per_million_events']} MiB per million events + "
+                f"{fit['intercept_mib']} MiB, i.e. about {fit['extrapolated_max_rss_mib']:,.0f} "
+                f"MiB at {d['events_per_day']:,}.\n\n"
+                if fit
+                else "\n\n(One size only: no fit.)\n\n"
+            )
         )
     body = "\n\n".join(sections)
     guards = r["guards"]
