@@ -16,6 +16,7 @@ a rollback takes effect at the next run, before any reload. When the authoritati
 no output for a day the other side's is published and flagged, never a hole.
 """
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from assets.legacy import GROUP as LEGACY_GROUP
 from figstream import views
 from figstream.ledger import Ledger, Stage
 from figstream.migration import LEGACY_FAILED, ParityResult, describe_streak, status
-from figstream.mirror import UNATTRIBUTED, mirror_day
+from figstream.mirror import UNATTRIBUTED, after_cutoff, mirror_day
 from figstream.objectstore import LocalObjectStore
 from figstream.parity import compare
 from resources.migration import MigrationResource
@@ -259,6 +260,9 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
         entry = ledger_now.tasks[task]
         stores = streaming.stores()
         new = views.render_new(task, day, stores, epoch)
+        late = after_cutoff(stores, day)
+        if late is not None:
+            new = dataclasses.replace(new, context={**new.context, "after_cutoff": late})
         legacy = views.read_legacy(task, day, migration.root)
         if legacy is None:
             dead = sum(stores.dead_letters.count(partition_key=p) for p in _hours(day))

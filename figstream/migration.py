@@ -243,6 +243,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def _edit_stage(text: str, task: str, stage: Stage) -> str:
     yaml = YAML()  # round trip: comments, order and layout stay as the humans wrote them
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a line the humans wrote
     doc = yaml.load(text)
     doc["tasks"][task]["stage"] = stage.value
     out = io.StringIO()

@@ -20,8 +20,18 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import orjson
+import pyarrow as pa
 
-from figstream.streaming import INGEST_TABLES, Stores, assign, catch_up_index, day_partitions
+from figstream.landing import parse_batch_key
+from figstream.objectstore import read_parquet
+from figstream.streaming import (
+    INGEST_TABLES,
+    Stores,
+    assign,
+    batch_id_of,
+    catch_up_index,
+    day_partitions,
+)
 
 FEEDS = "feeds"
 MANIFEST = "_MIRROR.json"
@@ -97,3 +107,21 @@ def mirror_day(stores: Stores, day: str) -> MirrorReport:
     stores.objects.put(prefix + MANIFEST, orjson.dumps(asdict(report)))
     stores.objects.put(prefix + "_SUCCESS", b"")  # last: legacy waits for it
     return report
+
+
+def after_cutoff(stores: Stores, day: str) -> pa.Table | None:
+    """Event ids of ``day`` the new side ingested from batches that landed after the mirror's
+    cut-off (so legacy never saw them); None if the day's dump was not mirrored."""
+    prefix = f"{FEEDS}/{day}/"
+    if not stores.objects.exists(prefix + MANIFEST):
+        return None
+    cutoff = orjson.loads(stores.objects.get(prefix + MANIFEST)).get("cutoff")
+    cutoff_id = parse_batch_key(cutoff)[1] if cutoff else ""
+    ids = []
+    for table in INGEST_TABLES.values():
+        for hour in day_partitions(day):
+            for key in stores.objects.list(f"tables/{table}/{hour}/"):
+                if batch_id_of(key) > cutoff_id:
+                    ids.append(read_parquet(stores.objects, key).column("event_id"))
+    values = pa.chunked_array(ids, pa.string()) if ids else pa.chunked_array([], pa.string())
+    return pa.table({"event_id": values})

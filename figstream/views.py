@@ -645,7 +645,22 @@ def no_validation(differences: Differences, context: Mapping[str, pa.Table]) -> 
     )
 
 
+def arrived_after_cutoff(differences: Differences, context: Mapping[str, pa.Table]) -> Explained:
+    """Legacy reads the feed dump as mirrored when its night ran; an event of the day that
+    landed after that (a late delivery) reaches only the new side. Explains a row only in new
+    whose event id the new side ingested from a batch newer than the mirror's cut-off
+    (``after_cutoff``, which the parity check adds when the dump was mirrored)."""
+    none = _none(differences)
+    if "after_cutoff" not in context:
+        return none
+    late = _ids(context, "after_cutoff", "event_id")
+    return Explained(
+        none.only_legacy, _mask(differences.only_new, "event_id", late), none.differing
+    )
+
+
 KNOWN_FLAWS: dict[str, FlawRule] = {
+    "arrived_after_cutoff": arrived_after_cutoff,
     "day_local_dedupe": day_local_dedupe,
     "day_local_dedupe_index": day_local_dedupe_index,
     "day_local_dedupe_stats": day_local_dedupe_stats,

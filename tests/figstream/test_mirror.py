@@ -90,3 +90,48 @@ def test_a_rerun_picks_up_batches_that_landed_since(tmp_path, monkeypatch):
     second = mirror_day(stores, "2026-11-01")
     assert second.written and second.records > first.records
     assert second.cutoff > first.cutoff
+
+
+def test_events_that_landed_after_the_cutoff_are_named_and_explained(tmp_path, monkeypatch):
+    import orjson
+    import pyarrow as pa
+
+    from figstream import streaming as steps
+    from figstream import views
+    from figstream.mirror import after_cutoff
+    from figstream.parity import Differences
+
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=300, seed=4, bad_rate=0.0)
+    shutil.rmtree(tmp_path / "feeds")
+    landing = sorted((tmp_path / "landing").rglob("*.jsonl"))
+    held = landing[-3:]
+    moved = [shutil.move(path, tmp_path / path.name) for path in held]
+    stores = stores_for(tmp_path, monkeypatch)
+    day = "2026-11-01"
+    assert after_cutoff(stores, day) is None  # not mirrored yet
+    mirror_day(stores, day)
+    for path, original in zip(moved, held, strict=True):
+        shutil.move(path, original)
+    for stream in steps.INGEST_TABLES:
+        steps.catch_up_index(stores, stream)
+        for hour in steps.day_partitions(day):
+            keys = stores.state.batches_for(stream, hour)
+            if keys:
+                steps.ingest(stores, stream, hour, keys)
+    late = set(after_cutoff(stores, day)["event_id"].to_pylist())
+    in_feed = {
+        orjson.loads(line)["id"]
+        for path in (tmp_path / "feeds" / day).glob("*.jsonl")
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    }
+    in_held = {orjson.loads(line)["id"] for path in held for line in path.read_bytes().splitlines()}
+    assert late and late <= in_held and not late & in_feed
+    # The rule explains exactly those rows only in new.
+    one_late = sorted(late)[0]
+    only_new = pa.table({"event_id": [one_late, "not-late"]})
+    empty = pa.table({"event_id": pa.array([], pa.string())})
+    explained = views.arrived_after_cutoff(
+        Differences(empty, only_new, empty), {"after_cutoff": pa.table({"event_id": list(late)})}
+    )
+    assert explained.only_new.to_pylist() == [True, False]
