@@ -364,3 +364,30 @@ def load_note(m: dict[str, Any]) -> str:
         f"1-minute load average {m['load_average_1m_before']} before{wait}, "
         f"{m['load_average_1m_after']} after{during}"
     )
+
+
+def add_record_args(parser) -> None:
+    """The options every recording bench shares: print only, re-render, wait for quiet."""
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the README section from the recorded results, run nothing",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for a 1-minute load below 1.0",
+    )
+
+
+def rerender(name: str, readme, derive=None) -> None:
+    """Rewrite a bench's results (with ``derive``'s figures) and README section from the
+    recorded results file, running nothing."""
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    if derive is not None:
+        derive(result)
+    write_results(name, result)
+    write_section(name, readme(result))

@@ -26,7 +26,6 @@ Results: ``bench/results/freshness.json`` and the freshness section of ``bench/R
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -44,14 +43,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from benchlib import (
     BIN,
-    RESULTS,
     ROOT,
+    add_record_args,
     dagster_dev,
     fmt,
     load_1m,
     load_note,
     machine,
     machine_line,
+    rerender,
     sensor_ticks,
     spawn,
     stop,
@@ -338,22 +338,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per probe")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the README section from the recorded results, run nothing",
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for a 1-minute load below 1.0",
-    )
+    add_record_args(parser)
     args = parser.parse_args()
     if args.rerender:
-        rerender()
+        rerender(BENCH, readme, derive)
         return
     probes_each = args.probes or (5 if args.quick else 20)
     rng = random.Random(args.seed)
@@ -566,13 +554,6 @@ Runs during the bench: {inst["run_statuses"]} (just before `dagster dev` was sto
 {fmt(inst["floor_run_created_to_end_s"]["p50"])} s.
 Raw figures, every probe with its phases: `bench/results/freshness.json`.
 """
-
-
-def rerender() -> None:
-    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
-    derive(result)
-    write_results(BENCH, result)
-    write_section(BENCH, readme(result))
 
 
 def derive(result: dict) -> None:

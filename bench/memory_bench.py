@@ -44,13 +44,14 @@ from pathlib import Path
 
 from benchlib import (
     BIN,
-    RESULTS,
     ROOT,
+    add_record_args,
     linear_slope,
     load_1m,
     load_note,
     machine,
     machine_line,
+    rerender,
     wait_for_quiet,
     write_results,
     write_section,
@@ -437,24 +438,12 @@ def main() -> None:
         default=45.0,
         help="stop a processing child after this many minutes",
     )
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the README section from the recorded results, run nothing",
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for a 1-minute load below 1.0",
-    )
+    add_record_args(parser)
     parser.add_argument("--child-generate", nargs=2, metavar=("ROOT", "EVENTS"))
     parser.add_argument("--child-process", nargs=2, metavar=("HOME", "MODE"))
     args = parser.parse_args()
     if args.rerender:
-        rerender()
+        rerender(BENCH, readme, derive)
         return
     if args.child_generate:
         root, events = args.child_generate
@@ -626,13 +615,6 @@ Machine: {machine_line(m)}; {load_note(m)}.
 {scaling}
 Raw figures: `bench/results/memory.json`.
 """
-
-
-def rerender() -> None:
-    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
-    derive(result)
-    write_results(BENCH, result)
-    write_section(BENCH, readme(result))
 
 
 def derive(result: dict) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import random
 import re
@@ -53,8 +52,8 @@ import orjson
 import pyarrow.parquet as pq
 from benchlib import (
     BIN,
-    RESULTS,
     ROOT,
+    add_record_args,
     dagster_dev,
     fmt,
     linear_slope,
@@ -62,6 +61,7 @@ from benchlib import (
     load_note,
     machine,
     machine_line,
+    rerender,
     sensor_ticks,
     spawn,
     step_seconds,
@@ -372,22 +372,10 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=None, help="max seconds to drain")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the README section from the recorded results, run nothing",
-    )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for a 1-minute load below 1.0",
-    )
+    add_record_args(parser)
     args = parser.parse_args()
     if args.rerender:
-        rerender()
+        rerender(BENCH, readme, derive)
         return
     minutes = args.minutes or (1.0 if args.quick else 10.0)
     seconds = minutes * 60
@@ -656,13 +644,6 @@ postings_job runs: {runs.get("runs", 0)}, batches per run p50
 {steps(runs.get("last_runs_step_p50_s", {}))}. Sensors: {ticks}.
 Raw figures, every sample and every run: `bench/results/sustained.json`.
 """
-
-
-def rerender() -> None:
-    result = json.loads((RESULTS / f"{BENCH}.json").read_text())
-    derive(result)
-    write_results(BENCH, result)
-    write_section(BENCH, readme(result))
 
 
 def derive(result: dict) -> None:
