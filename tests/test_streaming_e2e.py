@@ -548,7 +548,14 @@ def unwedge(dev: DagsterDev, restarted_at: float) -> list[str]:
     (the sensors count them against max_runs_in_flight), and pool slots or queued steps of
     runs that are over (every later run of the pool waits behind them)."""
     bugs = []
-    stale = [r for r in dev.in_flight() if r["creationTime"] < restarted_at]
+    # Run monitoring (every 5 s) fails a run whose worker died with the old dagster dev
+    # (resources/run_launcher.py); give it a few polls before calling what is left a bug.
+    deadline = time.monotonic() + 45
+    while True:
+        stale = [r for r in dev.in_flight() if r["creationTime"] < restarted_at]
+        if not stale or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     if stale:
         bugs.append(f"runs the crash left in flight stay so for ever: {describe_runs(stale)}")
         dev.graphql(CANCEL, runIds=[r["runId"] for r in stale])
