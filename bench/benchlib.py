@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ def load_1m() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def machine() -> dict[str, Any]:
-    """nproc, CPU model, RAM and the library versions the figures depend on."""
+def machine(**versions: str) -> dict[str, Any]:
+    """nproc, CPU model, RAM and the library versions the figures depend on (plus
+    ``versions``, e.g. ``numpy=np.__version__``)."""
     import dagster
     import orjson
     import pyarrow
@@ -50,6 +52,7 @@ def machine() -> dict[str, Any]:
         "dagster": dagster.__version__,
         "pyarrow": pyarrow.__version__,
         "orjson": orjson.__version__,
+        **versions,
         "platform": platform.platform(),
     }
 
@@ -391,3 +394,30 @@ def rerender(name: str, readme, derive=None) -> None:
         derive(result)
     write_results(name, result)
     write_section(name, readme(result))
+
+
+def result_header(
+    name: str,
+    mode: str,
+    began: float,
+    facts: dict[str, Any],
+    load_before: float,
+    quiet: dict | None,
+    load_after: float,
+    **load: Any,
+) -> dict[str, Any]:
+    """The first keys of every results file: which bench, when, and the machine with its load
+    (``load``: more load figures, e.g. ``load_average_1m_during_max``)."""
+    return {
+        "bench": name,
+        "mode": mode,
+        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
+        "wall_seconds": round(time.time() - began, 1),
+        "machine": {
+            **facts,
+            "load_average_1m_before": load_before,
+            "waited_for_quiet": quiet,
+            "load_average_1m_after": load_after,
+            **load,
+        },
+    }

@@ -52,6 +52,7 @@ from benchlib import (
     machine,
     machine_line,
     rerender,
+    result_header,
     sensor_ticks,
     spawn,
     stop,
@@ -412,17 +413,16 @@ def main() -> None:
     ratio_p50 = round(fig_s["p50"] / floor_s["p50"], 2) if fig_s["p50"] and floor_s["p50"] else None
     produced = next((ln for ln in producer_out.splitlines() if ln.startswith("produced ")), "")
     result = {
-        "bench": "freshness",
-        "mode": "quick" if probes_each < 20 else "full",
-        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
-        "wall_seconds": round(time.time() - began, 1),
-        "machine": {
-            **facts,
-            "load_average_1m_before": load_before,
-            "waited_for_quiet": quiet,
-            "load_average_1m_after": load_after,
-            "load_average_1m_during_max": max(load_during, default=None),
-        },
+        **result_header(
+            "freshness",
+            "quick" if probes_each < 20 else "full",
+            began,
+            facts,
+            load_before,
+            quiet,
+            load_after,
+            load_average_1m_during_max=max(load_during, default=None),
+        ),
         "setup": {
             "probes_each": probes_each,
             "background_rate": args.rate,

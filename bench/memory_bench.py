@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 from benchlib import (
@@ -52,6 +52,7 @@ from benchlib import (
     machine,
     machine_line,
     rerender,
+    result_header,
     wait_for_quiet,
     write_results,
     write_section,
@@ -496,16 +497,15 @@ def main() -> None:
             "at_events": events,
         }
     result = {
-        "bench": "memory",
-        "mode": "quick" if events < 5_000_000 else "full",
-        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
-        "wall_seconds": round(time.time() - began, 1),
-        "machine": {
-            **facts,
-            "load_average_1m_before": load_before,
-            "waited_for_quiet": quiet,
-            "load_average_1m_after": load_after,
-        },
+        **result_header(
+            "memory",
+            "quick" if events < 5_000_000 else "full",
+            began,
+            facts,
+            load_before,
+            quiet,
+            load_after,
+        ),
         "data": {"day": DAY.isoformat(), "seed": SEED, "events_per_day": events, **data},
         "target_bytes": TARGET_BYTES,
         "guards": {"rss_limit_mib": args.rss_limit_mib, "time_limit_min": args.time_limit_min},

@@ -62,6 +62,7 @@ from benchlib import (
     machine,
     machine_line,
     rerender,
+    result_header,
     sensor_ticks,
     spawn,
     step_seconds,
@@ -502,17 +503,16 @@ def main() -> None:
         else None
     )
     result = {
-        "bench": "sustained",
-        "mode": "quick" if minutes < 10 else "full",
-        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
-        "wall_seconds": round(time.time() - began, 1),
-        "machine": {
-            **facts,
-            "load_average_1m_before": load_before,
-            "waited_for_quiet": quiet,
-            "load_average_1m_after": load_after,
-            "load_average_1m_during_max": max((s["load_1m"] for s in samples), default=None),
-        },
+        **result_header(
+            "sustained",
+            "quick" if minutes < 10 else "full",
+            began,
+            facts,
+            load_before,
+            quiet,
+            load_after,
+            load_average_1m_during_max=max((s["load_1m"] for s in samples), default=None),
+        ),
         "setup": {
             "rate": args.rate,
             "minutes": minutes,

@@ -28,9 +28,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +36,13 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.json as pj
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchlib import load_1m, machine  # noqa: E402
 
 from figstream.generate import generate  # noqa: E402
 from figstream.transform import (  # noqa: E402
@@ -60,27 +58,6 @@ SEED = 42
 README = ROOT / "bench" / "README.md"
 RESULTS = ROOT / "bench" / "results" / "transform.json"
 START, END = "<!-- transform-bench:start -->", "<!-- transform-bench:end -->"
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    meminfo = Path("/proc/meminfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem_kb = int(re.search(r"^MemTotal:\s*(\d+)", meminfo, re.M).group(1))
-    import luigi
-
-    return {
-        "nproc": int(subprocess.run(["nproc"], capture_output=True, text=True).stdout),
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "ram_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(),
-        "pyarrow": pa.__version__,
-        "numpy": np.__version__,
-        "orjson": orjson.__version__,
-        "luigi": luigi.__version__,
-        "platform": platform.platform(),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-    }
 
 
 def landing(root: Path) -> list[tuple[str, bytes]]:
@@ -148,7 +125,13 @@ def main() -> None:
     if args.readme_only:
         write_readme(json.loads(RESULTS.read_text()))
         return
-    facts = machine()  # before the work, so the load average says how busy the machine was
+    import luigi
+
+    # Before the work, so the load average says how busy the machine was.
+    facts = {
+        **machine(numpy=np.__version__, luigi=luigi.__version__),
+        "load_average_1m_at_start": load_1m(),
+    }
 
     with tempfile.TemporaryDirectory(prefix="transform-bench-") as tmp:
         dirty_root, clean_root = Path(tmp) / "dirty", Path(tmp) / "clean"
