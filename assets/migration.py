@@ -29,10 +29,11 @@ from assets.legacy import FEED_DUMP_KEY, daily_partitions, legacy_key, snake
 from assets.legacy import GROUP as LEGACY_GROUP
 from figstream import views
 from figstream.ledger import Ledger, Stage
-from figstream.migration import LEGACY_FAILED, ParityResult, describe_streak, status
+from figstream.migration import LEGACY_FAILED, ParityResult, describe_streak, status, streak
 from figstream.mirror import UNATTRIBUTED, after_cutoff, mirror_day
 from figstream.objectstore import LocalObjectStore
 from figstream.parity import compare
+from figstream.streaming import day_partitions
 from resources.migration import MigrationResource
 from resources.stores import StreamingResources
 
@@ -102,10 +103,6 @@ def _required_by_running_legacy(
     ]
 
 
-def _day_partitions(ledger: Ledger) -> dg.DailyPartitionsDefinition:
-    return daily_partitions(ledger)
-
-
 def bridge_asset(
     task_cls: type[luigi.Task], ledger: Ledger, needed_by: list[str], deps: Iterable
 ) -> dg.AssetsDefinition:
@@ -115,7 +112,7 @@ def bridge_asset(
     @dg.asset(
         key=legacy_key(task_cls),
         group_name=LEGACY_GROUP,
-        partitions_def=_day_partitions(ledger),
+        partitions_def=daily_partitions(ledger),
         deps=list(deps),
         kinds={"python", "csv"},
         tags={"figstream/layer": "bridge"},
@@ -148,7 +145,7 @@ def retired_spec(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=legacy_key(task_cls),
         group_name=LEGACY_GROUP,
-        partitions_def=_day_partitions(ledger),
+        partitions_def=daily_partitions(ledger),
         kinds={"luigi", "csv"},
         tags={"figstream/layer": "retired"},
         description=(
@@ -161,8 +158,6 @@ def retired_spec(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetSpec:
 def retired_legacy_assets(
     ledger: Ledger, tasks: Sequence[type[luigi.Task]]
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-    from assets.legacy import _dep, _dependency_offsets
-
     out: list[dg.AssetsDefinition | dg.AssetSpec] = []
     for task_cls in tasks:
         if ledger.stage(task_cls.__name__) is not Stage.RETIRED:
@@ -172,9 +167,6 @@ def retired_legacy_assets(
             out.append(retired_spec(task_cls, ledger))
             continue
         deps = [dg.AssetKey(name) for name in NEW_ASSETS[task_cls.__name__]]
-        windows = _dependency_offsets(task_cls, ledger.legacy_epoch + dt.timedelta(days=1))
-        # Keep the legacy lineage (upstream legacy keys) only where those assets still exist.
-        deps += [_dep(k, w) for k, w in windows.items() if k == FEED_DUMP_KEY]
         out.append(bridge_asset(task_cls, ledger, needed_by, deps))
     return out
 
@@ -183,7 +175,7 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
     @dg.asset(
         key=FEED_DUMP_KEY,
         group_name=LEGACY_GROUP,
-        partitions_def=_day_partitions(ledger),
+        partitions_def=daily_partitions(ledger),
         kinds={"json"},
         tags={"figstream/layer": "mirror"},
         description=(
@@ -243,7 +235,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
     @dg.asset(
         key=dg.AssetKey(["parity", snake(task)]),
         group_name=GROUP,
-        partitions_def=_day_partitions(ledger),
+        partitions_def=daily_partitions(ledger),
         deps=[legacy_key(task_cls), *(dg.AssetKey(n) for n in NEW_ASSETS[task])],
         check_specs=[check],
         kinds={"python"},
@@ -265,7 +257,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
             new = dataclasses.replace(new, context={**new.context, "after_cutoff": late})
         legacy = views.read_legacy(task, day, migration.root)
         if legacy is None:
-            dead = sum(stores.dead_letters.count(partition_key=p) for p in _hours(day))
+            dead = sum(stores.dead_letters.count(partition_key=p) for p in day_partitions(day))
             if dead:
                 verdict = LEGACY_FAILED
                 summary = (
@@ -280,7 +272,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
             markdown = summary
             passed = verdict == LEGACY_FAILED
         else:
-            report = compare(legacy, new, entry.parity, _flaws(entry.parity.known_flaws))
+            report = compare(legacy, new, entry.parity, views.KNOWN_FLAWS)
             verdict, summary = report.verdict, _summary(report)
             report_dict, markdown, passed = report.to_dict(), report.to_markdown(), report.passed
         result = ParityResult(
@@ -295,11 +287,8 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
         )
         evidence = migration.evidence()
         evidence.record(result)
-        streak_text = next(
-            describe_streak(s.streak, s.required)
-            for s in status(ledger_now, evidence)
-            if s.task == task
-        )
+        required = entry.parity_partitions_required
+        streak_text = describe_streak(streak(evidence.results(task), required), required)
         yield dg.MaterializeResult(
             metadata={
                 "verdict": verdict,
@@ -327,23 +316,6 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
     return _parity
 
 
-def _hours(day: str) -> list[str]:
-    return [f"{day}-{hour:02d}:00" for hour in range(24)]
-
-
-def _flaws(names: list[str]) -> dict:
-    return {name: views.KNOWN_FLAWS[name] for name in names if name in views.KNOWN_FLAWS} | {
-        name: _unknown_flaw(name) for name in names if name not in views.KNOWN_FLAWS
-    }
-
-
-def _unknown_flaw(name: str):
-    def rule(differences, context):
-        raise ValueError(f"the ledger names a known flaw {name!r} that figstream does not define")
-
-    return rule
-
-
 def published_path(root: Path, name: str, day: str) -> Path:
     return root / "published" / day / f"{name}.csv"
 
@@ -357,7 +329,7 @@ def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.
     @dg.asset(
         key=dg.AssetKey(["published", name]),
         group_name="published",
-        partitions_def=_day_partitions(ledger),
+        partitions_def=daily_partitions(ledger),
         deps=deps,
         kinds={"csv"},
         description=(
@@ -421,7 +393,9 @@ def _new_has_day(streaming: StreamingResources, day: str) -> bool:
     """The new side has seen the day when some hour of it holds ingested events."""
     objects = streaming.stores().objects
     return any(
-        objects.list(f"tables/{table}/{hour}/") for table in ("raw_events",) for hour in _hours(day)
+        objects.list(f"tables/{table}/{hour}/")
+        for table in ("raw_events",)
+        for hour in day_partitions(day)
     )
 
 

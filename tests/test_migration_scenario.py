@@ -52,7 +52,7 @@ def hours(d: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory) -> tuple[Path, Path]:
     """The same events as the feed dump and the landing zone, plus the all-legacy baseline."""
     root = tmp_path_factory.mktemp("scenario-data")
     generate(
@@ -65,7 +65,7 @@ def data(tmp_path_factory) -> Path:
     for n in range(1, DAYS):
         for task in TASKS:
             assert runner.build(task, dt.date.fromisoformat(day(n))).succeeded
-    return root
+    return root, baseline
 
 
 class Platform:
@@ -142,14 +142,14 @@ class Platform:
 
 @pytest.fixture
 def platform(data, tmp_path, monkeypatch) -> Platform:
+    root, baseline = data
     home = tmp_path / "home"
-    shutil.copytree(data, home, ignore=shutil.ignore_patterns("legacy"))
+    shutil.copytree(root, home, ignore=shutil.ignore_patterns("legacy"))
     ledger_file = tmp_path / "ledger.yaml"
     text = (PROJECT_ROOT / "platform" / "migration_ledger.yaml").read_text()
     for stage in ("shadow", "migrated", "retired"):
         text = text.replace(f"stage: {stage}", "stage: legacy")
     ledger_file.write_text(text)
-    baseline = data.parent / next(p.name for p in data.parent.iterdir() if "baseline" in p.name)
     return Platform(home, ledger_file, baseline, monkeypatch)
 
 
@@ -212,6 +212,13 @@ def test_two_tasks_through_every_stage_and_a_rollback(platform: Platform, capsys
     p.reload()
     restored = p.defs.resolve_assets_def(dg.AssetKey(["legacy", "clean_postings"]))
     assert "luigi" in restored.specs_by_key[restored.key].kinds
+
+    # The UI's view of the ledger: the status asset says what the CLI says.
+    (status,) = p.job("migration_status_job").asset_materializations_for_node("migration_status")
+    assert status.metadata["CleanPostings_stage"].value == "migrated"
+    assert status.metadata["DedupePostings_stage"].value == "shadow"
+    assert status.metadata["DedupePostings_streak"].value == 3
+    assert "| DedupePostings | shadow | 3/3 |" in status.metadata["ledger"].value
 
 
 def test_a_broken_new_implementation_is_caught_and_blocked(platform: Platform, monkeypatch):
