@@ -107,7 +107,8 @@ def read_csv(path: Path) -> pa.Table:
     if not rows:
         return pa.table({})
     header, width = rows[0], len(rows[0])
-    cells = [(row + [""] * width)[:width] for row in rows[1:]]
+    # DictReader skips a row with no cells at all (a bare "\r" line), so do we.
+    cells = [(row + [""] * width)[:width] for row in rows[1:] if row]
     columns = list(zip(*cells, strict=True)) if cells else [()] * width
     return pa.table([pa.array(c, pa.string()) for c in columns], names=header)
 
