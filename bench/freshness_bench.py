@@ -67,6 +67,7 @@ from figstream.events import format_time
 from figstream.objectstore import LocalObjectStore
 from figstream.state import SqliteStateStore, state_path
 from figstream.streaming import SEARCH_INDEX_KEY
+from resources.run_launcher import WORKER_TAG
 
 BENCH = "freshness"
 POLL_S = 0.1
@@ -298,9 +299,16 @@ def breakdown(dagster_home: Path, probes: list[dict]) -> dict:
         for r in runs:
             counts = statuses.setdefault(job, {})
             counts[r.dagster_run.status.value] = counts.get(r.dagster_run.status.value, 0) + 1
+    workers: dict[str, dict[str, int]] = {}
+    for job, runs in by_job.items():
+        for r in runs:
+            how = r.dagster_run.tags.get(WORKER_TAG, "untagged")
+            counts = workers.setdefault(job, {})
+            counts[how] = counts.get(how, 0) + 1
     return {
         "sensors": sensor_ticks(instance),
         "run_statuses": statuses,
+        "run_workers": workers,
         "postings_run_created_to_end_s": summary(durations(postings)),
         "floor_run_created_to_end_s": summary(durations(floor_runs)),
         "stats_runs": len(stats_runs),
@@ -535,15 +543,17 @@ Probes that timed out: {r["timeouts"]}.
 Where the time goes (p50 seconds, from the instance's run records and event logs):
 figstream {phases("figstream")}; floor {phases("floor")}. *sensor* = publish until the run
 is created (the daemon's fixed 5 s sensor loop, then the tick itself), *launch* = run created
-until RUN_START (a new process: interpreter, imports, loading the code location),
+until RUN_START (the run's own process, forked from the launcher's pre-loaded worker),
 *steps* = RUN_START until the last step succeeded, *observe* = until the poller saw it.
-Launch splits into spawn (run created until the worker's "Started process for run" event:
-the code server starts a fresh interpreter, which imports dagster and loads the run; the
-sensor's tick waits for this handshake) p50 figstream {fmt(ph["figstream"]["spawn_s"]["p50"])}
-s / floor {fmt(ph["floor"]["spawn_s"]["p50"])} s, and load (until RUN_START: loading the code
-location and the job) p50 figstream {fmt(ph["figstream"]["load_s"]["p50"])} s / floor
-{fmt(ph["floor"]["load_s"]["p50"])} s.
-Figstream steps (p50): {steps}. A fresh interpreter takes {imports}.
+Launch splits into spawn (run created until the worker's "Started process for run" event)
+p50 figstream {fmt(ph["figstream"]["spawn_s"]["p50"])} s / floor
+{fmt(ph["floor"]["spawn_s"]["p50"])} s, and load (until RUN_START: building the code
+location's Definitions and the job) p50 figstream {fmt(ph["figstream"]["load_s"]["p50"])} s /
+floor {fmt(ph["floor"]["load_s"]["p50"])} s. How runs started (the `figstream/worker` tag:
+`warm` = forked from the pre-loaded worker, `default` = a fresh interpreter from the code
+server, the first run of each location and any while its worker warms):
+{inst.get("run_workers", "not recorded")}. A fresh interpreter would take {imports}.
+Figstream steps (p50): {steps}.
 Figstream probes published while 2 postings runs were already in flight (the sensor's
 `max_runs_in_flight`, so it skips until one ends): {len(blocked)} of {len(figs)}, p50
 {fmt(blocked_p50["p50"])} s; the others p50 {fmt(free_p50["p50"])} s.

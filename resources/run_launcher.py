@@ -1,4 +1,8 @@
-"""The local run launcher: Dagster's default one, plus a worker health check.
+"""The local run launcher: Dagster's default one, plus pre-loaded workers and a health check.
+
+Runs start in a fork of a pre-loaded worker (:mod:`resources.warm_worker`) where one is warm
+for the run's code, and the default way (a fresh process from the code server) otherwise:
+the first run of a code location, while its worker warms, and after a code change.
 
 ``DefaultRunLauncher`` cannot tell whether a run's worker process is alive, so run monitoring
 can only fail a run whose worker died with the host (``kill -9`` of ``dagster dev``, a reboot)
@@ -12,12 +16,23 @@ the run at once, run retries re-execute it, and its pool slot is freed.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import dagster as dg
+from dagster._config import Field
 from dagster._core.events import DagsterEventType
-from dagster._core.launcher import DefaultRunLauncher
+from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import serialize_value
+
+from resources.warm_worker import WarmWorkers
+
+WORKER_TAG = "figstream/worker"
+# How long terminate waits for a just-launched run's worker to say its pid.
+TERMINATE_WAIT_S = 10.0
 
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
@@ -59,7 +74,74 @@ def worker_alive(pid: int, started: float) -> bool:
 
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """``DefaultRunLauncher`` whose run workers run monitoring can check (one machine)."""
+    """``DefaultRunLauncher`` that starts runs in pre-loaded workers where it can, and whose
+    run workers run monitoring can check (one machine)."""
+
+    def __init__(self, inst_data=None, warm_workers: bool = True, preload: list | None = None):
+        super().__init__(inst_data=inst_data)
+        self.warm_workers = WarmWorkers(preload) if warm_workers else None
+
+    @classmethod
+    def config_type(cls):
+        return {
+            "warm_workers": Field(bool, is_required=False, default_value=True),
+            # Modules a run imports lazily, imported once in the pre-loaded worker.
+            "preload": Field([str], is_required=False, default_value=[]),
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, **config_value)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        origin = run.job_code_origin
+        if self.warm_workers is None or origin is None:
+            super().launch_run(context)
+            return
+        args = ExecuteRunArgs(
+            job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()
+        )
+        # Tagged before the fork, so that this write never queues behind the run's own.
+        self._instance.add_run_tags(run.run_id, {WORKER_TAG: "warm"})
+        pid, why = self.warm_workers.launch(origin.repository_origin, serialize_value(args))
+        if pid is None:
+            super().launch_run(context)
+            self._instance.add_run_tags(run.run_id, {WORKER_TAG: "default"})
+            self._instance.report_engine_event(
+                f"Started the default way: {why}.", run, cls=self.__class__
+            )
+            return
+        self._run_ids.add(run.run_id)
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or run.tags.get(WORKER_TAG) != "warm":
+            return super().terminate(run_id)
+        self._instance.report_run_canceling(run)
+        deadline = time.monotonic() + TERMINATE_WAIT_S
+        while (found := worker_pid(self._instance, run_id)) is None:
+            if time.monotonic() > deadline:
+                self._instance.report_engine_event(
+                    "The run's worker never started; nothing to terminate.", run, cls=self.__class__
+                )
+                return False
+            time.sleep(0.2)
+        try:
+            # What the code server does to a run it cancels: the worker turns the interrupt
+            # into a cancelled run.
+            os.kill(found[0], signal.SIGINT)
+        except ProcessLookupError:
+            self._instance.report_engine_event(
+                f"Run worker pid {found[0]} is gone; nothing to terminate.", run, cls=self.__class__
+            )
+            return False
+        return True
+
+    def dispose(self) -> None:
+        if self.warm_workers is not None:
+            self.warm_workers.close()
+        super().dispose()
 
     @property
     def supports_check_run_worker_health(self) -> bool:

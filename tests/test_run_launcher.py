@@ -1,19 +1,28 @@
-"""The local run launcher's worker health check, against a real instance and real processes.
+"""The local run launcher: pre-loaded workers and the worker health check, against a real
+instance and real processes.
 
 Bad inputs tried: no pid recorded yet, a worker that was killed, a pid taken over by a
-process started later.
+process started later, code edited under a warm worker, a code location that fails to
+import, a run cancelled mid-step, the launcher going away with a run in flight.
 """
 
+import json
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
+import pytest
 from conftest import ROOT
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.events import EngineEventData
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.launcher.base import WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from resources.run_launcher import LocalRunLauncher, worker_alive
+from resources.run_launcher import WORKER_TAG, LocalRunLauncher, worker_alive
 
 
 def instance_with_launcher(tmp_path):
@@ -60,3 +69,139 @@ def test_a_pid_taken_over_by_a_later_process_is_not_the_worker():
     finally:
         me.kill()
         me.wait()
+
+
+# --- pre-loaded workers -----------------------------------------------------------------------
+
+FIXTURE = ROOT / "tests" / "launcher_fixture"
+DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture
+def code(tmp_path):
+    """A copy of the fixture location, so that a test can edit it."""
+    target = tmp_path / "code"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def _recon(code: Path) -> ReconstructableRepository:
+    return ReconstructableRepository.for_file(
+        str(code / "location.py"), "defs", working_directory=str(code)
+    )
+
+
+def _create_run(instance, code: Path, out: Path, sleep: float = 0.0):
+    job = _recon(code).get_reconstructable_job("report_job")
+    config = {"ops": {"report": {"config": {"out": str(out), "sleep": sleep}}}}
+    return instance.create_run_for_job(
+        job.get_definition(), run_config=config, job_code_origin=job.get_python_origin()
+    )
+
+
+def _ready(launcher: LocalRunLauncher, code: Path):
+    zygote = launcher.warm_workers.warm(_recon(code).get_python_origin())
+    assert zygote.ready(timeout=60), "the pre-loaded worker did not warm up"
+    return zygote
+
+
+def _wait(instance, run_id: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.status in DONE:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still {run.status} after {timeout} s")
+
+
+@pytest.fixture
+def warm_launcher(tmp_path):
+    instance = instance_with_launcher(tmp_path)
+    yield instance, instance.run_launcher
+    instance.run_launcher.dispose()
+
+
+def test_runs_fork_from_the_pre_loaded_worker_and_see_each_ledger_edit(warm_launcher, code):
+    instance, launcher = warm_launcher
+    zygote = _ready(launcher, code)
+    outputs = []
+    for stage in ("shadow", "migrated"):
+        (code / "stage.txt").write_text(stage)  # read at import, as the ledger is
+        out = code.parent / f"{stage}.json"
+        run = _create_run(instance, code, out)
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+        assert instance.get_run_by_id(run.run_id).tags[WORKER_TAG] == "warm"
+        outputs.append(json.loads(out.read_text()))
+    assert [o["stage"] for o in outputs] == ["shadow", "migrated"]
+    # Each run had a process of its own, forked from the one pre-loaded worker.
+    assert {o["ppid"] for o in outputs} == {zygote.process.pid}
+    assert len({o["pid"] for o in outputs}) == 2
+    # The run's start event names the forked pid, so the health check watches the right one.
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.FAILED  # it exited
+
+
+def test_edited_code_retires_the_warm_worker_and_the_next_one_has_the_edit(warm_launcher, code):
+    instance, launcher = warm_launcher
+    first = _ready(launcher, code)
+    (code / "location_lib.py").write_text("VERSION = 2\n")
+    run = _create_run(instance, code, code.parent / "out.json")
+    args = _args(instance, run)
+    pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), args)
+    assert pid is None and "location_lib.py" in why
+    assert first.process.wait(10) == 0
+    second = _ready(launcher, code)
+    assert second is not first
+    pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), args)
+    assert pid is not None, why
+    assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+    assert json.loads((code.parent / "out.json").read_text())["lib"] == 2
+
+
+def test_a_location_that_fails_to_import_falls_back_and_is_not_retried_at_once(warm_launcher, code):
+    _, launcher = warm_launcher
+    (code / "location_lib.py").write_text("raise RuntimeError('broken on purpose')\n")
+    origin = _recon(code).get_python_origin()
+    zygote = launcher.warm_workers.warm(origin)
+    with pytest.raises(Exception, match="exited"):
+        zygote.ready(timeout=60)
+    pid, why = launcher.warm_workers.launch(origin, "{}")
+    assert pid is None and "exited" in why
+    pid, why = launcher.warm_workers.launch(origin, "{}")
+    assert pid is None and "failed to start recently" in why
+
+
+def test_a_warm_run_is_cancelled_by_terminate(warm_launcher, code):
+    instance, launcher = warm_launcher
+    _ready(launcher, code)
+    run = _create_run(instance, code, code.parent / "out.json", sleep=120)
+    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    deadline = time.monotonic() + 60
+    while instance.get_run_by_id(run.run_id).status != DagsterRunStatus.STARTED:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    assert launcher.terminate(run.run_id)
+    assert _wait(instance, run.run_id, timeout=30).status == DagsterRunStatus.CANCELED
+    assert not (code.parent / "out.json").exists()
+
+
+def test_runs_outlive_the_launcher_that_started_them(warm_launcher, code):
+    instance, launcher = warm_launcher
+    zygote = _ready(launcher, code)
+    run = _create_run(instance, code, code.parent / "out.json", sleep=3)
+    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    launcher.dispose()
+    assert zygote.process.poll() is not None  # the pre-loaded worker ended with its launcher
+    assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+
+
+def _args(instance, run) -> str:
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import serialize_value
+
+    return serialize_value(
+        ExecuteRunArgs(
+            job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=instance.get_ref()
+        )
+    )

@@ -57,6 +57,7 @@ from figstream.landing import parse_batch_key
 from figstream.objectstore import LocalObjectStore, read_parquet
 from figstream.publish import Publisher
 from figstream.state import SqliteStateStore, state_path
+from resources.run_launcher import WORKER_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]
 
@@ -635,6 +636,13 @@ def test_books_balance_on_a_real_daemon_and_after_a_crash(spawn, figstream_env, 
 
         seen = settle(dev, home, ledger, timeout=150)
         assert seen.balanced(ledger), seen.describe(ledger)
+        # After the first run of the location, runs fork from the pre-loaded worker.
+        workers = Counter(
+            {t["key"]: t["value"] for t in r["tags"]}.get(WORKER_TAG)
+            for r in dev.runs()
+            if r["jobName"] in STREAMS
+        )
+        assert workers["warm"] > 0, workers
         assert_books_balance(home, ledger)
         assert Counter(ledger.bad.values()) == Counter(code for _, code, _ in bad)
         assert drift(home) == (set(), set())
