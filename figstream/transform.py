@@ -3,7 +3,8 @@
 Landed micro-batch (JSON lines) -> :func:`parse_batch` (valid events + rejected records) ->
 :func:`dedupe_events` (at-least-once delivery) -> :func:`clean_postings` ->
 :func:`dedupe_postings` (cross-board duplicates) / :func:`apply_job_state` (current state per
-job) -> :func:`search_index` and :func:`board_daily_stats`.
+job) -> :func:`search_index` and :func:`board_daily_stats`. :func:`parse_in` runs
+:func:`parse_batches` in worker processes, its results coming back through shared memory.
 
 Parsing accepts exactly what :func:`figstream.validation.validate` accepts, with the same reason
 code and detail for the rest. ``validate`` costs ~8 us a record (pydantic), so it only sees the
@@ -39,9 +40,15 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import operator
-from collections.abc import Callable, Iterable, Sequence
+import os
+import tempfile
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import repeat
@@ -440,6 +447,7 @@ class _Wire:
 
     key: tuple[str, int]
     struct: type[msgspec.Struct]
+    data: pa.StructType  # the Arrow type of the data fields, in the same order
 
 
 def _wire(key: tuple[str, int]) -> _Wire:
@@ -463,7 +471,7 @@ def _wire(key: tuple[str, int]) -> _Wire:
         tag=event_type,
         **options,
     )
-    return _Wire(key, envelope)
+    return _Wire(key, envelope, pa.struct(list(shape.schema)))
 
 
 # One struct per event type: the tag is ``type``, so a type with several fast-checked versions
@@ -672,6 +680,103 @@ def parse_batches(
     )
 
 
+# Worker processes get their batches and send their results through files in shared memory:
+# a pickled 60 MB table costs the parent a pipe read and an unpickling copy, a mapped
+# Arrow IPC file costs it nothing.
+_SHARED_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def _shared_path(kind: str) -> str:
+    return os.path.join(_SHARED_DIR, f"figstream-{kind}-{os.getpid()}-{uuid.uuid4().hex}")
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _parse_shared(
+    path: str, sizes: list[tuple[str, int]], upcasters: Upcasters | None
+) -> tuple[str, int]:
+    """In a worker: parse the batches laid end to end in ``path``; returns the Arrow IPC file
+    of (valid, rejected) and the record count."""
+    with open(path, "rb") as source:
+        batches = [(batch_id, source.read(size)) for batch_id, size in sizes]
+    _unlink(path)
+    parsed = parse_batches(batches, upcasters or UPCASTERS)
+    out = _shared_path("parsed")
+    try:
+        with pa.OSFile(out, "wb") as sink:
+            for table in (parsed.valid, parsed.rejected):
+                with pa.ipc.new_stream(sink, table.schema) as writer:
+                    writer.write_table(table)
+    except BaseException:
+        _unlink(out)
+        raise
+    return out, parsed.records
+
+
+def _load_shared(path: str) -> tuple[pa.Table, pa.Table]:
+    """(valid, rejected) read in place from a worker's file, which is unlinked at once: the
+    mapping keeps the pages for as long as the tables live."""
+    try:
+        with pa.memory_map(path) as source:
+            valid = pa.ipc.open_stream(source).read_all()
+            rejected = pa.ipc.open_stream(source).read_all()
+    finally:
+        _unlink(path)
+    return valid, rejected
+
+
+def _submit(
+    pool: Executor, batches: Sequence[tuple[str, bytes]], upcasters: Upcasters | None
+) -> tuple[tuple[str, ...], str, Future]:
+    path = _shared_path("batches")
+    try:
+        with open(path, "wb") as sink:
+            sink.writelines(data for _, data in batches)
+        sizes = [(batch_id, len(data)) for batch_id, data in batches]
+        future = pool.submit(_parse_shared, path, sizes, upcasters)
+    except BaseException:
+        _unlink(path)
+        raise
+    return tuple(batch_id for batch_id, _ in batches), path, future
+
+
+def parse_in(
+    pool: Executor,
+    passes: Iterable[Sequence[tuple[str, bytes]]],
+    upcasters: Upcasters = UPCASTERS,
+    ahead: int = 4,
+) -> Iterator[ParsedBatch]:
+    """:func:`parse_batches` of each pass in ``pool``'s worker processes, in pass order.
+
+    ``pool`` is a process pool the caller keeps (starting workers costs far more than a
+    pass). At most ``ahead`` passes are in flight. Batches and results travel through files
+    in shared memory, results as Arrow IPC that is memory-mapped, not copied; only file names
+    and counts are pickled (and ``upcasters``, when not the default).
+    """
+    extra = None if upcasters is UPCASTERS else upcasters
+    pending: deque[tuple[tuple[str, ...], str, Future]] = deque()
+    todo = iter(passes)
+    try:
+        while True:
+            while len(pending) < max(ahead, 1) and (batches := next(todo, None)) is not None:
+                pending.append(_submit(pool, batches, extra))
+            if not pending:
+                return
+            batch_ids, _, future = pending[0]
+            out, records = future.result()
+            pending.popleft()
+            yield ParsedBatch(batch_ids, *_load_shared(out), records)
+    finally:
+        # Abandoned or failed: nothing may stay behind in shared memory.
+        for _, path, future in pending:
+            _unlink(path)
+            if not future.cancel() and future.exception() is None:
+                _unlink(future.result()[0])
+
+
 def _decode_wire(lines: list[bytes]) -> list[Any]:
     """The typed envelope of every line msgspec decodes, at C speed; None for the others."""
     out: list[Any] = []
@@ -738,14 +843,14 @@ def _parse_wire(lines: list[bytes], where: _Lines) -> np.ndarray:
         if not len(rows):
             continue
         shape = _SHAPES[wire.key]
-        # astuple reads a struct's slots in C; zip turns the rows into columns.
+        # astuple reads a struct's slots in C; zip turns the envelope rows into columns, and
+        # Arrow takes the data rows as they are (a struct array: no transposing in Python).
         ids, sources, versions, times, datas = zip(
             *map(_astuple, _gather(decoded, rows)), strict=True
         )
-        data = zip(*map(_astuple, datas), strict=True)
+        arrays = pa.array(list(map(_astuple, datas)), wire.data).flatten()
         id_array, source_array = pa.array(ids, pa.string()), pa.array(sources, pa.string())
         time_ok, micros = _times(pa.array(times, pa.string()))
-        arrays = [pa.array(v, f.type) for f, v in zip(shape.schema, data, strict=True)]
         ok = np.array(versions, np.int64) == wire.key[1]
         ok &= _sized(id_array, 1, 128) & _sized(source_array, 1, 1 << 30) & time_ok
         ok &= FAST_CHECKS[wire.key](dict(zip(shape.schema.names, arrays, strict=True)))
@@ -904,26 +1009,26 @@ def _all(*masks: Any) -> Any:
 def _first_mask(table: pa.Table, key: str, order: list[tuple[str, str]]) -> np.ndarray | None:
     """Mask of the first row of each ``key`` value by ``order``; None when every row is first.
 
-    Hash counting finds the values that occur more than once, and only their rows are
-    sorted: on event streams that is a few percent of the rows, and sorting strings is what
-    costs. Null keys form one group.
+    A hash pass numbers the ``key`` values and counts them, and only the rows of repeated
+    values are sorted, on their number rather than the string: on event streams that is a few
+    percent of the rows, and sorting strings is what costs. Null keys form one group.
     """
     if table.num_rows < 2:
         return None
-    column = table[key]
-    counts = pc.value_counts(column)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    if not len(repeated):
+    encoded = pc.dictionary_encode(table[key].combine_chunks())
+    groups = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
+    repeated = np.bincount(groups)[groups] > 1
+    if not repeated.any():
         return None
-    rows = np.flatnonzero(_np(pc.is_in(column, repeated)))
-    names = [key, *(name for name, _ in order if name != key)]
-    contenders = table.select(names).take(pa.array(rows)).append_column("__row", pa.array(rows))
-    contenders = contenders.sort_by([(key, "ascending"), *order])
-    values = contenders[key].combine_chunks()
-    head, tail = values.slice(0, len(values) - 1), values.slice(1)
-    same = _np(pc.equal(tail, head)) | (_np(pc.is_null(tail)) & _np(pc.is_null(head)))
+    rows = np.flatnonzero(repeated)
+    rest = [(name, direction) for name, direction in order if name != key]
+    contenders = table.select([name for name, _ in rest]).take(pa.array(rows))
+    contenders = contenders.append_column("__group", pa.array(groups[rows]))
+    contenders = contenders.append_column("__row", pa.array(rows))
+    contenders = contenders.sort_by([("__group", "ascending"), *rest])
+    group = contenders["__group"].to_numpy()
     keep = np.ones(table.num_rows, bool)
-    keep[contenders["__row"].to_numpy()[1:][same]] = False
+    keep[contenders["__row"].to_numpy()[1:][group[1:] == group[:-1]]] = False
     return keep
 
 
@@ -939,17 +1044,23 @@ def _chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.cast(pa.string()) if pa.types.is_large_string(values.type) else values
 
 
-def _buffer(values: pa.Array) -> bytes:
+def _body(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, the bytes of all values) of a string array, as numpy (zero-copy)."""
     offsets = _offsets(values)
-    return _data(values)[offsets[0] : offsets[-1]].tobytes()
+    return offsets, _data(values)[offsets[0] : offsets[-1]]
+
+
+def _holding(offsets: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Mask of the values whose bytes include the positions ``hits`` of the body."""
+    mask = np.zeros(len(offsets) - 1, bool)
+    mask[np.searchsorted(offsets, hits + offsets[0], side="right") - 1] = True
+    return mask
 
 
 def _any_byte(values: pa.Array, wanted: bytes) -> bool:
     """Whether any value holds any of the ``wanted`` bytes (one pass over the buffer)."""
-    return len(values) > 0 and bool(_buffer(values).translate(None, _COMPLEMENT[wanted]))
-
-
-_COMPLEMENT = {wanted: bytes(b for b in range(256) if b not in wanted) for wanted in (b"|\\",)}
+    body = _body(values)[1]
+    return any((body == byte).any() for byte in wanted)
 
 
 def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -965,8 +1076,7 @@ def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     # Anything but printable ASCII, or a space that is leading, trailing or doubled: found in
     # numpy over the whole buffer, then mapped to the values holding those bytes (a pair of
     # spaces across two values marks the one that ends with a space, suspect anyway).
-    offsets = _offsets(values)
-    body = _data(values)[offsets[0] : offsets[-1]]
+    offsets, body = _body(values)
     size = np.diff(offsets)
     suspect = np.zeros(len(values), bool)
     if len(body):
@@ -975,9 +1085,7 @@ def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         space = body == 32
         odd = (body - np.uint8(0x20)) > 0x5E  # uint8 wraps: below 0x20 is large too
         odd[:-1] |= space[:-1] & space[1:]
-        hits = np.flatnonzero(odd)
-        if len(hits):
-            suspect[np.searchsorted(offsets, hits + offsets[0], side="right") - 1] = True
+        suspect |= _holding(offsets, np.flatnonzero(odd))
     suspect &= _valid(values)
     if not suspect.any():
         return values
@@ -990,7 +1098,8 @@ def casefold(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``str.casefold`` of each value: ASCII in Arrow, the (rare) non-ASCII values in Python."""
     values = _chunk(values)
     lowered = pc.ascii_lower(values)
-    other = ~_np(pc.string_is_ascii(values)) & _valid(values)
+    offsets, body = _body(values)
+    other = _holding(offsets, np.flatnonzero(body >= 0x80)) & _valid(values)
     if not other.any():
         return lowered
     # No Arrow kernel does full Unicode case folding ("Straße" -> "strasse").
