@@ -218,13 +218,13 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     def search_index(streaming: StreamingResources) -> dg.MaterializeResult:
         """The snapshot of active jobs the site searches, without cross-board duplicates."""
         index = steps.export_search_index(streaming.stores())
-        preview = index.slice(0, 5).select(["job_id", "board", "title", "location"]).to_pylist()
         table = "\n".join(
-            f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |" for r in preview
+            f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |"
+            for r in index.preview
         )
         return dg.MaterializeResult(
             metadata={
-                "active_jobs": index.num_rows,
+                "active_jobs": index.rows,
                 "path": dg.MetadataValue.path(steps.SEARCH_INDEX_KEY),
                 "preview": dg.MetadataValue.md(
                     "| job_id | board | title | location |\n|---|---|---|---|\n" + table

@@ -314,9 +314,8 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         counts["dedupe"] = vars(dedupe)
         state = phase("update_job_state (range)", steps.update_job_state, stores, postings, None)
         counts["job_state"] = vars(state)
-        index_table = phase("export_search_index", steps.export_search_index, stores)
-        counts["search_index_rows"] = index_table.num_rows
-        del index_table
+        index = phase("export_search_index", steps.export_search_index, stores)
+        counts["search_index_rows"] = index.rows
     else:
 
         def hourly() -> None:

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from figstream import transform
+from figstream.buckets import BUCKETS, Manifest, bucket_key, bucket_of, merge_sorted, split
 from figstream.deadletter import DeadLetterStore
 from figstream.events import parse_time
 from figstream.landing import LANDING_PREFIX, parse_batch_key
@@ -316,15 +319,131 @@ def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | 
     return _write_each(stores.objects, "clean_postings", transform.clean_postings(events))
 
 
-REGISTRY_KEY = "tables/postings_registry/registry.parquet"
-DUPLICATES_KEY = "tables/duplicates/current.parquet"
-JOB_STATE_KEY = "tables/job_state/state.parquet"
+# --- the global state, kept in hash buckets (figstream.buckets) -------------------------------
+#
+# A run reads, updates and rewrites only the buckets its events touch, one at a time, so its
+# memory is its events (and the rows they touch) plus one bucket. Within a run, what is derived
+# is written before what it derives from, and the manifest (a new token) last, so a retried run
+# redoes what a crash left undone.
+
+# Job rows by job_id; the merger rows (a handful, which every bucket needs: a merger acts on
+# the jobs of its absorbed board in every bucket) in one object of their own.
+JOB_STATE_BUCKETS = "tables/job_state/jobs/"
+MERGERS_KEY = "tables/job_state/mergers.parquet"
+JOB_STATE_MANIFEST = "tables/job_state/manifest.json"
+# Each job bucket's active jobs as search-index rows by job_id, before duplicates are shadowed.
+ACTIVE_BUCKETS = "tables/job_state/active/"
+INDEX_ROW_GROUP = 4096  # rows a row group of those holds: what the index merge reads at a time
+# The dedupe registry (a job's first job.posted) by job_id, to find a job's row when it is
+# posted again, and by dedupe_key, since a key's duplicates are decided among all its jobs.
+# Keys alone would not do: a job re-posted with another key earlier than its first posting
+# moves from one key to the other. The duplicates are kept by key bucket, like the latter.
+REGISTRY_BY_JOB = "tables/postings_registry/by_job/"
+REGISTRY_BY_KEY = "tables/postings_registry/by_key/"
+REGISTRY_MANIFEST = "tables/postings_registry/manifest.json"
+DUPLICATES_BUCKETS = "tables/duplicates/"
+SEARCH_INDEX_SOURCE = "tables/search_index/source.json"  # the manifest tokens it was built from
+# The single-object layout of earlier versions: a state step's first run converts it (that
+# run holds the whole table once); readers read it until then.
+OLD_JOB_STATE_KEY = "tables/job_state/state.parquet"
+OLD_REGISTRY_KEY = "tables/postings_registry/registry.parquet"
+OLD_DUPLICATES_KEY = "tables/duplicates/current.parquet"
+_BY_JOB_ID = [("kind", "ascending"), ("job_id", "ascending")]
+_BY_FIRST_POSTING = [("event_time", "ascending"), ("event_id", "ascending")]
 
 
 def _snapshot(objects: ObjectStore, key: str, schema: pa.Schema) -> pa.Table:
     if not objects.exists(key):
         return transform.empty(schema)
     return read_parquet(objects, key).select(schema.names).cast(schema)
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else transform.empty(schema)
+
+
+def _read_all(
+    objects: ObjectStore, manifest: str, prefix: str, old_key: str, schema: pa.Schema
+) -> pa.Table:
+    """Every bucket of a table as one table (for views and checks: it holds the whole table),
+    or the earlier single object while it has not been converted."""
+    if not objects.exists(manifest) and objects.exists(old_key):
+        return _snapshot(objects, old_key, schema)
+    keys = [bucket_key(prefix, b) for b in range(BUCKETS)]
+    return _concat([_snapshot(objects, k, schema) for k in keys if objects.exists(k)], schema)
+
+
+def read_job_state(objects: ObjectStore) -> pa.Table:
+    """The whole job state (:data:`transform.STATE_SCHEMA`, by kind and job_id)."""
+    jobs = _read_all(
+        objects, JOB_STATE_MANIFEST, JOB_STATE_BUCKETS, OLD_JOB_STATE_KEY, transform.STATE_SCHEMA
+    )
+    if not objects.exists(JOB_STATE_MANIFEST) and objects.exists(OLD_JOB_STATE_KEY):
+        return jobs
+    mergers = _snapshot(objects, MERGERS_KEY, transform.STATE_SCHEMA)
+    return pa.concat_tables([jobs, mergers]).sort_by(_BY_JOB_ID).combine_chunks()
+
+
+def read_registry(objects: ObjectStore) -> pa.Table:
+    """The whole dedupe registry (:data:`transform.CANONICAL_SCHEMA`, by event time and id)."""
+    registry = _read_all(
+        objects, REGISTRY_MANIFEST, REGISTRY_BY_JOB, OLD_REGISTRY_KEY, transform.CANONICAL_SCHEMA
+    )
+    return registry.sort_by(_BY_FIRST_POSTING).combine_chunks()
+
+
+def read_duplicates(objects: ObjectStore) -> pa.Table:
+    """Every duplicate (:data:`transform.DUPLICATES_SCHEMA`, by job_id)."""
+    duplicates = _read_all(
+        objects,
+        REGISTRY_MANIFEST,
+        DUPLICATES_BUCKETS,
+        OLD_DUPLICATES_KEY,
+        transform.DUPLICATES_SCHEMA,
+    )
+    return duplicates.sort_by("job_id").combine_chunks()
+
+
+def _write_key_bucket(
+    objects: ObjectStore, manifest: Manifest, bucket: int, registry: pa.Table
+) -> pa.Table:
+    """Store a key bucket of the registry and its duplicates; returns the duplicates."""
+    result = transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
+    manifest.changing(objects)
+    write_parquet(objects, bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
+    write_parquet(objects, bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
+    manifest.count("duplicates")[bucket] = result.duplicates.num_rows
+    return result.duplicates
+
+
+def _manifest(
+    objects: ObjectStore, key: str, old_keys: Sequence[str], schema: pa.Schema, convert: Callable
+) -> Manifest:
+    """A bucketed table's manifest. A table still in the single-object layout (``old_keys``,
+    the first its own) is converted first: that one run holds the whole table."""
+    manifest = Manifest.read(objects, key)
+    if manifest is not None:
+        return manifest
+    manifest = Manifest(key)
+    if objects.exists(old_keys[0]):
+        convert(objects, manifest, _snapshot(objects, old_keys[0], schema))
+        manifest.write(objects)
+        for old in old_keys:
+            objects.delete(old)
+    return manifest
+
+
+def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Table) -> None:
+    for bucket, rows in split(registry, bucket_of(registry["job_id"])).items():
+        write_parquet(objects, bucket_key(REGISTRY_BY_JOB, bucket), rows)
+    for bucket, rows in split(registry, bucket_of(registry["dedupe_key"])).items():
+        _write_key_bucket(objects, manifest, bucket, rows)
+
+
+def _registry_manifest(objects: ObjectStore) -> Manifest:
+    old = [OLD_REGISTRY_KEY, OLD_DUPLICATES_KEY]
+    schema = transform.CANONICAL_SCHEMA
+    return _manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
 
 
 @dataclass
@@ -339,18 +458,65 @@ def dedupe(
 ) -> DedupeReport:
     """Cross-board dedupe of the partitions' clean postings against the global registry.
 
-    The registry and the duplicate list are snapshots rewritten once per run, under the
-    ``figstream_state`` pool, so two runs never interleave their read-modify-write.
+    Three passes over the buckets the postings touch, one bucket at a time: the registry
+    buckets of their jobs say which first postings are new and which they replace; the key
+    buckets of those (and of the postings' jobs) get the new rows and their duplicates
+    recomputed; then the job buckets take the new rows. Runs hold the ``figstream_state``
+    pool, so two runs never interleave their read-modify-write.
     """
+    objects = stores.objects
     postings = read_fragments(
-        stores.objects, "clean_postings", partitions, batch_ids, transform.POSTINGS_SCHEMA
+        objects, "clean_postings", partitions, batch_ids, transform.POSTINGS_SCHEMA
     )
-    registry = _snapshot(stores.objects, REGISTRY_KEY, transform.CANONICAL_SCHEMA)
-    result = transform.dedupe_postings(postings, registry)
-    write_parquet(stores.objects, REGISTRY_KEY, result.canonical)
-    write_parquet(stores.objects, DUPLICATES_KEY, result.duplicates)
-    kept = _write_each(stores.objects, "deduped_postings", result.kept)
-    return DedupeReport(postings.num_rows, kept, result.duplicates.num_rows)
+    manifest = _registry_manifest(objects)
+    if postings.num_rows == 0:
+        return DedupeReport(0, 0, manifest.total("duplicates"))
+    count, order = postings.num_rows, pa.array(np.arange(postings.num_rows))
+    # One copy of the postings, by bucket; "_row" gives the kept ones their order back.
+    by_job = split(postings.append_column("_row", order), bucket_of(postings["job_id"]))
+    del postings
+    added, replaced, registered = [], [], []
+    for bucket, rows in by_job.items():
+        known = _snapshot(objects, bucket_key(REGISTRY_BY_JOB, bucket), transform.CANONICAL_SCHEMA)
+        registry = transform.dedupe_postings(rows, known).canonical
+        new = registry.filter(pc.invert(pc.is_in(registry["event_id"], known["event_id"])))
+        added.append(new)
+        replaced.append(known.filter(pc.is_in(known["job_id"], new["job_id"])))
+        registered.append(registry.filter(pc.is_in(registry["job_id"], rows["job_id"])))
+    schema = transform.CANONICAL_SCHEMA
+    added, replaced = _concat(added, schema), _concat(replaced, schema)
+    registered = _concat(registered, schema)
+    moved = pa.concat_tables([added, replaced])
+    changes = split(moved, bucket_of(moved["dedupe_key"]))
+    duplicate_ids = []
+    for bucket in sorted(set(changes) | set(bucket_of(registered["dedupe_key"]).tolist())):
+        if bucket in changes:
+            # Idempotent even after a crash between the passes: a job's rows go, its new row comes.
+            rows = _snapshot(objects, bucket_key(REGISTRY_BY_KEY, bucket), schema)
+            gone = pc.is_in(rows["job_id"], changes[bucket]["job_id"])
+            new = changes[bucket].filter(pc.is_in(changes[bucket]["event_id"], added["event_id"]))
+            rows = pa.concat_tables([rows.filter(pc.invert(gone)), new])
+            duplicates = _write_key_bucket(objects, manifest, bucket, rows)
+        else:
+            key = bucket_key(DUPLICATES_BUCKETS, bucket)
+            duplicates = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
+            manifest.count("duplicates")[bucket] = duplicates.num_rows
+        duplicate_ids.append(
+            duplicates["job_id"].filter(pc.is_in(duplicates["job_id"], registered["job_id"]))
+        )
+    for bucket, rows in by_job.items():
+        if pc.any(pc.is_in(added["job_id"], rows["job_id"])).as_py():
+            key = bucket_key(REGISTRY_BY_JOB, bucket)
+            known = _snapshot(objects, key, schema)
+            manifest.changing(objects)
+            write_parquet(objects, key, transform.dedupe_postings(rows, known).canonical)
+    manifest.save(objects)
+    dropped = pa.chunked_array(duplicate_ids, pa.string())
+    kept = [rows.filter(pc.invert(pc.is_in(rows["job_id"], dropped))) for rows in by_job.values()]
+    del by_job
+    kept = pa.concat_tables(kept).sort_by("_row").drop_columns(["_row"])
+    kept_rows = _write_each(objects, "deduped_postings", kept)
+    return DedupeReport(count, kept_rows, manifest.total("duplicates"))
 
 
 @dataclass
@@ -382,49 +548,175 @@ def _touched(state: pa.Table, events: pa.Table) -> pa.Array:
     return pc.fill_null(mask, False)
 
 
+def _write_job_bucket(objects: ObjectStore, manifest: Manifest, bucket: int, jobs: pa.Table):
+    """Store a bucket's job rows and, first, the search-index rows of its active jobs."""
+    active = transform.search_index(jobs)
+    key = bucket_key(ACTIVE_BUCKETS, bucket)
+    manifest.changing(objects)
+    write_parquet(objects, key, active, row_group_size=INDEX_ROW_GROUP)
+    write_parquet(objects, bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
+    _count_jobs(manifest, bucket, jobs)
+
+
+def _count_jobs(manifest: Manifest, bucket: int, jobs: pa.Table) -> None:
+    manifest.count("jobs")[bucket] = jobs.num_rows
+    manifest.count("active")[bucket] = pc.sum(pc.equal(jobs["status"], "active")).as_py() or 0
+
+
+def _convert_job_state(objects: ObjectStore, manifest: Manifest, state: pa.Table) -> None:
+    is_job = pc.equal(state["kind"], "job")
+    write_parquet(objects, MERGERS_KEY, state.filter(pc.invert(is_job)))
+    jobs = state.filter(is_job)
+    for bucket, rows in split(jobs, bucket_of(jobs["job_id"])).items():
+        _write_job_bucket(objects, manifest, bucket, rows)
+
+
+def _job_state_manifest(objects: ObjectStore) -> Manifest:
+    old, schema = [OLD_JOB_STATE_KEY], transform.STATE_SCHEMA
+    return _manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
+
+
+# Touched job rows one apply_job_state call recomputes at most (a bucket is never split): a
+# run's events usually make one call; a merger, which touches every bucket, a few.
+TOUCHED_ROWS_PER_APPLY = 100_000
+UPSERT_ROWS = 25_000  # rows per state-store upsert: its rows become Python tuples
+
+
 def update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events (postings and mergers) to the current job state.
 
-    The full state (with its merge components) is a snapshot in the object store; only the
-    rows the events can change are recomputed (so a run costs what its events cost, plus
-    reading and writing the snapshot), and the serving rows that changed are upserted into
-    the state store, last writer wins.
+    From each bucket the events touch (every bucket when they hold a merger) only the rows
+    they can change are kept, and a group of buckets' rows is recomputed at once with the
+    merger rows; the serving rows that changed are upserted into the state store (last writer
+    wins), then each bucket whose jobs changed is read again and written back. The merger
+    rows come out the same from every group and are written once, after the buckets.
     """
     batch_ids = None if batch_ids is None else list(batch_ids)
+    objects = stores.objects
     events = pa.concat_tables(
         [
-            read_fragments(stores.objects, table, partitions, batch_ids, transform.EVENTS_SCHEMA)
+            read_fragments(objects, table, partitions, batch_ids, transform.EVENTS_SCHEMA)
             for table in INGEST_TABLES.values()
         ]
     )
-    before = _snapshot(stores.objects, JOB_STATE_KEY, transform.STATE_SCHEMA)
-    touched = _touched(before, events)
-    was = before.filter(touched)
-    now = transform.apply_job_state(was, events)
-    after = (
-        pa.concat_tables([before.filter(pc.invert(touched)), now])
-        .sort_by([("kind", "ascending"), ("job_id", "ascending")])
-        .combine_chunks()
+    manifest = _job_state_manifest(objects)
+    if events.num_rows == 0:
+        return StateReport(0, 0, manifest.total("jobs"), manifest.total("active"))
+    is_merger = pc.equal(events["event_type"], transform.MERGED)
+    merged, others, count = (
+        events.filter(is_merger),
+        events.filter(pc.invert(is_merger)),
+        len(events),
     )
-    del before
-    write_parquet(stores.objects, JOB_STATE_KEY, after)
-    changed = now.filter(pc.invert(pc.is_in(_fingerprint(now), _fingerprint(was))))
-    jobs = changed.filter(pc.equal(changed["kind"], "job"))
-    if jobs.num_rows:
-        stores.state.upsert_jobs(job_state_rows(jobs))
-    is_job = pc.equal(after["kind"], "job")
-    active = pc.sum(pc.and_(is_job, pc.equal(after["status"], "active"))).as_py() or 0
-    return StateReport(events.num_rows, jobs.num_rows, pc.sum(is_job).as_py() or 0, active)
+    del events  # a backfill's range can hold many events: keep one copy of them, by bucket
+    by_bucket = split(others, bucket_of(others["job_id"]))
+    del others
+    mergers = _snapshot(objects, MERGERS_KEY, transform.STATE_SCHEMA)
+    after = {"mergers": mergers, "changed": 0}
+
+    def apply(group: dict[int, pa.Table]) -> None:
+        was = pa.concat_tables([*group.values(), mergers])
+        batch = pa.concat_tables([*(by_bucket[b] for b in group if b in by_bucket), merged])
+        now = transform.apply_job_state(was, batch)
+        is_job = pc.equal(now["kind"], "job")
+        after["mergers"], now = now.filter(pc.invert(is_job)), now.filter(is_job)
+        changed = now.filter(pc.invert(pc.is_in(_fingerprint(now), _fingerprint(was))))
+        for start in range(0, changed.num_rows, UPSERT_ROWS):
+            stores.state.upsert_jobs(job_state_rows(changed.slice(start, UPSERT_ROWS)))
+        after["changed"] += changed.num_rows
+        for bucket, rows in split(now, bucket_of(now["job_id"])).items():
+            if rows.equals(group[bucket]):
+                continue
+            jobs = _snapshot(objects, bucket_key(JOB_STATE_BUCKETS, bucket), transform.STATE_SCHEMA)
+            jobs = jobs.filter(pc.invert(pc.is_in(jobs["job_id"], group[bucket]["job_id"])))
+            jobs = pa.concat_tables([jobs, rows]).sort_by("job_id").combine_chunks()
+            _write_job_bucket(objects, manifest, bucket, jobs)
+
+    group, held = {}, 0
+    for bucket in range(BUCKETS) if merged.num_rows else sorted(by_bucket):
+        jobs = _snapshot(objects, bucket_key(JOB_STATE_BUCKETS, bucket), transform.STATE_SCHEMA)
+        batch = pa.concat_tables([by_bucket.get(bucket, merged.slice(0, 0)), merged])
+        group[bucket] = jobs.filter(_touched(jobs, batch))
+        _count_jobs(manifest, bucket, jobs)
+        held += group[bucket].num_rows
+        if held >= TOUCHED_ROWS_PER_APPLY:
+            apply(group)
+            group, held = {}, 0
+    if group:
+        apply(group)
+    if not after["mergers"].equals(mergers):
+        manifest.changing(objects)
+        write_parquet(objects, MERGERS_KEY, after["mergers"])
+    manifest.save(objects)
+    return StateReport(count, after["changed"], manifest.total("jobs"), manifest.total("active"))
 
 
-def export_search_index(stores: Stores) -> pa.Table:
-    state = _snapshot(stores.objects, JOB_STATE_KEY, transform.STATE_SCHEMA)
-    duplicates = _snapshot(stores.objects, DUPLICATES_KEY, transform.DUPLICATES_SCHEMA)
-    index = transform.search_index(state, duplicates)
-    write_parquet(stores.objects, SEARCH_INDEX_KEY, index)
-    return index
+@dataclass
+class IndexReport:
+    rows: int
+    preview: list[dict]  # job_id, board, title and location of the first rows
+
+
+INDEX_SCHEMA = pa.schema([transform.STATE_SCHEMA.field(n) for n in transform.SEARCH_INDEX_COLUMNS])
+
+
+def _shadowed(objects: ObjectStore) -> pa.ChunkedArray:
+    """The duplicates whose original is active: the job_ids the index leaves out."""
+    keys = [bucket_key(DUPLICATES_BUCKETS, b) for b in range(BUCKETS)]
+    columns = ["job_id", "duplicate_of_job_id"]
+    tables = [read_parquet(objects, k, columns=columns) for k in keys if objects.exists(k)]
+    if not tables:
+        return pa.chunked_array([], pa.string())
+    duplicates = pa.concat_tables(tables)
+    shadowed = []
+    originals = duplicates["duplicate_of_job_id"]
+    for bucket, rows in split(duplicates, bucket_of(originals)).items():
+        key = bucket_key(ACTIVE_BUCKETS, bucket)
+        if objects.exists(key):
+            active = read_parquet(objects, key, columns=["job_id"])["job_id"]
+            shadowed.append(rows["job_id"].filter(pc.is_in(rows["duplicate_of_job_id"], active)))
+    return pa.chunked_array(shadowed, pa.string())
+
+
+def _active_batches(objects: ObjectStore, bucket: int) -> Iterator[pa.RecordBatch]:
+    key = bucket_key(ACTIVE_BUCKETS, bucket)
+    if objects.exists(key):
+        parquet = pq.ParquetFile(pa.BufferReader(objects.get(key)))
+        yield from parquet.iter_batches(batch_size=INDEX_ROW_GROUP)
+
+
+def export_search_index(stores: Stores) -> IndexReport:
+    """Write the search index, :func:`transform.search_index` of the whole state and
+    duplicates, as one Parquet object by job_id: the buckets' active jobs merged a row group
+    per bucket at a time, less the shadowed duplicates. Nothing is written when neither the
+    state nor the registry changed since the index was last built."""
+    objects = stores.objects
+    source = {
+        "job_state": _job_state_manifest(objects).token,
+        "registry": _registry_manifest(objects).token,
+    }
+    if objects.exists(SEARCH_INDEX_SOURCE) and objects.exists(SEARCH_INDEX_KEY):
+        built = orjson.loads(objects.get(SEARCH_INDEX_SOURCE))
+        if built["source"] == source:
+            return IndexReport(built["rows"], built["preview"])
+    shadowed = _shadowed(objects)
+    sink = pa.BufferOutputStream()
+    rows, preview = 0, []
+    with pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
+        parts = (_active_batches(objects, b) for b in range(BUCKETS))
+        for chunk in merge_sorted(parts, "job_id"):
+            chunk = chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
+            if len(preview) < 5:
+                head = chunk.slice(0, 5 - len(preview))
+                preview += head.select(["job_id", "board", "title", "location"]).to_pylist()
+            rows += chunk.num_rows
+            writer.write_table(chunk)
+    objects.put(SEARCH_INDEX_KEY, memoryview(sink.getvalue()))
+    report = {"source": source, "rows": rows, "preview": preview}
+    objects.put(SEARCH_INDEX_SOURCE, orjson.dumps(report))
+    return IndexReport(rows, preview)
 
 
 def day_partitions(day: str) -> list[str]:

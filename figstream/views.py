@@ -331,8 +331,8 @@ def render_dedupe_postings(day: str, stores: Stores, epoch_day: str) -> View:
     """``deduped.csv``: deduped_postings plus the expiries of jobs that are not duplicates
     and the mergers, in event order; ``duplicates.csv``: the new side's duplicates first
     posted that day."""
-    duplicates = _snapshot(stores, steps.DUPLICATES_KEY, transform.DUPLICATES_SCHEMA)
-    registry = _snapshot(stores, steps.REGISTRY_KEY, transform.CANONICAL_SCHEMA)
+    duplicates = steps.read_duplicates(stores.objects)
+    registry = steps.read_registry(stores.objects)
     kept = _as_events(_day_postings(stores, day, "deduped_postings"))
     others = _non_posting(_all_events(stores, day))
     others = others.filter(

@@ -327,7 +327,7 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
     objects = LocalObjectStore(home)
     events = materialised(home)
     expected = transform.apply_job_state(None, events)
-    streamed = read_parquet(objects, steps.JOB_STATE_KEY)
+    streamed = steps.read_job_state(objects)
     columns = ["kind", "job_id", "status", "last_event_id", "title", "merged_into"]
 
     def rows(table: pa.Table) -> dict[str, dict]:

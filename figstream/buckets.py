@@ -1,0 +1,138 @@
+"""Tables kept out of core as hash buckets, so that a step holds one bucket at a time.
+
+A row's bucket is ``crc32(key) % BUCKETS`` of its UTF-8 key: stable across processes, Python
+versions and machines (unlike ``hash``). Each bucket is one Parquet object under a prefix
+(``<prefix>017.parquet``). A table's ``manifest.json`` beside them names the bucket count, a
+token that changes whenever a bucket is rewritten (so readers of derived data can tell
+whether they are stale), and per-bucket counts the steps report without reading every bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from figstream.objectstore import ObjectStore
+
+# 2.5M jobs (a 5M-event day) make ~40k jobs, ~20 MiB of Arrow, a bucket: a run's memory is its
+# events plus one bucket, with room for the state to grow tenfold; more buckets would only add
+# files, since a run of a few thousand events touches nearly every bucket anyway.
+BUCKETS = 64
+
+
+def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
+    """The bucket of each string (a null counts as the empty string)."""
+    return np.fromiter(
+        (zlib.crc32((v or "").encode()) % buckets for v in values.to_pylist()),
+        dtype=np.int64,
+        count=len(values),
+    )
+
+
+def split(table: pa.Table, bucket: np.ndarray) -> dict[int, pa.Table]:
+    """bucket -> the rows of ``table`` in it, in their order in ``table``."""
+    if not len(bucket):
+        return {}
+    order = np.argsort(bucket, kind="stable")
+    ids, starts = np.unique(bucket[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    return {
+        int(b): table.take(pa.array(order[s:e])) for b, s, e in zip(ids, starts, ends, strict=True)
+    }
+
+
+def bucket_key(prefix: str, bucket: int) -> str:
+    return f"{prefix}{bucket:03d}.parquet"
+
+
+@dataclass
+class Manifest:
+    """What a bucketed table holds: ``counts[name][bucket]``, and a token that changes with it.
+
+    A step calls :meth:`changing` before it rewrites a bucket and :meth:`save` at its end: the
+    token changes before the first bucket does, so even a crash in between tells readers of
+    derived data (the search index) that they may be stale.
+    """
+
+    key: str
+    buckets: int = BUCKETS
+    token: str = ""
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    _saved: str = ""
+    _changing: bool = False
+
+    @classmethod
+    def read(cls, objects: ObjectStore, key: str) -> Manifest | None:
+        if not objects.exists(key):
+            return None
+        data = json.loads(objects.get(key))
+        if data["buckets"] != BUCKETS:
+            raise ValueError(
+                f"{key} holds {data['buckets']} buckets, this version {BUCKETS}: replay the "
+                "landing zone into a fresh home to rebuild the state"
+            )
+        counts = data["counts"]
+        return cls(key, data["buckets"], data["token"], counts, json.dumps(counts, sort_keys=True))
+
+    def count(self, name: str) -> list[int]:
+        return self.counts.setdefault(name, [0] * self.buckets)
+
+    def total(self, name: str) -> int:
+        return sum(self.count(name))
+
+    def changing(self, objects: ObjectStore) -> None:
+        if not self._changing and self.token:  # a new table has no readers to warn yet
+            self.write(objects)
+        self._changing = True
+
+    def save(self, objects: ObjectStore) -> None:
+        """Write the manifest if a bucket or a count changed since it was read."""
+        if self._changing or json.dumps(self.counts, sort_keys=True) != self._saved:
+            self.write(objects)
+        self._changing = False
+
+    def write(self, objects: ObjectStore) -> None:
+        self.token = uuid.uuid4().hex
+        data = {"buckets": self.buckets, "token": self.token, "counts": self.counts}
+        objects.put(self.key, json.dumps(data, sort_keys=True).encode())
+        self._saved = json.dumps(self.counts, sort_keys=True)
+
+
+def merge_sorted(parts: Iterable[Iterator[pa.RecordBatch]], key: str) -> Iterator[pa.Table]:
+    """K-way merge of record-batch streams each sorted by ``key`` (unique across streams):
+    tables sorted by ``key`` whose concatenation is sorted. Holds one batch per stream.
+
+    Each round emits every buffered row up to the smallest last key among the streams not yet
+    exhausted (no stream can still yield a row before it), so at least one buffer empties.
+    """
+    streams = [iter(p) for p in parts]
+    pending: list[pa.Table | None] = [None] * len(streams)
+    live = set(range(len(streams)))
+    while True:
+        for i in sorted(live):
+            while pending[i] is None or pending[i].num_rows == 0:
+                batch = next(streams[i], None)
+                if batch is None:
+                    live.discard(i)
+                    break
+                pending[i] = pa.Table.from_batches([batch])
+        held = [i for i, t in enumerate(pending) if t is not None and t.num_rows]
+        if not held:
+            return
+        bounds = [pending[i][key][-1] for i in live]
+        bound = min(bounds, key=lambda s: s.as_py()) if bounds else None
+        out = []
+        for i in held:
+            table = pending[i]
+            n = table.num_rows if bound is None else pc.sum(pc.less_equal(table[key], bound))
+            n = n if isinstance(n, int) else n.as_py() or 0
+            out.append(table.slice(0, n))
+            pending[i] = table.slice(n)
+        yield pa.concat_tables(out).sort_by(key)

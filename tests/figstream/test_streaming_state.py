@@ -1,0 +1,326 @@
+"""The bucketed global state of the streaming steps (job state, dedupe registry, duplicates,
+search index) against a recompute over every event with the transform functions alone.
+
+Bad inputs tried: batches applied out of event-time order (late events touching old hours),
+the same batch replayed, a merger whose absorbed board has jobs in nearly every bucket and a
+posting of that board arriving after it, a job re-posted with another dedupe key earlier than
+its first posting (its registry row moves between key buckets), an update of a job never
+posted, runs with no events, and a home in the single-file layout of earlier versions.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from figstream import buckets, transform
+from figstream import streaming as steps
+from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
+from figstream.objectstore import LocalObjectStore, read_parquet, write_parquet
+from figstream.routing import Router
+from figstream.settings import routing_path
+from figstream.state import SqliteStateStore, job_state_rows, state_path
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+BOARDS = ["alpha", "beta", "gamma"]
+TEXTS = [
+    ("Acme", "Engineer", "Berlin"),
+    ("Acme", "Engineer", "Paris"),
+    ("Initech", "Analyst", "Oslo"),
+]
+
+
+class RecordingStore(LocalObjectStore):
+    """A local store that remembers the keys it was asked to write."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.written: list[str] = []
+
+    def put(self, key, data) -> None:
+        self.written.append(key)
+        super().put(key, data)
+
+
+def make_stores(home: Path) -> steps.Stores:
+    return steps.Stores(
+        objects=RecordingStore(home),
+        state=SqliteStateStore(state_path(home)),
+        dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
+        router=Router.from_file(routing_path()),
+        first_partition="2026-10-01-00:00",
+    )
+
+
+class Events:
+    """Events in :data:`transform.EVENTS_SCHEMA`, numbered in the order they are made."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, kind: str, minutes: float, source: str, **data) -> dict:
+        n = len(self.rows)
+        row = {
+            "event_id": f"e{n:05d}",
+            "event_type": kind,
+            "source": source,
+            "version": 1,
+            "event_time": START + timedelta(minutes=minutes),
+            **data,
+        }
+        self.rows.append(row)
+        return row
+
+    def posting(self, kind: str, minutes: float, board: str, job: str, text: int = 0) -> dict:
+        company, title, location = TEXTS[text]
+        return self.add(
+            kind, minutes, board, job_id=job, title=title, company=company, location=location,
+            employment_type="full_time", remote=False, salary_min=40_000 + 1000 * text,
+            salary_max=60_000, currency="EUR", url=f"https://{board}.example/jobs/{job}",
+        )  # fmt: skip
+
+    def table(self, rows: list[dict], batch_id: str) -> pa.Table:
+        rows = [{**r, "batch_id": batch_id, "line_no": i + 1} for i, r in enumerate(rows)]
+        names = transform.EVENTS_SCHEMA.names
+        return pa.Table.from_pylist(
+            [{n: r.get(n) for n in names} for r in rows], schema=transform.EVENTS_SCHEMA
+        )
+
+
+def land(stores: steps.Stores, events: pa.Table) -> list[str]:
+    """Write a batch as the ingest step would (a fragment per hour and stream); its hours."""
+    merged = pc.equal(events["event_type"], transform.MERGED)
+    steps._write_each(stores.objects, "raw_events", events.filter(pc.invert(merged)))
+    steps._write_each(stores.objects, "board_mergers", events.filter(merged))
+    hours = pc.strftime(events["event_time"], format="%Y-%m-%d-%H:00", locale="C")
+    return sorted(set(hours.to_pylist()))
+
+
+def run(stores: steps.Stores, hours: list[str], batch_id: str, replay: bool = False) -> None:
+    """The streaming steps a sensor run does for one batch."""
+    steps.clean(stores, hours, [batch_id])
+    steps.dedupe(stores, hours, [batch_id])
+    steps.update_job_state(stores, hours, [batch_id])
+    steps.export_search_index(stores)
+    if replay:  # an hour whose postings all became duplicates keeps its first fragment
+        return
+    # The batch's postings of jobs that are not duplicates (now), in their order.
+    schema = transform.POSTINGS_SCHEMA
+    clean = steps.read_fragments(stores.objects, "clean_postings", hours, [batch_id], schema)
+    kept = steps.read_fragments(stores.objects, "deduped_postings", hours, [batch_id], schema)
+    duplicates = steps.read_duplicates(stores.objects)["job_id"]
+    assert kept.equals(clean.filter(pc.invert(pc.is_in(clean["job_id"], duplicates))))
+
+
+def every_event(stores: steps.Stores) -> pa.Table:
+    objects = stores.objects
+    tables = [
+        read_parquet(objects, key).cast(transform.EVENTS_SCHEMA)
+        for table in steps.INGEST_TABLES.values()
+        for key in objects.list(f"tables/{table}/")
+    ]
+    return transform.dedupe_events(pa.concat_tables(tables))
+
+
+def assert_equals_recompute(stores: steps.Stores) -> None:
+    events = every_event(stores)
+    state = transform.apply_job_state(None, events)
+    dedupe = transform.dedupe_postings(transform.clean_postings(events))
+    objects = stores.objects
+    assert steps.read_job_state(objects).equals(state)
+    assert steps.read_registry(objects).equals(dedupe.canonical)
+    assert steps.read_duplicates(objects).equals(dedupe.duplicates)
+    index = transform.search_index(state, dedupe.duplicates)
+    assert read_parquet(objects, steps.SEARCH_INDEX_KEY).equals(index)
+    # The serving store has every job, as the state says, except where the state went back
+    # in time (a late expiry timed before a merger): its last writer wins by event time.
+    columns = ["job_id", "status", "last_event_time", "last_event_id"]
+    served = stores.state.jobs().select(columns).to_pylist()
+    expected = job_state_rows(state).select(columns).to_pylist()
+    assert [r["job_id"] for r in served] == [r["job_id"] for r in expected]
+    for have, want in zip(served, expected, strict=True):
+        assert have == want or have["last_event_time"] > want["last_event_time"], (have, want)
+
+
+def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
+    """~600 events of 200 jobs on three boards, shuffled into batches (so most batches hold
+    late events), with re-posts under other keys and a merger of beta into alpha."""
+    rng = random.Random(seed)
+    events = Events()
+    for n in range(200):
+        board, job = rng.choice(BOARDS), f"{rng.choice(BOARDS)}-{n:04d}"
+        posted = rng.uniform(0, 2000)
+        events.posting(transform.POSTED, posted, board, job, rng.randrange(len(TEXTS)))
+        if rng.random() < 0.3:
+            events.posting(transform.UPDATED, posted + rng.uniform(1, 600), board, job, 0)
+        if rng.random() < 0.15:  # re-posted under another key, sometimes before the first
+            when = posted + rng.uniform(-300, 300)
+            events.posting(transform.POSTED, when, board, job, rng.randrange(len(TEXTS)))
+        if rng.random() < 0.3:
+            events.add(transform.EXPIRED, posted + rng.uniform(1, 900), board, job_id=job,
+                       reason="filled")  # fmt: skip
+    events.posting(transform.UPDATED, 50, "gamma", "gamma-never-posted", 2)
+    events.add(transform.MERGED, 1200, "alpha", absorbed_board="beta", surviving_board="alpha")
+    rows = events.rows[:]
+    rng.shuffle(rows)
+    cuts = sorted(rng.sample(range(1, len(rows)), 7))
+    return events, [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bucketed_state_equals_a_recompute_over_every_event(tmp_path: Path, seed: int) -> None:
+    stores = make_stores(tmp_path)
+    events, batches = random_day(seed)
+    for n, rows in enumerate(batches):
+        batch_id = f"b{n:02d}"
+        run(stores, land(stores, events.table(rows, batch_id)), batch_id)
+        assert_equals_recompute(stores)
+    assert len(stores.objects.list(steps.JOB_STATE_BUCKETS)) > buckets.BUCKETS // 2
+    # Replaying a batch (at-least-once delivery) changes nothing and rewrites no bucket.
+    stores.objects.written.clear()
+    run(stores, land(stores, events.table(batches[3], "b03")), "b03", replay=True)
+    assert_equals_recompute(stores)
+    rewritten = [k for k in stores.objects.written if k.endswith(".parquet")]
+    assert all(k.startswith(("tables/raw_events/", "tables/clean_postings/",
+                             "tables/deduped_postings/", "tables/board_mergers/"))
+               for k in rewritten), rewritten  # fmt: skip
+
+
+def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(tmp_path: Path) -> None:
+    stores = make_stores(tmp_path)
+    events = Events()
+    jobs = [f"beta-{n:04d}" for n in range(300)]
+    first = [
+        events.posting(transform.POSTED, n / 10, "beta", job, n % 3) for n, job in enumerate(jobs)
+    ]
+    first.append(events.posting(transform.POSTED, 5, "alpha", "alpha-0001", 1))
+    run(stores, land(stores, events.table(first, "b00")), "b00")
+    assert len({buckets.bucket_of(pa.array([j]))[0] for j in jobs}) == buckets.BUCKETS
+    merger = events.add(transform.MERGED, 120, "alpha", absorbed_board="beta",
+                        surviving_board="alpha")  # fmt: skip
+    stores.objects.written.clear()
+    run(stores, land(stores, events.table([merger], "b01")), "b01")
+    written = set(stores.objects.written)
+    assert {
+        buckets.bucket_key(steps.JOB_STATE_BUCKETS, b) for b in range(buckets.BUCKETS)
+    } <= written
+    state = steps.read_job_state(stores.objects)
+    of_beta = state.filter(
+        pc.and_(pc.equal(state["board"], "beta"), pc.equal(state["kind"], "job"))
+    )
+    assert of_beta.num_rows == 300 and set(of_beta["status"].to_pylist()) == {"merged"}
+    assert set(of_beta["merged_into"].to_pylist()) == {"alpha"}
+    index = read_parquet(stores.objects, steps.SEARCH_INDEX_KEY)
+    assert index["job_id"].to_pylist() == ["alpha-0001"]
+    # A beta posting timed before the merger but arriving after it still meets it.
+    late = events.posting(transform.POSTED, 60, "beta", "beta-late", 2)
+    run(stores, land(stores, events.table([late], "b02")), "b02")
+    row = steps.read_job_state(stores.objects).filter(pc.equal(pc.field("job_id"), "beta-late"))
+    assert row["status"].to_pylist() == ["merged"]
+    assert_equals_recompute(stores)
+
+
+def test_a_job_reposted_earlier_under_another_key_moves_between_key_buckets(
+    tmp_path: Path,
+) -> None:
+    stores = make_stores(tmp_path)
+    events = Events()
+    # Keys 0 and 2 fall in different key buckets, so the job's registry row has to move.
+    keys = transform.dedupe_key(*(pa.array([t[i] for t in TEXTS]) for i in (0, 1, 2)))
+    assert len(set(buckets.bucket_of(keys).tolist())) == len(TEXTS)
+    rows = [
+        events.posting(transform.POSTED, 100, "alpha", "alpha-1", 0),
+        events.posting(transform.POSTED, 50, "beta", "beta-1", 0),  # alpha-1 duplicates it
+        events.posting(transform.POSTED, 70, "gamma", "gamma-1", 2),
+    ]
+    run(stores, land(stores, events.table(rows, "b00")), "b00")
+    assert steps.read_duplicates(stores.objects)["job_id"].to_pylist() == ["alpha-1"]
+    # alpha-1 first posted at 10 with key 2: it now holds key 2 (gamma-1 duplicates it) and
+    # no longer duplicates beta-1.
+    moved = events.posting(transform.POSTED, 10, "alpha", "alpha-1", 2)
+    run(stores, land(stores, events.table([moved], "b01")), "b01")
+    duplicates = steps.read_duplicates(stores.objects)
+    assert duplicates.select(["job_id", "duplicate_of_job_id"]).to_pylist() == [
+        {"job_id": "gamma-1", "duplicate_of_job_id": "alpha-1"}
+    ]
+    registry = pa.concat_tables(
+        read_parquet(stores.objects, k) for k in stores.objects.list(steps.REGISTRY_BY_KEY)
+    )
+    assert registry["job_id"].to_pylist().count("alpha-1") == 1
+    assert_equals_recompute(stores)
+
+
+def test_only_the_touched_buckets_are_rewritten_and_no_events_write_nothing(
+    tmp_path: Path,
+) -> None:
+    stores = make_stores(tmp_path)
+    events, batches = random_day(7)
+    for n, rows in enumerate(batches):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    update = events.posting(transform.UPDATED, 3000, "alpha", "alpha-0000", 1)
+    bucket = int(buckets.bucket_of(pa.array(["alpha-0000"]))[0])
+    stores.objects.written.clear()
+    run(stores, land(stores, events.table([update], "b99")), "b99")
+    state_writes = [
+        k for k in stores.objects.written if k.startswith(("tables/job_state/", "tables/post"))
+    ]
+    assert sorted(state_writes) == sorted(
+        [
+            buckets.bucket_key(steps.ACTIVE_BUCKETS, bucket),
+            buckets.bucket_key(steps.JOB_STATE_BUCKETS, bucket),
+            # a new token before the first bucket write, and after the last
+            *[steps.JOB_STATE_MANIFEST] * 2,
+        ]  # an update defines no dedupe key: the registry is left alone
+    )
+    assert steps.SEARCH_INDEX_KEY in stores.objects.written
+    assert_equals_recompute(stores)
+    stores.objects.written.clear()
+    run(stores, ["2026-11-05-00:00"], "nothing")
+    assert stores.objects.written == []
+
+
+def test_a_home_in_the_single_file_layout_is_converted_on_the_first_run(tmp_path: Path) -> None:
+    stores = make_stores(tmp_path)
+    events, batches = random_day(5)
+    old = pa.concat_tables(events.table(rows, f"b{n:02d}") for n, rows in enumerate(batches[:4]))
+    for n, rows in enumerate(batches[:4]):
+        land(stores, events.table(rows, f"b{n:02d}"))
+    state = transform.apply_job_state(None, old)
+    dedupe = transform.dedupe_postings(transform.clean_postings(old))
+    objects = stores.objects
+    write_parquet(objects, steps.OLD_JOB_STATE_KEY, state)
+    write_parquet(objects, steps.OLD_REGISTRY_KEY, dedupe.canonical)
+    write_parquet(objects, steps.OLD_DUPLICATES_KEY, dedupe.duplicates)
+    stores.state.upsert_jobs(job_state_rows(state))
+    # Readers read the old objects until a state step converts them.
+    assert steps.read_job_state(objects).equals(state)
+    assert steps.read_duplicates(objects).equals(dedupe.duplicates)
+    for n, rows in enumerate(batches[4:], start=4):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    for key in (steps.OLD_JOB_STATE_KEY, steps.OLD_REGISTRY_KEY, steps.OLD_DUPLICATES_KEY):
+        assert not objects.exists(key)
+    assert_equals_recompute(stores)
+
+
+def test_merge_sorted_equals_a_sort_of_everything() -> None:
+    rng = random.Random(3)
+    keys = rng.sample(range(100_000), 5000)
+    streams: list[list[str]] = [[] for _ in range(7)]
+    for key in keys:
+        streams[rng.randrange(6)].append(f"k{key:06d}")  # the 7th stays empty
+
+    def batches(values: list[str]):
+        values = sorted(values)
+        size = rng.randint(1, 300)
+        for i in range(0, len(values), size):
+            yield pa.record_batch({"job_id": values[i : i + size]})
+
+    out = list(buckets.merge_sorted([batches(s) for s in streams], "job_id"))
+    merged = [v for t in out for v in t["job_id"].to_pylist()]
+    assert merged == sorted(f"k{k:06d}" for k in keys)
+    assert list(buckets.merge_sorted([], "job_id")) == []
