@@ -311,12 +311,24 @@ def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
     return rows.num_rows
 
 
+def by_hour(
+    partitions: Sequence[str], batch_ids: Iterable[str] | None
+) -> list[tuple[list[str], list[str] | None]]:
+    """A range of partitions (a backfill, a catch-up run) as one step call per hour, in order:
+    a run then holds one hour's events, however long its range. The state merges are
+    order-insensitive, so the result is the one a single pass would give (and the one the
+    sensor's hourly runs give); the price is each touched bucket rewritten once per hour."""
+    ids = None if batch_ids is None else list(batch_ids)
+    return [([partition], ids) for partition in sorted(partitions)]
+
+
 def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None) -> int:
-    """clean_postings fragments from the partitions' raw_events fragments."""
-    events = read_fragments(
-        stores.objects, "raw_events", partitions, batch_ids, transform.EVENTS_SCHEMA
-    )
-    return _write_each(stores.objects, "clean_postings", transform.clean_postings(events))
+    """clean_postings fragments from the partitions' raw_events fragments, an hour at a time."""
+    written = 0
+    for hour, ids in by_hour(partitions, batch_ids):
+        events = read_fragments(stores.objects, "raw_events", hour, ids, transform.EVENTS_SCHEMA)
+        written += _write_each(stores.objects, "clean_postings", transform.clean_postings(events))
+    return written
 
 
 # --- the global state, kept in hash buckets (figstream.buckets) -------------------------------
@@ -456,6 +468,19 @@ class DedupeReport:
 def dedupe(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> DedupeReport:
+    """Cross-board dedupe of the partitions' clean postings, an hour at a time (:func:`by_hour`)."""
+    postings = kept = 0
+    for hour, ids in by_hour(partitions, batch_ids):
+        report = _dedupe(stores, hour, ids)
+        postings, kept = postings + report.postings, kept + report.kept
+    if not partitions:
+        return _dedupe(stores, [], batch_ids)
+    return DedupeReport(postings, kept, report.duplicates_total)
+
+
+def _dedupe(
+    stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
+) -> DedupeReport:
     """Cross-board dedupe of the partitions' clean postings against the global registry.
 
     Three passes over the buckets the postings touch, one bucket at a time: the registry
@@ -583,6 +608,19 @@ UPSERT_ROWS = 25_000  # rows per state-store upsert: its rows become Python tupl
 
 
 def update_job_state(
+    stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
+) -> StateReport:
+    """Apply the partitions' new events to the job state, an hour at a time (:func:`by_hour`)."""
+    events = changed = 0
+    for hour, ids in by_hour(partitions, batch_ids):
+        report = _update_job_state(stores, hour, ids)
+        events, changed = events + report.events, changed + report.changed
+    if not partitions:
+        return _update_job_state(stores, [], batch_ids)
+    return StateReport(events, changed, report.jobs, report.active)
+
+
+def _update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events (postings and mergers) to the current job state.
