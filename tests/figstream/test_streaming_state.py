@@ -172,8 +172,12 @@ def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
     return events, [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_bucketed_state_equals_a_recompute_over_every_event(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "cap"), [(1, None), (2, None), (3, None), (4, 1)])
+def test_bucketed_state_equals_a_recompute_over_every_event(
+    tmp_path: Path, seed: int, cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cap is not None:  # every touched bucket its own apply_job_state call, as in a busy hour
+        monkeypatch.setattr(steps, "TOUCHED_ROWS_PER_APPLY", cap)
     stores = make_stores(tmp_path)
     events, batches = random_day(seed)
     for n, rows in enumerate(batches):
@@ -191,7 +195,12 @@ def test_bucketed_state_equals_a_recompute_over_every_event(tmp_path: Path, seed
                for k in rewritten), rewritten  # fmt: skip
 
 
-def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cap", [None, 1])
+def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(
+    tmp_path: Path, cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cap is not None:  # the merger applied bucket by bucket: 64 calls, one merger row
+        monkeypatch.setattr(steps, "TOUCHED_ROWS_PER_APPLY", cap)
     stores = make_stores(tmp_path)
     events = Events()
     jobs = [f"beta-{n:04d}" for n in range(300)]
