@@ -374,14 +374,58 @@ class Stream:
     pattern: Pattern
 
 
+def _paths(node: _Node, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The event paths a compiled pattern looks at, one per leaf."""
+    out = []
+    for key, sub in node.items():
+        out += [(*prefix, key)] if isinstance(sub, _Leaf) else _paths(sub, (*prefix, key))
+    return out
+
+
+_SCALARS = (str, int, float, bool, type(None))
+MEMO_LIMIT = 10_000  # routing decisions remembered (by the values at the patterns' paths)
+
+
+def _signature(event: Mapping[str, Any], paths: Iterable[tuple[str, ...]]) -> tuple | None:
+    """What decides every pattern's match on ``event``: the scalar at each path (typed, since
+    ``True == 1``), or absent. None when a path crosses or ends at an array or an object, which
+    the patterns match element by element: such an event is matched in full."""
+    out: list[Any] = []
+    for path in paths:
+        value: Any = event
+        for key in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key, _MISSING)
+            if value is _MISSING:
+                break
+        if value is _MISSING:
+            out.append(_MISSING)
+        elif isinstance(value, _SCALARS):
+            out += (type(value), value)
+        else:
+            return None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Router:
     streams: dict[str, Stream]
     default_stream: str
+    # Routing a record costs a full pattern match per stream, while a stream of events holds a
+    # handful of distinct (source, type) pairs: decisions are remembered by signature.
+    _memo: dict[tuple, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _looked_at: list[tuple[str, ...]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.default_stream not in self.streams:
             raise RoutingError(f"default_stream {self.default_stream!r} is not a stream")
+        paths = {path for s in self.streams.values() for path in _paths(s.pattern._root)}
+        self._looked_at.extend(sorted(paths))
 
     @classmethod
     def from_file(cls, path: Path | str) -> Router:
@@ -433,8 +477,16 @@ class Router:
         if not isinstance(record, dict):
             return [self.default_stream]
         event = to_eventbridge_event(record)
+        signature = _signature(event, self._looked_at)
+        if signature is not None and (hits := self._memo.get(signature)) is not None:
+            return list(hits)
         hits = [name for name, stream in self.streams.items() if stream.pattern.matches(event)]
-        return hits or [self.default_stream]
+        hits = hits or [self.default_stream]
+        if signature is not None:
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[signature] = hits
+        return list(hits)
 
     def route(self, raw: bytes | str) -> list[str]:
         """Streams for one raw line: unreadable or unmatched lines go to the default stream."""

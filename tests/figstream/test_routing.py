@@ -377,3 +377,62 @@ def test_compile_pattern_reports_where(tmp_path: Path):
     assert "'cidr'" in str(info.value)
     with pytest.raises(PatternError, match="not valid JSON"):
         compile_pattern("{nope")
+
+
+MEMO_ROUTER = {
+    "version": 1, "default_stream": "misc",
+    "streams": {
+        "misc": {"pattern": {"source": [{"exists": False}]}},
+        "jobs": {"pattern": {
+            "detail-type": [{"prefix": "job."}], "source": [{"anything-but": "x"}],
+        }},
+        "big": {"pattern": {"detail": {"data": {"salary_min": [{"numeric": [">=", 1]}]}}}},
+        "flag": {"pattern": {"detail": {"data": {"remote": [True]}}}},
+    },
+}  # fmt: skip
+leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2)
+    | st.floats(-2, 2)
+    | st.sampled_from(["x", "job.posted", "job.", "board.merged", ""])
+)
+record_values = leaf | st.lists(leaf, max_size=2) | st.dictionaries(st.sampled_from(["k"]), leaf)
+
+
+@given(
+    records=st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "source": record_values,
+                "type": record_values,
+                "data": st.fixed_dictionaries(
+                    {}, optional={"salary_min": record_values, "remote": record_values}
+                )
+                | record_values,
+            },
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_remembered_routes_equal_a_full_match(records):
+    """The router remembers decisions by the values at its patterns' paths: every record,
+    routed again and after records that differ only in type (True vs 1, 1 vs 1.0) or shape
+    (a list, an object), routes as a full match of every pattern says."""
+    router = Router.from_dict(MEMO_ROUTER)
+    for record in records * 2:
+        event = to_eventbridge_event(record)
+        full = [n for n, s in router.streams.items() if s.pattern.matches(event)] or ["misc"]
+        assert router.route_record(record) == full
+
+
+def test_remembered_routes_are_bounded(monkeypatch):
+    import figstream.routing as routing
+
+    monkeypatch.setattr(routing, "MEMO_LIMIT", 3)
+    router = Router.from_dict(MEMO_ROUTER)
+    for n in range(10):
+        assert router.route_record({"source": "a", "type": "job.posted", "data": {"salary_min": n}})
+        assert len(router._memo) <= 3
