@@ -43,9 +43,8 @@ def split(table: pa.Table, bucket: np.ndarray) -> dict[int, pa.Table]:
     order = np.argsort(bucket, kind="stable")
     ids, starts = np.unique(bucket[order], return_index=True)
     ends = np.append(starts[1:], len(order))
-    return {
-        int(b): table.take(pa.array(order[s:e])) for b, s, e in zip(ids, starts, ends, strict=True)
-    }
+    ordered = table.take(pa.array(order))  # one gather; each bucket is then a zero-copy slice
+    return {int(b): ordered.slice(s, e - s) for b, s, e in zip(ids, starts, ends, strict=True)}
 
 
 def bucket_key(prefix: str, bucket: int) -> str:

@@ -11,11 +11,15 @@ what its new batches cost, not what the partition holds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import orjson
@@ -25,12 +29,13 @@ import pyarrow.parquet as pq
 
 from figstream import transform
 from figstream.buckets import BUCKETS, Manifest, bucket_key, bucket_of, merge_sorted, split
-from figstream.deadletter import DeadLetterStore
+from figstream.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.events import parse_time
 from figstream.landing import LANDING_PREFIX, parse_batch_key
-from figstream.objectstore import ObjectStore, read_parquet, write_parquet
+from figstream.objectstore import LocalObjectStore, ObjectStore, read_parquet, write_parquet
 from figstream.routing import Router
-from figstream.state import StateStore, job_state_rows
+from figstream.settings import routing_path
+from figstream.state import SqliteStateStore, StateStore, job_state_rows, state_path
 from figstream.validation import EARLIEST, LATEST
 
 HOUR_FORMAT = "%Y-%m-%d-%H:00"  # Dagster's hourly partition key format
@@ -59,22 +64,52 @@ class Stores:
     # The first hourly partition; an event before it has no partition to land in.
     first_partition: str = "2000-01-01-00:00"
 
+    @classmethod
+    def local(cls, home: Path, first_partition: str, objects: ObjectStore | None = None) -> Stores:
+        """The local profile's stores in one data home, with the project's routing file."""
+        return cls(
+            objects=LocalObjectStore(home) if objects is None else objects,
+            state=SqliteStateStore(state_path(home)),
+            dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
+            router=Router.from_file(routing_path()),
+            first_partition=first_partition,
+        )
+
 
 # --- assignment: which lines of a batch belong to which (stream, partition) -------------------
 
 
-def _event_hour(record: object) -> str | None:
-    """The hour of a record's usable event time, else None."""
-    if not isinstance(record, dict):
-        return None
-    value = record.get("time")
-    if not isinstance(value, str):
-        return None
+# The wire form figstream writes (events.format_time): UTC, "Z", no or 3 or 6 fraction digits.
+# Such a time's hour is its first 13 characters, so only those need parsing, once per hour.
+_CANONICAL_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d):[0-5]\d:[0-5]\d(?:\.\d{3}|\.\d{6})?Z", re.ASCII
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_of_prefix(prefix: str) -> str | None:
+    return _hour_of_time(f"{prefix}:00:00Z")
+
+
+def _hour_of_time(value: str) -> str | None:
     try:
         moment = parse_time(value)
     except (TypeError, ValueError):
         return None
     return hour_key(moment) if EARLIEST <= moment < LATEST else None
+
+
+def _event_hour(record: object) -> str | None:
+    """The hour of a record's usable event time (within [EARLIEST, LATEST)), else None."""
+    if not isinstance(record, dict):
+        return None
+    value = record.get("time")
+    if not isinstance(value, str):
+        return None
+    canonical = _CANONICAL_TIME.fullmatch(value)
+    if canonical:  # EARLIEST and LATEST are whole hours, so the hour decides the window too
+        return _hour_of_prefix(canonical.group(1))
+    return _hour_of_time(value)
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -166,10 +201,12 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
 
     Valid events become a fragment per batch; rejected records go to the dead-letter store with
     their reason, batch, partition and original bytes. A record seen again (at-least-once
-    delivery) is kept only in the batch that first claimed its event id.
+    delivery) is kept only in the batch that first claimed its event id. Batches are parsed a
+    group at a time (:data:`CLAIM_GROUP_ROWS`) and each group's ids are claimed in one call.
     """
-    table = INGEST_TABLES[stream]
     report = IngestReport()
+    group: list[tuple[str, pa.Table, pa.Table]] = []
+    held = 0
     for key in sorted(batch_keys):
         data = stores.objects.get(key)
         lines = assign(data, key, stores.router, stores.first_partition).get((stream, partition))
@@ -183,23 +220,53 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
         valid = _renumber(parsed.valid, original)
         rejected = _renumber(parsed.rejected, original)
         valid, rejected = _outside_partition(valid, rejected, partition, all_lines)
+        group.append((batch_id, valid.sort_by("line_no"), rejected))
+        report.records += parsed.records
+        held += parsed.records
+        if held >= CLAIM_GROUP_ROWS:
+            _store_group(stores, stream, partition, group, report)
+            group, held = [], 0
+    if group:
+        _store_group(stores, stream, partition, group, report)
+    return report
 
-        valid_rows, rejected_rows = valid.num_rows, rejected.num_rows
-        valid = valid.sort_by("line_no")
-        kept = _claimed(stores, batch_id, valid, valid["event_id"])
-        write_parquet(stores.objects, fragment_key(table, partition, batch_id), kept)
-        # A bad record delivered twice is one bad event: claimed by its exact bytes.
-        rejected = _claimed(stores, batch_id, rejected, _payload_ids(rejected))
-        if rejected.num_rows:
-            stores.dead_letters.add(rejected, stream=stream, partition_key=partition)
+
+CLAIM_GROUP_ROWS = 20_000  # records parsed before their ids are claimed in one transaction
+
+
+def _store_group(
+    stores: Stores,
+    stream: str,
+    partition: str,
+    group: list[tuple[str, pa.Table, pa.Table]],
+    report: IngestReport,
+) -> None:
+    """Claim a group of parsed batches' ids, valid events by event id and rejected records by
+    their exact bytes (a bad record delivered twice is one bad event), in the order of the
+    batches; then write each batch's fragment and dead-letter the group's rejected records."""
+    claims = []
+    for batch_id, valid, rejected in group:
+        claims.append((batch_id, valid["event_id"].to_pylist()))
+        claims.append((batch_id, _payload_ids(rejected).to_pylist()))
+    owners = stores.state.claim_batches(claims)
+    dead = []
+    for i, (batch_id, valid, rejected) in enumerate(group):
+        kept = _claimed(batch_id, valid, claims[2 * i][1], owners[2 * i])
+        key = fragment_key(INGEST_TABLES[stream], partition, batch_id)
+        write_parquet(stores.objects, key, kept)
+        new_rejected = _claimed(batch_id, rejected, claims[2 * i + 1][1], owners[2 * i + 1])
+        dead.append(new_rejected)
         report.batches += 1
         report.batch_ids.append(batch_id)
-        report.records += parsed.records
-        report.valid += valid_rows
-        report.duplicates += valid_rows - kept.num_rows + rejected_rows - rejected.num_rows
-        report.dead_lettered += rejected.num_rows
+        report.valid += valid.num_rows
+        report.duplicates += (
+            valid.num_rows - kept.num_rows + rejected.num_rows - new_rejected.num_rows
+        )
+        report.dead_lettered += new_rejected.num_rows
         report.event_times.append(kept["event_time"].combine_chunks())
-    return report
+    dead = [rows for rows in dead if rows.num_rows]
+    if dead:
+        stores.dead_letters.add(pa.concat_tables(dead), stream=stream, partition_key=partition)
 
 
 def _payload_ids(rejected: pa.Table) -> pa.Array:
@@ -207,15 +274,14 @@ def _payload_ids(rejected: pa.Table) -> pa.Array:
     return pa.array(digests, pa.string())
 
 
-def _claimed(stores: Stores, batch_id: str, rows: pa.Table, ids) -> pa.Table:
-    """The rows whose id this batch owns: the first batch to claim an id keeps it for good,
-    and a batch claiming again (a retry, a backfill) gets its own claims back."""
+def _claimed(batch_id: str, rows: pa.Table, ids: list[str], owners: dict[str, str]) -> pa.Table:
+    """The rows whose id (``ids[i]`` is row i's) this batch owns: the first batch to claim an
+    id keeps it for good, and a batch claiming again (a retry, a backfill) gets its own claims
+    back. One row per id within the batch, too."""
     if rows.num_rows == 0:
         return rows
-    ids = ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
-    owners = stores.state.claim_events(batch_id, ids)
     first = {}
-    for index, event_id in enumerate(ids):  # one row per id within the batch, too
+    for index, event_id in enumerate(ids):
         if owners[event_id] == batch_id:
             first.setdefault(event_id, index)
     return rows.take(pa.array(sorted(first.values()), pa.int64()))
@@ -295,40 +361,59 @@ def batch_id_of(key: str) -> str:
 
 
 def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
-    """One fragment per (event-time hour, batch) of ``rows``; returns the rows written."""
+    """One fragment per (event-time hour, batch) of ``rows``, each in ``rows``' order (a
+    stable sort, then a slice per group); returns the rows written."""
     if rows.num_rows == 0:
         return 0
     hours = pc.strftime(rows["event_time"], format="%Y-%m-%d-%H:00", locale="C")
-    keyed = rows.append_column("_partition", hours)
-    groups = keyed.group_by(["_partition", "batch_id"]).aggregate([]).to_pylist()
-    for group in groups:
-        mask = pc.and_(
-            pc.equal(keyed["_partition"], group["_partition"]),
-            pc.equal(keyed["batch_id"], group["batch_id"]),
+    keys = pa.table({"partition": hours, "batch_id": rows["batch_id"]})
+    order = pc.sort_indices(keys, sort_keys=[("partition", "ascending"), ("batch_id", "ascending")])
+    keys, rows = keys.take(order), rows.take(order)
+    starts = [0]
+    if rows.num_rows > 1:
+        changed = pc.or_(
+            *(
+                pc.not_equal(keys[name].slice(1), keys[name].slice(0, rows.num_rows - 1))
+                for name in ("partition", "batch_id")
+            )
         )
-        part = rows.filter(mask)
-        write_parquet(objects, fragment_key(table, group["_partition"], group["batch_id"]), part)
+        starts += (np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()
+    for start, end in zip(starts, [*starts[1:], rows.num_rows], strict=True):
+        partition, batch_id = keys["partition"][start].as_py(), keys["batch_id"][start].as_py()
+        key = fragment_key(table, partition, batch_id)
+        write_parquet(objects, key, rows.slice(start, end - start))
     return rows.num_rows
 
 
+R = TypeVar("R")
+
+
 def by_hour(
-    partitions: Sequence[str], batch_ids: Iterable[str] | None
-) -> list[tuple[list[str], list[str] | None]]:
-    """A range of partitions (a backfill, a catch-up run) as one step call per hour, in order:
-    a run then holds one hour's events, however long its range. The state merges are
-    order-insensitive, so the result is the one a single pass would give (and the one the
-    sensor's hourly runs give); the price is each touched bucket rewritten once per hour."""
+    step: Callable[[Stores, Sequence[str], list[str] | None], R],
+    stores: Stores,
+    partitions: Sequence[str],
+    batch_ids: Iterable[str] | None,
+) -> list[R]:
+    """Run ``step`` over a range of partitions (a backfill, a catch-up run) one hour at a time,
+    in order; returns its reports (one call with no partitions for an empty range). A run then
+    holds one hour's events, however long its range. The state merges are order-insensitive,
+    so the result is the one a single pass would give (and the one the sensor's hourly runs
+    give); the price is each touched bucket rewritten once per hour."""
     ids = None if batch_ids is None else list(batch_ids)
-    return [([partition], ids) for partition in sorted(partitions)]
+    hours = [[partition] for partition in sorted(partitions)] or [[]]
+    return [step(stores, hour, ids) for hour in hours]
 
 
 def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None) -> int:
     """clean_postings fragments from the partitions' raw_events fragments, an hour at a time."""
-    written = 0
-    for hour, ids in by_hour(partitions, batch_ids):
-        events = read_fragments(stores.objects, "raw_events", hour, ids, transform.EVENTS_SCHEMA)
-        written += _write_each(stores.objects, "clean_postings", transform.clean_postings(events))
-    return written
+    return sum(by_hour(_clean, stores, partitions, batch_ids))
+
+
+def _clean(stores: Stores, partitions: Sequence[str], batch_ids: list[str] | None) -> int:
+    events = read_fragments(
+        stores.objects, "raw_events", partitions, batch_ids, transform.EVENTS_SCHEMA
+    )
+    return _write_each(stores.objects, "clean_postings", transform.clean_postings(events))
 
 
 # --- the global state, kept in hash buckets (figstream.buckets) -------------------------------
@@ -458,6 +543,9 @@ def _registry_manifest(objects: ObjectStore) -> Manifest:
     return _manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
 
 
+REGISTRY_ROWS_KEPT = 250_000  # registry rows (~120 bytes each) a dedupe keeps between passes
+
+
 @dataclass
 class DedupeReport:
     postings: int
@@ -469,13 +557,9 @@ def dedupe(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> DedupeReport:
     """Cross-board dedupe of the partitions' clean postings, an hour at a time (:func:`by_hour`)."""
-    postings = kept = 0
-    for hour, ids in by_hour(partitions, batch_ids):
-        report = _dedupe(stores, hour, ids)
-        postings, kept = postings + report.postings, kept + report.kept
-    if not partitions:
-        return _dedupe(stores, [], batch_ids)
-    return DedupeReport(postings, kept, report.duplicates_total)
+    reports = by_hour(_dedupe, stores, partitions, batch_ids)
+    postings, kept = sum(r.postings for r in reports), sum(r.kept for r in reports)
+    return DedupeReport(postings, kept, reports[-1].duplicates_total)
 
 
 def _dedupe(
@@ -501,8 +585,11 @@ def _dedupe(
     by_job = split(postings.append_column("_row", order), bucket_of(postings["job_id"]))
     del postings
     added, replaced, registered = [], [], []
+    kept_known, held = {}, 0  # job buckets kept for the third pass while they fit
     for bucket, rows in by_job.items():
         known = _snapshot(objects, bucket_key(REGISTRY_BY_JOB, bucket), transform.CANONICAL_SCHEMA)
+        if held + known.num_rows <= REGISTRY_ROWS_KEPT:
+            kept_known[bucket], held = known, held + known.num_rows
         registry = transform.dedupe_postings(rows, known).canonical
         new = registry.filter(pc.invert(pc.is_in(registry["event_id"], known["event_id"])))
         added.append(new)
@@ -532,7 +619,9 @@ def _dedupe(
     for bucket, rows in by_job.items():
         if pc.any(pc.is_in(added["job_id"], rows["job_id"])).as_py():
             key = bucket_key(REGISTRY_BY_JOB, bucket)
-            known = _snapshot(objects, key, schema)
+            known = kept_known.pop(bucket, None)
+            if known is None:
+                known = _snapshot(objects, key, schema)
             manifest.changing(objects)
             write_parquet(objects, key, transform.dedupe_postings(rows, known).canonical)
     manifest.save(objects)
@@ -605,6 +694,10 @@ def _job_state_manifest(objects: ObjectStore) -> Manifest:
 # sensor run's events usually make one call; a busy hour or a merger (which touches every
 # bucket) several. At 100k the 5M-event day's busiest hours peaked at +678 MiB in this call.
 TOUCHED_ROWS_PER_APPLY = 20_000
+# Rows of whole job buckets a group keeps between reading them and writing them back (else
+# each is read twice): a few buckets of a big state, every bucket a sensor run touches of a
+# small one.
+WHOLE_ROWS_KEPT = 100_000
 UPSERT_ROWS = 25_000  # rows per state-store upsert: its rows become Python tuples
 
 
@@ -612,13 +705,9 @@ def update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events to the job state, an hour at a time (:func:`by_hour`)."""
-    events = changed = 0
-    for hour, ids in by_hour(partitions, batch_ids):
-        report = _update_job_state(stores, hour, ids)
-        events, changed = events + report.events, changed + report.changed
-    if not partitions:
-        return _update_job_state(stores, [], batch_ids)
-    return StateReport(events, changed, report.jobs, report.active)
+    reports = by_hour(_update_job_state, stores, partitions, batch_ids)
+    events, changed = sum(r.events for r in reports), sum(r.changed for r in reports)
+    return StateReport(events, changed, reports[-1].jobs, reports[-1].active)
 
 
 def _update_job_state(
@@ -668,21 +757,28 @@ def _update_job_state(
         for bucket, rows in split(now, bucket_of(now["job_id"])).items():
             if rows.equals(group[bucket]):
                 continue
-            jobs = _snapshot(objects, bucket_key(JOB_STATE_BUCKETS, bucket), transform.STATE_SCHEMA)
+            jobs = whole.get(bucket)
+            if jobs is None:  # not kept: read again
+                key = bucket_key(JOB_STATE_BUCKETS, bucket)
+                jobs = _snapshot(objects, key, transform.STATE_SCHEMA)
             jobs = jobs.filter(pc.invert(pc.is_in(jobs["job_id"], group[bucket]["job_id"])))
             jobs = pa.concat_tables([jobs, rows]).sort_by("job_id").combine_chunks()
             _write_job_bucket(objects, manifest, bucket, jobs)
 
-    group, held = {}, 0
+    # The group's whole buckets are kept for the write-back while they fit WHOLE_ROWS_KEPT.
+    group, held, whole = {}, 0, {}
     for bucket in range(BUCKETS) if merged.num_rows else sorted(by_bucket):
         jobs = _snapshot(objects, bucket_key(JOB_STATE_BUCKETS, bucket), transform.STATE_SCHEMA)
         batch = pa.concat_tables([by_bucket.get(bucket, merged.slice(0, 0)), merged])
         group[bucket] = jobs.filter(_touched(jobs, batch))
         _count_jobs(manifest, bucket, jobs)
+        if sum(t.num_rows for t in whole.values()) + jobs.num_rows <= WHOLE_ROWS_KEPT:
+            whole[bucket] = jobs
+        del jobs
         held += group[bucket].num_rows
         if held >= TOUCHED_ROWS_PER_APPLY:
             apply(group)
-            group, held = {}, 0
+            group, held, whole = {}, 0, {}
     if group:
         apply(group)
     if not after["mergers"].equals(mergers):

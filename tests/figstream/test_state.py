@@ -322,6 +322,18 @@ def test_claim_events_first_claimant_wins_and_keeps_its_claims(store):
         store.claim_events("b1", ["e9", None])
 
 
+def test_claim_batches_claims_in_order_as_claim_events_would(store, tmp_path):
+    claims = [("b2", ["e1", "e2", "e1"]), ("b1", ["e2", "e3"]), ("b2", ["e3", "e4"]), ("b3", [])]
+    one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
+    expected = [one_by_one.claim_events(batch, ids) for batch, ids in claims]
+    assert store.claim_batches(claims) == expected
+    assert expected[1] == {"e2": "b2", "e3": "b1"}  # an earlier entry claims first
+    assert store.claim_batches([("b9", ["e1", "e4"])]) == [{"e1": "b2", "e4": "b2"}]
+    with pytest.raises(ValueError):  # refused as a whole: nothing of it is claimed
+        store.claim_batches([("b5", ["e5"]), ("b5", [None])])
+    assert store.claim_events("b6", ["e5"]) == {"e5": "b6"}
+
+
 # --- the landing index --------------------------------------------------------------------------
 
 

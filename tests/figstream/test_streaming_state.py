@@ -20,11 +20,8 @@ import pytest
 
 from figstream import buckets, transform
 from figstream import streaming as steps
-from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
 from figstream.objectstore import LocalObjectStore, read_parquet, write_parquet
-from figstream.routing import Router
-from figstream.settings import routing_path
-from figstream.state import SqliteStateStore, job_state_rows, state_path
+from figstream.state import job_state_rows
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 BOARDS = ["alpha", "beta", "gamma"]
@@ -48,13 +45,7 @@ class RecordingStore(LocalObjectStore):
 
 
 def make_stores(home: Path) -> steps.Stores:
-    return steps.Stores(
-        objects=RecordingStore(home),
-        state=SqliteStateStore(state_path(home)),
-        dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
-        router=Router.from_file(routing_path()),
-        first_partition="2026-10-01-00:00",
-    )
+    return steps.Stores.local(home, "2026-10-01-00:00", RecordingStore(home))
 
 
 class Events:

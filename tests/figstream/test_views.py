@@ -27,14 +27,10 @@ from hypothesis import strategies as st
 
 from figstream import streaming as steps
 from figstream import transform, views
-from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
 from figstream.generate import generate
 from figstream.ledger import load_ledger
-from figstream.objectstore import LocalObjectStore, read_parquet
+from figstream.objectstore import read_parquet
 from figstream.parity import Differences, ParityReport, View, compare
-from figstream.routing import Router
-from figstream.settings import routing_path
-from figstream.state import SqliteStateStore, state_path
 from legacy import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +67,7 @@ def run_legacy(data_root: Path, tasks: list[luigi.Task]) -> None:
 
 
 def make_stores(home: Path) -> steps.Stores:
-    return steps.Stores(
-        objects=LocalObjectStore(home),
-        state=SqliteStateStore(state_path(home)),
-        dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
-        router=Router.from_file(routing_path()),
-        first_partition=f"{EPOCH}-00:00",
-    )
+    return steps.Stores.local(home, f"{EPOCH}-00:00")
 
 
 def run_streaming(stores: steps.Stores, days: list[str]) -> None:
