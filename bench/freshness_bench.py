@@ -65,6 +65,7 @@ from benchlib import (
 
 from figstream.events import format_time
 from figstream.objectstore import LocalObjectStore
+from figstream.settings import streaming_settings
 from figstream.state import SqliteStateStore, state_path
 from figstream.streaming import SEARCH_INDEX_KEY
 from resources.run_launcher import WORKER_TAG
@@ -434,6 +435,7 @@ def main() -> None:
         "setup": {
             "probes_each": probes_each,
             "background_rate": args.rate,
+            "max_runs_in_flight": streaming_settings().max_runs_in_flight,
             "poll_seconds": POLL_S,
             "workspace": "bench/floor/workspace.yaml",
             "dagster_yaml": "platform/local/dagster.yaml",
@@ -510,9 +512,10 @@ def readme(r: dict) -> str:
         for name, v in inst["sensors"].items()
     )
     figs = [p for p in r["probes"] if p["kind"] == "figstream"]
-    blocked = [p for p in figs if p.get("runs_in_flight_at_publish", 0) >= 2]
+    limit = r["setup"].get("max_runs_in_flight", 2)  # 2 before it was recorded
+    blocked = [p for p in figs if p.get("runs_in_flight_at_publish", 0) >= limit]
     blocked_p50 = summary([p["to_search_index_s"] for p in blocked if p["to_search_index_s"]])
-    free = [p for p in figs if p.get("runs_in_flight_at_publish", 0) < 2]
+    free = [p for p in figs if p.get("runs_in_flight_at_publish", 0) < limit]
     free_p50 = summary([p["to_search_index_s"] for p in free if p["to_search_index_s"]])
 
     def verdict(ok: bool) -> str:
@@ -554,7 +557,7 @@ floor {fmt(ph["floor"]["load_s"]["p50"])} s. How runs started (the `figstream/wo
 server, the first run of each location and any while its worker warms):
 {inst.get("run_workers", "not recorded")}. A fresh interpreter would take {imports}.
 Figstream steps (p50): {steps}.
-Figstream probes published while 2 postings runs were already in flight (the sensor's
+Figstream probes published while {limit} postings run(s) were already in flight (the sensor's
 `max_runs_in_flight`, so it skips until one ends): {len(blocked)} of {len(figs)}, p50
 {fmt(blocked_p50["p50"])} s; the others p50 {fmt(free_p50["p50"])} s.
 Sensor ticks: {ticks}.

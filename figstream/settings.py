@@ -40,7 +40,7 @@ def routing_path() -> Path:
 class StreamingSettings:
     max_batches_per_tick: int = 400
     max_runs_per_tick: int = 6
-    max_runs_in_flight: int = 2
+    max_runs_in_flight: int = 1
     max_run_seconds: int = 900
     lookback_seconds: int = 120
     dead_letter_warn_rate: float = 0.02

@@ -53,10 +53,10 @@ def stream_sensor(
         description=f"Requests a {job.name} run per event-time hour touched by new batches.",
     )
     def _sensor(context: dg.SensorEvaluationContext, streaming: StreamingResources):
-        # At most a few runs of a stream in flight: enough to hide a run's start-up cost behind
-        # the one before it, few enough that new batches fold into the next, larger run rather
-        # than into a growing pile of runs (backpressure). Runs of a stream need no order: event
-        # ids are claimed atomically and every state step is an order-insensitive merge.
+        # At most max_runs_in_flight runs of a stream (1 by default): while one runs, new batches
+        # fold into the next, larger run rather than into a growing pile of runs, each paying a
+        # whole state pass (backpressure). Runs of a stream need no order: event ids are
+        # claimed atomically and every state step is an order-insensitive merge.
         busy = context.instance.get_run_records(
             dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT),
             limit=settings.max_runs_in_flight,
