@@ -243,7 +243,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         "search_index",
     ):
         peaks.wrap(transform, attr, f"transform.{attr}")
-    for attr in ("upsert_jobs", "claim_events", "index_batches"):
+    for attr in ("upsert_jobs", "claim_batches", "index_batches"):
         peaks.wrap(stores.state, attr, f"state.{attr}")
     peaks.wrap(stores.dead_letters, "add", "dead_letters.add")
     worst = {"rss_kb": 0}
