@@ -361,14 +361,15 @@ def batch_id_of(key: str) -> str:
 
 
 def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
-    """One fragment per (event-time hour, batch) of ``rows``, each in ``rows``' order (a
-    stable sort, then a slice per group); returns the rows written."""
+    """One fragment per (event-time hour, batch) of ``rows``, each in ``rows``' order: one
+    stable sort of the keys, then the groups gathered a window at a time (never a second copy
+    of all of ``rows``); returns the rows written."""
     if rows.num_rows == 0:
         return 0
     hours = pc.strftime(rows["event_time"], format="%Y-%m-%d-%H:00", locale="C")
     keys = pa.table({"partition": hours, "batch_id": rows["batch_id"]})
     order = pc.sort_indices(keys, sort_keys=[("partition", "ascending"), ("batch_id", "ascending")])
-    keys, rows = keys.take(order), rows.take(order)
+    keys = keys.take(order)
     starts = [0]
     if rows.num_rows > 1:
         changed = pc.or_(
@@ -378,11 +379,19 @@ def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
             )
         )
         starts += (np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1).tolist()
-    for start, end in zip(starts, [*starts[1:], rows.num_rows], strict=True):
+    ends = [*starts[1:], rows.num_rows]
+    window_start, window = 0, rows.slice(0, 0)
+    for start, end in zip(starts, ends, strict=True):
+        if end > window_start + window.num_rows:  # gather the next groups, WRITE_WINDOW rows
+            last = next((e for e in ends if e >= start + WRITE_WINDOW), rows.num_rows)
+            window_start, window = start, rows.take(order.slice(start, max(last, end) - start))
         partition, batch_id = keys["partition"][start].as_py(), keys["batch_id"][start].as_py()
         key = fragment_key(table, partition, batch_id)
-        write_parquet(objects, key, rows.slice(start, end - start))
+        write_parquet(objects, key, window.slice(start - window_start, end - start))
     return rows.num_rows
+
+
+WRITE_WINDOW = 20_000  # rows _write_each gathers at once: few gathers, no copy of every row
 
 
 R = TypeVar("R")

@@ -93,7 +93,11 @@ def test_ingest_claims_a_group_at_a_time_as_it_would_one_batch_at_a_time(
     assert outcome(tmp_path / "grouped", grouped, keys)[1:] == expected[1:]
 
 
-def test_fragments_are_one_per_hour_and_batch_in_the_rows_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", [1, 3, 20_000])
+def test_fragments_are_one_per_hour_and_batch_in_the_rows_order(
+    tmp_path: Path, monkeypatch, window: int
+) -> None:
+    monkeypatch.setattr(steps, "WRITE_WINDOW", window)  # rows gathered at once
     objects = LocalObjectStore(tmp_path)
     base = datetime(2026, 11, 2, 9, tzinfo=UTC)
     times = [base + timedelta(minutes=40 * i) for i in range(9)]  # 09:00 .. 14:20
