@@ -1,10 +1,17 @@
 """Tables kept out of core as hash buckets, so that a step holds one bucket at a time.
 
-A row's bucket is ``crc32(key) % BUCKETS`` of its UTF-8 key: stable across processes, Python
-versions and machines (unlike ``hash``). Each bucket is one Parquet object under a prefix
-(``<prefix>017.parquet``). A table's ``manifest.json`` beside them names the bucket count, a
-token that changes whenever a bucket is rewritten (so readers of derived data can tell
-whether they are stale), and per-bucket counts the steps report without reading every bucket.
+A row's bucket is ``crc32(key) % buckets`` of its UTF-8 key: stable across processes, Python
+versions and machines (unlike ``hash``). Each bucket is one Parquet object under a prefix. A
+table's ``manifest.json`` beside them names the bucket count, a token that changes whenever a
+bucket is rewritten (so readers of derived data can tell whether they are stale), and
+per-bucket counts the steps report without reading every bucket.
+
+A table starts as one bucket and is split into :data:`BUCKETS` when it grows past
+:data:`SPLIT_ROWS` (:meth:`Manifest.resplit`): a small state is one object a run rewrites,
+not the dozens of small ones its few events would touch. Each count has its own object names
+(``<prefix>017.parquet`` for :data:`BUCKETS`, ``<prefix>000-of-001.parquet`` for one), so
+the layout the manifest names is never overwritten by a split in progress: a crash leaves it
+whole, and the split is redone.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from figstream.objectstore import ObjectStore
 # events plus one bucket, with room for the state to grow tenfold; more buckets would only add
 # files, since a run of a few thousand events touches nearly every bucket anyway.
 BUCKETS = 64
+# Rows past which a one-bucket table is split into BUCKETS. Below it a run rewrites the whole
+# table (a few MiB) in one object; a run of ~100 events would otherwise rewrite ~50 of 64
+# buckets, and the per-object cost (~5 ms a read or write) made up most of a small run.
+SPLIT_ROWS = 50_000
 
 
 def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
@@ -47,8 +58,11 @@ def split(table: pa.Table, bucket: np.ndarray) -> dict[int, pa.Table]:
     return {int(b): ordered.slice(s, e - s) for b, s, e in zip(ids, starts, ends, strict=True)}
 
 
-def bucket_key(prefix: str, bucket: int) -> str:
-    return f"{prefix}{bucket:03d}.parquet"
+def bucket_key(prefix: str, bucket: int, buckets: int = BUCKETS) -> str:
+    """The object of ``bucket`` of a ``buckets``-bucket layout under ``prefix``."""
+    if buckets == BUCKETS:  # the names of the versions that had no other layout
+        return f"{prefix}{bucket:03d}.parquet"
+    return f"{prefix}{bucket:03d}-of-{buckets:03d}.parquet"
 
 
 @dataclass
@@ -61,7 +75,7 @@ class Manifest:
     """
 
     key: str
-    buckets: int = BUCKETS
+    buckets: int = 1
     token: str = ""
     counts: dict[str, list[int]] = field(default_factory=dict)
     _saved: str = ""
@@ -72,13 +86,21 @@ class Manifest:
         if not objects.exists(key):
             return None
         data = json.loads(objects.get(key))
-        if data["buckets"] != BUCKETS:
-            raise ValueError(
-                f"{key} holds {data['buckets']} buckets, this version {BUCKETS}: replay the "
-                "landing zone into a fresh home to rebuild the state"
-            )
+        if not isinstance(data.get("buckets"), int) or data["buckets"] < 1:
+            raise ValueError(f"{key} names no bucket count: {data.get('buckets')!r}")
         counts = data["counts"]
         return cls(key, data["buckets"], data["token"], counts, json.dumps(counts, sort_keys=True))
+
+    def of(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The bucket of each value in this table's layout."""
+        return bucket_of(values, self.buckets)
+
+    def bucket_key(self, prefix: str, bucket: int) -> str:
+        return bucket_key(prefix, bucket, self.buckets)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every bucket's object under ``prefix`` (an empty bucket's may not exist)."""
+        return [self.bucket_key(prefix, b) for b in range(self.buckets)]
 
     def count(self, name: str) -> list[int]:
         return self.counts.setdefault(name, [0] * self.buckets)

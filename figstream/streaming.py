@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from figstream import transform
-from figstream.buckets import BUCKETS, Manifest, bucket_key, bucket_of, merge_sorted, split
+from figstream import buckets, transform
+from figstream.buckets import Manifest, merge_sorted, split
 from figstream.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.events import parse_time
 from figstream.landing import LANDING_PREFIX, parse_batch_key
@@ -468,15 +468,22 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else transform.empty(schema)
 
 
+def _read_buckets(
+    objects: ObjectStore, manifest: Manifest, prefix: str, schema: pa.Schema
+) -> pa.Table:
+    keys = manifest.keys(prefix)
+    return _concat([_snapshot(objects, k, schema) for k in keys if objects.exists(k)], schema)
+
+
 def _read_all(
     objects: ObjectStore, manifest: str, prefix: str, old_key: str, schema: pa.Schema
 ) -> pa.Table:
     """Every bucket of a table as one table (for views and checks: it holds the whole table),
     or the earlier single object while it has not been converted."""
-    if not objects.exists(manifest) and objects.exists(old_key):
-        return _snapshot(objects, old_key, schema)
-    keys = [bucket_key(prefix, b) for b in range(BUCKETS)]
-    return _concat([_snapshot(objects, k, schema) for k in keys if objects.exists(k)], schema)
+    layout = Manifest.read(objects, manifest)
+    if layout is None:
+        return _snapshot(objects, old_key, schema)  # empty when there is none either
+    return _read_buckets(objects, layout, prefix, schema)
 
 
 def read_job_state(objects: ObjectStore) -> pa.Table:
@@ -485,7 +492,7 @@ def read_job_state(objects: ObjectStore) -> pa.Table:
         objects, JOB_STATE_MANIFEST, JOB_STATE_BUCKETS, OLD_JOB_STATE_KEY, transform.STATE_SCHEMA
     )
     if not objects.exists(JOB_STATE_MANIFEST) and objects.exists(OLD_JOB_STATE_KEY):
-        return jobs
+        return jobs  # the old object holds the merger rows too
     mergers = _snapshot(objects, MERGERS_KEY, transform.STATE_SCHEMA)
     return pa.concat_tables([jobs, mergers]).sort_by(_BY_JOB_ID).combine_chunks()
 
@@ -516,8 +523,8 @@ def _write_key_bucket(
     """Store a key bucket of the registry and its duplicates; returns the duplicates."""
     result = transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
     manifest.changing(objects)
-    write_parquet(objects, bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
-    write_parquet(objects, bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
+    write_parquet(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
+    write_parquet(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
     manifest.count("duplicates")[bucket] = result.duplicates.num_rows
     return result.duplicates
 
@@ -532,24 +539,69 @@ def _manifest(
         return manifest
     manifest = Manifest(key)
     if objects.exists(old_keys[0]):
-        convert(objects, manifest, _snapshot(objects, old_keys[0], schema))
+        table = _snapshot(objects, old_keys[0], schema)
+        if table.num_rows > buckets.SPLIT_ROWS:
+            manifest = Manifest(key, buckets.BUCKETS)
+        convert(objects, manifest, table)
         manifest.write(objects)
         for old in old_keys:
             objects.delete(old)
     return manifest
 
 
+def _grown(
+    objects: ObjectStore,
+    manifest: Manifest,
+    incoming: int,
+    total: str,
+    prefixes: Sequence[str],
+    whole: Callable[[Manifest], pa.Table],
+    convert: Callable[[ObjectStore, Manifest, pa.Table], None],
+) -> Manifest:
+    """``manifest``, or the manifest of its table split into :data:`buckets.BUCKETS` when
+    ``incoming`` rows could take a one-bucket table past :data:`buckets.SPLIT_ROWS` (so one
+    bucket never holds more). ``total`` names the count of the table's rows; ``whole`` reads
+    it (the table, at most SPLIT_ROWS rows) and ``convert`` writes it in a layout.
+
+    The split writes the new layout beside the old, then the manifest that names it, and only
+    then deletes the old: a crash before the manifest leaves the old layout whole, and the
+    split is redone (over whatever it had written, which is deleted first).
+    """
+    if manifest.buckets != 1 or manifest.total(total) + incoming <= buckets.SPLIT_ROWS:
+        return manifest
+    grown = Manifest(manifest.key, buckets.BUCKETS)
+    for prefix in prefixes:
+        left = set(grown.keys(prefix))
+        for key in objects.list(prefix):
+            if key in left:
+                objects.delete(key)
+    convert(objects, grown, whole(manifest))
+    grown.write(objects)
+    for prefix in prefixes:
+        for key in manifest.keys(prefix):
+            objects.delete(key)
+    return grown
+
+
 def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Table) -> None:
-    for bucket, rows in split(registry, bucket_of(registry["job_id"])).items():
-        write_parquet(objects, bucket_key(REGISTRY_BY_JOB, bucket), rows)
-    for bucket, rows in split(registry, bucket_of(registry["dedupe_key"])).items():
+    for bucket, rows in split(registry, manifest.of(registry["job_id"])).items():
+        write_parquet(objects, manifest.bucket_key(REGISTRY_BY_JOB, bucket), rows)
+        manifest.count("registered")[bucket] = rows.num_rows
+    for bucket, rows in split(registry, manifest.of(registry["dedupe_key"])).items():
         _write_key_bucket(objects, manifest, bucket, rows)
 
 
-def _registry_manifest(objects: ObjectStore) -> Manifest:
+def _registry_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
+    """The registry's manifest, split first if ``incoming`` postings could outgrow one bucket."""
     old = [OLD_REGISTRY_KEY, OLD_DUPLICATES_KEY]
     schema = transform.CANONICAL_SCHEMA
-    return _manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
+    manifest = _manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
+    prefixes = [REGISTRY_BY_JOB, REGISTRY_BY_KEY, DUPLICATES_BUCKETS]
+
+    def whole(layout: Manifest) -> pa.Table:
+        return _read_buckets(objects, layout, REGISTRY_BY_JOB, schema)
+
+    return _grown(objects, manifest, incoming, "registered", prefixes, whole, _convert_registry)
 
 
 REGISTRY_ROWS_KEPT = 250_000  # registry rows (~120 bytes each) a dedupe keeps between passes
@@ -586,17 +638,18 @@ def _dedupe(
     postings = read_fragments(
         objects, "clean_postings", partitions, batch_ids, transform.POSTINGS_SCHEMA
     )
-    manifest = _registry_manifest(objects)
+    manifest = _registry_manifest(objects, postings.num_rows)
     if postings.num_rows == 0:
         return DedupeReport(0, 0, manifest.total("duplicates"))
     count, order = postings.num_rows, pa.array(np.arange(postings.num_rows))
     # One copy of the postings, by bucket; "_row" gives the kept ones their order back.
-    by_job = split(postings.append_column("_row", order), bucket_of(postings["job_id"]))
+    by_job = split(postings.append_column("_row", order), manifest.of(postings["job_id"]))
     del postings
     added, replaced, registered = [], [], []
     kept_known, held = {}, 0  # job buckets kept for the third pass while they fit
     for bucket, rows in by_job.items():
-        known = _snapshot(objects, bucket_key(REGISTRY_BY_JOB, bucket), transform.CANONICAL_SCHEMA)
+        key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
+        known = _snapshot(objects, key, transform.CANONICAL_SCHEMA)
         if held + known.num_rows <= REGISTRY_ROWS_KEPT:
             kept_known[bucket], held = known, held + known.num_rows
         registry = transform.dedupe_postings(rows, known).canonical
@@ -608,18 +661,18 @@ def _dedupe(
     added, replaced = _concat(added, schema), _concat(replaced, schema)
     registered = _concat(registered, schema)
     moved = pa.concat_tables([added, replaced])
-    changes = split(moved, bucket_of(moved["dedupe_key"]))
+    changes = split(moved, manifest.of(moved["dedupe_key"]))
     duplicate_ids = []
-    for bucket in sorted(set(changes) | set(bucket_of(registered["dedupe_key"]).tolist())):
+    for bucket in sorted(set(changes) | set(manifest.of(registered["dedupe_key"]).tolist())):
         if bucket in changes:
             # Idempotent even after a crash between the passes: a job's rows go, its new row comes.
-            rows = _snapshot(objects, bucket_key(REGISTRY_BY_KEY, bucket), schema)
+            rows = _snapshot(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), schema)
             gone = pc.is_in(rows["job_id"], changes[bucket]["job_id"])
             new = changes[bucket].filter(pc.is_in(changes[bucket]["event_id"], added["event_id"]))
             rows = pa.concat_tables([rows.filter(pc.invert(gone)), new])
             duplicates = _write_key_bucket(objects, manifest, bucket, rows)
         else:
-            key = bucket_key(DUPLICATES_BUCKETS, bucket)
+            key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
             duplicates = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
             manifest.count("duplicates")[bucket] = duplicates.num_rows
         duplicate_ids.append(
@@ -627,12 +680,14 @@ def _dedupe(
         )
     for bucket, rows in by_job.items():
         if pc.any(pc.is_in(added["job_id"], rows["job_id"])).as_py():
-            key = bucket_key(REGISTRY_BY_JOB, bucket)
+            key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
             known = kept_known.pop(bucket, None)
             if known is None:
                 known = _snapshot(objects, key, schema)
             manifest.changing(objects)
-            write_parquet(objects, key, transform.dedupe_postings(rows, known).canonical)
+            registry = transform.dedupe_postings(rows, known).canonical
+            write_parquet(objects, key, registry)
+            manifest.count("registered")[bucket] = registry.num_rows
     manifest.save(objects)
     dropped = pa.chunked_array(duplicate_ids, pa.string())
     kept = [rows.filter(pc.invert(pc.is_in(rows["job_id"], dropped))) for rows in by_job.values()]
@@ -674,10 +729,10 @@ def _touched(state: pa.Table, events: pa.Table) -> pa.Array:
 def _write_job_bucket(objects: ObjectStore, manifest: Manifest, bucket: int, jobs: pa.Table):
     """Store a bucket's job rows and, first, the search-index rows of its active jobs."""
     active = transform.search_index(jobs)
-    key = bucket_key(ACTIVE_BUCKETS, bucket)
+    key = manifest.bucket_key(ACTIVE_BUCKETS, bucket)
     manifest.changing(objects)
     write_parquet(objects, key, active, row_group_size=INDEX_ROW_GROUP)
-    write_parquet(objects, bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
+    write_parquet(objects, manifest.bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
     _count_jobs(manifest, bucket, jobs)
 
 
@@ -690,13 +745,21 @@ def _convert_job_state(objects: ObjectStore, manifest: Manifest, state: pa.Table
     is_job = pc.equal(state["kind"], "job")
     write_parquet(objects, MERGERS_KEY, state.filter(pc.invert(is_job)))
     jobs = state.filter(is_job)
-    for bucket, rows in split(jobs, bucket_of(jobs["job_id"])).items():
+    for bucket, rows in split(jobs, manifest.of(jobs["job_id"])).items():
         _write_job_bucket(objects, manifest, bucket, rows)
 
 
-def _job_state_manifest(objects: ObjectStore) -> Manifest:
+def _job_state_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
+    """The job state's manifest, split first if ``incoming`` events could outgrow one bucket."""
     old, schema = [OLD_JOB_STATE_KEY], transform.STATE_SCHEMA
-    return _manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
+    manifest = _manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
+
+    def whole(layout: Manifest) -> pa.Table:  # with the merger rows, which the split rewrites
+        jobs = _read_buckets(objects, layout, JOB_STATE_BUCKETS, schema)
+        return pa.concat_tables([jobs, _snapshot(objects, MERGERS_KEY, schema)])
+
+    prefixes = [JOB_STATE_BUCKETS, ACTIVE_BUCKETS]
+    return _grown(objects, manifest, incoming, "jobs", prefixes, whole, _convert_job_state)
 
 
 # Touched job rows one apply_job_state call recomputes at most (a bucket is never split): a
@@ -738,7 +801,7 @@ def _update_job_state(
             for table in INGEST_TABLES.values()
         ]
     )
-    manifest = _job_state_manifest(objects)
+    manifest = _job_state_manifest(objects, events.num_rows)
     if events.num_rows == 0:
         return StateReport(0, 0, manifest.total("jobs"), manifest.total("active"))
     is_merger = pc.equal(events["event_type"], transform.MERGED)
@@ -748,7 +811,7 @@ def _update_job_state(
         len(events),
     )
     del events  # a backfill's range can hold many events: keep one copy of them, by bucket
-    by_bucket = split(others, bucket_of(others["job_id"]))
+    by_bucket = split(others, manifest.of(others["job_id"]))
     del others
     mergers = _snapshot(objects, MERGERS_KEY, transform.STATE_SCHEMA)
     after = {"mergers": mergers, "changed": 0}
@@ -763,12 +826,12 @@ def _update_job_state(
         for start in range(0, changed.num_rows, UPSERT_ROWS):
             stores.state.upsert_jobs(job_state_rows(changed.slice(start, UPSERT_ROWS)))
         after["changed"] += changed.num_rows
-        for bucket, rows in split(now, bucket_of(now["job_id"])).items():
+        for bucket, rows in split(now, manifest.of(now["job_id"])).items():
             if rows.equals(group[bucket]):
                 continue
             jobs = whole.get(bucket)
             if jobs is None:  # not kept: read again
-                key = bucket_key(JOB_STATE_BUCKETS, bucket)
+                key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
                 jobs = _snapshot(objects, key, transform.STATE_SCHEMA)
             jobs = jobs.filter(pc.invert(pc.is_in(jobs["job_id"], group[bucket]["job_id"])))
             jobs = pa.concat_tables([jobs, rows]).sort_by("job_id").combine_chunks()
@@ -776,8 +839,9 @@ def _update_job_state(
 
     # The group's whole buckets are kept for the write-back while they fit WHOLE_ROWS_KEPT.
     group, held, whole = {}, 0, {}
-    for bucket in range(BUCKETS) if merged.num_rows else sorted(by_bucket):
-        jobs = _snapshot(objects, bucket_key(JOB_STATE_BUCKETS, bucket), transform.STATE_SCHEMA)
+    for bucket in range(manifest.buckets) if merged.num_rows else sorted(by_bucket):
+        key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
+        jobs = _snapshot(objects, key, transform.STATE_SCHEMA)
         batch = pa.concat_tables([by_bucket.get(bucket, merged.slice(0, 0)), merged])
         group[bucket] = jobs.filter(_touched(jobs, batch))
         _count_jobs(manifest, bucket, jobs)
@@ -806,9 +870,9 @@ class IndexReport:
 INDEX_SCHEMA = pa.schema([transform.STATE_SCHEMA.field(n) for n in transform.SEARCH_INDEX_COLUMNS])
 
 
-def _shadowed(objects: ObjectStore) -> pa.ChunkedArray:
+def _shadowed(objects: ObjectStore, registry: Manifest, state: Manifest) -> pa.ChunkedArray:
     """The duplicates whose original is active: the job_ids the index leaves out."""
-    keys = [bucket_key(DUPLICATES_BUCKETS, b) for b in range(BUCKETS)]
+    keys = registry.keys(DUPLICATES_BUCKETS)
     columns = ["job_id", "duplicate_of_job_id"]
     tables = [read_parquet(objects, k, columns=columns) for k in keys if objects.exists(k)]
     if not tables:
@@ -816,16 +880,15 @@ def _shadowed(objects: ObjectStore) -> pa.ChunkedArray:
     duplicates = pa.concat_tables(tables)
     shadowed = []
     originals = duplicates["duplicate_of_job_id"]
-    for bucket, rows in split(duplicates, bucket_of(originals)).items():
-        key = bucket_key(ACTIVE_BUCKETS, bucket)
+    for bucket, rows in split(duplicates, state.of(originals)).items():
+        key = state.bucket_key(ACTIVE_BUCKETS, bucket)
         if objects.exists(key):
             active = read_parquet(objects, key, columns=["job_id"])["job_id"]
             shadowed.append(rows["job_id"].filter(pc.is_in(rows["duplicate_of_job_id"], active)))
     return pa.chunked_array(shadowed, pa.string())
 
 
-def _active_batches(objects: ObjectStore, bucket: int) -> Iterator[pa.RecordBatch]:
-    key = bucket_key(ACTIVE_BUCKETS, bucket)
+def _active_batches(objects: ObjectStore, key: str) -> Iterator[pa.RecordBatch]:
     if objects.exists(key):
         parquet = pq.ParquetFile(pa.BufferReader(objects.get(key)))
         yield from parquet.iter_batches(batch_size=INDEX_ROW_GROUP)
@@ -837,19 +900,17 @@ def export_search_index(stores: Stores) -> IndexReport:
     per bucket at a time, less the shadowed duplicates. Nothing is written when neither the
     state nor the registry changed since the index was last built."""
     objects = stores.objects
-    source = {
-        "job_state": _job_state_manifest(objects).token,
-        "registry": _registry_manifest(objects).token,
-    }
+    state, registry = _job_state_manifest(objects), _registry_manifest(objects)
+    source = {"job_state": state.token, "registry": registry.token}
     if objects.exists(SEARCH_INDEX_SOURCE) and objects.exists(SEARCH_INDEX_KEY):
         built = orjson.loads(objects.get(SEARCH_INDEX_SOURCE))
         if built["source"] == source:
             return IndexReport(built["rows"], built["preview"])
-    shadowed = _shadowed(objects)
+    shadowed = _shadowed(objects, registry, state)
     sink = pa.BufferOutputStream()
     rows, preview = 0, []
     with pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
-        parts = (_active_batches(objects, b) for b in range(BUCKETS))
+        parts = (_active_batches(objects, k) for k in state.keys(ACTIVE_BUCKETS))
         for chunk in merge_sorted(parts, "job_id"):
             chunk = chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
             if len(preview) < 5:

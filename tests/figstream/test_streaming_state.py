@@ -5,7 +5,10 @@ Bad inputs tried: batches applied out of event-time order (late events touching 
 the same batch replayed, a merger whose absorbed board has jobs in nearly every bucket and a
 posting of that board arriving after it, a job re-posted with another dedupe key earlier than
 its first posting (its registry row moves between key buckets), an update of a job never
-posted, runs with no events, and a home in the single-file layout of earlier versions.
+posted, runs with no events, a home in the single-file layout of earlier versions, a table
+split from one bucket into many mid-stream, a crash in the middle of that split (then a retry),
+objects left in the split layout by a split that never finished, and manifests that name no
+bucket count.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -46,6 +50,11 @@ class RecordingStore(LocalObjectStore):
 
 def make_stores(home: Path) -> steps.Stores:
     return steps.Stores.local(home, "2026-10-01-00:00", RecordingStore(home))
+
+
+def split_at(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Split a one-bucket table once it could pass ``rows`` (0: at its first events)."""
+    monkeypatch.setattr(buckets, "SPLIT_ROWS", rows)
 
 
 class Events:
@@ -163,19 +172,34 @@ def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
     return events, [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
 
 
-@pytest.mark.parametrize(("seed", "cap"), [(1, None), (2, None), (3, None), (4, 1)])
+# split: 0 = many buckets from the first run, 150 = split mid-stream, None = one bucket throughout
+@pytest.mark.parametrize(
+    ("seed", "cap", "split"), [(1, None, 0), (2, None, 0), (3, None, None), (4, 1, 0), (5, 1, 150)]
+)
 def test_bucketed_state_equals_a_recompute_over_every_event(
-    tmp_path: Path, seed: int, cap: int | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, seed: int, cap: int | None, split: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if cap is not None:  # every touched bucket its own apply_job_state call, as in a busy hour
         monkeypatch.setattr(steps, "TOUCHED_ROWS_PER_APPLY", cap)
+    if split is not None:
+        split_at(monkeypatch, split)
     stores = make_stores(tmp_path)
     events, batches = random_day(seed)
+    layouts = []
     for n, rows in enumerate(batches):
         batch_id = f"b{n:02d}"
         run(stores, land(stores, events.table(rows, batch_id)), batch_id)
         assert_equals_recompute(stores)
-    assert len(stores.objects.list(steps.JOB_STATE_BUCKETS)) > buckets.BUCKETS // 2
+        layouts.append(stores.objects.list(steps.JOB_STATE_BUCKETS))
+    if split is None:  # ~200 jobs: one object
+        assert layouts[-1] == [buckets.bucket_key(steps.JOB_STATE_BUCKETS, 0, 1)]
+    else:  # the split layout, and nothing left of the one-bucket layout
+        assert len(layouts[-1]) > buckets.BUCKETS // 2
+        assert all(k.endswith(tuple(f"/{b:03d}.parquet" for b in range(64))) for k in layouts[-1])
+        for prefix in (steps.ACTIVE_BUCKETS, steps.REGISTRY_BY_JOB, steps.REGISTRY_BY_KEY):
+            assert not [k for k in stores.objects.list(prefix) if "-of-" in k], prefix
+    if split == 150:  # one bucket for the first runs, then split
+        assert layouts[0] == [buckets.bucket_key(steps.JOB_STATE_BUCKETS, 0, 1)]
     # Replaying a batch (at-least-once delivery) changes nothing and rewrites no bucket.
     stores.objects.written.clear()
     run(stores, land(stores, events.table(batches[3], "b03")), "b03", replay=True)
@@ -190,6 +214,7 @@ def test_bucketed_state_equals_a_recompute_over_every_event(
 def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(
     tmp_path: Path, cap: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    split_at(monkeypatch, 0)
     if cap is not None:  # the merger applied bucket by bucket: 64 calls, one merger row
         monkeypatch.setattr(steps, "TOUCHED_ROWS_PER_APPLY", cap)
     stores = make_stores(tmp_path)
@@ -256,8 +281,9 @@ def test_a_job_reposted_earlier_under_another_key_moves_between_key_buckets(
 
 
 def test_only_the_touched_buckets_are_rewritten_and_no_events_write_nothing(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    split_at(monkeypatch, 0)
     stores = make_stores(tmp_path)
     events, batches = random_day(7)
     for n, rows in enumerate(batches):
@@ -305,6 +331,96 @@ def test_a_home_in_the_single_file_layout_is_converted_on_the_first_run(tmp_path
     for key in (steps.OLD_JOB_STATE_KEY, steps.OLD_REGISTRY_KEY, steps.OLD_DUPLICATES_KEY):
         assert not objects.exists(key)
     assert_equals_recompute(stores)
+
+
+class CrashingStore(RecordingStore):
+    """Raises on the ``nth`` write of a key under ``prefix`` in the split layout (as a killed
+    run would stop there), then works again once ``nth`` is None."""
+
+    def __init__(self, root: Path, prefix: str, nth: int) -> None:
+        super().__init__(root)
+        self.prefix, self.nth, self.seen = prefix, nth, 0
+
+    def put(self, key, data) -> None:
+        if self.nth is not None and key.startswith(self.prefix) and "-of-" not in key:
+            self.seen += 1
+            if self.seen == self.nth:
+                raise OSError(f"killed while writing {key}")
+        super().put(key, data)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "nth"),
+    [
+        (steps.REGISTRY_BY_JOB, 1),  # the registry's first bucket write
+        (steps.REGISTRY_BY_KEY, 2),  # its second key bucket (the day has three dedupe keys)
+        (steps.ACTIVE_BUCKETS, 30),  # the job state's 30th bucket (29 written whole)
+    ],
+)
+def test_a_split_killed_midway_leaves_the_old_layout_whole_and_is_redone(
+    tmp_path: Path, prefix: str, nth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = CrashingStore(tmp_path, prefix, nth=None)
+    stores = steps.Stores.local(tmp_path, "2026-10-01-00:00", objects)
+    events, batches = random_day(6)
+    for n, rows in enumerate(batches[:5]):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    before = (steps.read_job_state(objects), steps.read_registry(objects))
+    split_at(monkeypatch, 0)
+    objects.nth = nth
+    hours = land(stores, events.table(batches[5], "b05"))
+    with pytest.raises(OSError, match="killed while writing"):
+        run(stores, hours, "b05")
+    # The table being split still reads as it was before the run (the other may have moved).
+    if prefix in (steps.JOB_STATE_BUCKETS, steps.ACTIVE_BUCKETS):
+        assert steps.read_job_state(objects).equals(before[0])
+    else:
+        assert steps.read_registry(objects).equals(before[1])
+    objects.nth = None  # the retry of the run
+    run(stores, hours, "b05")
+    assert_equals_recompute(stores)
+    assert not [k for k in objects.list("tables/") if "-of-" in k]
+
+
+def test_objects_left_in_the_split_layout_by_an_unfinished_split_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores = make_stores(tmp_path)
+    events = Events()
+    first = [events.posting(transform.POSTED, n, "alpha", f"alpha-{n}", n % 3) for n in range(3)]
+    run(stores, land(stores, events.table(first, "b00")), "b00")
+    # A ghost job in a split-layout bucket no real job falls in, as a split that died after
+    # writing it and before its manifest would leave it (say, of rows since gone).
+    jobs = [*(f"alpha-{n}" for n in range(5))]
+    taken = set(buckets.bucket_of(pa.array(jobs)).tolist())
+    ghost = next(f"ghost-{n}" for n in range(1000)
+                 if buckets.bucket_of(pa.array([f"ghost-{n}"]))[0] not in taken)  # fmt: skip
+    bucket = int(buckets.bucket_of(pa.array([ghost]))[0])
+    state = steps.read_job_state(stores.objects)
+    row = state.slice(0, 1).to_pylist()[0] | {"job_id": ghost}
+    row_table = pa.Table.from_pylist([row], schema=transform.STATE_SCHEMA)
+    write_parquet(stores.objects, buckets.bucket_key(steps.JOB_STATE_BUCKETS, bucket), row_table)
+    write_parquet(stores.objects, buckets.bucket_key(steps.ACTIVE_BUCKETS, bucket),
+                  transform.search_index(row_table))  # fmt: skip
+    assert ghost not in steps.read_job_state(stores.objects)["job_id"].to_pylist()
+    split_at(monkeypatch, 0)
+    more = [events.posting(transform.POSTED, 10 + n, "beta", f"alpha-{n}", 1) for n in (3, 4)]
+    run(stores, land(stores, events.table(more, "b01")), "b01")
+    assert len(stores.objects.list(steps.JOB_STATE_BUCKETS)) == len(taken)
+    assert ghost not in steps.read_job_state(stores.objects)["job_id"].to_pylist()
+    assert_equals_recompute(stores)
+
+
+def test_layout_names_and_manifests_that_name_no_bucket_count(tmp_path: Path) -> None:
+    # The many-bucket layout keeps the names of the versions that had no other.
+    assert buckets.bucket_key("t/", 17) == "t/017.parquet"
+    assert buckets.bucket_key("t/", 0, 1) == "t/000-of-001.parquet"
+    objects = LocalObjectStore(tmp_path)
+    for bad in ({"token": "x", "counts": {}}, {"buckets": 0, "token": "x", "counts": {}},
+                {"buckets": "64", "token": "x", "counts": {}}):  # fmt: skip
+        objects.put("t/manifest.json", orjson.dumps(bad))
+        with pytest.raises(ValueError, match="names no bucket count"):
+            buckets.Manifest.read(objects, "t/manifest.json")
 
 
 def test_merge_sorted_equals_a_sort_of_everything() -> None:
