@@ -47,6 +47,7 @@ class StreamingSettings:
     freshness_warn_seconds: int = 60
     freshness_fail_seconds: int = 600
     daily_stats_every_seconds: int = 300
+    resume_failed_after_seconds: int = 30
 
 
 def streaming_settings(path: Path | None = None) -> StreamingSettings:

@@ -5,6 +5,11 @@ A tick lists the landing zone after the cursor (re-listing a short look-back win
 records that in the landing index, and requests one run per touched hour naming exactly those
 batches. The index is written before the cursor moves, and a batch is listed only once it is
 durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
+
+A run that failed is retried by Dagster's run retries (``run_retries`` in the instance config).
+A failure that the retry daemon never handled (it was killed between the failure and its
+retry, say) would leave the run's batches unprocessed for good: the sensor requests such a run
+again itself (:func:`_resume_requests`), so a crash never needs an operator to balance the books.
 """
 
 import datetime as dt
@@ -12,6 +17,7 @@ import time
 from dataclasses import replace
 
 import dagster as dg
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 
 from assets.streaming import config_ops
 from figstream import streaming as steps
@@ -27,6 +33,19 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+# A failed run the sensor requests again carries the id of the run it resumes, and how many
+# resumes its line has had; a line is resumed at most MAX_RESUMES times.
+RESUMES_TAG, RESUME_ATTEMPT_TAG = "figstream/resumes", "figstream/resume_attempt"
+MAX_RESUMES = 2
+RESUME_HORIZON = dt.timedelta(days=1)  # failures older than this are left to an operator
+# Tags a resumed run keeps besides figstream's own (the partition is set by partition_key).
+_KEPT_TAGS = (
+    "dagster/max_runtime",
+    "dagster/asset_partition_range_start",
+    "dagster/asset_partition_range_end",
+)
 
 
 def _run_config(ops: list[str], keys: list[str]) -> dict:
@@ -69,7 +88,7 @@ def stream_sensor(
 
         stores = streaming.stores()
         cursor = LandingCursor.loads(context.cursor)
-        requests: list[dg.RunRequest] = []
+        requests = _resume_requests(context.instance, stream, settings)
         # Daily rollups owed by earlier ticks: requested only now that no run of the stream
         # is in flight, so they see those runs' output; at most once per configured interval.
         now = time.time()
@@ -103,6 +122,64 @@ def stream_sensor(
         return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
 
     return _sensor
+
+
+def _resume_requests(
+    instance: dg.DagsterInstance, stream: str, settings: StreamingSettings
+) -> list[dg.RunRequest]:
+    """The stream's failed runs that nothing re-ran, requested again with the same batches.
+
+    A failed run is resumed once ``resume_failed_after_seconds`` have passed since it failed
+    with no retry of it launched (Dagster's retries are children of the run), while Dagster
+    would still have retried it (its retry number is below ``run_retries.max_retries``: a
+    line that used up its retries failing is left to an operator) and its line has been
+    resumed fewer than :data:`MAX_RESUMES` times. The new run names the same batches and
+    partition; every step is idempotent, so it is safe even if the retry comes after all.
+    A cancelled run is not resumed: cancelling is a person's choice (re-execute it to process
+    its batches).
+    """
+    now = dt.datetime.now(dt.UTC)
+    failed = instance.get_run_records(
+        dg.RunsFilter(
+            tags={"figstream/stream": stream},
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            updated_before=now - dt.timedelta(seconds=settings.resume_failed_after_seconds),
+            updated_after=now - RESUME_HORIZON,
+        ),
+        limit=100,
+    )
+    max_retries = instance.run_retries_max_retries if instance.run_retries_enabled else 0
+    runs = [
+        r.dagster_run
+        for r in failed
+        if int(r.dagster_run.tags.get(RETRY_NUMBER_TAG, 0)) < max_retries
+        and int(r.dagster_run.tags.get(RESUME_ATTEMPT_TAG, 0)) < MAX_RESUMES
+    ]
+    if not runs:
+        return []
+    ids = [run.run_id for run in runs]
+    followed = {
+        record.dagster_run.tags[tag]
+        for tag in (PARENT_RUN_ID_TAG, RESUMES_TAG)
+        for record in instance.get_run_records(dg.RunsFilter(tags={tag: ids}))
+    }
+    requests = []
+    for run in runs:
+        if run.run_id in followed:
+            continue
+        tags = {k: v for k, v in run.tags.items() if k.startswith("figstream/") or k in _KEPT_TAGS}
+        tags[RESUMES_TAG] = run.run_id
+        tags[RESUME_ATTEMPT_TAG] = str(int(run.tags.get(RESUME_ATTEMPT_TAG, 0)) + 1)
+        requests.append(
+            dg.RunRequest(
+                run_key=f"resume:{run.run_id}",
+                job_name=run.job_name,
+                run_config=run.run_config,
+                partition_key=run.tags.get("dagster/partition"),
+                tags=tags,
+            )
+        )
+    return requests
 
 
 def _stream_requests(

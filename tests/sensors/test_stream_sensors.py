@@ -1,6 +1,13 @@
-"""The stream sensors: one run per touched event-time hour, a durable cursor, backpressure."""
+"""The stream sensors: one run per touched event-time hour, a durable cursor, backpressure, and
+failed runs that nothing re-ran requested again.
+
+Bad inputs tried: an empty record published between ticks, a batch visible out of order, a
+run that failed with no retry (lost), one Dagster retried, one whose retries were used up, one
+already resumed twice, a cancelled run, and a failure too recent to judge.
+"""
 
 import json
+import time
 
 import dagster as dg
 import pytest
@@ -12,6 +19,7 @@ from figstream.landing import parse_batch_key
 from figstream.objectstore import LocalObjectStore
 from figstream.publish import Publisher
 from figstream.state import SqliteStateStore, state_path
+from sensors.streams import RESUME_ATTEMPT_TAG, RESUMES_TAG
 
 
 @pytest.fixture
@@ -124,3 +132,71 @@ def test_a_catch_up_becomes_one_run_over_the_touched_range(tmp_path, monkeypatch
     raw = harness.table("raw_events")
     manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
     assert raw.num_rows == manifest["events"] - manifest["events_by_type"]["board.merged"]
+
+
+def requests(result) -> list[dg.RunRequest]:
+    return [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
+
+
+def _failed_run(harness, request: dg.RunRequest, status=dg.DagsterRunStatus.FAILURE, **tags):
+    """A run of ``request`` that ended with ``status`` before doing anything (a worker killed
+    at its start, say)."""
+    job = harness.defs.resolve_job_def(request.job_name)
+    run = harness.instance.create_run_for_job(
+        job_def=job,
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/partition": request.partition_key, **tags},
+    )
+    if status == dg.DagsterRunStatus.FAILURE:
+        harness.instance.report_run_failed(run)
+    else:
+        harness.instance.report_run_canceled(run)
+    return run
+
+
+def test_a_failed_run_nothing_retried_is_requested_again_and_the_books_balance(
+    tmp_path, monkeypatch
+):
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=600, seed=11, bad_rate=0.01)
+    harness = Harness(tmp_path, monkeypatch, max_runs_per_tick=1000, resume_failed_after_seconds=1)
+    # As platform/local/dagster.yaml configures it: the sensor resumes what these would retry.
+    retries = {"run_retries": {"enabled": True, "max_retries": 3}}
+    harness.instance = dg.DagsterInstance.ephemeral(settings=retries)
+    first = [r for r in harness.tick("postings").run_requests if r.job_name == "postings_job"]
+    lost, retried, spent, resumed, cancelled, *rest = first
+    for request in rest:
+        harness.run(request)
+    lost_run = _failed_run(harness, lost)
+    # Dagster retried this one (its retry is a child run, which succeeded).
+    parent = _failed_run(harness, retried)
+    harness.run(
+        dg.RunRequest(
+            job_name=retried.job_name, run_config=retried.run_config,
+            partition_key=retried.partition_key,
+            tags={**retried.tags, "dagster/parent_run_id": parent.run_id},
+        )
+    )  # fmt: skip
+    _failed_run(harness, spent, **{"dagster/retry_number": "3"})  # retries used up
+    _failed_run(harness, resumed, **{RESUME_ATTEMPT_TAG: "2"})  # resumed twice already
+    _failed_run(harness, cancelled, dg.DagsterRunStatus.CANCELED)
+    # Too recent: the retry daemon may still be about to retry it.
+    assert not [r for r in requests(harness.tick("postings")) if r.run_key.startswith("resume")]
+    time.sleep(1.2)
+    [again] = [r for r in requests(harness.tick("postings")) if r.run_key.startswith("resume:")]
+    assert again.run_key == f"resume:{lost_run.run_id}"
+    assert again.tags[RESUMES_TAG] == lost_run.run_id and again.tags[RESUME_ATTEMPT_TAG] == "1"
+    assert again.partition_key == lost.partition_key
+    assert again.run_config == lost.run_config and again.job_name == lost.job_name
+    assert again.tags["figstream/stream"] == "postings"
+    harness.run(again)
+    # Resumed: not requested again.
+    assert not [r for r in requests(harness.tick("postings")) if "resume" in r.run_key]
+    # An operator re-executes the three left alone; then the boards stream and the rollups run.
+    for request in (spent, resumed, cancelled):
+        harness.run(request)
+    harness.drain()
+    # Every event of the day is materialised or dead-lettered, once.
+    raw, mergers = harness.table("raw_events"), harness.table("board_mergers")
+    manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
+    assert raw.num_rows + mergers.num_rows + harness.dead_letters().count() == manifest["events"]
+    assert len(set(raw["event_id"].to_pylist())) == raw.num_rows
