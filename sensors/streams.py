@@ -40,8 +40,11 @@ IN_FLIGHT = [
 RESUMES_TAG, RESUME_ATTEMPT_TAG = "figstream/resumes", "figstream/resume_attempt"
 MAX_RESUMES = 2
 RESUME_HORIZON = dt.timedelta(days=1)  # failures older than this are left to an operator
-# Tags a resumed run keeps besides figstream's own (the partition is set by partition_key).
+# Tags a resumed run keeps: those the sensor set (the partition is set by partition_key). Not
+# what the launcher or Dagster added at launch (figstream/worker, retry and failure tags).
 _KEPT_TAGS = (
+    "figstream/stream",
+    "figstream/batches",
     "dagster/max_runtime",
     "dagster/asset_partition_range_start",
     "dagster/asset_partition_range_end",
@@ -167,7 +170,7 @@ def _resume_requests(
     for run in runs:
         if run.run_id in followed:
             continue
-        tags = {k: v for k, v in run.tags.items() if k.startswith("figstream/") or k in _KEPT_TAGS}
+        tags = {k: v for k, v in run.tags.items() if k in _KEPT_TAGS}
         tags[RESUMES_TAG] = run.run_id
         tags[RESUME_ATTEMPT_TAG] = str(int(run.tags.get(RESUME_ATTEMPT_TAG, 0)) + 1)
         requests.append(

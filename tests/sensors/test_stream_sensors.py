@@ -19,6 +19,7 @@ from figstream.landing import parse_batch_key
 from figstream.objectstore import LocalObjectStore
 from figstream.publish import Publisher
 from figstream.state import SqliteStateStore, state_path
+from resources.run_launcher import WORKER_TAG
 from sensors.streams import RESUME_ATTEMPT_TAG, RESUMES_TAG
 
 
@@ -166,7 +167,7 @@ def test_a_failed_run_nothing_retried_is_requested_again_and_the_books_balance(
     lost, retried, spent, resumed, cancelled, *rest = first
     for request in rest:
         harness.run(request)
-    lost_run = _failed_run(harness, lost)
+    lost_run = _failed_run(harness, lost, **{WORKER_TAG: "warm"})  # as the launcher tags it
     # Dagster retried this one (its retry is a child run, which succeeded).
     parent = _failed_run(harness, retried)
     harness.run(
@@ -187,7 +188,8 @@ def test_a_failed_run_nothing_retried_is_requested_again_and_the_books_balance(
     assert again.tags[RESUMES_TAG] == lost_run.run_id and again.tags[RESUME_ATTEMPT_TAG] == "1"
     assert again.partition_key == lost.partition_key
     assert again.run_config == lost.run_config and again.job_name == lost.job_name
-    assert again.tags["figstream/stream"] == "postings"
+    assert again.tags["figstream/stream"] == "postings" and WORKER_TAG not in again.tags
+    assert again.tags["figstream/batches"] == lost.tags["figstream/batches"]
     harness.run(again)
     # Resumed: not requested again.
     assert not [r for r in requests(harness.tick("postings")) if "resume" in r.run_key]
