@@ -11,6 +11,7 @@ what its new batches cost, not what the partition holds.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import re
@@ -383,7 +384,8 @@ def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
     window_start, window = 0, rows.slice(0, 0)
     for start, end in zip(starts, ends, strict=True):
         if end > window_start + window.num_rows:  # gather the next groups, WRITE_WINDOW rows
-            last = next((e for e in ends if e >= start + WRITE_WINDOW), rows.num_rows)
+            at = bisect.bisect_left(ends, start + WRITE_WINDOW)  # ends are sorted
+            last = ends[at] if at < len(ends) else rows.num_rows
             window_start, window = start, rows.take(order.slice(start, max(last, end) - start))
         partition, batch_id = keys["partition"][start].as_py(), keys["batch_id"][start].as_py()
         key = fragment_key(table, partition, batch_id)
