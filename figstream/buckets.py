@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.objectstore import ObjectStore
+from figstream.objectstore import ObjectStore, write_parquet
 
 # 2.5M jobs (a 5M-event day) make ~40k jobs, ~20 MiB of Arrow, a bucket: a run's memory is its
 # events plus one bucket, with room for the state to grow tenfold; more buckets would only add
@@ -37,6 +37,11 @@ BUCKETS = 64
 # buckets, and the per-object cost (a few ms to read, encode, write and fsync each) made up most
 # of a small run (state steps 0.4-0.6 s each with 64 buckets, 0.09-0.15 s with one).
 SPLIT_ROWS = 50_000
+# How bucket objects are written. They are rewritten by nearly every run and read by the next,
+# so they are stored plain: no dictionary pages, no compression. On a 7k-row job bucket that
+# writes in 4 ms instead of 12 and reads in 3 instead of 5, for twice the bytes (2.8 MB); the
+# state is a few hundred MB at most, and only its current objects are kept.
+WRITE_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 
 def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
@@ -57,6 +62,11 @@ def split(table: pa.Table, bucket: np.ndarray) -> dict[int, pa.Table]:
     ends = np.append(starts[1:], len(order))
     ordered = table.take(pa.array(order))  # one gather; each bucket is then a zero-copy slice
     return {int(b): ordered.slice(s, e - s) for b, s, e in zip(ids, starts, ends, strict=True)}
+
+
+def write_bucket(objects: ObjectStore, key: str, table: pa.Table, **options: object) -> int:
+    """Store one bucket (or another object of the state) as Parquet, :data:`WRITE_OPTIONS`."""
+    return write_parquet(objects, key, table, **WRITE_OPTIONS, **options)
 
 
 def bucket_key(prefix: str, bucket: int, buckets: int = BUCKETS) -> str:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from figstream import buckets, transform
-from figstream.buckets import Manifest, merge_sorted, split
+from figstream.buckets import Manifest, merge_sorted, split, write_bucket
 from figstream.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.events import parse_time
 from figstream.landing import LANDING_PREFIX, parse_batch_key
@@ -525,8 +525,8 @@ def _write_key_bucket(
     """Store a key bucket of the registry and its duplicates; returns the duplicates."""
     result = transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
     manifest.changing(objects)
-    write_parquet(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
-    write_parquet(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
+    write_bucket(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
+    write_bucket(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
     manifest.count("duplicates")[bucket] = result.duplicates.num_rows
     return result.duplicates
 
@@ -587,7 +587,7 @@ def _grown(
 
 def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Table) -> None:
     for bucket, rows in split(registry, manifest.of(registry["job_id"])).items():
-        write_parquet(objects, manifest.bucket_key(REGISTRY_BY_JOB, bucket), rows)
+        write_bucket(objects, manifest.bucket_key(REGISTRY_BY_JOB, bucket), rows)
         manifest.count("registered")[bucket] = rows.num_rows
     for bucket, rows in split(registry, manifest.of(registry["dedupe_key"])).items():
         _write_key_bucket(objects, manifest, bucket, rows)
@@ -688,7 +688,7 @@ def _dedupe(
                 known = _snapshot(objects, key, schema)
             manifest.changing(objects)
             registry = transform.dedupe_postings(rows, known).canonical
-            write_parquet(objects, key, registry)
+            write_bucket(objects, key, registry)
             manifest.count("registered")[bucket] = registry.num_rows
     manifest.save(objects)
     dropped = pa.chunked_array(duplicate_ids, pa.string())
@@ -733,8 +733,8 @@ def _write_job_bucket(objects: ObjectStore, manifest: Manifest, bucket: int, job
     active = transform.search_index(jobs)
     key = manifest.bucket_key(ACTIVE_BUCKETS, bucket)
     manifest.changing(objects)
-    write_parquet(objects, key, active, row_group_size=INDEX_ROW_GROUP)
-    write_parquet(objects, manifest.bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
+    write_bucket(objects, key, active, row_group_size=INDEX_ROW_GROUP)
+    write_bucket(objects, manifest.bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
     _count_jobs(manifest, bucket, jobs)
 
 
@@ -745,7 +745,7 @@ def _count_jobs(manifest: Manifest, bucket: int, jobs: pa.Table) -> None:
 
 def _convert_job_state(objects: ObjectStore, manifest: Manifest, state: pa.Table) -> None:
     is_job = pc.equal(state["kind"], "job")
-    write_parquet(objects, MERGERS_KEY, state.filter(pc.invert(is_job)))
+    write_bucket(objects, MERGERS_KEY, state.filter(pc.invert(is_job)))
     jobs = state.filter(is_job)
     for bucket, rows in split(jobs, manifest.of(jobs["job_id"])).items():
         _write_job_bucket(objects, manifest, bucket, rows)
@@ -858,7 +858,7 @@ def _update_job_state(
         apply(group)
     if not after["mergers"].equals(mergers):
         manifest.changing(objects)
-        write_parquet(objects, MERGERS_KEY, after["mergers"])
+        write_bucket(objects, MERGERS_KEY, after["mergers"])
     manifest.save(objects)
     return StateReport(count, after["changed"], manifest.total("jobs"), manifest.total("active"))
 
