@@ -896,11 +896,31 @@ def _active_batches(objects: ObjectStore, key: str) -> Iterator[pa.RecordBatch]:
         yield from parquet.iter_batches(batch_size=INDEX_ROW_GROUP)
 
 
+# Active rows up to which the index is sorted in memory (~200 bytes a row, held about three
+# times over: read, filtered, sorted): one Arrow sort of every bucket's rows instead of a k-way
+# merge stepping through 64 streams a row group at a time in Python (0.8 s of a 1.6 s export
+# at 280k rows). A bigger index (a busy day's state) is merged, holding a row group a bucket.
+INDEX_SORT_ROWS = 400_000
+
+
+def _few_active(objects: ObjectStore, keys: list[str]) -> pa.Table | None:
+    """Every bucket's active rows as one table, or None once they pass INDEX_SORT_ROWS."""
+    tables, held = [], 0
+    for key in keys:
+        if objects.exists(key):
+            tables.append(read_parquet(objects, key))
+            held += tables[-1].num_rows
+            if held > INDEX_SORT_ROWS:
+                return None
+    return _concat(tables, INDEX_SCHEMA).cast(INDEX_SCHEMA)
+
+
 def export_search_index(stores: Stores) -> IndexReport:
     """Write the search index, :func:`transform.search_index` of the whole state and
-    duplicates, as one Parquet object by job_id: the buckets' active jobs merged a row group
-    per bucket at a time, less the shadowed duplicates. Nothing is written when neither the
-    state nor the registry changed since the index was last built."""
+    duplicates, as one Parquet object by job_id: the buckets' active jobs sorted at once when
+    they are few (:data:`INDEX_SORT_ROWS`), else merged a row group per bucket at a time, less
+    the shadowed duplicates. Nothing is written when neither the state nor the registry
+    changed since the index was last built."""
     objects = stores.objects
     state, registry = _job_state_manifest(objects), _registry_manifest(objects)
     source = {"job_state": state.token, "registry": registry.token}
@@ -909,12 +929,22 @@ def export_search_index(stores: Stores) -> IndexReport:
         if built["source"] == source:
             return IndexReport(built["rows"], built["preview"])
     shadowed = _shadowed(objects, registry, state)
+    keys = state.keys(ACTIVE_BUCKETS)
+
+    def unshadowed(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        for chunk in chunks:
+            yield chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
+
+    chunks = unshadowed(merge_sorted((_active_batches(objects, k) for k in keys), "job_id"))
+    few = _few_active(objects, keys)
+    if few is not None:  # filtered before the sort, so that the sort moves fewer rows
+        (few,) = unshadowed([few])
+        chunks = iter([few.take(pc.sort_indices(few, [("job_id", "ascending")]))])
+        del few
     sink = pa.BufferOutputStream()
     rows, preview = 0, []
     with pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
-        parts = (_active_batches(objects, k) for k in state.keys(ACTIVE_BUCKETS))
-        for chunk in merge_sorted(parts, "job_id"):
-            chunk = chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
+        for chunk in chunks:
             if len(preview) < 5:
                 head = chunk.slice(0, 5 - len(preview))
                 preview += head.select(["job_id", "board", "title", "location"]).to_pylist()

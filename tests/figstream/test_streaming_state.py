@@ -173,14 +173,24 @@ def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
 
 
 # split: 0 = many buckets from the first run, 150 = split mid-stream, None = one bucket throughout
+# sort: active rows the index export sorts in memory (None: the default, which every run here
+# stays under; 0: always the merge; 60: the sort until the state outgrows it, then the merge)
 @pytest.mark.parametrize(
-    ("seed", "cap", "split"), [(1, None, 0), (2, None, 0), (3, None, None), (4, 1, 0), (5, 1, 150)]
+    ("seed", "cap", "split", "sort"),
+    [(1, None, 0, None), (2, None, 0, 0), (3, None, None, 60), (4, 1, 0, 0), (5, 1, 150, None)],
 )
 def test_bucketed_state_equals_a_recompute_over_every_event(
-    tmp_path: Path, seed: int, cap: int | None, split: int | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    seed: int,
+    cap: int | None,
+    split: int | None,
+    sort: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if cap is not None:  # every touched bucket its own apply_job_state call, as in a busy hour
         monkeypatch.setattr(steps, "TOUCHED_ROWS_PER_APPLY", cap)
+    if sort is not None:
+        monkeypatch.setattr(steps, "INDEX_SORT_ROWS", sort)
     if split is not None:
         split_at(monkeypatch, split)
     stores = make_stores(tmp_path)
