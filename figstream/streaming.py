@@ -519,16 +519,44 @@ def read_duplicates(objects: ObjectStore) -> pa.Table:
     return duplicates.sort_by("job_id").combine_chunks()
 
 
+def _key_bucket(registry: pa.Table) -> transform.DedupeResult:
+    """The registry rows of a key bucket (one a job), sorted, and their duplicates."""
+    return transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
+
+
 def _write_key_bucket(
-    objects: ObjectStore, manifest: Manifest, bucket: int, registry: pa.Table
+    objects: ObjectStore, manifest: Manifest, bucket: int, result: transform.DedupeResult
 ) -> pa.Table:
     """Store a key bucket of the registry and its duplicates; returns the duplicates."""
-    result = transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
     manifest.changing(objects)
     write_bucket(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
     write_bucket(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
     manifest.count("duplicates")[bucket] = result.duplicates.num_rows
     return result.duplicates
+
+
+def _changed_key_bucket(
+    objects: ObjectStore, manifest: Manifest, bucket: int, changes: pa.Table, added: pa.Table
+) -> transform.DedupeResult:
+    """A key bucket after ``changes`` (the old and new registry rows of the jobs that moved to
+    or within it; the new ones are in ``added``). A key's duplicates depend on its rows
+    alone, so only the keys the changes name are recomputed; the others' are kept.
+
+    Idempotent even after a crash between the passes (or between the two objects): a job's
+    rows go, its new row comes, and the keys it names are recomputed from the rows."""
+    schema = transform.CANONICAL_SCHEMA
+    rows = _snapshot(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), schema)
+    gone = pc.is_in(rows["job_id"], changes["job_id"])
+    new = changes.filter(pc.is_in(changes["event_id"], added["event_id"]))
+    rows = pa.concat_tables([rows.filter(pc.invert(gone)), new])
+    keys = pc.unique(changes["dedupe_key"])
+    key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
+    kept = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
+    kept = kept.filter(pc.invert(pc.is_in(kept["dedupe_key"], keys)))
+    named = _key_bucket(rows.filter(pc.is_in(rows["dedupe_key"], keys))).duplicates
+    duplicates = pa.concat_tables([kept, named]).sort_by("job_id").combine_chunks()
+    canonical = rows.sort_by(_BY_FIRST_POSTING).combine_chunks()
+    return transform.DedupeResult(canonical.slice(0, 0), duplicates, canonical)
 
 
 def _manifest(
@@ -590,7 +618,7 @@ def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Tab
         write_bucket(objects, manifest.bucket_key(REGISTRY_BY_JOB, bucket), rows)
         manifest.count("registered")[bucket] = rows.num_rows
     for bucket, rows in split(registry, manifest.of(registry["dedupe_key"])).items():
-        _write_key_bucket(objects, manifest, bucket, rows)
+        _write_key_bucket(objects, manifest, bucket, _key_bucket(rows))
 
 
 def _registry_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
@@ -649,16 +677,20 @@ def _dedupe(
     del postings
     added, replaced, registered = [], [], []
     kept_known, held = {}, 0  # job buckets kept for the third pass while they fit
+    new_by_bucket = {}
     for bucket, rows in by_job.items():
         key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
         known = _snapshot(objects, key, transform.CANONICAL_SCHEMA)
         if held + known.num_rows <= REGISTRY_ROWS_KEPT:
             kept_known[bucket], held = known, held + known.num_rows
-        registry = transform.dedupe_postings(rows, known).canonical
-        new = registry.filter(pc.invert(pc.is_in(registry["event_id"], known["event_id"])))
+        # The first posting of each of the postings' jobs: only their registry rows matter.
+        mine = known.filter(pc.is_in(known["job_id"], rows["job_id"]))
+        registry = transform.dedupe_postings(rows, mine).canonical
+        new = registry.filter(pc.invert(pc.is_in(registry["event_id"], mine["event_id"])))
+        new_by_bucket[bucket] = new
         added.append(new)
-        replaced.append(known.filter(pc.is_in(known["job_id"], new["job_id"])))
-        registered.append(registry.filter(pc.is_in(registry["job_id"], rows["job_id"])))
+        replaced.append(mine.filter(pc.is_in(mine["job_id"], new["job_id"])))
+        registered.append(registry)
     schema = transform.CANONICAL_SCHEMA
     added, replaced = _concat(added, schema), _concat(replaced, schema)
     registered = _concat(registered, schema)
@@ -667,12 +699,8 @@ def _dedupe(
     duplicate_ids = []
     for bucket in sorted(set(changes) | set(manifest.of(registered["dedupe_key"]).tolist())):
         if bucket in changes:
-            # Idempotent even after a crash between the passes: a job's rows go, its new row comes.
-            rows = _snapshot(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), schema)
-            gone = pc.is_in(rows["job_id"], changes[bucket]["job_id"])
-            new = changes[bucket].filter(pc.is_in(changes[bucket]["event_id"], added["event_id"]))
-            rows = pa.concat_tables([rows.filter(pc.invert(gone)), new])
-            duplicates = _write_key_bucket(objects, manifest, bucket, rows)
+            result = _changed_key_bucket(objects, manifest, bucket, changes[bucket], added)
+            duplicates = _write_key_bucket(objects, manifest, bucket, result)
         else:
             key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
             duplicates = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
@@ -680,14 +708,15 @@ def _dedupe(
         duplicate_ids.append(
             duplicates["job_id"].filter(pc.is_in(duplicates["job_id"], registered["job_id"]))
         )
-    for bucket, rows in by_job.items():
-        if pc.any(pc.is_in(added["job_id"], rows["job_id"])).as_py():
+    for bucket, new in new_by_bucket.items():
+        if new.num_rows:  # the bucket's rows of those jobs give way to their new first postings
             key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
             known = kept_known.pop(bucket, None)
             if known is None:
                 known = _snapshot(objects, key, schema)
             manifest.changing(objects)
-            registry = transform.dedupe_postings(rows, known).canonical
+            known = known.filter(pc.invert(pc.is_in(known["job_id"], new["job_id"])))
+            registry = pa.concat_tables([known, new]).sort_by(_BY_FIRST_POSTING).combine_chunks()
             write_bucket(objects, key, registry)
             manifest.count("registered")[bucket] = registry.num_rows
     manifest.save(objects)
