@@ -519,28 +519,31 @@ def read_duplicates(objects: ObjectStore) -> pa.Table:
     return duplicates.sort_by("job_id").combine_chunks()
 
 
-def _key_bucket(registry: pa.Table) -> transform.DedupeResult:
-    """The registry rows of a key bucket (one a job), sorted, and their duplicates."""
-    return transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
+def _key_bucket(registry: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(duplicates, registry rows sorted) of a key bucket's registry rows (one a job)."""
+    result = transform.dedupe_postings(transform.empty(transform.POSTINGS_SCHEMA), registry)
+    return result.duplicates, result.canonical
 
 
 def _write_key_bucket(
-    objects: ObjectStore, manifest: Manifest, bucket: int, result: transform.DedupeResult
+    objects: ObjectStore, manifest: Manifest, bucket: int, tables: tuple[pa.Table, pa.Table]
 ) -> pa.Table:
-    """Store a key bucket of the registry and its duplicates; returns the duplicates."""
+    """Store a key bucket's (duplicates, registry rows); returns the duplicates."""
+    duplicates, registry = tables
     manifest.changing(objects)
-    write_bucket(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), result.duplicates)
-    write_bucket(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), result.canonical)
-    manifest.count("duplicates")[bucket] = result.duplicates.num_rows
-    return result.duplicates
+    write_bucket(objects, manifest.bucket_key(DUPLICATES_BUCKETS, bucket), duplicates)
+    write_bucket(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), registry)
+    manifest.count("duplicates")[bucket] = duplicates.num_rows
+    return duplicates
 
 
 def _changed_key_bucket(
     objects: ObjectStore, manifest: Manifest, bucket: int, changes: pa.Table, added: pa.Table
-) -> transform.DedupeResult:
-    """A key bucket after ``changes`` (the old and new registry rows of the jobs that moved to
-    or within it; the new ones are in ``added``). A key's duplicates depend on its rows
-    alone, so only the keys the changes name are recomputed; the others' are kept.
+) -> tuple[pa.Table, pa.Table]:
+    """(duplicates, registry rows) of a key bucket after ``changes``: the old and new registry
+    rows of the jobs that moved to or within it (the new ones are in ``added``). A key's
+    duplicates depend on its rows alone, so only the keys the changes name are recomputed; the
+    others' are kept.
 
     Idempotent even after a crash between the passes (or between the two objects): a job's
     rows go, its new row comes, and the keys it names are recomputed from the rows."""
@@ -553,10 +556,9 @@ def _changed_key_bucket(
     key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
     kept = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
     kept = kept.filter(pc.invert(pc.is_in(kept["dedupe_key"], keys)))
-    named = _key_bucket(rows.filter(pc.is_in(rows["dedupe_key"], keys))).duplicates
+    named, _ = _key_bucket(rows.filter(pc.is_in(rows["dedupe_key"], keys)))
     duplicates = pa.concat_tables([kept, named]).sort_by("job_id").combine_chunks()
-    canonical = rows.sort_by(_BY_FIRST_POSTING).combine_chunks()
-    return transform.DedupeResult(canonical.slice(0, 0), duplicates, canonical)
+    return duplicates, rows.sort_by(_BY_FIRST_POSTING).combine_chunks()
 
 
 def _manifest(
@@ -699,8 +701,8 @@ def _dedupe(
     duplicate_ids = []
     for bucket in sorted(set(changes) | set(manifest.of(registered["dedupe_key"]).tolist())):
         if bucket in changes:
-            result = _changed_key_bucket(objects, manifest, bucket, changes[bucket], added)
-            duplicates = _write_key_bucket(objects, manifest, bucket, result)
+            tables = _changed_key_bucket(objects, manifest, bucket, changes[bucket], added)
+            duplicates = _write_key_bucket(objects, manifest, bucket, tables)
         else:
             key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
             duplicates = _snapshot(objects, key, transform.DUPLICATES_SCHEMA)
