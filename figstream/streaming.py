@@ -967,7 +967,8 @@ def export_search_index(stores: Stores) -> IndexReport:
             yield chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
 
     chunks = unshadowed(merge_sorted((_active_batches(objects, k) for k in keys), "job_id"))
-    few = _few_active(objects, keys)
+    # The manifest's count first (no reads when it says the index is big), then the rows read.
+    few = _few_active(objects, keys) if state.total("active") <= INDEX_SORT_ROWS else None
     if few is not None:  # filtered before the sort, so that the sort moves fewer rows
         (few,) = unshadowed([few])
         chunks = iter([few.take(pc.sort_indices(few, [("job_id", "ascending")]))])
