@@ -232,6 +232,12 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         "job_state_rows",
         "_fingerprint",
         "_write_each",
+        "_few_active",
+        "_shadowed",
+        "clean",
+        "dedupe",
+        "update_job_state",
+        "export_search_index",
     ):
         peaks.wrap(steps, attr, f"streaming.{attr}")
     for attr in (
@@ -518,7 +524,9 @@ def main() -> None:
         "scaling_fit": fit,
     }
     print(f"[memory] max RSS {result['max_rss_mib']} MiB; fit {fit}", file=sys.stderr)
-    if not args.no_write:
+    if args.no_write:
+        print(json.dumps(result, indent=2))
+    else:
         write_results("memory", result)
         write_section("memory", readme(result))
 

@@ -103,6 +103,19 @@ class ObjectStore(ABC):
     def get(self, key: str) -> bytes:
         """The object's bytes; ``FileNotFoundError`` if there is none."""
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes; ``FileNotFoundError`` if there is none. This default
+        reads it: a store that lists sizes (S3 does) overrides it."""
+        return len(self.get(key))
+
+    def open(self, key: str) -> pa.NativeFile:
+        """A seekable reader of the object as it is now, so that part of it (a Parquet row
+        group) can be read without holding all of its bytes; ``FileNotFoundError`` if there is
+        none. This default holds them: a store that can read ranges overrides it."""
+        import pyarrow as pa
+
+        return pa.BufferReader(self.get(key))
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
@@ -220,6 +233,22 @@ class LocalObjectStore(ObjectStore):
                 return fh.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise FileNotFoundError(f"no object {key!r} in {self}") from None
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no object {key!r} in {self}")
+        return path.stat().st_size
+
+    def open(self, key: str) -> pa.NativeFile:
+        """The object's file, read as needed. ``put`` renames a new file over the key, so an
+        open reader keeps the object it opened."""
+        import pyarrow as pa
+
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no object {key!r} in {self}")
+        return pa.OSFile(str(path), "r")
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -272,3 +272,24 @@ def test_parquet_round_trip_through_bytes(store):
     assert size == len(store.get("tables/x.parquet")) > 0
     assert read_parquet(store, "tables/x.parquet").equals(table)
     assert read_parquet(store, "tables/x.parquet", columns=["n"]).column_names == ["n"]
+
+
+def test_open_reads_ranges_of_the_object_it_opened(store):
+    import pyarrow.parquet as pq
+
+    table = pa.table({"n": list(range(10_000))})
+    write_parquet(store, "tables/r.parquet", table, row_group_size=1000)
+    with store.open("tables/r.parquet") as source:
+        parquet = pq.ParquetFile(source)
+        first = parquet.read_row_group(0)
+        write_parquet(store, "tables/r.parquet", table.slice(0, 5))  # replaced while open
+        last = parquet.read_row_group(9)  # still the object that was opened
+    assert first["n"].to_pylist() == list(range(1000))
+    assert last["n"].to_pylist() == list(range(9000, 10_000))
+    assert read_parquet(store, "tables/r.parquet").num_rows == 5
+    for missing in ("nope", "tables", "tables/r.parquet/deeper"):
+        with pytest.raises(FileNotFoundError):
+            store.open(missing)
+        with pytest.raises(FileNotFoundError):
+            store.size(missing)
+    assert store.size("tables/r.parquet") == len(store.get("tables/r.parquet")) > 0
