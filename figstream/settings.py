@@ -41,6 +41,7 @@ class StreamingSettings:
     max_batches_per_tick: int = 400
     max_runs_per_tick: int = 6
     max_runs_in_flight: int = 1
+    overlap_max_bytes: int = 1_000_000
     max_run_seconds: int = 900
     lookback_seconds: int = 120
     dead_letter_warn_rate: float = 0.02
@@ -48,6 +49,9 @@ class StreamingSettings:
     freshness_fail_seconds: int = 600
     daily_stats_every_seconds: int = 300
     resume_failed_after_seconds: int = 30
+
+
+MAY_BE_ZERO = {"overlap_max_bytes"}  # 0 turns it off
 
 
 def streaming_settings(path: Path | None = None) -> StreamingSettings:
@@ -60,7 +64,10 @@ def streaming_settings(path: Path | None = None) -> StreamingSettings:
         if key not in known:
             raise ValueError(f"{path}: entry {key}: unknown setting (known: {', '.join(known)})")
         expected = float if known[key] == "float" else int
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{path}: entry {key}: must be a positive number, got {value!r}")
+        positive = key not in MAY_BE_ZERO
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or value < 0 or (positive and value == 0):
+            what = "a positive number" if positive else "a number >= 0"
+            raise ValueError(f"{path}: entry {key}: must be {what}, got {value!r}")
         raw[key] = expected(value)
     return StreamingSettings(**raw)

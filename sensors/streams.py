@@ -75,22 +75,28 @@ def stream_sensor(
         description=f"Requests a {job.name} run per event-time hour touched by new batches.",
     )
     def _sensor(context: dg.SensorEvaluationContext, streaming: StreamingResources):
-        # At most max_runs_in_flight runs of a stream (1 by default): while one runs, new batches
-        # fold into the next, larger run rather than into a growing pile of runs, each paying a
-        # whole state pass (backpressure). Runs of a stream need no order: event ids are
+        # At most max_runs_in_flight runs of a stream (1 by default): while one runs, a backlog
+        # folds into the next, larger run rather than into a growing pile of runs, each paying
+        # a whole state pass (backpressure). A trickle (new batches of at most
+        # overlap_max_bytes) does not wait: it starts one run more, so at a low rate an event
+        # is not held back by the run before it. Runs of a stream need no order: event ids are
         # claimed atomically and every state step is an order-insensitive merge.
         busy = context.instance.get_run_records(
             dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT),
-            limit=settings.max_runs_in_flight,
+            limit=settings.max_runs_in_flight + 1,
         )
-        if len(busy) >= settings.max_runs_in_flight:
+        stores = streaming.stores()
+        cursor = LandingCursor.loads(context.cursor)
+        listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
+        new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
+        if len(busy) >= settings.max_runs_in_flight and not (
+            len(busy) == settings.max_runs_in_flight and _trickle(stores, new, settings)
+        ):
             run = busy[0].dagster_run
             return dg.SkipReason(
                 f"{len(busy)} runs of {stream} in flight (latest {run.run_id}, {run.status.value})"
             )
 
-        stores = streaming.stores()
-        cursor = LandingCursor.loads(context.cursor)
         requests = _resume_requests(context.instance, stream, settings)
         # Daily rollups owed by earlier ticks: requested only now that no run of the stream
         # is in flight, so they see those runs' output; at most once per configured interval.
@@ -105,8 +111,6 @@ def stream_sensor(
             requests.append(_stats_request(stream, stats_job, sorted(cursor.days_due), now))
             cursor = replace(cursor, days_due=set(), days_requested_at=now)
 
-        listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
-        new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
         if not new:
             if requests:
                 return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
@@ -125,6 +129,18 @@ def stream_sensor(
         return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
 
     return _sensor
+
+
+def _trickle(stores: steps.Stores, new: list[str], settings: StreamingSettings) -> bool:
+    """Whether ``new`` batches are few enough bytes to start a run beside one in flight."""
+    if not new or not settings.overlap_max_bytes:
+        return False
+    total = 0
+    for key in new:
+        total += stores.objects.size(key)
+        if total > settings.overlap_max_bytes:
+            return False
+    return True
 
 
 def _resume_requests(

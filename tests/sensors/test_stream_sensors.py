@@ -98,19 +98,69 @@ def test_batch_visible_out_of_order_within_lookback_is_not_skipped(harness):
     assert [r.run_config["ops"]["raw_events"]["config"]["batch_keys"] for r in runs] == [[late_key]]
 
 
-def test_backpressure_leaves_the_cursor_while_runs_are_in_flight(harness):
-    first = harness.tick("postings")
-    request = first.run_requests[0]
+def _in_flight(harness: Harness, request: dg.RunRequest, runs: int) -> None:
+    """Runs that were requested but have not finished (NOT_STARTED counts like STARTED)."""
     job = harness.defs.resolve_job_def("postings_job")
-    # Runs that were requested but have not finished (NOT_STARTED counts like STARTED).
-    for _ in range(harness.settings.max_runs_in_flight):
+    for _ in range(runs):
         harness.instance.create_run_for_job(
             job_def=job, run_config=request.run_config, tags=request.tags
         )
+
+
+def _posting(harness: Harness, event_id: str) -> dict:
+    record = json.loads(
+        next((harness.home / "feeds").rglob("*.jsonl")).read_bytes().split(b"\n")[0]
+    )
+    return {**record, "id": event_id}
+
+
+@pytest.fixture
+def backlog_harness(tmp_path, monkeypatch):
+    """A harness where any batch is a backlog: nothing starts beside a run in flight."""
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=600, seed=11, bad_rate=0.01)
+    return Harness(tmp_path, monkeypatch, max_runs_per_tick=1000, overlap_max_bytes=0)
+
+
+def test_backpressure_leaves_the_cursor_while_runs_are_in_flight(backlog_harness):
+    harness = backlog_harness
+    first = harness.tick("postings")
+    _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
     cursor = harness.cursors["postings"]
     Publisher(LocalObjectStore(harness.home), producer="test").publish([b"{}"])
     skipped = harness.tick("postings")
     assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
+    assert harness.cursors["postings"] == cursor
+
+
+def test_a_trickle_starts_one_run_beside_those_in_flight_and_no_more(harness):
+    store = LocalObjectStore(harness.home)
+    first = harness.tick("postings")
+    harness.tick("postings")  # the daily rollup the first tick owes
+    _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
+    # A small batch: requested at once, beside the run in flight.
+    [small] = Publisher(store, producer="test").publish([_posting(harness, "trickle-1")])
+    [run] = requests(harness.tick("postings"))
+    assert run.run_config["ops"]["raw_events"]["config"]["batch_keys"] == [small]
+    # One run more is the most: with it in flight too, even a trickle waits, unread.
+    _in_flight(harness, run, 1)
+    cursor = harness.cursors["postings"]
+    Publisher(store, producer="test").publish([_posting(harness, "trickle-2")])
+    waited = harness.tick("postings")
+    assert isinstance(waited, dg.SkipReason) and "in flight" in waited.skip_message
+    assert harness.cursors["postings"] == cursor
+
+
+def test_a_backlog_waits_for_the_run_in_flight(harness):
+    store = LocalObjectStore(harness.home)
+    first = harness.tick("postings")
+    harness.tick("postings")
+    _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
+    cursor = harness.cursors["postings"]
+    lines = [_posting(harness, f"backlog-{n}") for n in range(4000)]
+    backlog = Publisher(store, producer="test").publish(lines)
+    assert sum(store.size(k) for k in backlog) > harness.settings.overlap_max_bytes
+    waited = harness.tick("postings")
+    assert isinstance(waited, dg.SkipReason) and "in flight" in waited.skip_message
     assert harness.cursors["postings"] == cursor
 
 

@@ -1,0 +1,42 @@
+"""The streaming settings file: what it accepts and how it refuses the rest.
+
+Bad inputs tried: an unknown key, zero, a negative number, a boolean, a string, and zero where
+zero turns a setting off."""
+
+import pytest
+
+from figstream.settings import StreamingSettings, streaming_settings
+
+
+def test_the_project_file_reads(tmp_path):
+    settings = streaming_settings()
+    assert isinstance(settings, StreamingSettings) and settings.max_runs_in_flight >= 1
+
+
+def _read(tmp_path, text: str) -> StreamingSettings:
+    path = tmp_path / "streaming.yaml"
+    path.write_text("version: 1\n" + text)
+    return streaming_settings(path)
+
+
+def test_zero_turns_overlap_off_and_nothing_else_may_be_zero(tmp_path):
+    assert _read(tmp_path, "overlap_max_bytes: 0\n").overlap_max_bytes == 0
+    assert _read(tmp_path, "overlap_max_bytes: 5000\n").overlap_max_bytes == 5000
+    with pytest.raises(ValueError, match="max_runs_in_flight: must be a positive number"):
+        _read(tmp_path, "max_runs_in_flight: 0\n")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("overlap_max_bytes: -1\n", "must be a number >= 0"),
+        ("overlap_max_bytes: true\n", "must be a number >= 0"),
+        ("max_batches_per_tick: many\n", "must be a positive number"),
+        ("max_batches_per_tick: -3\n", "must be a positive number"),
+        ("overlap_bytes: 10\n", "unknown setting"),
+    ],
+)
+def test_bad_entries_are_refused_naming_the_file(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        _read(tmp_path, text)
+    assert "streaming.yaml" in str(refused.value)
