@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -102,6 +103,17 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; ``FileNotFoundError`` if there is none."""
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """A file to write the object into, for an object made a piece at a time (a Parquet
+        file row group by row group). It is stored under ``key`` as :meth:`put` stores, atomic
+        and durable, when the block ends, and not at all if the block raises. This default
+        holds the bytes until then: a store that can stream them (a local file, an S3
+        multipart upload) overrides it."""
+        buffer = io.BytesIO()
+        yield buffer
+        self.put(key, buffer.getbuffer())
 
     def size(self, key: str) -> int:
         """The object's size in bytes; ``FileNotFoundError`` if there is none. This default
@@ -196,6 +208,11 @@ class LocalObjectStore(ObjectStore):
             _fsync_dir(path.parent)
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        with self.writer(key) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)
         directory = path.parent
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -212,7 +229,7 @@ class LocalObjectStore(ObjectStore):
                     raise
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

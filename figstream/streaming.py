@@ -979,16 +979,15 @@ def export_search_index(stores: Stores) -> IndexReport:
         (few,) = unshadowed([few])
         chunks = iter([few.take(pc.sort_indices(few, [("job_id", "ascending")]))])
         del few
-    sink = pa.BufferOutputStream()
     rows, preview = 0, []
-    with pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
+    # Written to the object as it is made: not held whole (52 MB on a 5M-event day).
+    with objects.writer(SEARCH_INDEX_KEY) as sink, pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
         for chunk in chunks:
             if len(preview) < 5:
                 head = chunk.slice(0, 5 - len(preview))
                 preview += head.select(["job_id", "board", "title", "location"]).to_pylist()
             rows += chunk.num_rows
             writer.write_table(chunk)
-    objects.put(SEARCH_INDEX_KEY, memoryview(sink.getvalue()))
     report = {"source": source, "rows": rows, "preview": preview}
     objects.put(SEARCH_INDEX_SOURCE, orjson.dumps(report))
     return IndexReport(rows, preview)

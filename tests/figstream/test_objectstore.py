@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from figstream.objectstore import LocalObjectStore, read_parquet, write_parquet
+from figstream.objectstore import LocalObjectStore, ObjectStore, read_parquet, write_parquet
 
 
 @pytest.fixture
@@ -293,3 +293,49 @@ def test_open_reads_ranges_of_the_object_it_opened(store):
         with pytest.raises(FileNotFoundError):
             store.size(missing)
     assert store.size("tables/r.parquet") == len(store.get("tables/r.parquet")) > 0
+
+
+class _DictStore(ObjectStore):
+    """The smallest store: what a store gets from the base class without overriding it."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key, data):
+        self.objects[key] = bytes(data)
+
+    def get(self, key):
+        if key not in self.objects:
+            raise FileNotFoundError(key)
+        return self.objects[key]
+
+    def exists(self, key):
+        return key in self.objects
+
+    def list(self, prefix="", start_after="", limit=None):
+        keys = sorted(k for k in self.objects if k.startswith(prefix) and k > start_after)
+        return keys if limit is None else keys[:limit]
+
+    def delete(self, key):
+        self.objects.pop(key, None)
+
+
+@pytest.mark.parametrize("kind", ["local", "base"])
+def test_writer_stores_the_object_when_the_block_ends_and_nothing_if_it_raises(tmp_path, kind):
+    import pyarrow.parquet as pq
+
+    store = LocalObjectStore(tmp_path) if kind == "local" else _DictStore()
+    table = pa.table({"n": list(range(100))})
+    with store.writer("t/a.parquet") as sink, pq.ParquetWriter(sink, table.schema) as writer:
+        for start in range(0, 100, 30):  # row group by row group
+            writer.write_table(table.slice(start, 30))
+            assert not store.exists("t/a.parquet")  # not before the block ends
+    assert read_parquet(store, "t/a.parquet").equals(table)
+    assert store.size("t/a.parquet") == len(store.get("t/a.parquet"))
+    with pytest.raises(RuntimeError, match="mid-write"), store.writer("t/a.parquet") as sink:
+        sink.write(b"partial")
+        raise RuntimeError("mid-write")
+    assert read_parquet(store, "t/a.parquet").equals(table)  # the old object, whole
+    assert store.list("t/") == ["t/a.parquet"]  # and no temporary file
+    if kind == "local":
+        assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a.parquet"]
