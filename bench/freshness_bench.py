@@ -436,6 +436,7 @@ def main() -> None:
             "probes_each": probes_each,
             "background_rate": args.rate,
             "max_runs_in_flight": streaming_settings().max_runs_in_flight,
+            "overlap_max_bytes": streaming_settings().overlap_max_bytes,
             "poll_seconds": POLL_S,
             "workspace": "bench/floor/workspace.yaml",
             "dagster_yaml": "platform/local/dagster.yaml",
@@ -518,6 +519,15 @@ def readme(r: dict) -> str:
     free = [p for p in figs if p.get("runs_in_flight_at_publish", 0) < limit]
     free_p50 = summary([p["to_search_index_s"] for p in free if p["to_search_index_s"]])
 
+    overlap = r["setup"].get("overlap_max_bytes")
+    if overlap:
+        overlap = (
+            f"new batches of at most `overlap_max_bytes` ({overlap:,} bytes) start one run"
+            " more beside them, a bigger backlog waits until one ends"
+        )
+    else:  # not recorded (before it existed) or 0
+        overlap = "the sensor skips until one ends"
+
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**missed**"
 
@@ -558,7 +568,7 @@ server, the first run of each location and any while its worker warms):
 {inst.get("run_workers", "not recorded")}. A fresh interpreter would take {imports}.
 Figstream steps (p50): {steps}.
 Figstream probes published while {limit} postings run(s) were already in flight (the sensor's
-`max_runs_in_flight`, so it skips until one ends): {len(blocked)} of {len(figs)}, p50
+`max_runs_in_flight`; {overlap}): {len(blocked)} of {len(figs)}, p50
 {fmt(blocked_p50["p50"])} s; the others p50 {fmt(free_p50["p50"])} s.
 Sensor ticks: {ticks}.
 Runs during the bench: {inst["run_statuses"]} (just before `dagster dev` was stopped:
