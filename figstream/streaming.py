@@ -229,6 +229,7 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
             group, held = [], 0
     if group:
         _store_group(stores, stream, partition, group, report)
+    _release_arrow_memory()
     return report
 
 
@@ -412,7 +413,19 @@ def by_hour(
     give); the price is each touched bucket rewritten once per hour."""
     ids = None if batch_ids is None else list(batch_ids)
     hours = [[partition] for partition in sorted(partitions)] or [[]]
-    return [step(stores, hour, ids) for hour in hours]
+    reports = []
+    for hour in hours:
+        reports.append(step(stores, hour, ids))
+        _release_arrow_memory()
+    return reports
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool kept from a step back to the system. The pool (mimalloc)
+    keeps freed pages for reuse, but the next step's Python objects come from another
+    allocator and cannot use them: after exporting 1.5M index rows it held 146 MiB with nothing
+    allocated. Returning them costs well under a millisecond."""
+    pa.default_memory_pool().release_unused()
 
 
 def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None) -> int:
@@ -990,6 +1003,7 @@ def export_search_index(stores: Stores) -> IndexReport:
             writer.write_table(chunk)
     report = {"source": source, "rows": rows, "preview": preview}
     objects.put(SEARCH_INDEX_SOURCE, orjson.dumps(report))
+    _release_arrow_memory()
     return IndexReport(rows, preview)
 
 
