@@ -123,45 +123,45 @@ def backlog_harness(tmp_path, monkeypatch):
 
 def test_backpressure_leaves_the_cursor_while_runs_are_in_flight(backlog_harness):
     harness = backlog_harness
+    store = _busy(harness)
+    Publisher(store, producer="test").publish([b"{}"])
+    _waits_unread(harness)
+
+
+def _busy(harness: Harness) -> LocalObjectStore:
+    """The day taken (and its daily rollup requested), then max_runs_in_flight runs in flight."""
     first = harness.tick("postings")
+    harness.tick("postings")  # the daily rollup the first tick owes
     _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
+    return LocalObjectStore(harness.home)
+
+
+def _waits_unread(harness: Harness) -> None:
+    """The next tick skips for the runs in flight and leaves the cursor where it was."""
     cursor = harness.cursors["postings"]
-    Publisher(LocalObjectStore(harness.home), producer="test").publish([b"{}"])
-    skipped = harness.tick("postings")
-    assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
+    waited = harness.tick("postings")
+    assert isinstance(waited, dg.SkipReason) and "in flight" in waited.skip_message
     assert harness.cursors["postings"] == cursor
 
 
 def test_a_trickle_starts_one_run_beside_those_in_flight_and_no_more(harness):
-    store = LocalObjectStore(harness.home)
-    first = harness.tick("postings")
-    harness.tick("postings")  # the daily rollup the first tick owes
-    _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
+    store = _busy(harness)
     # A small batch: requested at once, beside the run in flight.
     [small] = Publisher(store, producer="test").publish([_posting(harness, "trickle-1")])
     [run] = requests(harness.tick("postings"))
     assert run.run_config["ops"]["raw_events"]["config"]["batch_keys"] == [small]
-    # One run more is the most: with it in flight too, even a trickle waits, unread.
+    # One run more is the most: with it in flight too, even a trickle waits.
     _in_flight(harness, run, 1)
-    cursor = harness.cursors["postings"]
     Publisher(store, producer="test").publish([_posting(harness, "trickle-2")])
-    waited = harness.tick("postings")
-    assert isinstance(waited, dg.SkipReason) and "in flight" in waited.skip_message
-    assert harness.cursors["postings"] == cursor
+    _waits_unread(harness)
 
 
 def test_a_backlog_waits_for_the_run_in_flight(harness):
-    store = LocalObjectStore(harness.home)
-    first = harness.tick("postings")
-    harness.tick("postings")
-    _in_flight(harness, first.run_requests[0], harness.settings.max_runs_in_flight)
-    cursor = harness.cursors["postings"]
+    store = _busy(harness)
     lines = [_posting(harness, f"backlog-{n}") for n in range(4000)]
     backlog = Publisher(store, producer="test").publish(lines)
     assert sum(store.size(k) for k in backlog) > harness.settings.overlap_max_bytes
-    waited = harness.tick("postings")
-    assert isinstance(waited, dg.SkipReason) and "in flight" in waited.skip_message
-    assert harness.cursors["postings"] == cursor
+    _waits_unread(harness)
 
 
 def test_boards_sensor_only_requests_hours_with_mergers(harness):
