@@ -46,8 +46,10 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
+# Two workers, a test file each at a time (a file's fixtures stay in one process): the slow
+# files wait on servers and daemons as much as they compute.
 test: lint
-	.venv/bin/pytest
+	.venv/bin/pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf .venv .bootstrap .pytest_cache .ruff_cache
