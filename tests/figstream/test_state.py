@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,22 @@ def test_large_upserts_commit_in_chunks_and_still_keep_the_latest(store):
     assert store.upsert_jobs(table(rows)) >= 40
     assert store.jobs().equals(expected_lww(rows))
     assert store.upsert_jobs(table(rows[::-1])) == 0
+
+
+def test_a_file_with_the_old_status_index_loses_it_and_still_answers(tmp_path):
+    """Files made before the status index was dropped have it; opening them drops it (every
+    upsert paid for it), and status queries still answer."""
+    path = tmp_path / "old.sqlite"
+    SqliteStateStore(path).upsert_jobs(
+        table([job_row("a", T0, "e1"), job_row("b", T0, "e2", status="expired")])
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE INDEX job_state_status ON job_state (status)")
+    store = SqliteStateStore(path)
+    with sqlite3.connect(path) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='index'")}
+    assert "job_state_status" not in indexes and "job_state_board" in indexes
+    assert store.jobs(status="expired")["job_id"].to_pylist() == ["b"]
 
 
 def test_jobs_filters(store):
