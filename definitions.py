@@ -8,7 +8,7 @@ from assets.migration import build_migration_assets, feed_dump_mirror, new_asset
 from assets.redirects import build_redirect_assets
 from assets.streaming import build_streaming_assets, stream_jobs
 from figstream import settings
-from figstream.ledger import Ledger, load_ledger
+from figstream.migration.ledger import Ledger, load_ledger
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
 from sensors.migration import migration_jobs, migration_sensors

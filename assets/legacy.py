@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import luigi
 
-from figstream.ledger import Ledger
+from figstream.migration.ledger import Ledger
 from resources.luigi_runner import LuigiRun, LuigiRunner
 
 GROUP = "legacy"

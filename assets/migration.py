@@ -27,13 +27,13 @@ import pyarrow as pa
 
 from assets.legacy import FEED_DUMP_KEY, daily_partitions, legacy_key, snake
 from assets.legacy import GROUP as LEGACY_GROUP
-from figstream import views
-from figstream.ledger import Ledger, Stage
-from figstream.migration import LEGACY_FAILED, ParityResult, describe_streak, status, streak
-from figstream.mirror import UNATTRIBUTED, after_cutoff, mirror_day
-from figstream.objectstore import LocalObjectStore
-from figstream.parity import compare
-from figstream.streaming import day_partitions
+from figstream.migration import flaws, legacy_files, views
+from figstream.migration.gate import LEGACY_FAILED, ParityResult, describe_streak, status, streak
+from figstream.migration.ledger import Ledger, Stage
+from figstream.migration.mirror import UNATTRIBUTED, after_cutoff, mirror_day
+from figstream.migration.parity import compare
+from figstream.storage.objects import LocalObjectStore
+from figstream.streaming.stores import day_partitions
 from resources.migration import MigrationResource
 from resources.stores import StreamingResources
 
@@ -129,7 +129,7 @@ def bridge_asset(
     ) -> dg.MaterializeResult:
         day = context.partition_key
         view = views.render_new(task, day, streaming.stores(), epoch)
-        paths = views.write_legacy_outputs(task, day, view, migration.root)
+        paths = legacy_files.write_legacy_outputs(task, day, view, migration.root)
         return dg.MaterializeResult(
             metadata={
                 "bridged_from": ", ".join(NEW_ASSETS[task]),
@@ -255,7 +255,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
         late = after_cutoff(stores, day)
         if late is not None:
             new = dataclasses.replace(new, context={**new.context, "after_cutoff": late})
-        legacy = views.read_legacy(task, day, migration.root)
+        legacy = legacy_files.read_legacy(task, day, migration.root)
         if legacy is None:
             dead = sum(stores.dead_letters.count(partition_key=p) for p in day_partitions(day))
             if dead:
@@ -272,7 +272,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
             markdown = summary
             passed = verdict == LEGACY_FAILED
         else:
-            report = compare(legacy, new, entry.parity, views.KNOWN_FLAWS)
+            report = compare(legacy, new, entry.parity, flaws.KNOWN_FLAWS)
             verdict, summary = report.verdict, _summary(report)
             report_dict, markdown, passed = report.to_dict(), report.to_markdown(), report.passed
         result = ParityResult(
@@ -348,8 +348,8 @@ def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.
         new_first = stage in (Stage.MIGRATED, Stage.RETIRED)
 
         def legacy_side() -> pa.Table | None:
-            path = views.legacy_dir(migration.root, day) / LEGACY_FILES[task]
-            return views.read_csv(path) if path.exists() else None
+            path = legacy_files.legacy_dir(migration.root, day) / LEGACY_FILES[task]
+            return legacy_files.read_csv(path) if path.exists() else None
 
         def new_side() -> pa.Table | None:
             if not views.supports(task) or not _new_has_day(streaming, day):
@@ -369,7 +369,7 @@ def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.
         position = [name for name, _ in order].index(side)
         path = published_path(migration.root, name, day)
         LocalObjectStore(migration.root).put(
-            str(path.relative_to(migration.root)), views.csv_bytes(table)
+            str(path.relative_to(migration.root)), legacy_files.csv_bytes(table)
         )
         if position:
             context.log.warning(

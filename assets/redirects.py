@@ -1,6 +1,6 @@
 """The SEO redirects of the streaming platform: a daily asset next to legacy ``SeoRedirects``.
 
-Thin: the work is in ``figstream.redirect_steps`` (I/O) and ``figstream.redirects`` (pure).
+Thin: the work is in ``figstream.redirects.steps`` (I/O) and ``figstream.redirects.graph`` (pure).
 Each daily partition writes the day's redirects and the collapsed redirect map as of the end of
 the day; the map of a day builds on the kept map of the day before, and the step computes any
 missing earlier day itself, so a partition can be materialised alone or a range backfilled in
@@ -11,9 +11,9 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from assets.streaming import GROUP, daily_partitions
-from figstream import redirect_steps
-from figstream.ledger import Ledger
-from figstream.redirects import REASON_EXPIRED, REASON_MERGED
+from figstream.migration.ledger import Ledger
+from figstream.redirects import steps
+from figstream.redirects.graph import REASON_EXPIRED, REASON_MERGED
 from figstream.settings import StreamingSettings
 from resources.stores import StreamingResources
 
@@ -48,9 +48,7 @@ def build_redirect_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     ) -> dg.MaterializeResult:
         """301s for the postings that went away each day (expired, or their board was absorbed
         in a merger) and the redirect map with every chain collapsed to one hop."""
-        by_day = redirect_steps.seo_redirects_days(
-            streaming.stores(), context.partition_keys, epoch_day
-        )
+        by_day = steps.seo_redirects_days(streaming.stores(), context.partition_keys, epoch_day)
         last_day = max(by_day)
         last = by_day[last_day]
         reasons = last.redirects["reason"]
@@ -66,7 +64,7 @@ def build_redirect_assets(ledger: Ledger, settings: StreamingSettings) -> list:
                 "map_size": last.map.num_rows,
                 "map_entries_rewritten": last.rewritten,
                 "longest_chain_collapsed": hops,
-                "path": dg.MetadataValue.path(redirect_steps.map_key(last_day)),
+                "path": dg.MetadataValue.path(steps.map_key(last_day)),
                 "preview": dg.MetadataValue.md(_preview(last.redirects)),
             }
         )

@@ -1,6 +1,6 @@
 """The streaming assets: hourly event-time partitions, materialised as micro-batches land.
 
-Each asset reads through the stores, calls a step of ``figstream.streaming`` and reports what
+Each asset reads through the stores, calls a step of ``figstream.streaming.stores`` and reports what
 it did. A sensor run names the new batches in its run config (``batch_keys``); a backfill or a
 run launched from the UI leaves it empty and recomputes the partition from every batch the
 landing index holds for it. Both write the same per-batch fragments, so they agree.
@@ -13,10 +13,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream import streaming as steps
-from figstream.landing import parse_batch_key
-from figstream.ledger import Ledger
+from figstream.ingest.landing import parse_batch_key
+from figstream.migration.ledger import Ledger
 from figstream.settings import StreamingSettings
+from figstream.streaming import cleaning, dedupe, index_export, ingest, landing_index
+from figstream.streaming import daily as streaming_daily
+from figstream.streaming import jobs as streaming_jobs
 from resources.stores import StreamingResources
 
 GROUP = "streaming"
@@ -91,9 +93,9 @@ def ingest_asset(
         stores = streaming.stores()
         if not config.batch_keys:
             # A backfill reads the landing index: make sure it has seen every landed batch.
-            indexed = steps.catch_up_index(stores, stream)
+            indexed = landing_index.catch_up_index(stores, stream)
             context.log.info(f"indexed {indexed} landed batches the sensor had not seen")
-        totals = steps.IngestReport()
+        totals = ingest.IngestReport()
         worst_rate, worst_partition = 0.0, None
         for partition in context.partition_keys:
             indexed = stores.state.batches_for(stream, partition)
@@ -103,7 +105,7 @@ def ingest_asset(
                 if config.batch_keys
                 else indexed
             )
-            report = steps.ingest(stores, stream, partition, keys)
+            report = ingest.ingest(stores, stream, partition, keys)
             for attr in ("batches", "records", "valid", "duplicates", "dead_lettered"):
                 setattr(totals, attr, getattr(totals, attr) + getattr(report, attr))
             totals.event_times.extend(report.event_times)
@@ -159,7 +161,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """job.posted / job.updated events with normalised text and a cross-board dedupe key."""
-        rows = steps.clean(streaming.stores(), context.partition_keys, _batch_ids(config))
+        rows = cleaning.clean(streaming.stores(), context.partition_keys, _batch_ids(config))
         return dg.MaterializeResult(metadata={"rows": rows})
 
     @dg.asset(
@@ -174,7 +176,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """Postings with cross-board duplicates removed (the earliest posting of a job wins)."""
-        report = steps.dedupe(streaming.stores(), context.partition_keys, _batch_ids(config))
+        report = dedupe.dedupe(streaming.stores(), context.partition_keys, _batch_ids(config))
         return dg.MaterializeResult(
             metadata={
                 "postings": report.postings,
@@ -195,7 +197,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """Current state per job id in the state store: last writer wins by (event time, id)."""
-        report = steps.update_job_state(
+        report = streaming_jobs.update_job_state(
             streaming.stores(), context.partition_keys, _batch_ids(config)
         )
         return dg.MaterializeResult(
@@ -217,7 +219,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     )
     def search_index(streaming: StreamingResources) -> dg.MaterializeResult:
         """The snapshot of active jobs the site searches, without cross-board duplicates."""
-        index = steps.export_search_index(streaming.stores())
+        index = index_export.export_search_index(streaming.stores())
         table = "\n".join(
             f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |"
             for r in index.preview
@@ -225,7 +227,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         return dg.MaterializeResult(
             metadata={
                 "active_jobs": index.rows,
-                "path": dg.MetadataValue.path(steps.SEARCH_INDEX_KEY),
+                "path": dg.MetadataValue.path(index_export.SEARCH_INDEX_KEY),
                 "preview": dg.MetadataValue.md(
                     "| job_id | board | title | location |\n|---|---|---|---|\n" + table
                 ),
@@ -245,7 +247,9 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         context: dg.AssetExecutionContext, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """Per board and day: postings, updates, expiries, active jobs at the day's end."""
-        by_day = steps.board_daily_stats(streaming.stores(), context.partition_keys, epoch_day)
+        by_day = streaming_daily.board_daily_stats(
+            streaming.stores(), context.partition_keys, epoch_day
+        )
         last = by_day[max(by_day)]
         return dg.MaterializeResult(
             metadata={

@@ -12,7 +12,7 @@ Probes alternate (figstream, floor, floor, figstream, ...) with a random 1-5 s p
 them, one at a time:
 
 * figstream: one ``job.posted`` with a unique job id and event time = now, published through
-  ``figstream.publish.Publisher``; measured until the job id is in
+  ``figstream.ingest.publish.Publisher``; measured until the job id is in
   ``tables/search_index/snapshot.parquet`` and until ``SqliteStateStore.jobs`` returns it;
 * floor: a marker file in the floor sensor's directory; measured until the one-asset run has
   written the marker id (``bench/floor/definitions.py``).
@@ -63,11 +63,11 @@ from benchlib import (
     write_section,
 )
 
-from figstream.events import format_time
-from figstream.objectstore import LocalObjectStore
+from figstream.events.envelope import format_time
 from figstream.settings import streaming_settings
-from figstream.state import SqliteStateStore, state_path
-from figstream.streaming import SEARCH_INDEX_KEY
+from figstream.storage.objects import LocalObjectStore
+from figstream.storage.state import SqliteStateStore, state_path
+from figstream.streaming.index_export import SEARCH_INDEX_KEY
 from resources.run_launcher import WORKER_TAG
 
 BENCH = "freshness"
@@ -80,7 +80,7 @@ FIG_STEPS = ["raw_events", "clean_postings", "deduped_postings", "job_state", "s
 class FigstreamProbe:
     def __init__(self, home: Path) -> None:
         self.publisher_store = LocalObjectStore(home)
-        from figstream.publish import Publisher
+        from figstream.ingest.publish import Publisher
 
         self.publisher = Publisher(self.publisher_store, producer="bench-probe")
         self.state = SqliteStateStore(state_path(home))

@@ -1,4 +1,4 @@
-"""Time ``figstream.generate`` end to end (Faker pools, simulation, feed dump, landing batches).
+"""Time ``figstream.ingest.generate`` end to end (Faker pools, simulation, feed dump, landing batches).
 
     .venv/bin/python bench/generate_bench.py                # 10 days x 100,000 = ~1M events
     .venv/bin/python bench/generate_bench.py --events-per-day 20000 --keep bench/out/gen
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from figstream.generate import generate
+from figstream.ingest.dataset import generate
 
 
 def main() -> None:

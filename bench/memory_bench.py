@@ -3,7 +3,7 @@
     .venv/bin/python bench/memory_bench.py [--quick] [--events 5000000] [--mode range|hourly|both]
         [--data DIR] [--no-write]
 
-A day is generated (``figstream.generate.generate``, seed 42, in a child process of its own)
+A day is generated (``figstream.ingest.dataset.generate``, seed 42, in a child process of its own)
 and then processed in a fresh child process that does what the platform does:
 
 1. *index* (the stream sensors' work, in the daemon): ``assign`` every landing batch and record
@@ -58,6 +58,10 @@ from benchlib import (
     write_section,
 )
 
+from figstream.streaming import cleaning, index_export, jobs, landing_index
+from figstream.streaming import dedupe as streaming_dedupe
+from figstream.streaming import ingest as streaming_ingest
+
 BENCH = "memory"
 TARGET_BYTES = 2**30
 DAY = date(2026, 11, 20)
@@ -105,7 +109,7 @@ class ArrowPeak(threading.Thread):
 
 
 def child_generate(root: Path, events: int) -> dict:
-    from figstream.generate import generate
+    from figstream.ingest.dataset import generate
 
     began = time.perf_counter()
     summary = generate(
@@ -187,10 +191,8 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
 
     import definitions  # noqa: F401  (what a run worker holds before its first step)
     from assets.streaming import lag_metadata
-    from figstream import streaming as steps
-    from figstream import transform
-    from figstream.landing import LANDING_PREFIX
-    from figstream.ledger import load_ledger
+    from figstream.ingest.landing import LANDING_PREFIX
+    from figstream.migration.ledger import load_ledger
     from figstream.settings import ledger_path
     from resources.profiles import resources_for
 
@@ -282,7 +284,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         for start in range(0, len(keys), 400):
             entries: dict[str, list] = {"postings": [], "boards": []}
             for key in keys[start : start + 400]:
-                assigned = steps.assign(
+                assigned = landing_index.assign(
                     stores.objects.get(key), key, stores.router, stores.first_partition
                 )
                 for (stream, partition), lines in assigned.items():
@@ -297,7 +299,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         totals = {"records": 0, "valid": 0, "dead_lettered": 0}
         times = []
         for partition in partitions:
-            report = steps.ingest(
+            report = streaming_ingest.ingest(
                 stores, stream, partition, stores.state.batches_for(stream, partition)
             )
             totals["records"] += report.records
@@ -315,12 +317,12 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     if mode == "range":
         counts["ingest_postings"] = phase("ingest raw_events", ingest, "postings", postings)
         counts["ingest_boards"] = phase("ingest board_mergers", ingest, "boards", boards)
-        counts["clean_rows"] = phase("clean (range)", steps.clean, stores, postings, None)
-        dedupe = phase("dedupe (range)", steps.dedupe, stores, postings, None)
+        counts["clean_rows"] = phase("clean (range)", cleaning.clean, stores, postings, None)
+        dedupe = phase("dedupe (range)", streaming_dedupe.dedupe, stores, postings, None)
         counts["dedupe"] = vars(dedupe)
-        state = phase("update_job_state (range)", steps.update_job_state, stores, postings, None)
+        state = phase("update_job_state (range)", jobs.update_job_state, stores, postings, None)
         counts["job_state"] = vars(state)
-        index = phase("export_search_index", steps.export_search_index, stores)
+        index = phase("export_search_index", index_export.export_search_index, stores)
         counts["search_index_rows"] = index.rows
     else:
 
@@ -331,10 +333,10 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
                     ingest("boards", [partition])
                 if partition in postings:
                     ingest("postings", [partition])
-                    steps.clean(stores, [partition], None)
-                    steps.dedupe(stores, [partition], None)
-                steps.update_job_state(stores, [partition], None)
-                steps.export_search_index(stores)
+                    cleaning.clean(stores, [partition], None)
+                    streaming_dedupe.dedupe(stores, [partition], None)
+                jobs.update_job_state(stores, [partition], None)
+                index_export.export_search_index(stores)
                 peaks._fold()
                 per_hour.append(
                     {

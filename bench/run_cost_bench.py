@@ -47,6 +47,11 @@ from benchlib import (
     write_section,
 )
 
+from figstream.streaming import cleaning, dedupe, index_export, landing_index
+from figstream.streaming import ingest as streaming_ingest
+from figstream.streaming import jobs as streaming_jobs
+from figstream.streaming import stores as streaming_stores
+
 NAME = "run-cost"
 STEPS = ("index", "ingest", "boards", "clean", "dedupe", "job_state", "search_index")
 
@@ -60,13 +65,14 @@ def child(tree: Path, home: Path, events: int, per_run: int, seed: int) -> None:
 
     import orjson
 
-    from figstream import streaming as steps
-    from figstream.generate import format_us
-    from figstream.landing import parse_batch_key
-    from figstream.publish import Publisher, _live_events
+    from figstream.ingest.generate import format_us
+    from figstream.ingest.landing import parse_batch_key
+    from figstream.ingest.publish import Publisher, _live_events
 
     now = datetime.now(UTC)
-    stores = steps.Stores.local(home, (now - timedelta(days=1)).strftime("%Y-%m-%d-%H:00"))
+    stores = streaming_stores.Stores.local(
+        home, (now - timedelta(days=1)).strftime("%Y-%m-%d-%H:00")
+    )
     source = _live_events(seed, 2000)
     start_us = int((now - timedelta(seconds=events / 2000 + 60)).timestamp() * 1e6)
     lines = []
@@ -106,17 +112,17 @@ def one_run(steps, stores, batch: list[str], ids: list[str]) -> tuple[dict[str, 
 
     def ingest(stream: str, by_partition: dict[str, list[str]]) -> None:
         for partition, batch_keys in by_partition.items():
-            steps.ingest(stores, stream, partition, batch_keys)
+            streaming_ingest.ingest(stores, stream, partition, batch_keys)
 
-    touched = timed("index", steps.index_landing, stores, "postings", batch)
-    boards = steps.index_landing(stores, "boards", batch)
+    touched = timed("index", landing_index.index_landing, stores, "postings", batch)
+    boards = landing_index.index_landing(stores, "boards", batch)
     partitions = sorted(touched)
     timed("ingest", ingest, "postings", touched)
     timed("boards", ingest, "boards", boards)
-    timed("clean", steps.clean, stores, partitions, ids)
-    timed("dedupe", steps.dedupe, stores, partitions, ids)
-    state = timed("job_state", steps.update_job_state, stores, partitions, ids)
-    timed("search_index", steps.export_search_index, stores)
+    timed("clean", cleaning.clean, stores, partitions, ids)
+    timed("dedupe", dedupe.dedupe, stores, partitions, ids)
+    state = timed("job_state", streaming_jobs.update_job_state, stores, partitions, ids)
+    timed("search_index", index_export.export_search_index, stores)
     return seconds, state.jobs
 
 

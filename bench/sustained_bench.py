@@ -9,7 +9,7 @@ batch has gone through, a source lands events at ``--rate`` for ``--minutes``:
 
 * ``produce``: the live producer, ``figstream produce`` in its own process (what ``make dev``
   runs), whose own report gives the rate it achieved next to the daemon;
-* ``pregen``: the same kind of stream (``figstream.publish._live_events`` envelopes, the
+* ``pregen``: the same kind of stream (``figstream.ingest.publish._live_events`` envelopes, the
   producer's late, duplicate and bad-record rates) generated into a file *before* the clock
   starts; during the run a thread only stamps event times (now, or minutes late) and lands a
   batch every second through ``Publisher``. It takes the producer's own CPU out of the picture.
@@ -74,11 +74,12 @@ from benchlib import (
     write_section,
 )
 
-from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
-from figstream.objectstore import LocalObjectStore
-from figstream.publish import Publisher
-from figstream.state import state_path
-from figstream.streaming import INGEST_TABLES, SEARCH_INDEX_KEY, fragment_key
+from figstream.ingest.publish import Publisher
+from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
+from figstream.storage.objects import LocalObjectStore
+from figstream.storage.state import state_path
+from figstream.streaming.index_export import SEARCH_INDEX_KEY
+from figstream.streaming.stores import INGEST_TABLES, fragment_key
 
 BENCH = "sustained"
 SAMPLE_EVERY_S = 10.0
@@ -122,8 +123,8 @@ def calibrate_produce(rate: float, env: dict[str, str], base: Path) -> dict:
 
 def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
     """Lines of a live stream with placeholder event times, in landing order."""
-    from figstream.generate import BAD_KINDS, DUPLICATE_RATE, LATE_MINUTES_RATE, _corrupt
-    from figstream.publish import _live_events
+    from figstream.ingest.generate import BAD_KINDS, DUPLICATE_RATE, LATE_MINUTES_RATE, _corrupt
+    from figstream.ingest.publish import _live_events
 
     timing = random.Random(f"bench/pregen/{seed}")
     corrupt = random.Random(f"bench/pregen-corrupt/{seed}")
@@ -555,7 +556,7 @@ def main() -> None:
 
 def pregen_line() -> bytes:
     """One good job.posted line timed now (the warm-up batch)."""
-    from figstream.publish import _live_events
+    from figstream.ingest.publish import _live_events
 
     env = next(_live_events(99, 1.0))
     env["time"] = _stamp(datetime.now(UTC)).decode()

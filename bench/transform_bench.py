@@ -4,7 +4,7 @@
     .venv/bin/python bench/transform_bench.py --quick         # 50k events, 2 rounds, no legacy
     .venv/bin/python bench/transform_bench.py --readme-only   # README section from the JSON
 
-One run, one machine, the same generated day (``figstream.generate``, seed 42):
+One run, one machine, the same generated day (``figstream.ingest.generate``, seed 42):
 
 (a) ``pyarrow.json.read_json`` of the *good* lines of the landing batches (pyarrow.json fails
     a whole read on one bad line, so the lines ``validate`` rejects are removed first, untimed).
@@ -47,16 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchlib import load_1m, machine  # noqa: E402
+from figstream.DROPPED import parse_in
 
-from figstream.generate import generate  # noqa: E402
-from figstream.transform import (  # noqa: E402
-    clean_postings,
-    dedupe_events,
-    dedupe_postings,
-    parse_batches,
-    parse_in,
-)
-from figstream.validation import Rejection, validate  # noqa: E402
+from figstream.events.validation import Rejection, validate
+from figstream.ingest.dataset import generate
+from figstream.streaming.parse import parse_batches
+from figstream.streaming.table_ops import clean_postings, dedupe_events, dedupe_postings
 
 DAY = date(2026, 11, 20)
 SEED = 42

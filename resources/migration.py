@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from figstream.ledger import Ledger, load_ledger
-from figstream.migration import EvidenceStore
+from figstream.migration.gate import EvidenceStore
+from figstream.migration.ledger import Ledger, load_ledger
 
 
 class MigrationResource(dg.ConfigurableResource):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from figstream import settings
-from figstream.deadletter import deadletter_path
-from figstream.ledger import Ledger
-from figstream.migration import evidence_path
-from figstream.state import state_path
+from figstream.migration.gate import evidence_path
+from figstream.migration.ledger import Ledger
+from figstream.storage.deadletter import deadletter_path
+from figstream.storage.state import state_path
 from resources.luigi_runner import LuigiRunner
 from resources.migration import MigrationResource
 from resources.stores import (

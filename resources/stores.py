@@ -8,11 +8,11 @@ from abc import ABC, abstractmethod
 
 import dagster as dg
 
-from figstream.deadletter import DeadLetterStore, SqliteDeadLetterStore
-from figstream.objectstore import LocalObjectStore, ObjectStore
-from figstream.routing import Router
-from figstream.state import SqliteStateStore, StateStore
-from figstream.streaming import Stores
+from figstream.ingest.routing import Router
+from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore
+from figstream.storage.objects import LocalObjectStore, ObjectStore
+from figstream.storage.state import SqliteStateStore, StateStore
+from figstream.streaming.stores import Stores
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):

@@ -1,7 +1,7 @@
 """One sensor per stream: landed batches in, one run per touched event-time hour out.
 
 A tick lists the landing zone after the cursor (re-listing a short look-back window, see
-``figstream.cursor``), reads each new batch once to learn which hours of its stream it touches,
+``figstream.ingest.cursor``), reads each new batch once to learn which hours of its stream it touches,
 records that in the landing index, and requests one run per touched hour naming exactly those
 batches. The index is written before the cursor moves, and a batch is listed only once it is
 durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
@@ -20,10 +20,11 @@ import dagster as dg
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 
 from assets.streaming import config_ops
-from figstream import streaming as steps
-from figstream.cursor import LandingCursor
-from figstream.landing import LANDING_PREFIX
+from figstream.ingest.cursor import LandingCursor
+from figstream.ingest.landing import LANDING_PREFIX
 from figstream.settings import StreamingSettings
+from figstream.streaming import landing_index
+from figstream.streaming import stores as streaming_stores
 from resources.stores import StreamingResources
 
 IN_FLIGHT = [
@@ -117,7 +118,7 @@ def stream_sensor(
             return dg.SkipReason(f"no new batches after {cursor.watermark or 'the start'}")
 
         # The index is durable before the cursor moves past these batches.
-        touched = steps.index_landing(stores, stream, new)
+        touched = landing_index.index_landing(stores, stream, new)
         cursor = cursor.advance(new, lookback)
         cursor.days_due |= {_day(p) for p in touched}
         requests += _stream_requests(stream, job, ops, touched, new, settings)
@@ -131,7 +132,7 @@ def stream_sensor(
     return _sensor
 
 
-def _trickle(stores: steps.Stores, new: list[str], settings: StreamingSettings) -> bool:
+def _trickle(stores: streaming_stores.Stores, new: list[str], settings: StreamingSettings) -> bool:
     """Whether ``new`` batches are few enough bytes to start a run beside one in flight."""
     if not new or not settings.overlap_max_bytes:
         return False

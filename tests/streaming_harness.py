@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.streaming import build_streaming_assets, stream_jobs
-from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
-from figstream.ledger import parse_ledger
+from figstream.migration.ledger import parse_ledger
 from figstream.settings import streaming_settings
+from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
 from sensors.streams import stream_sensor

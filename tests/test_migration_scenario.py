@@ -22,11 +22,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from figstream import cli, views
-from figstream.generate import generate
-from figstream.ledger import load_ledger
-from figstream.migration import EvidenceStore, evidence_path
-from figstream.parity import View, compare
+from figstream.cli import main
+from figstream.ingest.dataset import generate
+from figstream.migration import flaws, legacy_files, views
+from figstream.migration.gate import EvidenceStore, evidence_path
+from figstream.migration.ledger import load_ledger
+from figstream.migration.parity import View, compare
 from figstream.settings import PROJECT_ROOT
 from legacy.pipeline import TASKS
 from resources.luigi_runner import LuigiRunner
@@ -89,7 +90,7 @@ class Platform:
         }
 
     def cli(self, *args: str) -> int:
-        return cli.main(["migration", *args, "--ledger", str(self.ledger_file),
+        return main.main(["migration", *args, "--ledger", str(self.ledger_file),
                          "--home", str(self.home)])  # fmt: skip
 
     def job(self, name: str, **kwargs) -> dg.ExecuteInProcessResult:
@@ -126,13 +127,13 @@ class Platform:
 
     def assert_published(self, d: str) -> None:
         for name, task in PUBLISHED.items():
-            published = views.read_csv(self.home / "published" / d / f"{name}.csv")
+            published = legacy_files.read_csv(self.home / "published" / d / f"{name}.csv")
             if d == BAD_DAY:
                 assert published.num_rows > 0  # legacy died: the new side stands in
                 continue
-            expected = views.read_legacy(task, d, self.baseline)
+            expected = legacy_files.read_legacy(task, d, self.baseline)
             report = compare(expected, View(published), self.ledger.tasks[task].parity,
-                             views.KNOWN_FLAWS)  # fmt: skip
+                             flaws.KNOWN_FLAWS)  # fmt: skip
             assert report.passed, f"{name} {d}: {report.to_markdown()}"
 
     def parity(self, task: str, d: str) -> str:

@@ -47,15 +47,15 @@ import requests
 import yaml
 from conftest import BIN, ROOT, free_port
 
-from figstream import streaming as steps
-from figstream import transform
-from figstream.deadletter import SqliteDeadLetterStore, deadletter_path
-from figstream.events import format_time, parse_time
-from figstream.generate import ABSORBED_BOARD, SURVIVING_BOARD, EventStream
-from figstream.landing import parse_batch_key
-from figstream.objectstore import LocalObjectStore, read_parquet
-from figstream.publish import Publisher
-from figstream.state import SqliteStateStore, state_path
+from figstream.events.envelope import format_time, parse_time
+from figstream.ingest.generate import ABSORBED_BOARD, SURVIVING_BOARD, EventStream
+from figstream.ingest.landing import parse_batch_key
+from figstream.ingest.publish import Publisher
+from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
+from figstream.storage.objects import LocalObjectStore, read_parquet
+from figstream.storage.state import SqliteStateStore, state_path
+from figstream.streaming import bucket_state, fragments, index_export, stores, table_ops
+from figstream.streaming import tables as streaming_tables
 from resources.run_launcher import WORKER_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]
@@ -223,7 +223,7 @@ class Producer:
                     stream = "boards" if item["type"] == "board.merged" else "postings"
                     self.ledger.events[item["id"]] = stream
                     self.ledger.delivered_in.setdefault(item["id"], set()).add(batch_id)
-                    self.ledger.hours[item["id"]] = steps.hour_key(parse_time(item["time"]))
+                    self.ledger.hours[item["id"]] = stores.hour_key(parse_time(item["time"]))
                 else:
                     _, code, stream = item
                     self.ledger.bad[(batch_id, line_no)] = code
@@ -241,10 +241,10 @@ def ingested(home: Path) -> dict[str, pa.Table]:
     """Every row of every fragment of raw_events and of board_mergers."""
     objects = LocalObjectStore(home)
     return {
-        table: steps.read_fragments(
-            objects, table, partitions(home, table), None, transform.EVENTS_SCHEMA
+        table: fragments.read_fragments(
+            objects, table, partitions(home, table), None, streaming_tables.EVENTS_SCHEMA
         )
-        for table in steps.INGEST_TABLES.values()
+        for table in stores.INGEST_TABLES.values()
     }
 
 
@@ -298,7 +298,7 @@ def assert_books_balance(home: Path, ledger: Ledger) -> Books:
     seen = books(home)
     twice = [i for i, n in Counter(seen.ids).items() if n > 1]
     assert not twice, f"materialised more than once: {twice}"
-    by_stream = {s: {e for e, of in ledger.events.items() if of == s} for s in steps.INGEST_TABLES}
+    by_stream = {s: {e for e, of in ledger.events.items() if of == s} for s in stores.INGEST_TABLES}
     assert set(seen.raw) == by_stream["postings"], seen.describe(ledger)
     assert set(seen.mergers) == by_stream["boards"], seen.describe(ledger)
     assert seen.dead == ledger.bad, seen.describe(ledger)
@@ -312,8 +312,8 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
     and job ids in exactly one of the streamed and the recomputed search index."""
     objects = LocalObjectStore(home)
     events = materialised(home)
-    expected = transform.apply_job_state(None, events)
-    streamed = steps.read_job_state(objects)
+    expected = table_ops.apply_job_state(None, events)
+    streamed = bucket_state.read_job_state(objects)
     columns = ["kind", "job_id", "status", "last_event_id", "title", "merged_into"]
 
     def rows(table: pa.Table) -> dict[str, dict]:
@@ -322,13 +322,13 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
 
     want, have = rows(expected), rows(streamed)
     differing = {job for job in want.keys() | have.keys() if want.get(job) != have.get(job)}
-    duplicates = transform.dedupe_postings(transform.clean_postings(events)).duplicates
-    index = set(transform.search_index(expected, duplicates)["job_id"].to_pylist())
+    duplicates = table_ops.dedupe_postings(table_ops.clean_postings(events)).duplicates
+    index = set(table_ops.search_index(expected, duplicates)["job_id"].to_pylist())
     return differing, index ^ search_index(home)
 
 
 def search_index(home: Path) -> set[str]:
-    index = read_parquet(LocalObjectStore(home), steps.SEARCH_INDEX_KEY, columns=["job_id"])
+    index = read_parquet(LocalObjectStore(home), index_export.SEARCH_INDEX_KEY, columns=["job_id"])
     return set(index["job_id"].to_pylist())
 
 

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from assets.legacy import build_legacy_assets
-from figstream.generate import generate
-from figstream.ledger import parse_ledger
+from figstream.ingest.dataset import generate
+from figstream.migration.ledger import parse_ledger
 from legacy.pipeline import TASKS
 from resources.luigi_runner import LuigiRunner
 

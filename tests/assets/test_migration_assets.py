@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from figstream.ledger import parse_ledger
+from figstream.migration.ledger import parse_ledger
 from legacy.pipeline import TASKS
 
 NAMES = [t.__name__ for t in TASKS]

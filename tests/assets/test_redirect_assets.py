@@ -16,17 +16,17 @@ import pytest
 from streaming_harness import EPOCH, LEDGER, Harness
 
 from assets.redirects import build_redirect_assets
-from figstream import redirect_steps, streaming
-from figstream.generate import ABSORBED_BOARD, SURVIVING_BOARD, generate
-from figstream.parity import Differences
-from figstream.redirects import (
-    day_local_dedupe_redirects,
-    day_redirects,
-    legacy_view,
-    redirect_chains,
-)
+from figstream.ingest.dataset import generate
+from figstream.ingest.generate import ABSORBED_BOARD, SURVIVING_BOARD
+from figstream.migration import views
+from figstream.migration.flaws import day_local_dedupe_redirects, redirect_chains
+from figstream.migration.parity_report import Differences
+from figstream.migration.views import legacy_view
+from figstream.redirects import steps
+from figstream.redirects.graph import day_redirects
 from figstream.settings import streaming_settings
-from figstream.transform import SEARCH_INDEX_COLUMNS
+from figstream.streaming import daily, stores
+from figstream.streaming.tables import SEARCH_INDEX_COLUMNS
 from legacy.pipeline import SeoRedirects
 from resources.luigi_runner import LuigiRunner
 
@@ -41,7 +41,7 @@ class World:
     merger_time: str
 
     @property
-    def stores(self) -> streaming.Stores:
+    def stores(self) -> stores.Stores:
         return self.harness.resources["streaming"].stores()
 
     def legacy(self, day: str, name: str) -> list[dict]:
@@ -118,7 +118,7 @@ def test_day_redirects_equal_legacy_exactly_on_legacys_own_snapshots(world):
     for day in DAYS:
         yesterday = world.legacy(previous(day), "active_jobs.csv") if day != DAYS[0] else []
         today = world.legacy(day, "active_jobs.csv")
-        events = redirect_steps.day_events(world.stores, day)
+        events = steps.day_events(world.stores, day)
         got = day_redirects(legacy_index(yesterday), legacy_index(today), events)
         assert legacy_view(got).to_pylist() == world.legacy(day, "redirects.csv"), day
 
@@ -131,7 +131,7 @@ def test_each_days_redirects_equal_legacy_where_the_search_indexes_agree(world, 
     Every difference is such a posting, and the known-flaw rule says which."""
     differences_seen = 0
     for day in DAYS:
-        new = pq_table(world, redirect_steps.day_key(day))
+        new = pq_table(world, steps.day_key(day))
         legacy = world.legacy(day, "redirects.csv")
 
         def index_urls(d: str, side: str) -> set[str]:
@@ -139,7 +139,7 @@ def test_each_days_redirects_equal_legacy_where_the_search_indexes_agree(world, 
                 return set()
             if side == "legacy":
                 return {j["url"] for j in world.legacy(d, "active_jobs.csv")}
-            return set(streaming.end_of_day_index(world.stores, d, EPOCH_DAY)["url"].to_pylist())
+            return set(daily.end_of_day_index(world.stores, d, EPOCH_DAY)["url"].to_pylist())
 
         disagree = (index_urls(previous(day), "legacy") ^ index_urls(previous(day), "new")) | (
             index_urls(day, "legacy") ^ index_urls(day, "new")
@@ -158,7 +158,7 @@ def test_each_days_redirects_equal_legacy_where_the_search_indexes_agree(world, 
         assert len(differing) <= 0.2 * max(len(legacy), 1), day
         # the known-flaw rule recomputes legacy's way from the new side's data: it is legacy's
         # file to the row, and explains every difference
-        view = redirect_steps.render_view(day, world.stores, EPOCH_DAY)
+        view = views.render_redirects(day, world.stores, EPOCH_DAY)
         assert view.context["redirects_as_legacy"].to_pylist() == legacy, day
         explained = day_local_dedupe_redirects(keyed_on_from_url(legacy, new), view.context)
         for mask in (explained.only_legacy, explained.only_new, explained.differing):
@@ -194,13 +194,13 @@ def keyed_on_from_url(legacy: list[dict], new: pa.Table) -> Differences:
 
 
 def pq_table(world: World, key: str) -> pa.Table:
-    from figstream.objectstore import read_parquet
+    from figstream.storage.objects import read_parquet
 
     return read_parquet(world.stores.objects, key)
 
 
 def test_the_map_collapses_the_chains_legacy_serves_hop_by_hop(world, materialised):
-    last = pq_table(world, redirect_steps.map_key(DAYS[-1]))
+    last = pq_table(world, steps.map_key(DAYS[-1]))
     destinations = dict(zip(last["from_url"].to_pylist(), last["to_url"].to_pylist(), strict=True))
     assert not set(destinations.values()) & set(destinations), "no chains left"
     # every legacy hop, followed night after night, ends where the map sends the URL at once
@@ -239,7 +239,7 @@ def test_the_map_collapses_the_chains_legacy_serves_hop_by_hop(world, materialis
             "differing_columns": pa.array(["to_url"] * differ.num_rows, pa.string()),
         }
     )
-    view = redirect_steps.render_view(DAYS[-1], world.stores, EPOCH_DAY)
+    view = views.render_redirects(DAYS[-1], world.stores, EPOCH_DAY)
     empty = union.slice(0, 0)
     explained = redirect_chains(Differences(empty, empty, differing), view.context)
     assert differing.num_rows == chained
@@ -264,7 +264,7 @@ def test_metadata_and_the_legacy_view(world, materialised):
     )
     assert "| from_url | to_url | reason |" in merger_day["preview"].value
     assert materialised[DAYS[0]]["redirects_today"].value == 0  # the epoch has no yesterday
-    view = redirect_steps.render_view("2026-11-02", world.stores, EPOCH_DAY)
+    view = views.render_redirects("2026-11-02", world.stores, EPOCH_DAY)
     assert view.table.column_names == ["from_url", "to_url", "status", "reason"]
     assert set(view.table["status"].to_pylist()) == {"301"}
     assert all(pa.types.is_string(t) for t in view.table.schema.types)
@@ -274,14 +274,14 @@ def test_metadata_and_the_legacy_view(world, materialised):
 
 def test_recomputing_days_alone_or_from_scratch_gives_the_same_files(world, materialised):
     objects = world.stores.objects
-    keys = [k for day in DAYS for k in (redirect_steps.day_key(day), redirect_steps.map_key(day))]
+    keys = [k for day in DAYS for k in (steps.day_key(day), steps.map_key(day))]
     before = {k: objects.get(k) for k in keys}
-    redirect_steps.seo_redirects(world.stores, ["2026-11-02"], EPOCH_DAY)
+    steps.seo_redirects(world.stores, ["2026-11-02"], EPOCH_DAY)
     assert {k: objects.get(k) for k in keys} == before
     for key in keys:
         objects.delete(key)
     # the last day alone: the missing maps before it are computed first, in order
-    redirect_steps.seo_redirects(world.stores, [DAYS[-1]], EPOCH_DAY)
+    steps.seo_redirects(world.stores, [DAYS[-1]], EPOCH_DAY)
     assert {k: objects.get(k) for k in keys} == before
     # a backfill of the range is one run (BackfillPolicy.single_run), days in order
     for key in keys:

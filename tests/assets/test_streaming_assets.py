@@ -12,10 +12,11 @@ import pyarrow.compute as pc
 import pytest
 from streaming_harness import EPOCH, Harness
 
-from figstream.deadletter import replay
-from figstream.generate import generate
-from figstream.objectstore import LocalObjectStore
-from figstream.publish import Publisher
+from figstream.ingest.dataset import generate
+from figstream.ingest.publish import Publisher
+from figstream.storage.deadletter import replay
+from figstream.storage.objects import LocalObjectStore
+from figstream.streaming import daily, table_ops, tables
 
 
 def manifest(home):
@@ -136,26 +137,22 @@ def test_replayed_fix_lands_once(streamed):
 def test_daily_stats_carried_day_to_day_equal_a_rebuild_from_scratch(tmp_path, monkeypatch):
     import datetime as dt
 
-    from figstream import streaming, transform
-
     generate(tmp_path, start=EPOCH, days=3, events_per_day=300, seed=8, bad_rate=0.0)
     harness = Harness(tmp_path, monkeypatch)
     harness.drain()
     stores = harness.resources["streaming"].stores()
     # Recompute only the last day: it starts from the kept end-of-day state of the day before.
-    carried = streaming.board_daily_stats(stores, ["2026-11-03"], "2026-11-01")["2026-11-03"]
+    carried = daily.board_daily_stats(stores, ["2026-11-03"], "2026-11-01")["2026-11-03"]
     events = pa.concat_tables([harness.table("raw_events"), harness.table("board_mergers")])
     of_day = events.filter(
         pc.equal(pc.strftime(events["event_time"], format="%Y-%m-%d"), "2026-11-03")
     )
     until = events.filter(
-        pc.less(
-            events["event_time"], pa.scalar(dt.datetime(2026, 11, 4, tzinfo=dt.UTC), transform.TS)
-        )
+        pc.less(events["event_time"], pa.scalar(dt.datetime(2026, 11, 4, tzinfo=dt.UTC), tables.TS))
     )
-    state = transform.apply_job_state(None, until)
-    duplicates = transform.dedupe_postings(transform.clean_postings(until)).duplicates
-    scratch = transform.board_daily_stats(of_day, state, dt.date(2026, 11, 3), duplicates)
+    state = table_ops.apply_job_state(None, until)
+    duplicates = table_ops.dedupe_postings(table_ops.clean_postings(until)).duplicates
+    scratch = table_ops.board_daily_stats(of_day, state, dt.date(2026, 11, 3), duplicates)
     assert carried.equals(scratch)
     assert pc.sum(carried["active_jobs"]).as_py() > 0
 

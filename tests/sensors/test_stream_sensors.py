@@ -13,12 +13,12 @@ import dagster as dg
 import pytest
 from streaming_harness import EPOCH, Harness
 
-from figstream.cursor import LandingCursor
-from figstream.generate import generate
-from figstream.landing import parse_batch_key
-from figstream.objectstore import LocalObjectStore
-from figstream.publish import Publisher
-from figstream.state import SqliteStateStore, state_path
+from figstream.ingest.cursor import LandingCursor
+from figstream.ingest.dataset import generate
+from figstream.ingest.landing import parse_batch_key
+from figstream.ingest.publish import Publisher
+from figstream.storage.objects import LocalObjectStore
+from figstream.storage.state import SqliteStateStore, state_path
 from resources.run_launcher import WORKER_TAG
 from sensors.streams import RESUME_ATTEMPT_TAG, RESUMES_TAG
 
@@ -80,7 +80,7 @@ def test_batch_visible_out_of_order_within_lookback_is_not_skipped(harness):
     arrival, _ = parse_batch_key(watermark)
     import datetime as dt
 
-    from figstream.landing import batch_key
+    from figstream.ingest.landing import batch_key
 
     # A slow producer commits a batch named a few seconds *before* the newest key seen.
     late_key = batch_key(arrival - dt.timedelta(seconds=5), "slow", 1)

@@ -1,0 +1,45 @@
+"""The ``figstream`` command line: one argparse subcommand per tool.
+
+To add a subcommand, write ``_add_<name>(subparsers)`` that builds its parser and sets
+``handler`` to a function taking the parsed namespace and returning an exit code, then list
+it in ``SUBCOMMANDS``. Handlers import their module lazily, so ``figstream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from figstream.cli.bus import add_produce, add_publish
+from figstream.cli.data import _add_demo_data, _add_generate
+from figstream.cli.dlq import add_dlq
+from figstream.cli.migration import add_migration
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_generate,
+    _add_demo_data,
+    add_publish,
+    add_produce,
+    add_dlq,
+    add_migration,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="figstream", description="figstream: job-board data platform tools"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

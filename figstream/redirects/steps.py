@@ -1,0 +1,119 @@
+"""The SEO-redirects step over the stores, free of Dagster (the asset and the parity view call it).
+
+Per day: the day's redirects (``tables/seo_redirects/<day>.parquet``) from the end-of-day search
+indexes of the day before and of the day and the day's events, and the collapsed running map
+as of the end of the day (``tables/seo_redirects/_map/<day>.parquet``). Each day's map is built
+on the kept map of the day before, so a day can be recomputed alone (the same inputs give the
+same files) and a range is computed in order from the last kept map. A day whose predecessor
+has no kept map yet is reached by computing the missing days first, back to the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from figstream.redirects import graph
+from figstream.storage.objects import read_parquet, write_parquet
+from figstream.streaming import daily, fragments, tables
+from figstream.streaming import stores as streaming_stores
+
+PREFIX = "tables/seo_redirects"
+
+
+def day_key(day: str) -> str:
+    return f"{PREFIX}/{day}.parquet"
+
+
+def map_key(day: str) -> str:
+    return f"{PREFIX}/_map/{day}.parquet"
+
+
+def _shift(day: str, days: int) -> str:
+    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
+
+
+def day_events(stores: streaming_stores.Stores, day: str) -> pa.Table:
+    """The day's events by event time: raw_events and board_mergers of its 24 hours."""
+    return pa.concat_tables(
+        [
+            fragments.read_fragments(
+                stores.objects,
+                table,
+                streaming_stores.day_partitions(day),
+                None,
+                tables.EVENTS_SCHEMA,
+            )
+            for table in streaming_stores.INGEST_TABLES.values()
+        ]
+    )
+
+
+def read_map(stores: streaming_stores.Stores, day: str, epoch_day: str) -> pa.Table | None:
+    """The kept map as of the end of ``day``; empty before the epoch, None if not computed."""
+    if day < epoch_day:
+        return graph.empty_map()
+    key = map_key(day)
+    if not stores.objects.exists(key):
+        return None
+    return read_parquet(stores.objects, key).cast(graph.MAP_SCHEMA)
+
+
+@dataclass(frozen=True)
+class DayResult:
+    redirects: pa.Table
+    map: pa.Table
+    rewritten: int  # map entries whose destination moved today (chains collapsed)
+
+
+def seo_redirects_days(
+    stores: streaming_stores.Stores, days: Sequence[str], epoch_day: str
+) -> dict[str, DayResult]:
+    """Compute ``days`` (and any day between them, or before them back to the last kept map,
+    since each map builds on the one before) in order; returns the days asked for."""
+    if not days:
+        return {}
+    wanted = set(days)
+    first, last = min(days), max(days)
+    first = max(first, epoch_day)
+    previous = read_map(stores, _shift(first, -1), epoch_day)
+    while previous is None:  # no kept map the day before: start earlier
+        first = _shift(first, -1)
+        previous = read_map(stores, _shift(first, -1), epoch_day)
+    yesterday = daily.end_of_day_index(stores, _shift(first, -1), epoch_day)
+    out = {}
+    current = first
+    while current <= last:
+        today = daily.end_of_day_index(stores, current, epoch_day)
+        new = graph.day_redirects(yesterday, today, day_events(stores, current))
+        collapsed = graph.collapse(previous, new, live=today["url"])
+        write_parquet(stores.objects, day_key(current), new)
+        write_parquet(stores.objects, map_key(current), collapsed)
+        if current in wanted:
+            out[current] = DayResult(new, collapsed, _rewritten(previous, collapsed))
+        previous, yesterday = collapsed, today
+        current = _shift(current, 1)
+    return out
+
+
+def _rewritten(before: pa.Table, after: pa.Table) -> int:
+    """Entries of ``after`` that existed ``before`` with another destination."""
+    both = after.select(["from_url", "to_url"]).join(
+        before.select(["from_url", "to_url"]).rename_columns(["from_url", "to_before"]),
+        "from_url",
+        join_type="inner",
+    )
+    return int(pc.sum(pc.not_equal(both["to_url"], both["to_before"])).as_py() or 0)
+
+
+def seo_redirects(
+    stores: streaming_stores.Stores, days: Sequence[str], epoch_day: str
+) -> dict[str, pa.Table]:
+    """Each day's redirects (:data:`figstream.redirects.graph.REDIRECTS_SCHEMA`), computed from the
+    end-of-day indexes of ``day - 1`` and ``day`` and the day's events; writes the day's
+    redirects and the collapsed map as of the end of the day."""
+    return {day: r.redirects for day, r in seo_redirects_days(stores, days, epoch_day).items()}

@@ -1,0 +1,138 @@
+"""TODO module docstring."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+CHUNK_ROWS = 2000  # rows per write transaction: keeps the write lock short
+BUSY_TIMEOUT_S = 30.0
+
+
+# --- helpers shared with figstream.storage.deadletter ---------------------------------------------------
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def conform(rows: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """``rows`` with exactly ``schema``'s columns, cast safely; ``ValueError`` says what is wrong.
+
+    Extra columns are ignored. Fields marked non-nullable must have no nulls. Timestamps must
+    carry a time zone (a naive time is ambiguous, as in :func:`figstream.events.envelope.parse_time`).
+    """
+    missing = [name for name in schema.names if name not in rows.column_names]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
+    for field in schema:
+        given = rows.schema.field(field.name).type
+        if pa.types.is_timestamp(given) and given.tz is None:
+            raise ValueError(f"{what}: column {field.name!r} is a naive timestamp; give a tz")
+    loose = pa.schema([f.with_nullable(True) for f in schema])
+    try:
+        table = rows.select(schema.names).cast(loose)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise ValueError(f"{what}: column {field.name!r} has nulls")
+    return table
+
+
+def _storage(column: pa.ChunkedArray) -> list[Any]:
+    """Python values as SQLite stores them: times as int microseconds, bools as 0/1."""
+    if pa.types.is_timestamp(column.type) or pa.types.is_boolean(column.type):
+        column = column.cast(pa.int64())
+    return column.to_pylist()
+
+
+def to_rows(table: pa.Table) -> list[tuple]:
+    return list(zip(*(_storage(c) for c in table.columns), strict=True))
+
+
+def from_rows(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    arrays = []
+    for field, values in zip(schema, columns, strict=True):
+        if pa.types.is_timestamp(field.type) or pa.types.is_boolean(field.type):
+            arrays.append(pa.array(values, pa.int64()).cast(field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK_ROWS) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqliteDatabase:
+    """One SQLite file in WAL mode: a fresh connection per call, short write transactions."""
+
+    def __init__(self, path: str | Path, ddl: str, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self.connect()
+        try:
+            # Persistent in the file; the busy timeout covers a concurrent first open.
+            conn.execute("PRAGMA journal_mode=WAL")
+            # Not executescript(): it would commit outside the write-lock transaction.
+            with self._transaction(conn):
+                for statement in filter(str.strip, ddl.split(";")):
+                    conn.execute(statement)
+        finally:
+            conn.close()
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        # FULL: a commit the sensor relies on survives power loss, not only a crashed process.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that holds the write lock from its start."""
+        conn = self.connect()
+        try:
+            with self._transaction(conn):
+                yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot across its statements."""
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def json_list(values: Iterable[str]) -> str:
+    """One bound parameter for ``IN (SELECT value FROM json_each(?))``: no variable limit."""
+    return json.dumps(list(values))

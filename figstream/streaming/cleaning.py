@@ -1,0 +1,21 @@
+"""TODO module docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from figstream.streaming import table_ops, tables
+from figstream.streaming.fragments import _write_each, read_fragments
+from figstream.streaming.stores import Stores, by_hour
+
+
+def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None) -> int:
+    """clean_postings fragments from the partitions' raw_events fragments, an hour at a time."""
+    return sum(by_hour(_clean, stores, partitions, batch_ids))
+
+
+def _clean(stores: Stores, partitions: Sequence[str], batch_ids: list[str] | None) -> int:
+    events = read_fragments(
+        stores.objects, "raw_events", partitions, batch_ids, tables.EVENTS_SCHEMA
+    )
+    return _write_each(stores.objects, "clean_postings", table_ops.clean_postings(events))

@@ -1,0 +1,164 @@
+"""TODO module docstring."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from figstream.ingest.landing import parse_batch_key
+from figstream.storage.objects import write_parquet
+from figstream.streaming import parse
+from figstream.streaming.landing_index import assign, split_lines
+from figstream.streaming.stores import INGEST_TABLES, Stores, _release_arrow_memory, fragment_key
+
+# --- ingest: raw_events (postings) and board_mergers (boards) ---------------------------------
+
+
+@dataclass
+class IngestReport:
+    batches: int = 0
+    records: int = 0
+    valid: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    event_times: list[pa.Array] = field(default_factory=list)
+    batch_ids: list[str] = field(default_factory=list)
+
+    @property
+    def materialised(self) -> int:
+        return self.valid - self.duplicates
+
+
+def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str]) -> IngestReport:
+    """Validate, upcast and dedupe the stream's records of ``partition`` in ``batch_keys``.
+
+    Valid events become a fragment per batch; rejected records go to the dead-letter store with
+    their reason, batch, partition and original bytes. A record seen again (at-least-once
+    delivery) is kept only in the batch that first claimed its event id. Batches are parsed a
+    group at a time (:data:`CLAIM_GROUP_ROWS`) and each group's ids are claimed in one call.
+    """
+    report = IngestReport()
+    group: list[tuple[str, pa.Table, pa.Table]] = []
+    held = 0
+    for key in sorted(batch_keys):
+        data = stores.objects.get(key)
+        lines = assign(data, key, stores.router, stores.first_partition).get((stream, partition))
+        if not lines:
+            continue
+        _, batch_id = parse_batch_key(key)
+        all_lines = split_lines(data)
+        parsed = parse.parse_batch(b"\n".join(all_lines[i] for i in lines), batch_id)
+        # parse_batch numbers the lines it was given; map them back to the landed batch.
+        original = pa.array([i + 1 for i in lines], pa.int64())
+        valid = _renumber(parsed.valid, original)
+        rejected = _renumber(parsed.rejected, original)
+        valid, rejected = _outside_partition(valid, rejected, partition, all_lines)
+        group.append((batch_id, valid.sort_by("line_no"), rejected))
+        report.records += parsed.records
+        held += parsed.records
+        if held >= CLAIM_GROUP_ROWS:
+            _store_group(stores, stream, partition, group, report)
+            group, held = [], 0
+    if group:
+        _store_group(stores, stream, partition, group, report)
+    _release_arrow_memory()
+    return report
+
+
+CLAIM_GROUP_ROWS = 20_000  # records parsed before their ids are claimed in one transaction
+
+
+def _store_group(
+    stores: Stores,
+    stream: str,
+    partition: str,
+    group: list[tuple[str, pa.Table, pa.Table]],
+    report: IngestReport,
+) -> None:
+    """Claim a group of parsed batches' ids, valid events by event id and rejected records by
+    their exact bytes (a bad record delivered twice is one bad event), in the order of the
+    batches; then write each batch's fragment and dead-letter the group's rejected records."""
+    claims = []
+    for batch_id, valid, rejected in group:
+        claims.append((batch_id, valid["event_id"].to_pylist()))
+        claims.append((batch_id, _payload_ids(rejected).to_pylist()))
+    owners = stores.state.claim_batches(claims)
+    dead = []
+    for i, (batch_id, valid, rejected) in enumerate(group):
+        kept = _claimed(batch_id, valid, claims[2 * i][1], owners[2 * i])
+        key = fragment_key(INGEST_TABLES[stream], partition, batch_id)
+        write_parquet(stores.objects, key, kept)
+        new_rejected = _claimed(batch_id, rejected, claims[2 * i + 1][1], owners[2 * i + 1])
+        dead.append(new_rejected)
+        report.batches += 1
+        report.batch_ids.append(batch_id)
+        report.valid += valid.num_rows
+        report.duplicates += (
+            valid.num_rows - kept.num_rows + rejected.num_rows - new_rejected.num_rows
+        )
+        report.dead_lettered += new_rejected.num_rows
+        report.event_times.append(kept["event_time"].combine_chunks())
+    dead = [rows for rows in dead if rows.num_rows]
+    if dead:
+        stores.dead_letters.add(pa.concat_tables(dead), stream=stream, partition_key=partition)
+
+
+def _payload_ids(rejected: pa.Table) -> pa.Array:
+    digests = ["rejected:" + hashlib.sha256(p).hexdigest() for p in rejected["payload"].to_pylist()]
+    return pa.array(digests, pa.string())
+
+
+def _claimed(batch_id: str, rows: pa.Table, ids: list[str], owners: dict[str, str]) -> pa.Table:
+    """The rows whose id (``ids[i]`` is row i's) this batch owns: the first batch to claim an
+    id keeps it for good, and a batch claiming again (a retry, a backfill) gets its own claims
+    back. One row per id within the batch, too."""
+    if rows.num_rows == 0:
+        return rows
+    first = {}
+    for index, event_id in enumerate(ids):
+        if owners[event_id] == batch_id:
+            first.setdefault(event_id, index)
+    return rows.take(pa.array(sorted(first.values()), pa.int64()))
+
+
+def _outside_partition(
+    valid: pa.Table, rejected: pa.Table, partition: str, lines: list[bytes]
+) -> tuple[pa.Table, pa.Table]:
+    """Valid events whose time is not in ``partition`` were placed by arrival (see assign)."""
+    if valid.num_rows == 0:
+        return valid, rejected
+    hours = pc.strftime(valid["event_time"], format="%Y-%m-%d-%H:00", locale="C")
+    inside = pc.equal(hours, partition)
+    if pc.all(inside).as_py():
+        return valid, rejected
+    outside = valid.filter(pc.invert(inside))
+    detail = (
+        f"event time outside the accepted window (from the first partition up to the hour "
+        f"the batch arrived); placed in {partition}"
+    )
+    moved = pa.table(
+        {
+            "batch_id": outside["batch_id"],
+            "line_no": outside["line_no"],
+            "event_id": outside["event_id"],
+            "event_time": outside["event_time"],
+            "code": pa.array(["invalid_value"] * outside.num_rows),
+            "detail": pa.array([detail] * outside.num_rows),
+            "payload": pa.array(
+                [lines[n - 1] for n in outside["line_no"].to_pylist()], pa.binary()
+            ),
+        }
+    )
+    return valid.filter(inside), pa.concat_tables([rejected, moved.cast(rejected.schema)])
+
+
+def _renumber(table: pa.Table, original: pa.Array) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    index = table.schema.get_field_index("line_no")
+    positions = pc.subtract(table["line_no"], 1)
+    return table.set_column(index, "line_no", pc.take(original, positions))

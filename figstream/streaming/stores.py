@@ -1,0 +1,97 @@
+"""The streaming pipeline's steps over the stores, free of Dagster so the CLI and benchmarks
+can run the very code the assets run.
+
+Landed batches hold events of any hour. Each step works on one (stream, hourly partition) and a
+set of batches: the sensor passes the batches that are new, a backfill passes every batch the
+landing index knows for the partition. Outputs are written per batch as *fragments*
+(``tables/<table>/<partition>/<batch_id>.parquet``), so a re-run of a batch overwrites its own
+fragment and never another's: replays and backfills are idempotent, and a sensor run costs
+what its new batches cost, not what the partition holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow as pa
+
+from figstream.ingest.routing import Router
+from figstream.settings import routing_path
+from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
+from figstream.storage.objects import LocalObjectStore, ObjectStore
+from figstream.storage.state import SqliteStateStore, StateStore, state_path
+
+HOUR_FORMAT = "%Y-%m-%d-%H:00"  # Dagster's hourly partition key format
+INGEST_TABLES = {"postings": "raw_events", "boards": "board_mergers"}
+
+
+def hour_key(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+def hour_start(partition: str) -> datetime:
+    return datetime.strptime(partition, HOUR_FORMAT).replace(tzinfo=UTC)
+
+
+def fragment_key(table: str, partition: str, batch_id: str) -> str:
+    return f"tables/{table}/{partition}/{batch_id}.parquet"
+
+
+@dataclass
+class Stores:
+    objects: ObjectStore
+    state: StateStore
+    dead_letters: DeadLetterStore
+    router: Router
+    # The first hourly partition; an event before it has no partition to land in.
+    first_partition: str = "2000-01-01-00:00"
+
+    @classmethod
+    def local(cls, home: Path, first_partition: str, objects: ObjectStore | None = None) -> Stores:
+        """The local profile's stores in one data home, with the project's routing file."""
+        return cls(
+            objects=LocalObjectStore(home) if objects is None else objects,
+            state=SqliteStateStore(state_path(home)),
+            dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
+            router=Router.from_file(routing_path()),
+            first_partition=first_partition,
+        )
+
+
+R = TypeVar("R")
+
+
+def by_hour(
+    step: Callable[[Stores, Sequence[str], list[str] | None], R],
+    stores: Stores,
+    partitions: Sequence[str],
+    batch_ids: Iterable[str] | None,
+) -> list[R]:
+    """Run ``step`` over a range of partitions (a backfill, a catch-up run) one hour at a time,
+    in order; returns its reports (one call with no partitions for an empty range). A run then
+    holds one hour's events, however long its range. The state merges are order-insensitive,
+    so the result is the one a single pass would give (and the one the sensor's hourly runs
+    give); the price is each touched bucket rewritten once per hour."""
+    ids = None if batch_ids is None else list(batch_ids)
+    hours = [[partition] for partition in sorted(partitions)] or [[]]
+    reports = []
+    for hour in hours:
+        reports.append(step(stores, hour, ids))
+        _release_arrow_memory()
+    return reports
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool kept from a step back to the system. The pool (mimalloc)
+    keeps freed pages for reuse, but the next step's Python objects come from another
+    allocator and cannot use them: after exporting 1.5M index rows it held 146 MiB with nothing
+    allocated. Returning them costs well under a millisecond."""
+    pa.default_memory_pool().release_unused()
+
+
+def day_partitions(day: str) -> list[str]:
+    return [f"{day}-{hour:02d}:00" for hour in range(24)]

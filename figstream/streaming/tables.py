@@ -1,0 +1,123 @@
+"""TODO module docstring."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+POSTED, UPDATED, EXPIRED, MERGED = "job.posted", "job.updated", "job.expired", "board.merged"
+POSTING_TYPES = (POSTED, UPDATED)
+TS = pa.timestamp("us", tz="UTC")
+
+POSTING_FIELDS = (
+    "title",
+    "company",
+    "location",
+    "employment_type",
+    "remote",
+    "salary_min",
+    "salary_max",
+    "currency",
+    "url",
+)
+DATA_COLUMNS = [
+    pa.field("job_id", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("company", pa.string()),
+    pa.field("location", pa.string()),
+    pa.field("employment_type", pa.string()),
+    pa.field("remote", pa.bool_()),
+    pa.field("salary_min", pa.int64()),
+    pa.field("salary_max", pa.int64()),
+    pa.field("currency", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("absorbed_board", pa.string()),
+    pa.field("surviving_board", pa.string()),
+]
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string()),
+        pa.field("event_type", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("version", pa.int64()),
+        pa.field("event_time", TS),
+        *DATA_COLUMNS,
+        pa.field("batch_id", pa.string()),
+        pa.field("line_no", pa.int64()),
+    ]
+)
+REJECTED_SCHEMA = pa.schema(
+    [
+        pa.field("batch_id", pa.string()),
+        pa.field("line_no", pa.int64()),
+        pa.field("event_id", pa.string()),
+        pa.field("event_time", TS),
+        pa.field("code", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("payload", pa.binary()),
+    ]
+)
+POSTINGS_SCHEMA = pa.schema(
+    [
+        *(EVENTS_SCHEMA.field(n) for n in ("event_id", "event_type", "source", "version")),
+        EVENTS_SCHEMA.field("event_time"),
+        pa.field("board", pa.string()),
+        *DATA_COLUMNS[:10],
+        pa.field("dedupe_key", pa.string()),
+        pa.field("batch_id", pa.string()),
+        pa.field("line_no", pa.int64()),
+    ]
+)
+CANONICAL_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string()),
+        pa.field("dedupe_key", pa.string()),
+        pa.field("board", pa.string()),
+        pa.field("event_time", TS),
+        pa.field("event_id", pa.string()),
+    ]
+)
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string()),
+        pa.field("duplicate_of_job_id", pa.string()),
+        pa.field("dedupe_key", pa.string()),
+    ]
+)
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string()),  # "job", or "merger" for a remembered board.merged
+        pa.field("job_id", pa.string()),  # "@<absorbed board>" on a merger row
+        pa.field("board", pa.string()),
+        *DATA_COLUMNS[1:10],
+        pa.field("dedupe_key", pa.string()),
+        pa.field("status", pa.string()),  # active | expired | merged (null on merger rows)
+        pa.field("posted_at", TS),  # earliest job.posted
+        pa.field("updated_at", TS),  # the posting that set the fields (posted or updated)
+        pa.field("posting_event_id", pa.string()),
+        pa.field("expired_at", TS),
+        pa.field("expired_reason", pa.string()),
+        pa.field("expiry_event_id", pa.string()),
+        pa.field("merged_into", pa.string()),
+        pa.field("merged_at", TS),
+        pa.field("merger_event_id", pa.string()),
+        pa.field("last_event_time", TS),
+        pa.field("last_event_id", pa.string()),
+    ]
+)
+SEARCH_INDEX_COLUMNS = ["job_id", "board", *POSTING_FIELDS, "posted_at", "updated_at"]
+STATS_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.date32()),
+        pa.field("board", pa.string()),
+        pa.field("postings", pa.int64()),
+        pa.field("updates", pa.int64()),
+        pa.field("expiries", pa.int64()),
+        pa.field("active_jobs", pa.int64()),
+        pa.field("avg_salary_min", pa.float64()),
+    ]
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
