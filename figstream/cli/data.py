@@ -1,4 +1,4 @@
-"""TODO module docstring."""
+"""``figstream generate`` and ``figstream demo-data``: seeded history for the demo and tests."""
 
 from __future__ import annotations
 

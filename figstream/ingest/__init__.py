@@ -1,1 +1,11 @@
-"""TODO package docstring."""
+"""Getting events in: the landing zone, routing, producers and the event generator.
+
+- ``landing``: landing-batch keys (commit time first, so keys sort in landing order);
+- ``cursor``: the sensors' durable cursor over the landing zone, with a look-back window;
+- ``routing``: the streams as EventBridge event patterns (``platform/routing.yaml``);
+- ``publish``: ``figstream publish``/``produce``: events into landing batches;
+- ``generate``: the seeded event generator (boards, postings, updates, expiries, mergers);
+- ``dataset``: a generated history written as legacy feed dumps plus landing batches.
+
+May import ``storage``, ``events`` and ``settings``.
+"""

@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""A generated history on disk: the legacy feed dump and the landing batches of the same events.
+
+``generate`` writes both from one seeded ``EventStream``, atomically per file, and a manifest
+with the counts.
+"""
 
 from __future__ import annotations
 

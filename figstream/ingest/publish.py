@@ -18,9 +18,9 @@ containing a raw newline, and an empty record (readers skip blank lines, which w
 earlier batches of the same call have landed and are listed on the error.
 
 :func:`produce` is a live producer for demos and soak tests: it re-times the seeded
-``figstream.ingest.generate.EventStream`` (realistic boards, postings, updates, expiries and one board
+``ingest.generate.EventStream`` (realistic boards, postings, updates, expiries and one board
 merger a few simulated days in) to "now", adds jitter, occasional events a few minutes late,
-duplicate deliveries and a share of corrupted records (``figstream.ingest.generate._corrupt``, so they
+duplicate deliveries and a share of corrupted records (``ingest.generate._corrupt``, so they
 fail validation exactly as generated history does), and publishes at a scheduled rate: event
 ``n`` is due ``n / rate`` seconds after the start, the loop sleeps until the next event or
 flush, and the returned :class:`ProduceStats` reports the rate actually achieved.

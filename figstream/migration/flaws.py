@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""Known legacy flaws as rules: each recognises the parity differences a flaw explains.
+
+The ledger names a task's ``known_flaws``; ``KNOWN_FLAWS`` maps each name to its rule, and a
+difference a rule explains is counted under the flaw's name instead of as a mismatch.
+"""
 
 from __future__ import annotations
 

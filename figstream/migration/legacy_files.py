@@ -1,4 +1,4 @@
-"""TODO module docstring."""
+"""Legacy's outputs on disk: ``<home>/legacy/<day>/<file>.csv``, read and written as Arrow."""
 
 from __future__ import annotations
 

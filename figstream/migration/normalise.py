@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""Parity's per-column normalisers: text folding, and numbers and timestamps parsed from CSV.
+
+A value a ``number`` or ``timestamp`` normaliser cannot parse is counted as unparsable, never
+silently equal.
+"""
 
 from __future__ import annotations
 

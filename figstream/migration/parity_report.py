@@ -1,4 +1,4 @@
-"""TODO module docstring."""
+"""What a parity comparison found (``ParityReport``), with samples, as data and as markdown."""
 
 from __future__ import annotations
 

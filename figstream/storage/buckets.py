@@ -7,7 +7,7 @@ bucket is rewritten (so readers of derived data can tell whether they are stale)
 per-bucket counts the steps report without reading every bucket.
 
 A table starts as one bucket and is split into :data:`BUCKETS` when it grows past
-:data:`SPLIT_ROWS` (``figstream.streaming.bucket_state._grown``): a small state is one object a run rewrites,
+:data:`SPLIT_ROWS` (``streaming.bucket_state._grown``): a small state is one object a run rewrites,
 not the dozens of small ones its few events would touch. Each count has its own object names
 (``<prefix>017.parquet`` for :data:`BUCKETS`, ``<prefix>000-of-001.parquet`` for one), so
 the layout the manifest names is never overwritten by a split in progress: a crash leaves it

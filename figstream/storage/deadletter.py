@@ -370,8 +370,8 @@ def replay(
     is left alone, so a second replay of the same ids republishes nothing.
 
     Each selected record's payload (its fix where given, else the original bytes) goes through
-    ``validate``; a :class:`~figstream.events.validation.Rejection` keeps it in the store with the new
-    reason reported. The rest go to ``publisher.publish`` as one batch and are then marked
+    ``validate``; a :class:`~figstream.events.validation.Rejection` keeps it in the store with
+    the new reason reported. The rest go to ``publisher.publish`` as one batch and are then marked
     replayed with the landing key(s).
 
     Publishing before marking makes delivery at-least-once: a crash between the two (or two

@@ -1,4 +1,9 @@
-"""TODO module docstring."""
+"""SQLite plumbing shared by the state and dead-letter stores.
+
+WAL mode, a busy timeout and short write transactions (``CHUNK_ROWS`` rows) keep concurrent
+runs from blocking each other; ``conform``/``to_rows``/``from_rows`` convert Arrow tables to and
+from rows.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,6 @@ CHUNK_ROWS = 2000  # rows per write transaction: keeps the write lock short
 BUSY_TIMEOUT_S = 30.0
 
 
-# --- helpers shared with figstream.storage.deadletter ---------------------------------------------------
-
-
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -27,7 +29,8 @@ def conform(rows: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
     """``rows`` with exactly ``schema``'s columns, cast safely; ``ValueError`` says what is wrong.
 
     Extra columns are ignored. Fields marked non-nullable must have no nulls. Timestamps must
-    carry a time zone (a naive time is ambiguous, as in :func:`figstream.events.envelope.parse_time`).
+    carry a time zone (a naive time is ambiguous, as in
+    :func:`~figstream.events.envelope.parse_time`).
     """
     missing = [name for name in schema.names if name not in rows.column_names]
     if missing:

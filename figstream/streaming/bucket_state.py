@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""Job state and the dedupe registry as hash buckets of Parquet in the object store.
+
+Paths, manifests and whole-table reads shared by the ``dedupe``, ``jobs``, ``index_export`` and
+``daily`` steps. The buckets themselves are ``figstream.storage.buckets``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from figstream.storage.buckets import Manifest
 from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.streaming import tables as streaming_tables
 
-# --- the global state, kept in hash buckets (figstream.storage.buckets) -------------------------------
+# --- the global state, kept in hash buckets (storage.buckets) ---
 #
 # A run reads, updates and rewrites only the buckets its events touch, one at a time, so its
 # memory is its events (and the rows they touch) plus one bucket. Within a run, what is derived

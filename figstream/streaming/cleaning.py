@@ -1,4 +1,4 @@
-"""TODO module docstring."""
+"""The ``clean_postings`` step: each hour's new ``raw_events`` fragments, cleaned, per batch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO module docstring."""
+"""Daily views of the streaming tables: ``board_daily_stats`` and the state at a day's end."""
 
 from __future__ import annotations
 

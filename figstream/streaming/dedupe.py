@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""The ``deduped_postings`` step: cross-board duplicates, decided by the dedupe registry.
+
+Per dedupe key the earliest posting wins. The registry lives in buckets by job and by dedupe key;
+a run recomputes the duplicates only for the keys its postings name.
+"""
 
 from __future__ import annotations
 

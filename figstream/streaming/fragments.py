@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""Outputs per (table, hour, batch): ``tables/<table>/<partition>/<batch_id>.parquet``.
+
+A re-run of a batch overwrites its own fragment and never another's, so replays and backfills
+are idempotent, and a downstream step reads exactly the fragments of the batches it was given.
+"""
 
 from __future__ import annotations
 

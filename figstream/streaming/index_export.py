@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""The ``search_index`` step: the active jobs as one Parquet snapshot, sorted by job id.
+
+Skipped when nothing changed since the manifests it was built from; sorted in memory while the
+active rows are few, merged bucket by bucket beyond that, so memory stays bounded.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO module docstring."""
+"""The ingest step: landed batches into ``raw_events`` (postings) and ``board_mergers`` (boards).
+
+Each batch is parsed, its events' ids are claimed (the first batch to claim an id owns it, so
+a duplicate delivery is materialised once), and every rejected record is dead-lettered with its
+reason. Conservation: events landed = events materialised + events dead-lettered.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""The ``job_state`` step: last writer wins per job, by event time with the event id as tiebreak.
+
+A run applies its hour's new events to the buckets they touch, then upserts the changed rows
+into the state store, which serves them.
+"""
 
 from __future__ import annotations
 

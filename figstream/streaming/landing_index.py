@@ -1,4 +1,8 @@
-"""TODO module docstring."""
+"""Which lines of a landed batch belong to which (stream, event-time hour).
+
+The stream sensors record it in the landing index before their cursor moves, so a run, a
+backfill or a replay of an hour finds exactly the batches that hold its events.
+"""
 
 from __future__ import annotations
 

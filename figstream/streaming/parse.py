@@ -1,13 +1,8 @@
-"""The vectorised transform core of the streaming path: pure functions over Arrow tables.
+"""Parsing landed micro-batches: JSON lines into valid events and rejected records, vectorised.
 
-Landed micro-batch (JSON lines) -> :func:`parse_batch` (valid events + rejected records) ->
-:func:`dedupe_events` (at-least-once delivery) -> :func:`clean_postings` ->
-:func:`dedupe_postings` (cross-board duplicates) / :func:`apply_job_state` (current state per
-job) -> :func:`search_index` and :func:`board_daily_stats`. :func:`parse_in` runs
-:func:`parse_batches` in worker processes, its results coming back through shared memory.
-
-Parsing accepts exactly what :func:`figstream.events.validation.validate` accepts, with the same reason
-code and detail for the rest. ``validate`` costs ~8 us a record (pydantic), so it only sees the
+:func:`parse_batch` and :func:`parse_batches` accept exactly what
+:func:`figstream.events.validation.validate` accepts, with the same reason code and detail for
+the rest. ``validate`` costs ~8 us a record (pydantic), so it only sees the
 suspicious remainder. Lines go through stages, each taking what it surely can:
 
 1. ``msgspec`` decodes each line into a typed struct per event type (tagged on ``type``, unknown
@@ -21,9 +16,9 @@ suspicious remainder. Lines go through stages, each taking what it surely can:
 The column checks run in numpy over the Arrow buffers or as ``pyarrow.compute`` kernels. They
 are *conservative*: a row they pass is surely valid; anything else (wrong type, an odd but legal
 time spelling, a non-ASCII URL, ...) is re-checked by ``validate``, which gives the exact
-reason. ``FAST_CHECKS`` mirrors :data:`figstream.events.schemas.REGISTRY`; a (type, version) without a
-fast check is still correct, only slower. ``tests/figstream/test_transform.py`` checks the
-equivalence with hypothesis.
+reason. ``FAST_CHECKS`` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
+without a fast check is still correct, only slower. ``tests/figstream/streaming/test_transform.py``
+checks the equivalence with hypothesis.
 
 Python loops remain only where no vectorised form exists, each on a small remainder: the
 ``validate`` fallback, values of an unexpected JSON type, Unicode case folding and whitespace

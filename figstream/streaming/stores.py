@@ -1,12 +1,9 @@
-"""The streaming pipeline's steps over the stores, free of Dagster so the CLI and benchmarks
-can run the very code the assets run.
+"""What every streaming step shares: the stores it works over and the hourly partitions.
 
 Landed batches hold events of any hour. Each step works on one (stream, hourly partition) and a
 set of batches: the sensor passes the batches that are new, a backfill passes every batch the
-landing index knows for the partition. Outputs are written per batch as *fragments*
-(``tables/<table>/<partition>/<batch_id>.parquet``), so a re-run of a batch overwrites its own
-fragment and never another's: replays and backfills are idempotent, and a sensor run costs
-what its new batches cost, not what the partition holds.
+landing index knows for the partition. The steps are free of Dagster, so the CLI and benchmarks
+run the very code the assets run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""TODO module docstring."""
+"""The table operations of the transform: pure, deterministic functions over Arrow tables.
+
+:func:`dedupe_events` (at-least-once delivery) -> :func:`clean_postings` ->
+:func:`dedupe_postings` (cross-board duplicates) / :func:`apply_job_state` (current state per
+job) -> :func:`search_index` and :func:`board_daily_stats`.
+
+"First"/"last" order by ``(event_time, event_id)``; event ids are unique per event, so that is
+a total order. Results that must not depend on arrival order (state, canonical registry,
+duplicates) are sorted on their content. State tables are plain Arrow tables that the caller
+stores and passes back in.
+"""
 
 from __future__ import annotations
 

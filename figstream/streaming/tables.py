@@ -1,4 +1,7 @@
-"""TODO module docstring."""
+"""The shapes of the streaming tables: event types, and the Arrow schema of every table.
+
+Times are ``timestamp[us, tz=UTC]``.
+"""
 
 from __future__ import annotations
 
