@@ -3,8 +3,8 @@
 A tick lists the landing zone after the cursor (re-listing a short look-back window, see
 ``figstream.ingest.cursor``), reads each new batch once to learn which hours of its stream
 it touches, records that in the landing index, and requests one run per touched hour naming
-exactly those batches. The index is written before the cursor moves, and a batch is listed only once it is
-durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
+exactly those batches. The index is written before the cursor moves, and a batch is listed only
+once it is durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
 
 A run that failed is retried by Dagster's run retries (``run_retries`` in the instance config).
 A failure that the retry daemon never handled (it was killed between the failure and its
