@@ -14,9 +14,9 @@ short transactions: see :mod:`figstream.storage.state`) and a DynamoDB one will 
 (``add`` is a put with ``attribute_not_exists(id)``, ``mark_replayed`` an update with
 ``attribute_not_exists(replayed_at)``).
 
-Bad inputs tried (see ``tests/figstream/test_deadletter.py``): payloads that are not valid
-UTF-8 (kept byte for byte), a null payload, missing required columns, the same id twice in one
-table and across calls, a fix that is still invalid, an unknown schema version, unknown ids,
+Bad inputs tried (see ``tests/figstream/storage/test_deadletter.py``): payloads that are not
+valid UTF-8 (kept byte for byte), a null payload, missing required columns, the same id twice in
+one table and across calls, a fix that is still invalid, an unknown schema version, unknown ids,
 a second replay of the same ids, a publisher that fails.
 """
 

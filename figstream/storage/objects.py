@@ -21,11 +21,11 @@ starts with ``.`` (reserved for temporary files), no backslash or NUL, at most 1
 and 200 per segment. A key cannot also be a prefix of other keys (``a/b`` and ``a/b/c``), which
 S3 allows but a directory tree does not; ``put`` refuses that with ``FileExistsError``.
 
-Bad inputs tried (see tests/figstream/test_objectstore.py): invalid keys (empty, ``/a``, ``a/``,
-``a//b``, ``..``, hidden segments, backslash, NUL, over-long), reading a missing key or a prefix,
-putting under an existing object, a crash between writing and renaming (a stale temporary file
-stays invisible), concurrent puts of one key, ``start_after`` inside, before and after date
-directories, and ``limit`` of 0 and below.
+Bad inputs tried (see ``tests/figstream/storage/test_objectstore.py``): invalid keys (empty,
+``/a``, ``a/``, ``a//b``, ``..``, hidden segments, backslash, NUL, over-long), reading a missing
+key or a prefix, putting under an existing object, a crash between writing and renaming (a stale
+temporary file stays invisible), concurrent puts of one key, ``start_after`` inside, before and
+after date directories, and ``limit`` of 0 and below.
 """
 
 from __future__ import annotations
@@ -139,19 +139,6 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error (as in S3)."""
-
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every key under ``prefix``; return how many were deleted."""
-        check_prefix(prefix)
-        if not prefix:
-            raise ValueError("refusing to delete the whole store (empty prefix)")
-        deleted, after = 0, ""
-        while page := self.list(prefix, start_after=after, limit=1000):
-            for key in page:
-                self.delete(key)
-            deleted += len(page)
-            after = page[-1]
-        return deleted
 
 
 def _fsync_dir(path: Path) -> None:

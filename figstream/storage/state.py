@@ -1,5 +1,4 @@
-"""Fast state: current job rows, dedupe claims (cross-board keys and event ids), the landing
-index.
+"""Fast state: current job rows, event claims, the landing index.
 
 :class:`StateStore` is the interface; :class:`SqliteStateStore` is the local implementation and
 a DynamoDB one will follow (each write below is one conditional write per item there).
@@ -22,10 +21,7 @@ Semantics:
   strictly greater. Event ids are unique per event, so a pair names one event and the state
   derived from it; two *different* rows with the same job and pair would be a producer bug,
   and then the first one stored stays.
-* :meth:`StateStore.claim_keys`: first writer wins per ``dedupe_key`` by
-  ``(event_time, event_id)``, the smallest; a later call with an earlier posting takes the key
-  over, as :func:`figstream.streaming.table_ops.dedupe_postings` does.
-* :meth:`StateStore.claim_events`: the first batch to claim an event id owns it for good, so
+* :meth:`StateStore.claim_batches`: the first batch to claim an event id owns it for good, so
   a redelivered event is materialised from one batch only, and a re-run of the owning batch
   (after a crash between claim and write) still owns it. Which of two batches holding the
   same event owns it depends on which ran first; the event is the same either way.
@@ -39,7 +35,7 @@ components it was derived from. Rows must come from the full per-job state
 Times are stored as integer microseconds since the Unix epoch (UTC), so they round-trip
 exactly as ``timestamp[us, tz=UTC]``.
 
-Bad inputs tried (see ``tests/figstream/test_state.py``): missing columns, nulls in key
+Bad inputs tried (see ``tests/figstream/storage/test_state.py``): missing columns, nulls in key
 columns, an unknown status, a non-numeric salary, naive timestamps, nanosecond times that
 would lose precision, conflicting record counts for one landed batch, an empty table, text
 with NUL and non-ASCII characters, times before 1970, one string (or a null) where a list of
@@ -93,20 +89,6 @@ JOB_STATE_SCHEMA = pa.schema(
         pa.field("last_event_id", pa.string(), nullable=False),
     ]
 )
-CLAIM_INPUT_SCHEMA = pa.schema(
-    [
-        pa.field("dedupe_key", pa.string(), nullable=False),
-        pa.field("job_id", pa.string(), nullable=False),
-        pa.field("event_time", TS, nullable=False),
-        pa.field("event_id", pa.string(), nullable=False),
-    ]
-)
-CLAIMS_SCHEMA = pa.schema(
-    [
-        pa.field("dedupe_key", pa.string(), nullable=False),
-        pa.field("canonical_job_id", pa.string(), nullable=False),
-    ]
-)
 
 
 def state_path(home: Path | None = None) -> Path:
@@ -134,21 +116,11 @@ class StateStore(ABC):
         """Stored job rows matching every filter given, sorted by job_id."""
 
     @abstractmethod
-    def claim_keys(self, rows: pa.Table) -> pa.Table:
-        """Claim dedupe keys (:data:`CLAIM_INPUT_SCHEMA`), first writer wins per key by
-        (event_time, event_id). Returns :data:`CLAIMS_SCHEMA`, one row per distinct input key,
-        sorted by key: its canonical job after the claim."""
-
-    def claim_events(self, batch_id: str, event_ids: Iterable[str]) -> dict[str, str]:
-        """Claim event ids for a landed batch, first claimant wins; a batch claiming again
-        (a retry, a backfill) gets its own claims back. Returns the owning batch of each
-        distinct id given."""
-        return self.claim_batches([(batch_id, event_ids)])[0]
-
-    @abstractmethod
     def claim_batches(self, claims: Sequence[tuple[str, Iterable[str]]]) -> list[dict[str, str]]:
-        """:meth:`claim_events` for several batches at once, in the order given (an earlier
-        entry claims first), in as few round trips as the store allows."""
+        """Claim the event ids of landed batches, given as (batch_id, event_ids), first
+        claimant wins; a batch claiming again (a retry, a backfill) gets its own claims back.
+        An earlier entry claims first, and the call takes as few round trips as the store
+        allows. Returns, per entry, the owning batch of each distinct id given."""
 
     @abstractmethod
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
@@ -202,12 +174,6 @@ CREATE TABLE IF NOT EXISTS job_state (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_state_board ON job_state (board, status);
 DROP INDEX IF EXISTS job_state_status;
-CREATE TABLE IF NOT EXISTS dedupe_claims (
-    dedupe_key TEXT PRIMARY KEY NOT NULL,
-    canonical_job_id TEXT NOT NULL,
-    event_time INTEGER NOT NULL,
-    event_id TEXT NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_claims (
     event_id TEXT PRIMARY KEY NOT NULL,
     batch_id TEXT NOT NULL,
@@ -230,17 +196,6 @@ ON CONFLICT (job_id) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in _JOB_COLUMNS[1:])}
 WHERE (excluded.last_event_time, excluded.last_event_id)
     > (job_state.last_event_time, job_state.last_event_id)
-"""
-
-_CLAIM = """
-INSERT INTO dedupe_claims (dedupe_key, canonical_job_id, event_time, event_id)
-VALUES (?, ?, ?, ?)
-ON CONFLICT (dedupe_key) DO UPDATE SET
-    canonical_job_id = excluded.canonical_job_id,
-    event_time = excluded.event_time,
-    event_id = excluded.event_id
-WHERE (excluded.event_time, excluded.event_id)
-    < (dedupe_claims.event_time, dedupe_claims.event_id)
 """
 
 
@@ -290,20 +245,6 @@ class SqliteStateStore(StateStore):
             rows = conn.execute(sql + " ORDER BY job_id", params).fetchall()
         return from_rows(rows, JOB_STATE_SCHEMA)
 
-    def claim_keys(self, rows: pa.Table) -> pa.Table:
-        table = conform(rows, CLAIM_INPUT_SCHEMA, "claim_keys")
-        for chunk in chunks(to_rows(table)):
-            with self._db.write() as conn:
-                conn.executemany(_CLAIM, chunk)
-        keys = pc.unique(table["dedupe_key"]).to_pylist()
-        with self._db.read() as conn:
-            found = conn.execute(
-                "SELECT dedupe_key, canonical_job_id FROM dedupe_claims"
-                " WHERE dedupe_key IN (SELECT value FROM json_each(?)) ORDER BY dedupe_key",
-                (json_list(keys),),
-            ).fetchall()
-        return from_rows(found, CLAIMS_SCHEMA)
-
     def claim_batches(self, claims: Sequence[tuple[str, Iterable[str]]]) -> list[dict[str, str]]:
         wanted = []
         for _, event_ids in claims:
@@ -311,7 +252,7 @@ class SqliteStateStore(StateStore):
                 raise TypeError("event_ids must be an iterable of ids, not one string")
             ids = list(dict.fromkeys(event_ids))
             if not all(isinstance(i, str) for i in ids):
-                raise ValueError("claim_events: event ids must be non-null strings")
+                raise ValueError("claim_batches: event ids must be non-null strings")
             wanted.append(ids)
         stamp = now_us()
         # Inserted in event-id order (stable, so of two batches in this call holding one id the

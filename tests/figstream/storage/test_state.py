@@ -1,4 +1,4 @@
-"""The SQLite state store: last-writer-wins job rows, first-writer-wins dedupe claims, the
+"""The SQLite state store: last-writer-wins job rows, first-claimant-wins event claims, the
 landing index, exact timestamps, bad inputs and concurrent writers."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from figstream.storage.sqlite import CHUNK_ROWS
 from figstream.storage.state import (
-    CLAIM_INPUT_SCHEMA,
     JOB_STATE_SCHEMA,
     SqliteStateStore,
     job_state_rows,
@@ -265,92 +264,38 @@ def test_transform_state_converts_to_job_rows(store):
     assert job["last_event_id"] == "e2"
 
 
-# --- first writer wins: dedupe claims -----------------------------------------------------------
+# --- first claimant wins: event claims ---------------------------------------------------------
 
 
-@st.composite
-def claims(draw) -> tuple[list[dict], list[list[dict]]]:
-    events = draw(
-        st.lists(st.tuples(times, event_ids), min_size=1, max_size=12, unique=True)
-    )  # an event id names one posting, so (time, id) pairs are distinct
-    rows = [
-        {
-            "dedupe_key": draw(st.sampled_from(["acme|dev|oslo", "acme|ops|bergen", "é|€|𝄞"])),
-            "job_id": draw(st.sampled_from(["j1", "j2", "j3", "j4"])),
-            "event_time": when,
-            "event_id": event_id,
-        }
-        for when, event_id in events
-    ]
-    picks = draw(st.permutations(draw(st.lists(st.sampled_from(rows), min_size=1, max_size=25))))
-    return picks, cut(draw, picks)
+def claim(store: SqliteStateStore, batch_id: str, event_ids) -> dict[str, str]:
+    """One batch's claims, alone in its call."""
+    return store.claim_batches([(batch_id, event_ids)])[0]
 
 
-def first_claims(rows: list[dict]) -> dict[str, str]:
-    best: dict[str, dict] = {}
-    for row in rows:
-        old = best.get(row["dedupe_key"])
-        if old is None or (row["event_time"], row["event_id"]) < (
-            old["event_time"],
-            old["event_id"],
-        ):
-            best[row["dedupe_key"]] = row
-    return {key: best[key]["job_id"] for key in sorted(best)}
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(claims())
-def test_claim_keys_first_writer_wins_whatever_the_order(case):
-    picks, batches = case
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStateStore(Path(tmp) / "s.sqlite")
-        seen: list[dict] = []
-        for batch in batches:
-            seen += batch
-            got = store.claim_keys(pa.Table.from_pylist(batch, schema=CLAIM_INPUT_SCHEMA))
-            so_far = first_claims(seen)
-            keys = sorted({row["dedupe_key"] for row in batch})
-            assert got.column_names == ["dedupe_key", "canonical_job_id"]
-            assert got.to_pylist() == [
-                {"dedupe_key": k, "canonical_job_id": so_far[k]} for k in keys
-            ]
-        again = store.claim_keys(pa.Table.from_pylist(picks, schema=CLAIM_INPUT_SCHEMA))
-        assert dict(zip(*again.to_pydict().values(), strict=True)) == first_claims(picks)
-
-
-def test_claim_keys_refuses_incomplete_rows(store):
-    rows = pa.table({"dedupe_key": ["k"], "job_id": ["j"], "event_time": [T0]})
-    with pytest.raises(ValueError, match="missing column"):
-        store.claim_keys(rows)
-    rows = rows.append_column("event_id", pa.array([None], pa.string()))
-    with pytest.raises(ValueError, match="'event_id' has nulls"):
-        store.claim_keys(rows)
-
-
-def test_claim_events_first_claimant_wins_and_keeps_its_claims(store):
-    assert store.claim_events("b2", ["e1", "e2", "e1"]) == {"e1": "b2", "e2": "b2"}
-    assert store.claim_events("b1", iter(["e2", "e3"])) == {"e2": "b2", "e3": "b1"}
-    assert store.claim_events("b2", ["e1", "e2", "e3"]) == {"e1": "b2", "e2": "b2", "e3": "b1"}
-    assert store.claim_events("b3", []) == {}
+def test_claims_first_claimant_wins_and_keeps_its_claims(store):
+    assert claim(store, "b2", ["e1", "e2", "e1"]) == {"e1": "b2", "e2": "b2"}
+    assert claim(store, "b1", iter(["e2", "e3"])) == {"e2": "b2", "e3": "b1"}
+    assert claim(store, "b2", ["e1", "e2", "e3"]) == {"e1": "b2", "e2": "b2", "e3": "b1"}
+    assert claim(store, "b3", []) == {}
     many = [f"x{i}" for i in range(5000)]  # several transactions
-    assert set(store.claim_events("b4", many).values()) == {"b4"}
-    assert set(store.claim_events("b5", many).values()) == {"b4"}
+    assert set(claim(store, "b4", many).values()) == {"b4"}
+    assert set(claim(store, "b5", many).values()) == {"b4"}
     with pytest.raises(TypeError):
-        store.claim_events("b1", "e1")
+        claim(store, "b1", "e1")
     with pytest.raises(ValueError):
-        store.claim_events("b1", ["e9", None])
+        claim(store, "b1", ["e9", None])
 
 
-def test_claim_batches_claims_in_order_as_claim_events_would(store, tmp_path):
+def test_claim_batches_claims_in_order_as_one_call_per_batch_would(store, tmp_path):
     claims = [("b2", ["e1", "e2", "e1"]), ("b1", ["e2", "e3"]), ("b2", ["e3", "e4"]), ("b3", [])]
     one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
-    expected = [one_by_one.claim_events(batch, ids) for batch, ids in claims]
+    expected = [claim(one_by_one, batch, ids) for batch, ids in claims]
     assert store.claim_batches(claims) == expected
     assert expected[1] == {"e2": "b2", "e3": "b1"}  # an earlier entry claims first
     assert store.claim_batches([("b9", ["e1", "e4"])]) == [{"e1": "b2", "e4": "b2"}]
     with pytest.raises(ValueError):  # refused as a whole: nothing of it is claimed
         store.claim_batches([("b5", ["e5"]), ("b5", [None])])
-    assert store.claim_events("b6", ["e5"]) == {"e5": "b6"}
+    assert claim(store, "b6", ["e5"]) == {"e5": "b6"}
 
 
 def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(store, tmp_path):
@@ -359,7 +304,7 @@ def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(st
     many = [f"e{n:05d}" for n in range(2 * CHUNK_ROWS + 7)]
     claims = [("late", many[::-1][::2]), ("early", many[1::3]), ("later", many)]
     one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
-    expected = [one_by_one.claim_events(batch, ids) for batch, ids in claims]
+    expected = [claim(one_by_one, batch, ids) for batch, ids in claims]
     assert store.claim_batches(claims) == expected
     owners = expected[2]
     assert {owners[i] for i in many[::-1][::2]} == {"late"}
@@ -436,8 +381,7 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_state import interleaved_rows, table
-    from figstream.storage.state import SqliteStateStore, CLAIM_INPUT_SCHEMA
-    import pyarrow as pa
+    from figstream.storage.state import SqliteStateStore
 
     path, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     store = SqliteStateStore(path, busy_timeout=20)
@@ -447,10 +391,6 @@ WORKER = textwrap.dedent(
     for start in range(0, len(rows), 5):
         batch = rows[start : start + 5]
         store.upsert_jobs(table(batch))
-        store.claim_keys(pa.Table.from_pylist(
-            [{{"dedupe_key": r["job_id"][:2], "job_id": r["job_id"],
-               "event_time": r["last_event_time"], "event_id": r["last_event_id"]}}
-             for r in batch], schema=CLAIM_INPUT_SCHEMA))
         store.index_batches("jobs", [("p", f"b{{worker}}-{{start}}", len(batch))])
     """
 )
@@ -476,26 +416,6 @@ def test_two_processes_upserting_interleaved_rows(tmp_path):
     store = SqliteStateStore(path)
     assert store.jobs().equals(expected_lww(rows))
     assert len(store.batches_for("jobs", "p")) == 120
-    # A late claim of every key changes nothing: each stays with its earliest posting.
-    claimed = {r["job_id"][:2] for r in rows}
-    got = store.claim_keys(
-        pa.Table.from_pylist(
-            [
-                {"dedupe_key": k, "job_id": "late", "event_time": T0 + timedelta(days=9),
-                 "event_id": "z"}
-                for k in claimed
-            ],
-            schema=CLAIM_INPUT_SCHEMA,
-        )
-    )  # fmt: skip
-    firsts = first_claims(
-        [
-            {"dedupe_key": r["job_id"][:2], "job_id": r["job_id"],
-             "event_time": r["last_event_time"], "event_id": r["last_event_id"]}
-            for r in rows
-        ]
-    )  # fmt: skip
-    assert dict(zip(*got.to_pydict().values(), strict=True)) == firsts
 
 
 def test_threads_upserting_interleaved_rows(tmp_path):
@@ -512,7 +432,7 @@ def test_threads_upserting_interleaved_rows(tmp_path):
                 store.upsert_jobs(table(part[start : start + 3]))
             # Every worker redelivers the same events: each must end up with one owner.
             events = [r["last_event_id"] for r in rows[::5]]
-            owners.append(store.claim_events(f"b{worker}", events))
+            owners.append(claim(store, f"b{worker}", events))
         except BaseException as exc:
             errors.append(exc)
 
