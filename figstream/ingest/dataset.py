@@ -7,12 +7,11 @@ with the counts.
 from __future__ import annotations
 
 import heapq
-import os
 import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,68 +35,38 @@ from figstream.ingest.generate import (
     _check_args,
     _day_iso,
 )
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    # Hidden and not *.jsonl: readers that glob never see a half-written file.
-    return path.with_name(f".{path.name}.tmp")
-
-
-def atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write, flush and fsync a temp file in the same directory, then rename it into place."""
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as fh:
-        fh.writelines(chunks)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+from figstream.storage.files import atomic_file, fsync_dir, write_atomic
 
 
 class _FeedWriter:
-    """``feeds/{date}/{board}.jsonl``: one open temp file per board for the current day."""
+    """``feeds/{date}/{board}.jsonl``: one open atomic file per board for the current day."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.day: str | None = None
-        self.files: dict[str, tuple[BinaryIO, Path]] = {}
+        self.files: dict[str, BinaryIO] = {}
+        self.open_files = ExitStack()
         self.files_written = 0
 
     def add(self, day: str, board: str, line: bytes) -> None:
         if day != self.day:
             self.close_day()
             self.day = day
-        entry = self.files.get(board)
-        if entry is None:
+        fh = self.files.get(board)
+        if fh is None:
             path = self.root / day / f"{board}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Stays open for the whole day; close_day() flushes, fsyncs and renames it.
-            fh = open(_tmp_name(path), "wb", buffering=1 << 20)  # noqa: SIM115
-            entry = self.files[board] = (fh, path)
-        entry[0].write(line + b"\n")
+            # Stays open for the whole day; close_day() puts it in place.
+            fh = self.files[board] = self.open_files.enter_context(
+                atomic_file(path, buffering=1 << 20, sync_directory=False)
+            )
+        fh.write(line + b"\n")
 
     def close_day(self) -> None:
         if self.day is None:
             return
-        for fh, path in self.files.values():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.replace(_tmp_name(path), path)
-            self.files_written += 1
+        self.open_files.close()
+        self.files_written += len(self.files)
         self.files = {}
         self.mark_done(self.day)
         self.day = None
@@ -105,9 +74,9 @@ class _FeedWriter:
     def mark_done(self, day: str) -> None:
         directory = self.root / day
         directory.mkdir(parents=True, exist_ok=True)
-        # The marker goes last, so a reader that sees it sees every board file of the day.
-        atomic_write(directory / "_SUCCESS", [])
-        _fsync_dir(directory)
+        # The marker goes last, so a reader that sees it sees every board file of the day; its
+        # directory fsync makes the board files' renames durable too.
+        write_atomic(directory / "_SUCCESS", [])
 
 
 class _LandingWriter:
@@ -145,19 +114,20 @@ class _LandingWriter:
         directory = self.root / _day_iso(self.first_day)
         if not self.dirs or self.dirs[-1] != directory:
             if self.dirs:
-                _fsync_dir(self.dirs[-1])
+                fsync_dir(self.dirs[-1])
             directory.mkdir(parents=True, exist_ok=True)
             self.dirs.append(directory)
         # Named by the last arrival: a batch becomes visible (commits) once it is complete.
         batch_id = f"{_batch_stamp(self.last_us)}-{self.batches:06d}"
-        atomic_write(directory / f"{batch_id}.jsonl", self.lines)
+        # One directory fsync per directory, when the writer moves on, not one per batch.
+        write_atomic(directory / f"{batch_id}.jsonl", self.lines, sync_directory=False)
         self.batches += 1
         self.lines = []
 
     def close(self) -> None:
         self.flush()
         if self.dirs:
-            _fsync_dir(self.dirs[-1])
+            fsync_dir(self.dirs[-1])
 
 
 @dataclass
@@ -337,7 +307,7 @@ def generate(
         elapsed_seconds=0.0,
     )
     summary.elapsed_seconds = round(time.perf_counter() - began, 3)
-    atomic_write(
+    write_atomic(
         root / "generate-manifest.json",
         [orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2), b"\n"],
     )

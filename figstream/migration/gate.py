@@ -26,8 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import io
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from ruamel.yaml import YAML
 
 from figstream.migration.ledger import Ledger, LedgerError, Stage, parse_ledger
 from figstream.settings import data_home
+from figstream.storage.files import write_atomic
 from figstream.storage.sqlite import SqliteDatabase
 
 ORDER = [Stage.LEGACY, Stage.SHADOW, Stage.MIGRATED, Stage.RETIRED]
@@ -221,25 +220,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _edit_stage(text: str, task: str, stage: Stage) -> str:
     yaml = YAML()  # round trip: comments, order and layout stay as the humans wrote them
     yaml.preserve_quotes = True
@@ -274,7 +254,8 @@ def set_stage(ledger_file: Path, task: str, expected: Stage, stage: Stage) -> Le
             raise MigrationError(
                 f"the edit changed {sorted(changed)}, not only {task}: not written"
             )
-        _atomic_write(ledger_file, edited)
+        mode = ledger_file.stat().st_mode & 0o777
+        write_atomic(ledger_file, [edited.encode("utf-8")], mode=mode)
         return updated
 
 

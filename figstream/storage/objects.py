@@ -7,10 +7,11 @@ a directory for the ``local`` profile. An S3 implementation (pyarrow ``S3FileSys
 
 Guarantees of :class:`LocalObjectStore`:
 
-* ``put`` is atomic and durable before it returns: the bytes go to a hidden temporary file in the
-  destination directory, which is flushed and fsynced, renamed over the key with ``os.replace``,
-  and then the directory is fsynced (so are the parents of any directory it had to create).
-  A reader sees the old object or the new one, never a partial one.
+* ``put`` is atomic and durable before it returns: it writes through
+  :func:`figstream.storage.files.atomic_file` (a hidden temporary file in the destination
+  directory, fsynced, renamed over the key, the directory fsynced), and fsyncs the parents of
+  any directory it had to create. A reader sees the old object or the new one, never a
+  partial one.
 * ``list`` returns full keys in lexicographic (code point, hence UTF-8 byte) order, like S3. It
   never lists the hidden temporary files, and it does not descend into directories whose keys
   all sort at or before ``start_after``, so a cursor over ``landing/{date}/`` stays cheap as
@@ -31,14 +32,14 @@ after date directories, and ``limit`` of 0 and below.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+
+from figstream.storage.files import atomic_file, fsync_dir
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 200
 _BAD_CHARS = ("\\", "\x00")
-_TMP_SUFFIX = ".tmp"
 
 
 def check_key(key: str) -> str:
@@ -141,21 +141,6 @@ class ObjectStore(ABC):
         """Remove ``key``; deleting a missing key is not an error (as in S3)."""
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make entries created or renamed in ``path`` durable."""
-    if os.name == "nt":
-        return  # Windows cannot open a directory; NTFS journals the rename itself.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some file systems (network, FUSE) refuse fsync on a directory; nothing more to do.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 class LocalObjectStore(ObjectStore):
     """An :class:`ObjectStore` over a local directory (created on the first ``put``)."""
 
@@ -192,7 +177,7 @@ class LocalObjectStore(ObjectStore):
                     ) from None
                 continue
             # The new directory entry lives in its parent: make that durable too.
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         with self.writer(key) as fh:
@@ -201,34 +186,15 @@ class LocalObjectStore(ObjectStore):
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)
-        directory = path.parent
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        for attempt in range(3):
-            self._ensure_dir(directory, key)
-            # Unique per writer, hidden, and not ending in the key's suffix: never listed.
-            tmp = directory / f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
-            try:
-                fd = os.open(tmp, flags, 0o666)
-                break
-            except FileNotFoundError:
-                # A concurrent delete pruned the (then empty) directory; make it again.
-                if attempt == 2:
-                    raise
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_file(path, make_parent=lambda d: self._ensure_dir(d, key)) as fh:
                 yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if path.is_dir():
                 raise FileExistsError(
                     f"cannot put {key!r} in {self}: it is a prefix of other keys"
                 ) from None
             raise
-        _fsync_dir(directory)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -307,7 +273,7 @@ class LocalObjectStore(ObjectStore):
             path.unlink()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return  # no such object (a prefix is not one)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self._prune(path.parent)
 
     def _prune(self, directory: Path) -> None:
