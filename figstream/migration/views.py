@@ -99,7 +99,7 @@ def _column(table: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:
 
 
 def render_events(events: pa.Table) -> pa.Table:
-    """Rows of :data:`transform.EVENTS_SCHEMA` (or postings) in legacy's flattened event columns."""
+    """Rows of :data:`tables.EVENTS_SCHEMA` (or postings) in legacy's flattened event columns."""
     n = events.num_rows
     out = {}
     for name in EVENT_COLUMNS:
@@ -264,7 +264,7 @@ def render_dedupe_postings(day: str, stores: Stores, epoch_day: str) -> View:
 
 
 def render_snapshot(index: pa.Table) -> pa.Table:
-    """Search-index rows (:data:`transform.SEARCH_INDEX_COLUMNS`) as ``active_jobs.csv``."""
+    """Search-index rows (:data:`tables.SEARCH_INDEX_COLUMNS`) as ``active_jobs.csv``."""
     out = {}
     for name in SNAPSHOT_COLUMNS:
         values = index[name]
@@ -300,7 +300,7 @@ def render_active_jobs(day: str, stores: Stores, epoch_day: str) -> View:
 
 
 def render_stats(stats: pa.Table) -> pa.Table:
-    """board_daily_stats rows (:data:`transform.STATS_SCHEMA`) as ``board_stats.csv``."""
+    """board_daily_stats rows (:data:`tables.STATS_SCHEMA`) as ``board_stats.csv``."""
     return pa.table(
         {
             "date": _text(stats["date"]),

@@ -76,7 +76,7 @@ def _read_all(
 
 
 def read_job_state(objects: ObjectStore) -> pa.Table:
-    """The whole job state (:data:`transform.STATE_SCHEMA`, by kind and job_id)."""
+    """The whole job state (:data:`tables.STATE_SCHEMA`, by kind and job_id)."""
     jobs = _read_all(
         objects,
         JOB_STATE_MANIFEST,
@@ -91,7 +91,7 @@ def read_job_state(objects: ObjectStore) -> pa.Table:
 
 
 def read_registry(objects: ObjectStore) -> pa.Table:
-    """The whole dedupe registry (:data:`transform.CANONICAL_SCHEMA`, by event time and id)."""
+    """The whole dedupe registry (:data:`tables.CANONICAL_SCHEMA`, by event time and id)."""
     registry = _read_all(
         objects,
         REGISTRY_MANIFEST,
@@ -103,7 +103,7 @@ def read_registry(objects: ObjectStore) -> pa.Table:
 
 
 def read_duplicates(objects: ObjectStore) -> pa.Table:
-    """Every duplicate (:data:`transform.DUPLICATES_SCHEMA`, by job_id)."""
+    """Every duplicate (:data:`tables.DUPLICATES_SCHEMA`, by job_id)."""
     duplicates = _read_all(
         objects,
         REGISTRY_MANIFEST,

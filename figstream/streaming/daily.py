@@ -76,12 +76,12 @@ def end_of_day_state(stores: Stores, day: str, epoch_day: str) -> tuple[pa.Table
 
 
 def registry_duplicates(registry: pa.Table) -> pa.Table:
-    """The duplicates (:data:`transform.DUPLICATES_SCHEMA`) a dedupe registry defines."""
+    """The duplicates (:data:`tables.DUPLICATES_SCHEMA`) a dedupe registry defines."""
     return table_ops.dedupe_postings(tables.empty(tables.POSTINGS_SCHEMA), registry).duplicates
 
 
 def end_of_day_index(stores: Stores, day: str, epoch_day: str) -> pa.Table:
-    """The search index (:data:`transform.SEARCH_INDEX_COLUMNS`) as of the end of ``day``,
+    """The search index (:data:`tables.SEARCH_INDEX_COLUMNS`) as of the end of ``day``,
     built from the kept end-of-day state (see :func:`end_of_day_state`)."""
     state, registry = end_of_day_state(stores, day, epoch_day)
     return table_ops.search_index(state, registry_duplicates(registry))

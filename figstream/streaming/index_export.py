@@ -87,7 +87,7 @@ def _few_active(objects: ObjectStore, keys: list[str]) -> pa.Table | None:
 
 
 def export_search_index(stores: Stores) -> IndexReport:
-    """Write the search index, :func:`transform.search_index` of the whole state and
+    """Write the search index, :func:`table_ops.search_index` of the whole state and
     duplicates, as one Parquet object by job_id: the buckets' active jobs sorted at once when
     they are few (:data:`INDEX_SORT_ROWS`), else merged a row group per bucket at a time, less
     the shadowed duplicates. Nothing is written when neither the state nor the registry

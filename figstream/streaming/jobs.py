@@ -50,7 +50,7 @@ def _fingerprint(state: pa.Table) -> pa.Array:
 
 def _touched(state: pa.Table, events: pa.Table) -> pa.Array:
     """The state rows ``events`` can change: their jobs, every merger row, and the jobs of a
-    board a merger in ``events`` absorbs (see :func:`transform.apply_job_state`)."""
+    board a merger in ``events`` absorbs (see :func:`table_ops.apply_job_state`)."""
     mask = pc.or_(
         pc.is_in(state["job_id"], pc.unique(events["job_id"].drop_null())),
         pc.equal(state["kind"], "merger"),
