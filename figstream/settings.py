@@ -1,15 +1,56 @@
-"""Where things live: from the environment, with defaults that need nothing off the machine."""
+"""Where things live: from the environment, with defaults that need nothing off the machine.
+
+Also the one reader of the platform's YAML files (``platform/*.yaml``): :func:`load_yaml`, over
+ruamel.yaml's safe loader (YAML 1.2: ``yes`` is a string and a repeated key is an error), the
+library the ledger's comment-keeping edits need anyway.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("local", "aws")
+
+
+class YamlSyntaxError(ValueError):
+    """Text that is not valid YAML; the message says where (line, column) and what."""
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def load_yaml(text: str) -> Any:
+    """The document in ``text`` as plain dicts, lists and scalars (None if it is empty).
+
+    Malformed YAML raises :class:`YamlSyntaxError` saying where and what, without the loader's
+    excerpts and hints, so that callers can prefix the file's name.
+    """
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        where = exc.problem_mark or exc.context_mark
+        message = f"{_at(where)}: " if where is not None else ""
+        message += exc.problem or exc.context or "malformed"
+        if exc.context and exc.problem:
+            started = f" started at {_at(exc.context_mark)}" if exc.context_mark else ""
+            message += f" ({exc.context}{started})"
+        raise YamlSyntaxError(message) from None
+    except ReaderError as exc:
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise YamlSyntaxError(
+            f"character {exc.position + 1} (#x{code:04x}): {exc.reason}"
+        ) from None
+    except YAMLError as exc:
+        raise YamlSyntaxError(" ".join(str(exc).split())) from None
 
 
 def profile() -> str:
@@ -57,7 +98,12 @@ MAY_BE_ZERO = {"overlap_max_bytes"}  # 0 turns it off
 def streaming_settings(path: Path | None = None) -> StreamingSettings:
     """``platform/streaming.yaml``; an unknown or mistyped key is an error naming the file."""
     path = path or PROJECT_ROOT / "platform" / "streaming.yaml"
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except YamlSyntaxError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     raw.pop("version", None)
     known = {f.name: f.type for f in fields(StreamingSettings)}
     for key, value in raw.items():

@@ -25,13 +25,13 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import requests
-import yaml
 from conftest import BIN, ROOT, free_port
 
 from figstream.events.envelope import format_time, parse_time
 from figstream.ingest.generate import ABSORBED_BOARD, SURVIVING_BOARD, EventStream
 from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.publish import Publisher
+from figstream.settings import load_yaml
 from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore, read_parquet
 from figstream.storage.state import SqliteStateStore, state_path
@@ -495,7 +495,7 @@ def hunt_and_kill_a_run(
 
 
 def batch_ids_of(run: dict) -> set[str]:
-    config = yaml.safe_load(run["runConfigYaml"]) or {}
+    config = load_yaml(run["runConfigYaml"]) or {}
     keys = {k for op in config.get("ops", {}).values() for k in op["config"]["batch_keys"]}
     return {parse_batch_key(k)[1] for k in keys}
 

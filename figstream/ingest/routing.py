@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
+
+from figstream.settings import YamlSyntaxError, load_yaml
 
 SUPPORTED_OPERATORS = ("prefix", "anything-but", "exists", "numeric")
 TOP_LEVEL_KEYS = ("source", "detail-type", "detail")
@@ -441,8 +442,8 @@ class Router:
     @classmethod
     def from_text(cls, text: str, path: Path | str = "<routing>") -> Router:
         try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+            raw = load_yaml(text)
+        except YamlSyntaxError as exc:
             raise RoutingError(f"{path}: not valid YAML: {exc}") from None
         return cls.from_dict(raw, path)
 

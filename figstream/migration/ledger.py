@@ -13,8 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from figstream.settings import YamlSyntaxError, load_yaml
 
 
 class Stage(StrEnum):
@@ -88,8 +89,8 @@ def _where(loc: Iterable[str | int]) -> str:
 
 def parse_ledger(text: str, path: Path | str, known_tasks: Iterable[str] | None = None) -> Ledger:
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        raw = load_yaml(text)
+    except YamlSyntaxError as exc:
         raise LedgerError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise LedgerError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")

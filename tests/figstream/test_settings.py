@@ -1,7 +1,7 @@
 """The streaming settings file: what it accepts and how it refuses the rest.
 
-Bad inputs tried: an unknown key, zero, a negative number, a boolean, a string, and zero where
-zero turns a setting off."""
+Bad inputs tried: an unknown key, zero, a negative number, a boolean, a string, zero where
+zero turns a setting off, malformed YAML, a repeated key and a list at the top level."""
 
 import pytest
 
@@ -34,9 +34,19 @@ def test_zero_turns_overlap_off_and_nothing_else_may_be_zero(tmp_path):
         ("max_batches_per_tick: many\n", "must be a positive number"),
         ("max_batches_per_tick: -3\n", "must be a positive number"),
         ("overlap_bytes: 10\n", "unknown setting"),
+        ("max_runs_per_tick: [6\n", "not valid YAML: line 3, column 1: expected ',' or ']'"),
+        ("max_runs_per_tick: 6\nmax_runs_per_tick: 7\n", "line 3, column 1: found duplicate key"),
+        ("- 6\n", "not valid YAML: line 2, column 1"),
     ],
 )
 def test_bad_entries_are_refused_naming_the_file(tmp_path, text, message):
     with pytest.raises(ValueError, match=message) as refused:
         _read(tmp_path, text)
     assert "streaming.yaml" in str(refused.value)
+
+
+def test_a_top_level_list_is_refused(tmp_path):
+    path = tmp_path / "streaming.yaml"
+    path.write_text("- max_runs_per_tick: 6\n")
+    with pytest.raises(ValueError, match="expected a mapping at the top level, got list"):
+        streaming_settings(path)

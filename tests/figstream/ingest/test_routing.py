@@ -256,7 +256,8 @@ streams:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("streams: [", "not valid YAML"),
+        ("streams: [", "not valid YAML: line 1, column 11: expected the node content"),
+        (GOOD + "default_stream: postings\n", "not valid YAML: line 5, column 1: found duplicate"),
         ("- a\n- b\n", "expected a mapping at the top level"),
         (GOOD.replace("version: 1", "version: 2"), "entry version: must be 1"),
         (GOOD + "extra: 1\n", "entry extra: unknown key"),

@@ -48,7 +48,11 @@ def test_the_shipped_ledger_shadows_every_task_with_parity_rules():
         (VALID.replace("version: 1", "version: 7"), "version"),
         (VALID + "  SomeOtherTask: {stage: legacy}\n", "tasks.SomeOtherTask"),
         (VALID.replace("  CleanPostings:", "  #"), "tasks.CleanPostings"),
-        ("tasks: [unclosed", "not valid YAML"),
+        ("tasks: [unclosed", "not valid YAML: line 1, column 17: expected ',' or ']'"),
+        # A repeated key is refused, not read as its last value (YAML 1.2).
+        (VALID + "tasks: {}\n", "not valid YAML: line 7, column 1: found duplicate key"),
+        (VALID + "\x07\n", "not valid YAML: character 170 (#x0007)"),
+        (VALID.replace("stage: legacy", "stage: yes"), "tasks.ExtractFeeds.stage"),
         ("- just\n- a list\n", "mapping"),
     ],
 )
@@ -57,6 +61,7 @@ def test_malformed_ledger_names_file_and_entry(text, mentions):
         parse_ledger(text, "platform/ledger.yaml", TASKS)
     assert str(err.value).startswith("platform/ledger.yaml: ")
     assert mentions in str(err.value)
+    assert "\n" not in str(err.value) and "<unicode string>" not in str(err.value)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
