@@ -1,7 +1,10 @@
-"""Shared pieces of the benchmarks: machine facts, process groups, a temp Dagster dev, results.
+"""Shared pieces of the benchmarks: machine facts, process groups, a temp Dagster dev, a
+worktree of another commit, the live producer, and the recording of results.
 
 Imported by the scripts next to it (``.venv/bin/python bench/<name>.py`` puts ``bench/`` on
-``sys.path``). Nothing here times anything: each script decides what it measures.
+``sys.path``). Nothing here times anything: each script decides what it measures. A recording
+run stores its result in ``bench/results/<name>.json`` and replaces its own rows (same figure,
+same machine) in its table of ``bench/README.md``; the reasoning goes in the commit message.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,11 +62,44 @@ def machine(**versions: str) -> dict[str, Any]:
     }
 
 
-def machine_line(m: dict[str, Any]) -> str:
-    return (
-        f"{m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python {m['python']}, "
-        f"dagster {m['dagster']}, pyarrow {m['pyarrow']}, orjson {m['orjson']}"
-    )
+def machine_cell(m: dict[str, Any]) -> str:
+    """The machine as a README cell, e.g. ``Intel Xeon, 2 CPUs``; the rest is in the JSON."""
+    model = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b.*$|\b\d+-Core\b", "", m["cpu_model"])
+    return f"{' '.join(model.split())}, {m['nproc']} CPUs"
+
+
+def commit_of(tree: Path = ROOT) -> str:
+    """The short commit checked out in ``tree``, ``+changes`` when tracked files differ."""
+    git = ["git", "-C", str(tree)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """A detached ``git worktree`` of ``ref`` in a temporary directory, removed on the way out:
+    the other side of a side-by-side run."""
+    base = Path(tempfile.mkdtemp(prefix="figstream-worktree-"))
+    path = base / "tree"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(path), ref], check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", str(path)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def logger(name: str) -> Callable[..., None]:
+    """``print`` to stderr, prefixed with ``[name]``: stdout is kept for results."""
+
+    def log(*parts: Any) -> None:
+        print(f"[{name}]", *parts, file=sys.stderr, flush=True)
+
+    return log
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -240,6 +278,19 @@ def dagster_dev(
         stop_marked(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
 
 
+def start_producer(home: Path, env: dict[str, str], log: Path, *options: str) -> subprocess.Popen:
+    """``figstream produce --home home *options`` in its own process group, output to ``log``."""
+    command = [str(BIN / "figstream"), "produce", "--home", str(home), *options]
+    return spawn(command, log, cwd=ROOT, env=env)
+
+
+def stop_producer(proc: subprocess.Popen, log: Path) -> str:
+    """Stop the producer as Ctrl-C would (it then reports); its ``produced ...`` line."""
+    stop(proc, first=signal.SIGINT)
+    lines = log.read_text().splitlines()
+    return next((line for line in lines if line.startswith("produced ")), "")
+
+
 _LOCATIONS = (
     '{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name '
     'loadStatus locationOrLoadError { __typename } } } } }"}'
@@ -277,6 +328,9 @@ def _wait_loaded(proc: subprocess.Popen, port: int, log: Path, timeout: float) -
 
 # --- results ------------------------------------------------------------------------------------
 
+Row = tuple[str, str, str]  # figure, value, target (with its verdict)
+COLUMNS = ("figure", "value", "target", "machine", "command", "commit")
+
 
 def write_results(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -285,11 +339,34 @@ def write_results(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the ``<!-- {name}-bench:start/end -->`` section of bench/README.md."""
+def table_rows(result: dict[str, Any], rows: list[Row]) -> list[list[str]]:
+    """A bench's rows with the machine, command and commit of ``result``."""
+    command = result.get("command") or f".venv/bin/python bench/{Path(sys.argv[0]).name}"
+    run = [machine_cell(result["machine"]), f"`{command}`", result.get("commit", "not recorded")]
+    return [[*row, *run] for row in rows]
+
+
+def write_rows(name: str, rows: list[list[str]]) -> None:
+    """Put ``rows`` in the table between ``<!-- {name}-bench:start/end -->`` of bench/README.md,
+    replacing the rows of the same figure on the same machine and keeping the others."""
     start, end = f"<!-- {name}-bench:start -->", f"<!-- {name}-bench:end -->"
-    section = f"{start}\n{body.strip()}\n{end}"
     text = README.read_text() if README.exists() else "# Benchmarks\n"
+    kept: list[list[str]] = []
+    if start in text:
+        old = text[text.index(start) + len(start) : text.index(end)].strip().splitlines()[2:]
+        kept = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in old]
+    new = {(row[0], row[3]) for row in rows}
+    merged = [row for row in kept if (row[0], row[3]) not in new] + rows
+    order: dict[str, int] = {}
+    for row in kept + rows:  # figures keep their place; new ones go last
+        order.setdefault(row[0], len(order))
+    merged.sort(key=lambda row: (order[row[0]], row[3]))
+    table = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "| --- | ---: | --- | --- | --- | --- |",
+        *("| " + " | ".join(row) + " |" for row in merged),
+    ]
+    section = "\n".join([start, *table, end])
     if start in text:
         text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
@@ -297,8 +374,38 @@ def write_section(name: str, body: str) -> None:
     README.write_text(text)
 
 
+def record(
+    name: str, result: dict[str, Any], rows: Callable[[dict], list[Row]], no_write: bool
+) -> None:
+    """The bench's rows to stderr; then either the result as JSON on stdout (``--no-write``: store
+    it as ``bench/results/<name>.json`` and ``--rerender`` to make it the record) or the result
+    written and its rows put in the README."""
+    table = table_rows(result, rows(result))
+    for row in table:
+        print(" | ".join(row[:3]), file=sys.stderr)
+    if no_write:
+        print(json.dumps(result, indent=2))
+    else:
+        write_results(name, result)
+        write_rows(name, table)
+
+
+def rerender(name: str, rows: Callable[[dict], list[Row]], derive=None) -> None:
+    """Rewrite a bench's results (with ``derive``'s figures) and README rows from the recorded
+    results file, running nothing."""
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    if derive is not None:
+        derive(result)
+    record(name, result, rows, no_write=False)
+
+
 def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def verdict(target: str, met: bool | None) -> str:
+    """A target cell: ``<= 10 s: met``."""
+    return f"{target}: {'n/a' if met is None else 'met' if met else '**missed**'}"
 
 
 # --- reading a Dagster instance after the fact ----------------------------------------------------
@@ -324,6 +431,16 @@ def sensor_ticks(instance: Any, after: float | None = None) -> dict[str, Any]:
             "evaluation_seconds": summary(durations, 3),
             "outcomes": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         }
+    return out
+
+
+def run_statuses(instance: Any) -> dict[str, dict[str, int]]:
+    """Runs per job and status, e.g. ``{"postings_job": {"SUCCESS": 48}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for record in instance.get_run_records():
+        counts = out.setdefault(record.dagster_run.job_name, {})
+        status = record.dagster_run.status.value
+        counts[status] = counts.get(status, 0) + 1
     return out
 
 
@@ -353,29 +470,13 @@ def wait_for_quiet(max_wait: float, threshold: float = 1.0, log=print) -> dict[s
     return {"waited_seconds": waited, "threshold": threshold, "load_1m": load_1m()}
 
 
-def load_note(m: dict[str, Any]) -> str:
-    """The load-average sentence of a README section."""
-    waited = m.get("waited_for_quiet") or {}
-    wait = (
-        f" (after waiting {waited['waited_seconds']} s for it to fall below {waited['threshold']})"
-        if waited.get("waited_seconds")
-        else ""
-    )
-    during = m.get("load_average_1m_during_max")
-    during = f" (max {during} during)" if during is not None else ""
-    return (
-        f"1-minute load average {m['load_average_1m_before']} before{wait}, "
-        f"{m['load_average_1m_after']} after{during}"
-    )
-
-
 def add_record_args(parser) -> None:
     """The options every recording bench shares: print only, re-render, wait for quiet."""
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--no-write", action="store_true", help="print only (the result as JSON)")
     parser.add_argument(
         "--rerender",
         action="store_true",
-        help="rewrite the README section from the recorded results, run nothing",
+        help="rewrite the README rows from the recorded results, run nothing",
     )
     parser.add_argument(
         "--wait-quiet",
@@ -386,38 +487,34 @@ def add_record_args(parser) -> None:
     )
 
 
-def rerender(name: str, readme, derive=None) -> None:
-    """Rewrite a bench's results (with ``derive``'s figures) and README section from the
-    recorded results file, running nothing."""
-    result = json.loads((RESULTS / f"{name}.json").read_text())
-    if derive is not None:
-        derive(result)
-    write_results(name, result)
-    write_section(name, readme(result))
+class Recording:
+    """One run of a bench: waits for quiet if asked, then notes the machine, its load and the
+    time before the work; ``header`` gives the first keys of the results file after it."""
 
+    def __init__(self, name: str, wait_quiet: float = 0.0, **versions: str) -> None:
+        self.name = name
+        self.quiet = wait_for_quiet(wait_quiet, log=logger(name))
+        self.facts = machine(**versions)
+        self.load_before = load_1m()
+        self.began = time.time()
+        self.commit = commit_of()  # now: a long run may see HEAD move under it
 
-def result_header(
-    name: str,
-    mode: str,
-    began: float,
-    facts: dict[str, Any],
-    load_before: float,
-    quiet: dict | None,
-    load_after: float,
-    **load: Any,
-) -> dict[str, Any]:
-    """The first keys of every results file: which bench, when, and the machine with its load
-    (``load``: more load figures, e.g. ``load_average_1m_during_max``)."""
-    return {
-        "bench": name,
-        "mode": mode,
-        "started_at": datetime.fromtimestamp(began, UTC).isoformat(),
-        "wall_seconds": round(time.time() - began, 1),
-        "machine": {
-            **facts,
-            "load_average_1m_before": load_before,
-            "waited_for_quiet": quiet,
-            "load_average_1m_after": load_after,
-            **load,
-        },
-    }
+    def header(self, mode: str, **load: Any) -> dict[str, Any]:
+        """``load``: more load figures, e.g. ``load_average_1m_during_max``."""
+        return {
+            "bench": self.name,
+            "mode": mode,
+            "commit": self.commit,
+            "command": " ".join(
+                [".venv/bin/python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]
+            ),
+            "started_at": datetime.fromtimestamp(self.began, UTC).isoformat(),
+            "wall_seconds": round(time.time() - self.began, 1),
+            "machine": {
+                **self.facts,
+                "load_average_1m_before": self.load_before,
+                "waited_for_quiet": self.quiet,
+                "load_average_1m_after": load_1m(),
+                **load,
+            },
+        }

@@ -20,7 +20,7 @@ them, one at a time:
 Both are polled every 0.1 s. Afterwards the Dagster instance says where each probe's time
 went: publish -> run created (sensor), created -> RUN_START (launch: process spawn, imports,
 code load), RUN_START -> the last step's success (steps), and the rest (observation).
-Results: ``bench/results/freshness.json`` and the freshness section of ``bench/README.md``.
+Results: ``bench/results/freshness.json`` and the freshness table of ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,23 +42,21 @@ import pyarrow.parquet as pq
 from benchlib import (
     BIN,
     ROOT,
+    Recording,
     add_record_args,
     dagster_dev,
     fmt,
     load_1m,
-    load_note,
-    machine,
-    machine_line,
+    logger,
+    record,
     rerender,
-    result_header,
+    run_statuses,
     sensor_ticks,
-    spawn,
-    stop,
+    start_producer,
+    stop_producer,
     summary,
     temp_homes,
-    wait_for_quiet,
-    write_results,
-    write_section,
+    verdict,
 )
 
 from figstream.events.envelope import format_time
@@ -75,6 +71,7 @@ POLL_S = 0.1
 TARGET_RATIO = 1.3
 TARGET_P95_S, AIM_P95_S = 10.0, 6.0
 FIG_STEPS = ["raw_events", "clean_postings", "deduped_postings", "job_state", "search_index"]
+log = logger(BENCH)
 
 
 class FigstreamProbe:
@@ -199,8 +196,8 @@ def breakdown(dagster_home: Path, probes: list[dict]) -> dict:
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     records = instance.get_run_records()
     by_job: dict[str, list] = {}
-    for record in records:
-        by_job.setdefault(record.dagster_run.job_name, []).append(record)
+    for run_record in records:
+        by_job.setdefault(run_record.dagster_run.job_name, []).append(run_record)
     for runs in by_job.values():
         runs.sort(key=lambda r: r.create_timestamp.timestamp())
     wanted = {
@@ -295,11 +292,6 @@ def breakdown(dagster_home: Path, probes: list[dict]) -> dict:
             if r.end_time is not None and r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         ]
 
-    statuses: dict[str, dict[str, int]] = {}
-    for job, runs in by_job.items():
-        for r in runs:
-            counts = statuses.setdefault(job, {})
-            counts[r.dagster_run.status.value] = counts.get(r.dagster_run.status.value, 0) + 1
     workers: dict[str, dict[str, int]] = {}
     for job, runs in by_job.items():
         for r in runs:
@@ -308,22 +300,12 @@ def breakdown(dagster_home: Path, probes: list[dict]) -> dict:
             counts[how] = counts.get(how, 0) + 1
     return {
         "sensors": sensor_ticks(instance),
-        "run_statuses": statuses,
+        "run_statuses": run_statuses(instance),
         "run_workers": workers,
         "postings_run_created_to_end_s": summary(durations(postings)),
         "floor_run_created_to_end_s": summary(durations(floor_runs)),
         "stats_runs": len(stats_runs),
     }
-
-
-def _statuses(dagster_home: Path) -> dict[str, dict[str, int]]:
-    import dagster as dg
-
-    out: dict[str, dict[str, int]] = {}
-    for r in dg.DagsterInstance.from_config(str(dagster_home)).get_run_records():
-        counts = out.setdefault(r.dagster_run.job_name, {})
-        counts[r.dagster_run.status.value] = counts.get(r.dagster_run.status.value, 0) + 1
-    return out
 
 
 def phase_medians(probes: list[dict], kind: str) -> dict:
@@ -351,40 +333,37 @@ def main() -> None:
     add_record_args(parser)
     args = parser.parse_args()
     if args.rerender:
-        rerender(BENCH, readme, derive)
+        rerender(BENCH, rows)
         return
     probes_each = args.probes or (5 if args.quick else 20)
     rng = random.Random(args.seed)
+    import dagster as dg
 
-    quiet = wait_for_quiet(args.wait_quiet, log=lambda m: print(f"[{BENCH}] {m}", file=sys.stderr))
-    facts = machine()
-    load_before = load_1m()
-    began = time.time()
+    recording = Recording(BENCH, args.wait_quiet)
     base = Path(tempfile.mkdtemp(prefix="figstream-freshness-"))
     env = temp_homes(base)
     home, dagster_home = Path(env["FIGSTREAM_HOME"]), Path(env["DAGSTER_HOME"])
     env["FIGSTREAM_BENCH_FLOOR_DIR"] = str(base / "floor")
     os.environ.update(env)
-    print(f"[freshness] homes under {base}; load {load_before}", file=sys.stderr)
+    log(f"homes under {base}; load {recording.load_before}")
     imports = import_times(env, rounds=1 if args.quick else 3)
-    print(f"[freshness] import times {imports}", file=sys.stderr)
+    log(f"import times {imports}")
 
     probes: list[dict] = []
     warmup: list[dict] = []
-    producer_out = ""
+    produced = ""
     load_during: list[float] = []
     try:
         with dagster_dev(ROOT / "bench" / "floor" / "workspace.yaml", env, base / "dev.log"):
-            producer = spawn(
-                [str(BIN / "figstream"), "produce", "--rate", str(args.rate), "--seed",
-                 str(args.seed), "--producer", "bench-bg", "--home", str(home)],
-                base / "producer.log", cwd=ROOT, env=env,
+            producer = start_producer(
+                home, env, base / "producer.log",
+                "--rate", str(args.rate), "--seed", str(args.seed), "--producer", "bench-bg",
             )  # fmt: skip
             try:
                 fig, floor = FigstreamProbe(home), FloorProbe(base / "floor")
                 # First runs pay for cold caches and the first sensor evaluation.
                 warmup = [fig.run(240.0), floor.run(240.0)]
-                print(f"[freshness] warm-up {warmup}", file=sys.stderr)
+                log(f"warm-up {warmup}")
                 for i in range(probes_each):
                     pair = (fig, floor) if i % 2 == 0 else (floor, fig)
                     for probe in pair:
@@ -393,24 +372,21 @@ def main() -> None:
                         result = probe.run(args.timeout)
                         result["index"] = i
                         probes.append(result)
-                        print(f"[freshness] {i} {result}", file=sys.stderr)
+                        log(i, result)
             finally:
-                with_sigint = producer.poll() is None
-                stop(producer, first=signal.SIGINT if with_sigint else signal.SIGTERM)
-                producer_out = (base / "producer.log").read_text()
+                produced = stop_producer(producer, base / "producer.log")
             # Let the last runs finish before the instance is read and dev stops.
             time.sleep(3)
             # Runs still in flight now are killed with dev and recorded as failures then.
-            before_stop = _statuses(dagster_home)
+            instance = dg.DagsterInstance.from_config(str(dagster_home))
+            before_stop = run_statuses(instance)
         details = breakdown(dagster_home, warmup + probes)
         details["run_statuses_before_stop"] = before_stop
     finally:
         if args.keep:
-            print(f"[freshness] kept {base}", file=sys.stderr)
+            log(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    load_after = load_1m()
-
     fig_index = [p["to_search_index_s"] for p in probes if p["kind"] == "figstream"]
     fig_state = [p["to_job_state_s"] for p in probes if p["kind"] == "figstream"]
     floor_vis = [p["visible_s"] for p in probes if p["kind"] == "floor"]
@@ -420,16 +396,9 @@ def main() -> None:
     floor_s = summary([v for v in floor_vis if v is not None])
     ratio = round(fig_s["p95"] / floor_s["p95"], 2) if fig_s["p95"] and floor_s["p95"] else None
     ratio_p50 = round(fig_s["p50"] / floor_s["p50"], 2) if fig_s["p50"] and floor_s["p50"] else None
-    produced = next((ln for ln in producer_out.splitlines() if ln.startswith("produced ")), "")
     result = {
-        **result_header(
-            "freshness",
+        **recording.header(
             "quick" if probes_each < 20 else "full",
-            began,
-            facts,
-            load_before,
-            quiet,
-            load_after,
             load_average_1m_during_max=max(load_during, default=None),
         ),
         "setup": {
@@ -468,119 +437,28 @@ def main() -> None:
         "warmup": warmup,
         "probes": probes,
     }
-    print(
-        f"[freshness] figstream->search_index {fig_s}; ->job_state {state_s}; floor {floor_s}; "
-        f"ratio p95 {ratio}; load {load_before} -> {load_after}; phases {result['phases']}",
-        file=sys.stderr,
+    log(
+        f"figstream->search_index {fig_s}; ->job_state {state_s}; floor {floor_s}; "
+        f"ratio p95 {ratio}; phases {result['phases']}"
     )
-    if not args.no_write:
-        write_results("freshness", result)
-        write_section("freshness", readme(result))
+    record(BENCH, result, rows, args.no_write)
 
 
-def readme(r: dict) -> str:
-    m, s, ph = r["machine"], r["seconds"], r["phases"]
-    fig, state, floor = (
-        s["figstream_publish_to_search_index"],
-        s["figstream_publish_to_job_state"],
-        s["floor_marker_to_output"],
-    )
-    t = r["targets"]
-
-    def row(name: str, x: dict) -> str:
-        return f"| {name} | {x['n']} | {fmt(x['p50'])} | {fmt(x['p95'])} | {fmt(x['max'])} |"
-
-    def phases(kind: str) -> str:
-        p = ph[kind]
-        return " / ".join(
-            f"{label} {fmt(p[key]['p50'])}"
-            for label, key in (
-                ("sensor", "sensor_s"),
-                ("launch", "launch_s"),
-                ("steps", "steps_s"),
-                ("observe", "observe_s"),
-            )
-        )
-
-    steps = ", ".join(
-        f"{k} {fmt(v, 2)}" for k, v in ph["figstream"]["per_step_p50_s"].items() if v is not None
-    )
-    imports = ", ".join(f"{k} {v:.1f} s" for k, v in r["import_seconds"].items())
-    inst = r["instance"]
-    ticks = "; ".join(
-        f"{name} {v['ticks']} ticks, evaluation p50 {fmt(v['evaluation_seconds']['p50'], 2)} s "
-        f"/ max {fmt(v['evaluation_seconds']['max'], 2)} s"
-        for name, v in inst["sensors"].items()
-    )
-    figs = [p for p in r["probes"] if p["kind"] == "figstream"]
-    limit = r["setup"].get("max_runs_in_flight", 2)  # 2 before it was recorded
-    blocked = [p for p in figs if p.get("runs_in_flight_at_publish", 0) >= limit]
-    blocked_p50 = summary([p["to_search_index_s"] for p in blocked if p["to_search_index_s"]])
-    free = [p for p in figs if p.get("runs_in_flight_at_publish", 0) < limit]
-    free_p50 = summary([p["to_search_index_s"] for p in free if p["to_search_index_s"]])
-
-    overlap = r["setup"].get("overlap_max_bytes")
-    if overlap:
-        overlap = (
-            f"new batches of at most `overlap_max_bytes` ({overlap:,} bytes) start one run"
-            " more beside them, a bigger backlog waits until one ends"
-        )
-    else:  # not recorded (before it existed) or 0
-        overlap = "the sensor skips until one ends"
-
-    def verdict(ok: bool) -> str:
-        return "**met**" if ok else "**missed**"
-
-    return f"""## Freshness under `dagster dev` (`bench/freshness_bench.py`)
-
-`.venv/bin/python bench/freshness_bench.py` ({r["mode"]} run, {r["started_at"][:16]} UTC,
-{r["wall_seconds"]:.0f} s): one real `dagster dev` on temporary homes with
-`platform/local/dagster.yaml`, workspace `bench/floor/workspace.yaml` (figstream and the floor
-location in one daemon and one instance), a background `figstream produce --rate
-{r["setup"]["background_rate"]:g}`, and {r["setup"]["probes_each"]} probes of each kind,
-alternating, one at a time, 1-5 s apart, polled every {r["setup"]["poll_seconds"]} s.
-Machine: {machine_line(m)}; {load_note(m)}.
-
-| seconds from publish to | n | p50 | p95 | max |
-| --- | ---: | ---: | ---: | ---: |
-{row("figstream: job in `search_index` snapshot", fig)}
-{row("figstream: job in `job_state` (SQLite)", state)}
-{row("floor: marker id written by its run", floor)}
-
-Ratio figstream p95 / floor p95 = **{fmt(r["ratios"]["figstream_p95_over_floor_p95"], 2)}**
-(p50: {fmt(r["ratios"]["figstream_p50_over_floor_p50"], 2)}); target <= 1.3
-{verdict(t["ratio_p95 <= 1.3"])}. Figstream p95 {fmt(fig["p95"])} s: target <= 10 s
-{verdict(t["figstream_p95 <= 10 s"])}, aim <= 6 s {verdict(t["figstream_p95 <= 6 s (aim)"])}.
-Probes that timed out: {r["timeouts"]}.
-
-Where the time goes (p50 seconds, from the instance's run records and event logs):
-figstream {phases("figstream")}; floor {phases("floor")}. *sensor* = publish until the run
-is created (the daemon's fixed 5 s sensor loop, then the tick itself), *launch* = run created
-until RUN_START (the run's own process, forked from the launcher's pre-loaded worker),
-*steps* = RUN_START until the last step succeeded, *observe* = until the poller saw it.
-Launch splits into spawn (run created until the worker's "Started process for run" event)
-p50 figstream {fmt(ph["figstream"]["spawn_s"]["p50"])} s / floor
-{fmt(ph["floor"]["spawn_s"]["p50"])} s, and load (until RUN_START: building the code
-location's Definitions and the job) p50 figstream {fmt(ph["figstream"]["load_s"]["p50"])} s /
-floor {fmt(ph["floor"]["load_s"]["p50"])} s. How runs started (the `figstream/worker` tag:
-`warm` = forked from the pre-loaded worker, `default` = a fresh interpreter from the code
-server, the first run of each location and any while its worker warms):
-{inst.get("run_workers", "not recorded")}. A fresh interpreter would take {imports}.
-Figstream steps (p50): {steps}.
-Figstream probes published while {limit} postings run(s) were already in flight (the sensor's
-`max_runs_in_flight`; {overlap}): {len(blocked)} of {len(figs)}, p50
-{fmt(blocked_p50["p50"])} s; the others p50 {fmt(free_p50["p50"])} s.
-Sensor ticks: {ticks}.
-Runs during the bench: {inst["run_statuses"]} (just before `dagster dev` was stopped:
-{inst.get("run_statuses_before_stop", "not recorded")}); postings_job run created->end p50
-{fmt(inst["postings_run_created_to_end_s"]["p50"])} s, floor_job
-{fmt(inst["floor_run_created_to_end_s"]["p50"])} s.
-Raw figures, every probe with its phases: `bench/results/freshness.json`.
-"""
-
-
-def derive(result: dict) -> None:
-    """Figures computed from the recorded ones (kept in the results file too)."""
+def rows(r: dict) -> list[tuple[str, str, str]]:
+    s, t = r["seconds"], r["targets"]
+    fig, floor = s["figstream_publish_to_search_index"], s["floor_marker_to_output"]
+    ratio = r["ratios"]["figstream_p95_over_floor_p95"]
+    probes = f"{r['setup']['probes_each']} probes each"
+    return [
+        (f"publish -> search index p95, s, {probes}", fmt(fig["p95"], 2),
+         verdict("<= 10", t["figstream_p95 <= 10 s"]) + "; "
+         + verdict("aim <= 6", t["figstream_p95 <= 6 s (aim)"])),
+        (f"publish -> search index p50, s, {probes}", fmt(fig["p50"], 2), "-"),
+        (f"floor (a one-asset run) p95, s, {probes}", fmt(floor["p95"], 2), "-"),
+        (f"figstream p95 / floor p95, {probes}", fmt(ratio, 2),
+         verdict("<= 1.3", t["ratio_p95 <= 1.3"])),
+        (f"probes timed out, {probes}", f"{r['timeouts']}", "-"),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ and then processed in a fresh child process that does what the platform does:
 The headline is the process's max RSS (``getrusage`` ``ru_maxrss``). Each phase also gets its
 own peak: VmHWM is reset (``/proc/self/clear_refs``) before the phase and read after it, and
 a sampler thread records the peak of Arrow's allocator (``pyarrow.total_allocated_bytes``).
-Results: ``bench/results/memory.json`` and the memory section of ``bench/README.md``.
+Results: ``bench/results/memory.json`` and the memory table of ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -45,24 +45,18 @@ from pathlib import Path
 from benchlib import (
     BIN,
     ROOT,
+    Recording,
     add_record_args,
     linear_slope,
     load_1m,
-    load_note,
-    machine,
-    machine_line,
+    logger,
+    record,
     rerender,
-    result_header,
-    wait_for_quiet,
-    write_results,
-    write_section,
+    verdict,
 )
 
-from figstream.streaming import cleaning, index_export, jobs, landing_index
-from figstream.streaming import dedupe as streaming_dedupe
-from figstream.streaming import ingest as streaming_ingest
-
 BENCH = "memory"
+log = logger(BENCH)
 TARGET_BYTES = 2**30
 DAY = date(2026, 11, 20)
 SEED = 42
@@ -166,8 +160,20 @@ class Peaks:
 
     def wrap(self, owner: object, attr: str, name: str) -> None:
         """Replace ``owner.attr`` (in this process only) by a tracked call of it."""
-        original = getattr(owner, attr)
+        setattr(owner, attr, self._tracked(getattr(owner, attr), name))
 
+    def wrap_function(self, fn) -> None:
+        """Track ``fn`` wherever a figstream module holds it: its own module, and every module
+        that imported it by name (``from x import fn`` keeps a reference of its own)."""
+        name = f"{fn.__module__.removeprefix('figstream.')}.{fn.__name__}"
+        tracked = self._tracked(fn, name)
+        for module_name, module in list(sys.modules.items()):
+            if module_name.startswith("figstream"):
+                for attr, value in list(vars(module).items()):
+                    if value is fn:
+                        setattr(module, attr, tracked)
+
+    def _tracked(self, original, name: str):
         def tracked(*args, **kwargs):
             frame = self.enter(name)
             try:
@@ -175,7 +181,7 @@ class Peaks:
             finally:
                 self.leave(frame)
 
-        setattr(owner, attr, tracked)
+        return tracked
 
 
 def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) -> dict:
@@ -194,6 +200,19 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     from figstream.ingest.landing import LANDING_PREFIX
     from figstream.migration.ledger import load_ledger
     from figstream.settings import ledger_path
+    from figstream.storage import objects, state
+    from figstream.streaming import (
+        bucket_state,
+        cleaning,
+        dedupe,
+        fragments,
+        index_export,
+        ingest,
+        jobs,
+        landing_index,
+        parse,
+        table_ops,
+    )
     from resources.profiles import resources_for
 
     gc.collect()
@@ -205,7 +224,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
 
     def over_limit(why: str) -> None:
         open_frames = [f["name"] for f in peaks.stack]
-        print(f"[memory] {why} in {open_frames}: stopping", file=sys.stderr)
+        log(f"{why} in {open_frames}: stopping")
         peaks._fold()
         partial = {
             "mode": mode,
@@ -226,31 +245,28 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     arrow = ArrowPeak(limit_mib * 1024, time.monotonic() + time_limit_s, over_limit)
     arrow.start()
     # Where the memory goes: the functions the steps call, tracked in this process only.
-    for attr in (
-        "read_fragments",
-        "_snapshot",
-        "write_parquet",
-        "assign",
-        "job_state_rows",
-        "_fingerprint",
-        "_write_each",
-        "_few_active",
-        "_shadowed",
-        "clean",
-        "dedupe",
-        "update_job_state",
-        "export_search_index",
+    for fn in (
+        fragments.read_fragments,
+        bucket_state._snapshot,
+        objects.write_parquet,
+        landing_index.assign,
+        state.job_state_rows,
+        jobs._fingerprint,
+        fragments._write_each,
+        index_export._few_active,
+        index_export._shadowed,
+        cleaning.clean,
+        dedupe.dedupe,
+        jobs.update_job_state,
+        index_export.export_search_index,
+        parse.parse_batch,
+        table_ops.dedupe_events,
+        table_ops.clean_postings,
+        table_ops.dedupe_postings,
+        table_ops.apply_job_state,
+        table_ops.search_index,
     ):
-        peaks.wrap(steps, attr, f"streaming.{attr}")
-    for attr in (
-        "parse_batch",
-        "dedupe_events",
-        "clean_postings",
-        "dedupe_postings",
-        "apply_job_state",
-        "search_index",
-    ):
-        peaks.wrap(transform, attr, f"transform.{attr}")
+        peaks.wrap_function(fn)
     for attr in ("upsert_jobs", "claim_batches", "index_batches"):
         peaks.wrap(stores.state, attr, f"state.{attr}")
     peaks.wrap(stores.dead_letters, "add", "dead_letters.add")
@@ -275,7 +291,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
                 "arrow_after_mib": round(pa.total_allocated_bytes() / MiB, 1),
             }
         )
-        print(f"[memory] {mode} {phases[-1]}", file=sys.stderr, flush=True)
+        log(mode, phases[-1])
         return out
 
     def index() -> dict[str, list[str]]:
@@ -294,12 +310,12 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
                 stores.state.index_batches(stream, rows)
         return {stream: sorted(p) for stream, p in partitions.items()}
 
-    def ingest(stream: str, partitions: list[str]) -> dict:
+    def ingest_hours(stream: str, partitions: list[str]) -> dict:
         # As the ingest asset: every hour of the run, event times kept for lag metadata.
         totals = {"records": 0, "valid": 0, "dead_lettered": 0}
         times = []
         for partition in partitions:
-            report = streaming_ingest.ingest(
+            report = ingest.ingest(
                 stores, stream, partition, stores.state.batches_for(stream, partition)
             )
             totals["records"] += report.records
@@ -315,26 +331,26 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     postings, boards = partitions["postings"], partitions["boards"]
     counts: dict = {"postings_partitions": len(postings), "boards_partitions": len(boards)}
     if mode == "range":
-        counts["ingest_postings"] = phase("ingest raw_events", ingest, "postings", postings)
-        counts["ingest_boards"] = phase("ingest board_mergers", ingest, "boards", boards)
+        counts["ingest_postings"] = phase("ingest raw_events", ingest_hours, "postings", postings)
+        counts["ingest_boards"] = phase("ingest board_mergers", ingest_hours, "boards", boards)
         counts["clean_rows"] = phase("clean (range)", cleaning.clean, stores, postings, None)
-        dedupe = phase("dedupe (range)", streaming_dedupe.dedupe, stores, postings, None)
-        counts["dedupe"] = vars(dedupe)
-        state = phase("update_job_state (range)", jobs.update_job_state, stores, postings, None)
-        counts["job_state"] = vars(state)
-        index = phase("export_search_index", index_export.export_search_index, stores)
-        counts["search_index_rows"] = index.rows
+        deduped = phase("dedupe (range)", dedupe.dedupe, stores, postings, None)
+        counts["dedupe"] = vars(deduped)
+        job_state = phase("update_job_state (range)", jobs.update_job_state, stores, postings, None)
+        counts["job_state"] = vars(job_state)
+        exported = phase("export_search_index", index_export.export_search_index, stores)
+        counts["search_index_rows"] = exported.rows
     else:
 
         def hourly() -> None:
             boards_set = set(boards)
             for partition in sorted(set(postings) | boards_set):
                 if partition in boards_set:
-                    ingest("boards", [partition])
+                    ingest_hours("boards", [partition])
                 if partition in postings:
-                    ingest("postings", [partition])
+                    ingest_hours("postings", [partition])
                     cleaning.clean(stores, [partition], None)
-                    streaming_dedupe.dedupe(stores, [partition], None)
+                    dedupe.dedupe(stores, [partition], None)
                 jobs.update_job_state(stores, [partition], None)
                 index_export.export_search_index(stores)
                 peaks._fold()
@@ -399,10 +415,10 @@ def generated_day(data: Path, events: int) -> dict:
         out = {k: m[k] for k in ("events", "landing_records", "batches", "bad_total")}
         out["reused"] = str(data)
     else:
-        print(f"[memory] generating {events:,} events into {data}", file=sys.stderr)
+        log(f"generating {events:,} events into {data}")
         out = run_child(["--child-generate", str(data), str(events)])
     out["landing_bytes"] = sum(p.stat().st_size for p in (data / "landing").rglob("*.jsonl"))
-    print(f"[memory] generated {out}", file=sys.stderr)
+    log(f"generated {out}")
     return out
 
 
@@ -451,7 +467,7 @@ def main() -> None:
     parser.add_argument("--child-process", nargs=2, metavar=("HOME", "MODE"))
     args = parser.parse_args()
     if args.rerender:
-        rerender(BENCH, readme, derive)
+        rerender(BENCH, rows)
         return
     if args.child_generate:
         root, events = args.child_generate
@@ -468,10 +484,7 @@ def main() -> None:
         args.series if args.series is not None else ("" if args.quick else "200000,500000,1000000")
     )
     series = [int(x) for x in series_arg.split(",") if x.strip()]
-    quiet = wait_for_quiet(args.wait_quiet, log=lambda m: print(f"[{BENCH}] {m}", file=sys.stderr))
-    facts = machine()
-    load_before = load_1m()
-    began = time.time()
+    recording = Recording(BENCH, args.wait_quiet)
     base = Path(tempfile.mkdtemp(prefix="figstream-memory-"))
     data_root = args.data or base / "generated"
     scaling = []
@@ -488,7 +501,6 @@ def main() -> None:
             runs[mode] = process(data_root / str(events), base, mode, args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    load_after = load_1m()
     points = [
         (x["events"], x["run"]["max_rss_mib"]) for x in scaling if not x["run"].get("aborted")
     ]
@@ -504,15 +516,7 @@ def main() -> None:
             "at_events": events,
         }
     result = {
-        **result_header(
-            "memory",
-            "quick" if events < 5_000_000 else "full",
-            began,
-            facts,
-            load_before,
-            quiet,
-            load_after,
-        ),
+        **recording.header("quick" if events < 5_000_000 else "full"),
         "data": {"day": DAY.isoformat(), "seed": SEED, "events_per_day": events, **data},
         "target_bytes": TARGET_BYTES,
         "guards": {"rss_limit_mib": args.rss_limit_mib, "time_limit_min": args.time_limit_min},
@@ -525,109 +529,28 @@ def main() -> None:
         "scaling_range_mode": scaling,
         "scaling_fit": fit,
     }
-    print(f"[memory] max RSS {result['max_rss_mib']} MiB; fit {fit}", file=sys.stderr)
-    if args.no_write:
-        print(json.dumps(result, indent=2))
-    else:
-        write_results("memory", result)
-        write_section("memory", readme(result))
+    log(f"max RSS {result['max_rss_mib']} MiB; fit {fit}")
+    record(BENCH, result, rows, args.no_write)
 
 
-def readme(r: dict) -> str:
-    m, d = r["machine"], r["data"]
+def rows(r: dict) -> list[tuple[str, str, str]]:
+    def mib(run: dict) -> str:
+        return f"{run['max_rss_mib']:,.0f} MiB"
 
-    def table(run: dict) -> str:
-        return "\n".join(
-            f"| {p['phase']} | {p['seconds']:.1f} | {p['vm_hwm_mib']:,.0f} | "
-            f"{p['arrow_peak_mib']:,.0f} | {p['rss_after_mib']:,.0f} |"
-            for p in run["phases"]
-        )
-
-    def calls(run: dict) -> str:
-        inner = [kv for kv in run["calls"].items() if "." in kv[0]]  # not the phases
-        top = sorted(inner, key=lambda kv: -kv[1]["rise_mib"])[:8]
-        return ", ".join(
-            f"`{name}` +{c['rise_mib']:,.0f} MiB (peak {c['peak_mib']:,.0f}, {c['calls']} calls, "
-            f"{c['seconds']:.0f} s)"
-            for name, c in top
-        )
-
-    def phase_of(run: dict, prefix: str) -> str:
-        hit = next((p for p in run["phases"] if p["phase"].startswith(prefix)), None)
-        return f"{hit['vm_hwm_mib']:,.0f} / {hit['seconds']:.0f} s" if hit else "-"
-
-    sections = []
+    out = []
     for mode, run in r["runs"].items():
-        verdict = "**met**" if r["target_met"][mode] else "**missed**"
-        aborted = f" **Stopped early: {run['aborted']}.**" if run.get("aborted") else ""
-        hours = run.get("rss_after_each_hour_mib") or run.get("counts", {}).get(
-            "rss_after_each_hour_mib", []
+        target = verdict("<= 1,024 MiB", r["target_met"][mode])
+        if run.get("aborted"):
+            target += f" (stopped: {run['aborted']})"
+        out.append(
+            (f"max RSS, {r['data']['events_per_day']:,}-event day, {mode}", mib(run), target)
         )
-        if hours:
-            picks = hours[:: max(1, len(hours) // 6)] + ([hours[-1]] if len(hours) > 1 else [])
-            aborted += (
-                " Peak so far after hour: "
-                + ", ".join(
-                    f"{h['partition'][11:16]} {h['peak_so_far_mib']:,.0f} MiB "
-                    f"({h['seconds']:.0f} s)"
-                    for h in picks
-                )
-                + "."
-            )
-        sections.append(
-            f"**{mode}** mode ({d['events_per_day']:,} events): max RSS "
-            f"**{run['max_rss_mib']:,.0f} MiB** (target 1,024 MiB {verdict}); baseline after "
-            f"importing dagster and the code location {run['baseline_rss_mib']:,.0f} MiB; "
-            f"{run['seconds']:.0f} s; load {run['load_1m_at_start']} at its start.{aborted}\n\n"
-            "| phase | s | VmHWM MiB | Arrow peak MiB | RSS after MiB |\n"
-            "| --- | ---: | ---: | ---: | ---: |\n" + table(run) + "\n\n"
-            "Largest rise above the RSS at the call's entry, per function the steps call: "
-            + calls(run)
-            + "."
-        )
-    scaling = "\n"
-    if r["scaling_range_mode"]:
-        rows = "\n".join(
-            f"| {x['events']:,} | {x['run']['max_rss_mib']:,.0f} | "
-            f"{phase_of(x['run'], 'ingest raw')} | {phase_of(x['run'], 'clean')} | "
-            f"{phase_of(x['run'], 'dedupe')} | {phase_of(x['run'], 'update_job_state')} |"
-            for x in r["scaling_range_mode"]
-        )
-        fit = r["scaling_fit"] or {}
-        scaling = (
-            "\nGrowth with the size of the day (range mode; cells are VmHWM MiB / seconds):\n\n"
-            "| events | max RSS MiB | ingest | clean | dedupe | update_job_state |\n"
-            "| ---: | ---: | ---: | ---: | ---: | ---: |\n"
-            + rows
-            + (
-                f"\n\nLinear fit: {fit['mib_per_million_events']} MiB per million events + "
-                f"{fit['intercept_mib']} MiB, i.e. about {fit['extrapolated_max_rss_mib']:,.0f} "
-                f"MiB at {d['events_per_day']:,}.\n\n"
-                if fit
-                else "\n\n(One size only: no fit.)\n\n"
-            )
-        )
-    body = "\n\n".join(sections)
-    guards = r["guards"]
-    return f"""## Memory of one day (`bench/memory_bench.py`)
-
-`.venv/bin/python bench/memory_bench.py` ({r["mode"]} run, {r["started_at"][:16]} UTC,
-{r["wall_seconds"]:.0f} s): one generated day ({d["day"]}, seed {d["seed"]},
-{d["events_per_day"]:,} events: {d["landing_records"]:,} landing records in
-{d["batches"]:,} batches, {d["landing_bytes"] / 2**30:.2f} GiB) through the streaming steps,
-in a fresh process per mode that first imports `definitions` like a run worker. Per phase:
-VmHWM reset before and read after, Arrow allocator peak sampled every 20 ms. A child stops
-past {guards["rss_limit_mib"]:,} MiB RSS or {guards["time_limit_min"]:g} min (shared machine).
-Machine: {machine_line(m)}; {load_note(m)}.
-
-{body}
-{scaling}
-Raw figures: `bench/results/memory.json`.
-"""
-
-
-def derive(result: dict) -> None:
-    """Figures computed from the recorded ones (kept in the results file too)."""
+    for x in r["scaling_range_mode"]:
+        out.append((f"max RSS, {x['events']:,}-event day, range", mib(x["run"]), "-"))
+    if r["scaling_fit"]:
+        fit = r["scaling_fit"]["mib_per_million_events"]
+        out.append(("range runs, MiB per 1M events", f"{fit}", "-"))
+    return out
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ Every 10 s (and after the source stops, until the backlog drains or ``--drain`` 
   deliveries, so it never reaches 0;
 * runs by status, the search index snapshot's age, the 1-minute load average.
 
-Results: ``bench/results/sustained.json`` and the sustained section of ``bench/README.md``.
+Results: ``bench/results/sustained.json`` and the sustained table of ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ import os
 import random
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -53,25 +51,23 @@ import pyarrow.parquet as pq
 from benchlib import (
     BIN,
     ROOT,
+    Recording,
     add_record_args,
     dagster_dev,
     fmt,
     linear_slope,
     load_1m,
-    load_note,
-    machine,
-    machine_line,
+    logger,
+    record,
     rerender,
-    result_header,
+    run_statuses,
     sensor_ticks,
-    spawn,
+    start_producer,
     step_seconds,
-    stop,
+    stop_producer,
     summary,
     temp_homes,
-    wait_for_quiet,
-    write_results,
-    write_section,
+    verdict,
 )
 
 from figstream.ingest.publish import Publisher
@@ -87,6 +83,7 @@ CALIBRATE_S = 15.0
 # Placeholders of a pre-generated line's event time, replaced when the line lands.
 NOW_MARK = b"1999-12-31T23:59:59.999999Z"
 LATE_MARK = b"1999-12-31T23:59:58.999999Z"
+log = logger(BENCH)
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -96,8 +93,8 @@ def calibrate_produce(rate: float, env: dict[str, str], base: Path) -> dict:
     """``produce()`` alone for a few seconds: achieved rate and CPU seconds per second."""
     code = (
         "import json, resource, sys\n"
-        "from figstream.objectstore import LocalObjectStore\n"
-        "from figstream.publish import produce\n"
+        "from figstream.ingest.publish import produce\n"
+        "from figstream.storage.objects import LocalObjectStore\n"
         f"s = produce(LocalObjectStore(sys.argv[1]), rate={rate}, duration={CALIBRATE_S},"
         " seed=3, producer='calibrate')\n"
         "u = resource.getrusage(resource.RUSAGE_SELF)\n"
@@ -273,14 +270,6 @@ class Counter:
             return None
 
 
-def run_counts(instance) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for record in instance.get_run_records():
-        status = record.dagster_run.status.value
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 
@@ -289,7 +278,10 @@ def sample(counter: Counter, instance, t0: float) -> dict:
     ingested = counter.ingested_records()
     rows = counter.fragment_rows()
     dead = counter.dead_letters()
-    runs = run_counts(instance)
+    runs: dict[str, int] = {}
+    for counts in run_statuses(instance).values():
+        for status, n in counts.items():
+            runs[status] = runs.get(status, 0) + n
     return {
         "t": round(time.monotonic() - t0, 1),
         "landed": landed,
@@ -377,22 +369,18 @@ def main() -> None:
     add_record_args(parser)
     args = parser.parse_args()
     if args.rerender:
-        rerender(BENCH, readme, derive)
+        rerender(BENCH, rows, derive)
         return
     minutes = args.minutes or (1.0 if args.quick else 10.0)
     seconds = minutes * 60
     drain_limit = args.drain or max(120.0, seconds / 2)
 
-    quiet = wait_for_quiet(args.wait_quiet, log=lambda m: print(f"[{BENCH}] {m}", file=sys.stderr))
-    facts = machine()
-    load_before = load_1m()
-    began = time.time()
+    recording = Recording(BENCH, args.wait_quiet)
     base = Path(tempfile.mkdtemp(prefix="figstream-sustained-"))
     env = temp_homes(base)
     home, dagster_home = Path(env["FIGSTREAM_HOME"]), Path(env["DAGSTER_HOME"])
     os.environ.update(env)
-    log = lambda *a: print("[sustained]", *a, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"homes under {base}; load {load_before}; {args.source} at {args.rate:g}/s, {minutes} min")
+    log(f"homes under {base}; load {recording.load_before}; {args.source} at {args.rate:g}/s")
 
     calibration = calibrate_produce(args.rate, env, base)
     log(f"produce() alone: {calibration}")
@@ -420,11 +408,10 @@ def main() -> None:
             log(f"warm-up through: {warm}")
             t0 = time.monotonic()
             if args.source == "produce":
-                proc = spawn(
-                    [str(BIN / "figstream"), "produce", "--rate", str(args.rate), "--duration",
-                     str(seconds), "--seed", str(args.seed), "--producer", "bench-live",
-                     "--home", str(home)],
-                    base / "producer.log", cwd=ROOT, env=env,
+                proc = start_producer(
+                    home, env, base / "producer.log",
+                    "--rate", str(args.rate), "--duration", str(seconds),
+                    "--seed", str(args.seed), "--producer", "bench-live",
                 )  # fmt: skip
                 running = lambda: proc.poll() is None  # noqa: E731
             else:
@@ -451,10 +438,7 @@ def main() -> None:
                         break
             finally:
                 if args.source == "produce":
-                    if proc.poll() is None:
-                        stop(proc, first=signal.SIGINT)
-                    text = (base / "producer.log").read_text()
-                    line = next((ln for ln in text.splitlines() if ln.startswith("produced ")), "")
+                    line = stop_producer(proc, base / "producer.log")
                     found = re.search(r"([\d,.]+) events/s", line)
                     source_report = {
                         "kind": "produce",
@@ -480,8 +464,6 @@ def main() -> None:
             log(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    load_after = load_1m()
-
     producing = [s for s in samples if s["producing"]]
     xs = [s["t"] for s in producing]
     ys = [s["backlog"] for s in producing]
@@ -504,14 +486,8 @@ def main() -> None:
         else None
     )
     result = {
-        **result_header(
-            "sustained",
+        **recording.header(
             "quick" if minutes < 10 else "full",
-            began,
-            facts,
-            load_before,
-            quiet,
-            load_after,
             load_average_1m_during_max=max((s["load_1m"] for s in samples), default=None),
         ),
         "setup": {
@@ -549,9 +525,7 @@ def main() -> None:
     }
     derive(result)
     log(orjson.dumps(result["summary"]).decode())
-    if not args.no_write:
-        write_results("sustained", result)
-        write_section("sustained", readme(result))
+    record(BENCH, result, rows, args.no_write)
 
 
 def pregen_line() -> bytes:
@@ -564,87 +538,19 @@ def pregen_line() -> bytes:
     return orjson.dumps(env)
 
 
-def readme(r: dict) -> str:
-    m, s, src, cal = r["machine"], r["summary"], r["source"], r["produce_alone"]
-    runs = r["runs"]
-    samples = r["samples"]
-    step = max(1, len(samples) // 12)
-    shown = samples[::step]
-    if samples and shown[-1] is not samples[-1]:
-        shown.append(samples[-1])
-    table = "\n".join(
-        f"| {x['t']:.0f} | {x['landed']:,} | {x['ingested']:,} | {x['backlog']:,} | "
-        f"{x['rows'] + x['dead_letters']:,} | {x['runs_in_flight']} | "
-        f"{fmt(x['index_age_s'], 0)} | {x['load_1m']} |"
-        for x in shown
-    )
-
-    def steps(d: dict) -> str:
-        return ", ".join(f"{k} {fmt(v, 2)}" for k, v in d.items() if v is not None)
-
-    source = (
-        f"`figstream produce` in its own process; it reported: {src.get('report') or 'n/a'}"
-        if src.get("kind") == "produce"
-        else (
-            f"a stream pre-generated before the clock started ({r['pregenerated']['lines']:,} "
-            f"lines: {r['pregenerated']['bad']:,} bad, {r['pregenerated']['late']:,} late, "
-            f"{r['pregenerated']['duplicates']:,} duplicates), landed by a thread at "
-            f"{fmt(src.get('achieved_rate'), 0)} lines/s (at most "
-            f"{src.get('max_seconds_behind_schedule')} s behind schedule)"
-        )
-    )
-    grows = "**grows**" if s["backlog_grows"] else "does **not** grow"
-    peaks = ", ".join(f"{p:,}" for p in s.get("backlog_peak_per_minute", []))
-    drained = (
-        f"yes, in {s['drain_seconds']} s"
-        if s["drained"]
-        else f"**no**, not within {r['setup']['drain_limit_seconds']:.0f} s"
-    )
-    ticks = "; ".join(
-        f"{name}: {v['ticks']} ticks, evaluation p50 {fmt(v['evaluation_seconds']['p50'], 2)} s "
-        f"/ max {fmt(v['evaluation_seconds']['max'], 2)} s"
-        for name, v in r["sensors"].items()
-    )
-    return f"""## Sustained load (`bench/sustained_bench.py`)
-
-`.venv/bin/python bench/sustained_bench.py --source {r["setup"]["source"]}` ({r["mode"]} run,
-{r["started_at"][:16]} UTC): {r["setup"]["rate"]:g} events/s for {r["setup"]["minutes"]:g} min
-into one real `dagster dev -w workspace.yaml` (temporary homes, `platform/local/dagster.yaml`),
-sampled every {r["setup"]["sample_every_seconds"]:.0f} s. Source: {source}.
-Machine: {machine_line(m)}; {load_note(m)}.
-
-`produce()` alone (no daemon, {cal["seconds"]:.0f} s at the same rate): {cal["achieved_rate"]:,}
-events/s achieved, {cal["cpu_per_second"]} CPU-seconds per second
-(load {cal["load_1m"]} then). With the daemon the source achieved
-{fmt(src.get("achieved_rate"), 0)} events/s; landed {fmt(s["landed_rate_per_s"], 0)} records/s,
-ingested {fmt(s["ingested_rate_per_s"], 0)} records/s over the production window.
-
-Backlog = landed - ingested (records of batches whose ingest fragment exists):
-slope {fmt(s["backlog_slope_per_s"], 1)} records/s over the whole window,
-{fmt(s["backlog_slope_second_half_per_s"], 1)} records/s over its second half: the backlog
-{grows} (threshold: 0.5% of the offered rate). At the source's end {s["backlog_at_source_end"]:,}
-records ({fmt((s["backlog_at_source_end"] or 0) / r["setup"]["rate"], 1)} s of input), max
-{s["backlog_max"]:,}; drained after the source stopped: {drained}. The backlog's peak in
-each minute of production: {peaks}. Ingested / landed over the production window:
-{fmt((s["ingested_rate_per_s"] or 0) / (s["landed_rate_per_s"] or 1), 3)}; each run folds in
-whatever landed while the previous ones ran (batches per run below), so what the peaks track
-is the cost of a run, which grows with the state accumulated so far (steps below).
-Failed runs: {s["runs_failed"]}.
-
-| t (s) | landed | ingested | backlog | rows + dead | runs in flight | index age (s) | load |
-| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-{table}
-
-postings_job runs: {runs.get("runs", 0)}, batches per run p50
-{fmt(runs.get("batches_per_run", {}).get("p50"), 0)} / max
-{fmt(runs.get("batches_per_run", {}).get("max"), 0)}; launch (created -> RUN_START) p50
-{fmt(runs.get("launch_s", {}).get("p50"))} s; run (RUN_START -> end) p50
-{fmt(runs.get("first_runs_run_s_p50"))} s for the first runs,
-{fmt(runs.get("last_runs_run_s_p50"))} s for the last. Step seconds (p50), first runs:
-{steps(runs.get("first_runs_step_p50_s", {}))}; last runs:
-{steps(runs.get("last_runs_step_p50_s", {}))}. Sensors: {ticks}.
-Raw figures, every sample and every run: `bench/results/sustained.json`.
-"""
+def rows(r: dict) -> list[tuple[str, str, str]]:
+    s, setup, runs = r["summary"], r["setup"], r["runs"]
+    load = f"{setup['rate']:,.0f} ev/s x {setup['minutes']:g} min"
+    drained = f"{s['drain_seconds']:g}" if s["drained"] else "not drained"
+    steady = verdict(f"<= {0.005 * setup['rate']:g} (0.5% of the rate)", not s["backlog_grows"])
+    return [
+        (f"backlog slope, second half, records/s, {load}",
+         fmt(s["backlog_slope_second_half_per_s"]), steady),
+        (f"backlog max, records, {load}", f"{s['backlog_max']:,}", "-"),
+        (f"drained after the source stopped, s, {load}", drained, "-"),
+        (f"last runs, run s p50, {load}", fmt(runs.get("last_runs_run_s_p50")), "-"),
+        (f"failed runs, {load}", f"{s['runs_failed']}", verdict("0", s["runs_failed"] == 0)),
+    ]  # fmt: skip
 
 
 def derive(result: dict) -> None:
