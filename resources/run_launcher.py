@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._config import Field
-from dagster._core.events import DagsterEventType
-from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import serialize_value
 
+from resources.dagster_internals import (
+    CheckRunHealthResult,
+    ExecuteRunArgs,
+    LaunchRunContext,
+    WorkerStatus,
+)
 from resources.warm_worker import WarmWorkers
 
 WORKER_TAG = "figstream/worker"
@@ -37,7 +37,7 @@ TERMINATE_WAIT_S = 10.0
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
     """The pid of the run's worker process and when it was started (the engine event's time)."""
-    for record in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
+    for record in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
         data = record.dagster_event.engine_event_data if record.dagster_event else None
         pid = data.metadata.get("pid") if data is not None else None
         if pid is not None:
@@ -73,7 +73,7 @@ def worker_alive(pid: int, started: float) -> bool:
     return began is None or began <= started + PID_REUSE_SLACK_S
 
 
-class LocalRunLauncher(DefaultRunLauncher):
+class LocalRunLauncher(dg.DefaultRunLauncher):
     """``DefaultRunLauncher`` that starts runs in pre-loaded workers where it can, and whose
     run workers run monitoring can check (one machine)."""
 
@@ -84,9 +84,9 @@ class LocalRunLauncher(DefaultRunLauncher):
     @classmethod
     def config_type(cls):
         return {
-            "warm_workers": Field(bool, is_required=False, default_value=True),
+            "warm_workers": dg.Field(bool, is_required=False, default_value=True),
             # Modules a run imports lazily, imported once in the pre-loaded worker.
-            "preload": Field([str], is_required=False, default_value=[]),
+            "preload": dg.Field([str], is_required=False, default_value=[]),
         }
 
     @classmethod
@@ -104,7 +104,7 @@ class LocalRunLauncher(DefaultRunLauncher):
         )
         # Tagged before the fork, so that this write never queues behind the run's own.
         self._instance.add_run_tags(run.run_id, {WORKER_TAG: "warm"})
-        pid, why = self.warm_workers.launch(origin.repository_origin, serialize_value(args))
+        pid, why = self.warm_workers.launch(origin.repository_origin, dg.serialize_value(args))
         if pid is None:
             super().launch_run(context)
             self._instance.add_run_tags(run.run_id, {WORKER_TAG: "default"})

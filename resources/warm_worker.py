@@ -88,10 +88,8 @@ def changed_files(files: dict[str, tuple[int, int]]) -> list[str]:
 
 def _warm(origin: Any, preload: list[str]) -> dict[str, tuple[int, int]]:
     """Import and build the code location once, plus what a run imports lazily."""
-    import dagster._cli.api  # the run worker's entry point
-    import dagster._core.execution.api
-    import dagster._core.executor.in_process  # noqa: F401
-    from dagster._utils.hosted_user_process import recon_repository_from_origin
+    # The adapter imports the run worker's entry point and executor along with this.
+    from resources.dagster_internals import recon_repository_from_origin
 
     for name in preload:
         with contextlib.suppress(ImportError):
@@ -119,7 +117,7 @@ def _run_child(args_json: str, close: list[int]) -> None:
         os.dup2(devnull, 0)  # the zygote's requests are not the run's input
         os.close(devnull)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        from dagster._cli.api import execute_run_command
+        from resources.dagster_internals import execute_run_command
 
         try:
             execute_run_command.callback(input_json=args_json, compressed_input_json=None)
@@ -136,8 +134,9 @@ def _run_child(args_json: str, close: list[int]) -> None:
 
 
 def zygote_main(argv: list[str]) -> int:
-    from dagster._core.origin import RepositoryPythonOrigin
-    from dagster._serdes import deserialize_value
+    from dagster import deserialize_value
+
+    from resources.dagster_internals import RepositoryPythonOrigin
 
     origin = deserialize_value(argv[0], RepositoryPythonOrigin)
     replies = os.fdopen(os.dup(1), "w", buffering=1)
@@ -180,7 +179,7 @@ class Zygote:
     """One zygote process for one code origin, driven by one launcher."""
 
     def __init__(self, origin: Any, preload: list[str]):
-        from dagster._serdes import serialize_value
+        from dagster import serialize_value
 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -263,7 +262,7 @@ class WarmWorkers:
 
     def warm(self, origin: Any) -> Zygote:
         """The origin's zygote, started if there is none (it warms in the background)."""
-        from dagster._serdes import serialize_value
+        from dagster import serialize_value
 
         key = serialize_value(origin)
         with self._lock:
@@ -272,7 +271,7 @@ class WarmWorkers:
             return self._zygotes[key]
 
     def launch(self, origin: Any, args_json: str) -> tuple[int | None, str]:
-        from dagster._serdes import serialize_value
+        from dagster import serialize_value
 
         key = serialize_value(origin)
         with self._lock:

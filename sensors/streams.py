@@ -17,7 +17,6 @@ import time
 from dataclasses import replace
 
 import dagster as dg
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 
 from assets.streaming import config_ops
 from figstream.ingest.cursor import LandingCursor
@@ -25,6 +24,7 @@ from figstream.ingest.landing import LANDING_PREFIX
 from figstream.settings import StreamingSettings
 from figstream.streaming import landing_index
 from figstream.streaming import stores as streaming_stores
+from resources.dagster_internals import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 from resources.stores import StreamingResources
 
 IN_FLIGHT = [

@@ -16,12 +16,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import ROOT
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.events import EngineEventData
-from dagster._core.launcher import LaunchRunContext
-from dagster._core.launcher.base import WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from resources.dagster_internals import (
+    EngineEventData,
+    ExecuteRunArgs,
+    LaunchRunContext,
+    ReconstructableRepository,
+    WorkerStatus,
+)
 from resources.run_launcher import WORKER_TAG, LocalRunLauncher, worker_alive
 
 
@@ -74,7 +76,7 @@ def test_a_pid_taken_over_by_a_later_process_is_not_the_worker():
 # --- pre-loaded workers -----------------------------------------------------------------------
 
 FIXTURE = ROOT / "tests" / "launcher_fixture"
-DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @pytest.fixture
@@ -131,7 +133,7 @@ def test_runs_fork_from_the_pre_loaded_worker_and_see_each_ledger_edit(warm_laun
         out = code.parent / f"{stage}.json"
         run = _create_run(instance, code, out)
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
-        assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+        assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
         assert instance.get_run_by_id(run.run_id).tags[WORKER_TAG] == "warm"
         outputs.append(json.loads(out.read_text()))
     assert [o["stage"] for o in outputs] == ["shadow", "migrated"]
@@ -155,7 +157,7 @@ def test_edited_code_retires_the_warm_worker_and_the_next_one_has_the_edit(warm_
     assert second is not first
     pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), args)
     assert pid is not None, why
-    assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+    assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert json.loads((code.parent / "out.json").read_text())["lib"] == 2
 
 
@@ -178,11 +180,11 @@ def test_a_warm_run_is_cancelled_by_terminate(warm_launcher, code):
     run = _create_run(instance, code, code.parent / "out.json", sleep=120)
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     deadline = time.monotonic() + 60
-    while instance.get_run_by_id(run.run_id).status != DagsterRunStatus.STARTED:
+    while instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.STARTED:
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.2)
     assert launcher.terminate(run.run_id)
-    assert _wait(instance, run.run_id, timeout=30).status == DagsterRunStatus.CANCELED
+    assert _wait(instance, run.run_id, timeout=30).status == dg.DagsterRunStatus.CANCELED
     assert not (code.parent / "out.json").exists()
 
 
@@ -193,14 +195,11 @@ def test_runs_outlive_the_launcher_that_started_them(warm_launcher, code):
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     launcher.dispose()
     assert zygote.process.poll() is not None  # the pre-loaded worker ended with its launcher
-    assert _wait(instance, run.run_id).status == DagsterRunStatus.SUCCESS
+    assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
 def _args(instance, run) -> str:
-    from dagster._grpc.types import ExecuteRunArgs
-    from dagster._serdes import serialize_value
-
-    return serialize_value(
+    return dg.serialize_value(
         ExecuteRunArgs(
             job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=instance.get_ref()
         )
