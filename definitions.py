@@ -24,7 +24,7 @@ def _all_keys(asset) -> list[dg.AssetKey]:
 
 
 def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
-    """Everything the ledger's stages call for (see assets/migration.py for the rules)."""
+    """Everything the ledger's stages call for (the rules: ``figstream.migration.layout``)."""
     streaming_settings = settings.streaming_settings()
     new_assets = new_assets_running(
         ledger,

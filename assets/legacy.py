@@ -1,14 +1,13 @@
 """Each legacy Luigi task as a daily-partitioned Dagster asset, materialised by running Luigi.
 
-Dependencies are read from each task's own ``requires()`` rather than restated here, so the
-Dagster lineage cannot drift from what Luigi actually runs. A requirement on another date (the
-snapshot that builds on yesterday's) becomes a time-window partition mapping.
+Dependencies are read from each task's own ``requires()`` (``legacy.graph``) rather than
+restated here, so the Dagster lineage cannot drift from what Luigi actually runs. A requirement
+on another date (the snapshot that builds on yesterday's) becomes a time-window partition
+mapping.
 """
 
 import csv
 import datetime as dt
-import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,44 +15,35 @@ import dagster as dg
 import luigi
 
 from figstream.migration.ledger import Ledger
+from legacy import graph
 from resources.luigi_runner import LuigiRun, LuigiRunner
 
 GROUP = "legacy"
 FEED_DUMP_KEY = dg.AssetKey([GROUP, "feed_dump"])
 
 
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+def task_key(task: str) -> dg.AssetKey:
+    """``ActiveJobs`` -> ``legacy/active_jobs``."""
+    return dg.AssetKey([GROUP, graph.asset_name(task)])
 
 
 def legacy_key(task_cls: type[luigi.Task]) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, snake(task_cls.__name__)])
+    return task_key(task_cls.__name__)
 
 
 def daily_partitions(ledger: Ledger) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=ledger.legacy_epoch.isoformat())
 
 
-def _dependency_offsets(
-    task_cls: type[luigi.Task], sample: dt.date
-) -> dict[dg.AssetKey, tuple[int, int]]:
-    """Upstream key -> (earliest, latest) day offset that ``requires()`` asks for."""
-    offsets: dict[dg.AssetKey, list[int]] = defaultdict(list)
-    for required in luigi.task.flatten(task_cls(date=sample).requires()):
-        if isinstance(required, luigi.ExternalTask):
-            key = FEED_DUMP_KEY
-        else:
-            key = legacy_key(type(required))
-        offsets[key].append((required.date - sample).days)
-    return {key: (min(days), max(days)) for key, days in offsets.items()}
-
-
-def _dep(key: dg.AssetKey, window: tuple[int, int]) -> dg.AssetDep:
-    if window == (0, 0):
+def _dep(requirement: graph.Requirement) -> dg.AssetDep:
+    key = FEED_DUMP_KEY if requirement.external else task_key(requirement.task)
+    if requirement.same_day:
         return dg.AssetDep(key)
-    start, end = window
     return dg.AssetDep(
-        key, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=start, end_offset=end)
+        key,
+        partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=requirement.earliest, end_offset=requirement.latest
+        ),
     )
 
 
@@ -78,14 +68,11 @@ def _metadata(run: LuigiRun) -> dict[str, object]:
 def legacy_asset(
     task_cls: type[luigi.Task], partitions_def: dg.DailyPartitionsDefinition, epoch: dt.date
 ) -> dg.AssetsDefinition:
-    # Introspect on a date after the epoch so date-recursive requirements show up.
-    windows = _dependency_offsets(task_cls, epoch + dt.timedelta(days=1))
-
     @dg.asset(
         key=legacy_key(task_cls),
         group_name=GROUP,
         partitions_def=partitions_def,
-        deps=[_dep(key, window) for key, window in windows.items()],
+        deps=[_dep(r) for r in graph.requirements(task_cls, epoch)],
         kinds={"luigi", "csv"},
         description=(task_cls.__doc__ or task_cls.__name__).strip(),
         tags={"figstream/layer": "legacy"},

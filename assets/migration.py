@@ -1,67 +1,37 @@
-"""The strangler fig in Dagster: what the ledger's stages put into Definitions.
+"""The strangler fig in Dagster: the assets the ledger's stages call for.
 
-Per legacy task, by stage:
+The rules live in the core, this module declares what they decide:
 
-* ``legacy``: the wrapped Luigi op (``legacy/<task>``); legacy is authoritative.
-* ``shadow``: the Luigi op and the new assets both run; ``parity/<task>`` compares them per
-  day and carries the ``parity_with_legacy`` asset check; legacy stays authoritative.
-* ``migrated``: the same, but consumers read the new output; Luigi still runs for rollback.
-* ``retired``: the Luigi op leaves Definitions. If a Luigi task that still runs needs its
-  output, ``legacy/<task>`` becomes a *bridge* that writes that output from the new side, so
-  the remaining Luigi tasks keep working; otherwise it stays as a spec, so its past
-  materialisations stay visible.
+* ``figstream.migration.layout``: per stage, which new assets run, which tasks get a parity
+  check and which retired tasks need a bridge (``legacy.graph`` says who reads whose output);
+* ``figstream.migration.parity_check``: the verdict of ``parity/<task>`` for a day and its
+  ``parity_with_legacy`` check (a legacy night that died on a bad record warns, not fails);
+* ``figstream.migration.publishing``: which side ``published/<name>`` reads, per the ledger
+  *at run time* (a rollback takes effect at the next run), and the flagged fallback to the
+  other side when the authoritative one has nothing for the day.
 
-Consumers read ``published/<name>``: the authoritative side per the ledger *at run time*, so
-a rollback takes effect at the next run, before any reload. When the authoritative side has
-no output for a day the other side's is published and flagged, never a hole.
+A retired task with no Luigi reader stays as a spec, so its past materialisations stay
+visible; one with readers becomes a bridge that writes its output from the new side.
 """
 
-import dataclasses
-import datetime as dt
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import dagster as dg
 import luigi
-import pyarrow as pa
 
-from assets.legacy import FEED_DUMP_KEY, daily_partitions, legacy_key, snake
+from assets.legacy import FEED_DUMP_KEY, daily_partitions, legacy_key, task_key
 from assets.legacy import GROUP as LEGACY_GROUP
-from figstream.migration import flaws, legacy_files, views
-from figstream.migration.gate import LEGACY_FAILED, ParityResult, describe_streak, status, streak
-from figstream.migration.ledger import Ledger, Stage
-from figstream.migration.mirror import UNATTRIBUTED, after_cutoff, mirror_day
-from figstream.migration.parity import compare
-from figstream.storage.objects import LocalObjectStore
-from figstream.streaming.stores import day_partitions
+from figstream.migration import layout, legacy_files, parity_check, publishing, views
+from figstream.migration.gate import status
+from figstream.migration.layout import NEW_ASSETS
+from figstream.migration.ledger import Ledger
+from figstream.migration.mirror import UNATTRIBUTED, mirror_day
+from legacy import graph
 from resources.migration import MigrationResource
 from resources.stores import StreamingResources
 
 GROUP = "migration"
 PARITY_CHECK = "parity_with_legacy"
-
-# The new assets that implement each legacy task (the ledger's replaced_by is the first),
-# plus those its legacy-format view reads (legacy's files hold merger rows, say).
-NEW_ASSETS: dict[str, tuple[str, ...]] = {
-    "ExtractFeeds": ("raw_events", "board_mergers"),
-    "CleanPostings": ("clean_postings", "board_mergers"),
-    "DedupePostings": ("deduped_postings", "board_mergers"),
-    "ActiveJobs": ("search_index", "job_state", "board_daily_stats"),
-    "BoardStats": ("board_daily_stats",),
-    "SeoRedirects": ("seo_redirects",),
-}
-# The legacy output each published table is read from while legacy is authoritative.
-LEGACY_FILES = {
-    "ActiveJobs": "active_jobs.csv",
-    "BoardStats": "board_stats.csv",
-    "SeoRedirects": "redirects.csv",
-}
-# What users consume, and the legacy task whose stage decides who is authoritative for it.
-PUBLISHED: dict[str, str] = {
-    "search_index": "ActiveJobs",
-    "board_stats": "BoardStats",
-    "seo_redirects": "SeoRedirects",
-}
 
 
 def _key(asset) -> dg.AssetKey:
@@ -72,12 +42,7 @@ def new_assets_running(ledger: Ledger, new_assets: Sequence) -> list:
     """The new assets of tasks past ``legacy``, plus everything upstream of them (a shadowed
     task needs its inputs made, even while their own tasks are still at ``legacy``)."""
     by_key = {_key(a): a for a in new_assets}
-    wanted = [
-        dg.AssetKey(name)
-        for task, entry in ledger.tasks.items()
-        if entry.stage.runs_new
-        for name in NEW_ASSETS.get(task, ())
-    ]
+    wanted = [dg.AssetKey(name) for name in layout.new_assets_wanted(ledger)]
     keep: set[dg.AssetKey] = set()
     while wanted:
         key = wanted.pop()
@@ -88,19 +53,6 @@ def new_assets_running(ledger: Ledger, new_assets: Sequence) -> list:
         deps = asset.deps if isinstance(asset, dg.AssetSpec) else asset.asset_deps[key]
         wanted += [d.asset_key if hasattr(d, "asset_key") else d for d in deps]
     return [a for k, a in by_key.items() if k in keep]
-
-
-def _required_by_running_legacy(
-    task: type[luigi.Task], ledger: Ledger, tasks: Sequence[type[luigi.Task]], epoch: dt.date
-) -> list[str]:
-    sample = epoch + dt.timedelta(days=1)
-    return [
-        other.__name__
-        for other in tasks
-        if other is not task
-        and ledger.stage(other.__name__).runs_legacy
-        and any(type(r) is task for r in luigi.task.flatten(other(date=sample).requires()))
-    ]
 
 
 def bridge_asset(
@@ -158,17 +110,14 @@ def retired_spec(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetSpec:
 def retired_legacy_assets(
     ledger: Ledger, tasks: Sequence[type[luigi.Task]]
 ) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-    out: list[dg.AssetsDefinition | dg.AssetSpec] = []
-    for task_cls in tasks:
-        if ledger.stage(task_cls.__name__) is not Stage.RETIRED:
-            continue
-        needed_by = _required_by_running_legacy(task_cls, ledger, tasks, ledger.legacy_epoch)
-        if not needed_by:
-            out.append(retired_spec(task_cls, ledger))
-            continue
-        deps = [dg.AssetKey(name) for name in NEW_ASSETS[task_cls.__name__]]
-        out.append(bridge_asset(task_cls, ledger, needed_by, deps))
-    return out
+    by_name = {task_cls.__name__: task_cls for task_cls in tasks}
+    retired = layout.retired(ledger, graph.required_by(tasks, ledger.legacy_epoch))
+    return [
+        bridge_asset(by_name[task], ledger, needed_by, [dg.AssetKey(n) for n in NEW_ASSETS[task]])
+        if needed_by
+        else retired_spec(by_name[task], ledger)
+        for task, needed_by in retired.items()
+    ]
 
 
 def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
@@ -203,28 +152,13 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
     return feed_dump
 
 
-def _summary(report) -> str:
-    if report.verdict == "clean":
-        return f"clean: {report.matched:,} rows match"
-    parts = [
-        f"{report.only_legacy:,} only in legacy",
-        f"{report.only_new:,} only in new",
-        f"{report.differing:,} differ",
-    ]
-    if report.explained:
-        parts.append(
-            "explained by known legacy flaws: "
-            + ", ".join(f"{name} {n:,}" for name, n in report.explained.items())
-        )
-    return f"{report.verdict}: " + "; ".join(parts)
-
-
 def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinition:
     task = task_cls.__name__
     epoch = ledger.legacy_epoch.isoformat()
+    key = dg.AssetKey(["parity", graph.asset_name(task)])
     check = dg.AssetCheckSpec(
         PARITY_CHECK,
-        asset=dg.AssetKey(["parity", snake(task)]),
+        asset=key,
         description=(
             f"Legacy {task} vs the new {', '.join(NEW_ASSETS[task])} for the day, keyed and "
             "with the tolerances and normalisers the ledger declares. Differences a known "
@@ -233,7 +167,7 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
     )
 
     @dg.asset(
-        key=dg.AssetKey(["parity", snake(task)]),
+        key=key,
         group_name=GROUP,
         partitions_def=daily_partitions(ledger),
         deps=[legacy_key(task_cls), *(dg.AssetKey(n) for n in NEW_ASSETS[task])],
@@ -247,68 +181,31 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
         streaming: StreamingResources,
         migration: MigrationResource,
     ):
-        day = context.partition_key
-        ledger_now = migration.ledger()
-        entry = ledger_now.tasks[task]
-        stores = streaming.stores()
-        new = views.render_new(task, day, stores, epoch)
-        late = after_cutoff(stores, day)
-        if late is not None:
-            new = dataclasses.replace(new, context={**new.context, "after_cutoff": late})
-        legacy = legacy_files.read_legacy(task, day, migration.root)
-        if legacy is None:
-            dead = sum(stores.dead_letters.count(partition_key=p) for p in day_partitions(day))
-            if dead:
-                verdict = LEGACY_FAILED
-                summary = (
-                    f"known legacy flaw: legacy produced no output (one bad record fails its "
-                    f"night); the new side dead-lettered {dead:,} records that day and "
-                    f"materialised {new.table.num_rows:,} rows"
-                )
-            else:
-                verdict = "legacy_missing"
-                summary = "legacy has no output for the day: run the legacy nightly job first"
-            report_dict: dict = {"verdict": verdict, "new_rows": new.table.num_rows}
-            markdown = summary
-            passed = verdict == LEGACY_FAILED
-        else:
-            report = compare(legacy, new, entry.parity, flaws.KNOWN_FLAWS)
-            verdict, summary = report.verdict, _summary(report)
-            report_dict, markdown, passed = report.to_dict(), report.to_markdown(), report.passed
-        result = ParityResult(
-            task=task,
-            partition_key=day,
-            verdict=verdict,
-            stage=entry.stage.value,
-            summary=summary,
-            report=report_dict,
-            checked_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            run_id=context.run.run_id,
+        entry = migration.ledger().tasks[task]
+        check = parity_check.check_day(
+            task, context.partition_key, entry, streaming.stores(), migration.root, epoch
         )
-        evidence = migration.evidence()
-        evidence.record(result)
-        required = entry.parity_partitions_required
-        streak_text = describe_streak(streak(evidence.results(task), required), required)
+        streak_text = parity_check.record(migration.evidence(), check, entry, context.run.run_id)
         yield dg.MaterializeResult(
             metadata={
-                "verdict": verdict,
+                "verdict": check.verdict,
                 "stage": entry.stage.value,
-                "new_rows": new.table.num_rows,
-                "legacy_rows": -1 if legacy is None else legacy.num_rows,
+                "new_rows": check.new_rows,
+                "legacy_rows": -1 if check.legacy_rows is None else check.legacy_rows,
                 "streak": dg.MetadataValue.text(streak_text),
             }
         )
         yield dg.AssetCheckResult(
             check_name=PARITY_CHECK,
-            passed=passed,
+            passed=check.passed,
             severity=dg.AssetCheckSeverity.WARN
-            if verdict == LEGACY_FAILED
+            if check.known_legacy_flaw
             else dg.AssetCheckSeverity.ERROR,
             metadata={
-                "partition": day,
-                "verdict": verdict,
-                "summary": dg.MetadataValue.text(summary),
-                "diff": dg.MetadataValue.md(markdown),
+                "partition": check.day,
+                "verdict": check.verdict,
+                "summary": dg.MetadataValue.text(check.summary),
+                "diff": dg.MetadataValue.md(check.markdown),
                 "streak": dg.MetadataValue.text(streak_text),
             },
         )
@@ -316,15 +213,12 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
     return _parity
 
 
-def published_path(root: Path, name: str, day: str) -> Path:
-    return root / "published" / day / f"{name}.csv"
-
-
 def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.AssetsDefinition:
-    task = PUBLISHED[name]
+    task = publishing.PUBLISHED[name]
     epoch = ledger.legacy_epoch.isoformat()
-    task_key = dg.AssetKey([LEGACY_GROUP, snake(task)])
-    deps = [k for k in (task_key, *(dg.AssetKey(n) for n in NEW_ASSETS[task])) if k in present]
+    deps = [
+        k for k in (task_key(task), *(dg.AssetKey(n) for n in NEW_ASSETS[task])) if k in present
+    ]
 
     @dg.asset(
         key=dg.AssetKey(["published", name]),
@@ -345,58 +239,23 @@ def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.
     ) -> dg.MaterializeResult:
         day = context.partition_key
         stage = migration.ledger().stage(task)
-        new_first = stage in (Stage.MIGRATED, Stage.RETIRED)
-
-        def legacy_side() -> pa.Table | None:
-            path = legacy_files.legacy_dir(migration.root, day) / LEGACY_FILES[task]
-            return legacy_files.read_csv(path) if path.exists() else None
-
-        def new_side() -> pa.Table | None:
-            if not views.supports(task) or not _new_has_day(streaming, day):
-                return None
-            return views.render_new(task, day, streaming.stores(), epoch).table
-
-        order = [("new", new_side), ("legacy", legacy_side)]
-        if not new_first:
-            order.reverse()
-        found = next(((side, table) for side, read in order if (table := read()) is not None), None)
-        if found is None:
-            raise dg.Failure(
-                f"neither legacy {task} nor the new side has an output for {day}: "
-                "nothing to publish (the previous publication stays)"
-            )
-        side, table = found
-        position = [name for name, _ in order].index(side)
-        path = published_path(migration.root, name, day)
-        LocalObjectStore(migration.root).put(
-            str(path.relative_to(migration.root)), legacy_files.csv_bytes(table)
-        )
-        if position:
-            context.log.warning(
-                f"{order[0][0]} side (authoritative at {stage.value}) has no output for {day}; "
-                f"published the {side} side instead"
-            )
+        try:
+            out = publishing.publish(name, day, stage, streaming.stores(), migration.root, epoch)
+        except publishing.NothingToPublish as exc:
+            raise dg.Failure(str(exc)) from exc
+        if out.fallback:
+            context.log.warning(out.describe_fallback())
         return dg.MaterializeResult(
             metadata={
-                "source": side,
+                "source": out.side,
                 "stage": stage.value,
-                "fallback": bool(position),
-                "rows": table.num_rows,
-                "path": dg.MetadataValue.path(str(path)),
+                "fallback": out.fallback,
+                "rows": out.table.num_rows,
+                "path": dg.MetadataValue.path(str(out.path)),
             }
         )
 
     return _published
-
-
-def _new_has_day(streaming: StreamingResources, day: str) -> bool:
-    """The new side has seen the day when some hour of it holds ingested events."""
-    objects = streaming.stores().objects
-    return any(
-        objects.list(f"tables/{table}/{hour}/")
-        for table in ("raw_events",)
-        for hour in day_partitions(day)
-    )
 
 
 def migration_status_asset(ledger: Ledger) -> dg.AssetsDefinition:
@@ -434,12 +293,10 @@ def build_migration_assets(
 ) -> list:
     """Parity assets for shadow/migrated tasks, bridges and specs for retired ones, the
     published outputs and the status asset. ``present``: the keys Definitions hold so far."""
+    by_name = {task_cls.__name__: task_cls for task_cls in tasks}
     out: list = [*retired_legacy_assets(ledger, tasks)]
-    for task_cls in tasks:
-        task = task_cls.__name__
-        if ledger.stage(task) in (Stage.SHADOW, Stage.MIGRATED) and views.supports(task):
-            out.append(parity_asset(task_cls, ledger))
+    out += [parity_asset(by_name[t], ledger) for t in layout.parity_tasks(ledger, by_name)]
     keys = present | {_key(a) for a in out}
-    out += [published_asset(name, ledger, keys) for name in PUBLISHED]
+    out += [published_asset(name, ledger, keys) for name in publishing.PUBLISHED]
     out.append(migration_status_asset(ledger))
     return out
