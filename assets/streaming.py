@@ -7,10 +7,8 @@ landing index holds for it. Both write the same per-batch fragments, so they agr
 """
 
 import datetime as dt
-import time
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.ingest.landing import parse_batch_key
@@ -48,22 +46,6 @@ def _batch_ids(config: BatchSelection) -> list[str] | None:
     return [parse_batch_key(key)[1] for key in config.batch_keys]
 
 
-def lag_metadata(event_times: list[pa.Array]) -> dict[str, float]:
-    """Seconds from event time to now (materialised), as plottable numbers."""
-    times = [t for t in event_times if len(t)]
-    if not times:
-        return {}
-    now_us = time.time_ns() // 1000
-    micros = pc.cast(pa.concat_arrays(times), pa.int64())
-    lag = pc.divide(pc.cast(pc.subtract(now_us, micros), pa.float64()), 1e6)
-    p50, p95 = pc.quantile(lag, q=[0.5, 0.95]).to_pylist()
-    return {
-        "lag_seconds_p50": round(p50, 3),
-        "lag_seconds_p95": round(p95, 3),
-        "lag_seconds_max": round(pc.max(lag).as_py(), 3),
-    }
-
-
 def ingest_asset(
     name: str, stream: str, partitions_def: dg.PartitionsDefinition, settings: StreamingSettings
 ) -> dg.AssetsDefinition:
@@ -95,25 +77,8 @@ def ingest_asset(
             # A backfill reads the landing index: make sure it has seen every landed batch.
             indexed = landing_index.catch_up_index(stores, stream)
             context.log.info(f"indexed {indexed} landed batches the sensor had not seen")
-        totals = ingest.IngestReport()
-        worst_rate, worst_partition = 0.0, None
-        for partition in context.partition_keys:
-            indexed = stores.state.batches_for(stream, partition)
-            # A run over a range names every new batch; each hour takes the ones it holds.
-            keys = (
-                [k for k in config.batch_keys if k in set(indexed)]
-                if config.batch_keys
-                else indexed
-            )
-            report = ingest.ingest(stores, stream, partition, keys)
-            for attr in ("batches", "records", "valid", "duplicates", "dead_lettered"):
-                setattr(totals, attr, getattr(totals, attr) + getattr(report, attr))
-            totals.event_times.extend(report.event_times)
-            index_total = sum(stores.state.batch_counts(stream, partition).values())
-            dead = stores.dead_letters.count(stream=stream, partition_key=partition)
-            rate = dead / index_total if index_total else 0.0
-            if rate >= worst_rate:
-                worst_rate, worst_partition = rate, partition
+        report = ingest.ingest_range(stores, stream, context.partition_keys, config.batch_keys)
+        totals = report.totals
         yield dg.MaterializeResult(
             metadata={
                 "batches": totals.batches,
@@ -121,14 +86,17 @@ def ingest_asset(
                 "materialised": totals.materialised,
                 "duplicates_dropped": totals.duplicates,
                 "dead_lettered": totals.dead_lettered,
-                **lag_metadata(totals.event_times),
+                **totals.lag_seconds(),
             }
         )
         yield dg.AssetCheckResult(
             check_name="dead_letter_rate",
-            passed=worst_rate <= settings.dead_letter_warn_rate,
+            passed=report.worst_dead_letter_rate <= settings.dead_letter_warn_rate,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"dead_letter_rate": round(worst_rate, 5), "partition": str(worst_partition)},
+            metadata={
+                "dead_letter_rate": round(report.worst_dead_letter_rate, 5),
+                "partition": str(report.worst_partition),
+            },
         )
 
     return _ingest

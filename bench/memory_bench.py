@@ -196,7 +196,6 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     import pyarrow as pa
 
     import definitions  # noqa: F401  (what a run worker holds before its first step)
-    from assets.streaming import lag_metadata
     from figstream.ingest.landing import LANDING_PREFIX
     from figstream.migration.ledger import load_ledger
     from figstream.settings import ledger_path
@@ -324,7 +323,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
             times.extend(report.event_times)
             sum(stores.state.batch_counts(stream, partition).values())
             stores.dead_letters.count(stream=stream, partition_key=partition)
-        lag_metadata(times)
+        ingest.IngestReport(event_times=times).lag_seconds()
         return totals
 
     partitions = phase("index (sensor work)", index)

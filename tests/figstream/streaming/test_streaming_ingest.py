@@ -146,3 +146,42 @@ def test_event_hour_shortcut_agrees_with_a_full_parse_on_edge_times(value: str) 
 def test_event_hour_shortcut_agrees_with_a_full_parse(moment, digits, suffix) -> None:
     value = moment.strftime("%Y-%m-%dT%H:%M:%S") + digits + suffix
     assert landing_index._event_hour({"time": value}) == landing_index._hour_of_time(value)
+
+
+def test_ingest_range_takes_the_named_batches_each_hour_holds_and_reports_its_worst_hour(
+    tmp_path: Path,
+) -> None:
+    alone, ranged = make_stores(tmp_path / "alone"), make_stores(tmp_path / "ranged")
+    keys, _ = land(alone), land(ranged)
+    landing_index.index_landing(ranged, "postings", keys)
+    other = "2026-11-02-11:00"
+    # A sensor run over two hours names the first two batches: the third is left for later.
+    report = ingest.ingest_range(ranged, "postings", [HOUR, other], keys[:2])
+    expected = ingest.ingest(alone, "postings", HOUR, keys[:2])
+    counts = ("batches", "records", "valid", "duplicates", "dead_lettered")
+    assert [getattr(report.totals, c) for c in counts] == [getattr(expected, c) for c in counts]
+    assert report.totals.records == 8
+    # Its worst hour is the one holding records: its dead letters over all the index counts.
+    dead = ranged.dead_letters.count(stream="postings", partition_key=HOUR)
+    assert dead > 0
+    assert report.worst_partition == HOUR
+    assert report.worst_dead_letter_rate == pytest.approx(dead / 11)
+    # A backfill (no batch keys) takes every batch the index holds; the claims keep it exact.
+    again = ingest.ingest_range(ranged, "postings", [HOUR], None)
+    assert again.totals.records == 11
+    ids = [
+        event_id
+        for key in ranged.objects.list(f"tables/raw_events/{HOUR}/")
+        for event_id in read_parquet(ranged.objects, key)["event_id"].to_pylist()
+    ]
+    assert sorted(ids) == ["e1", "e2", "e3", "e4", "e5"]  # each once
+
+
+def test_lag_seconds_are_from_event_time_to_now() -> None:
+    report = ingest.IngestReport()
+    assert report.lag_seconds() == {}
+    us = 1_000_000
+    report.add(ingest.IngestReport(event_times=[pa.array([0, 10 * us], pa.int64())]))
+    report.add(ingest.IngestReport(event_times=[pa.array([20 * us], pa.int64())]))
+    lag = report.lag_seconds(now_us=30 * us)
+    assert lag == {"lag_seconds_p50": 20.0, "lag_seconds_p95": 29.0, "lag_seconds_max": 30.0}
