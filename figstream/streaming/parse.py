@@ -16,7 +16,9 @@ suspicious remainder. Lines go through stages, each taking what it surely can:
 The column checks run in numpy over the Arrow buffers or as ``pyarrow.compute`` kernels. They
 are *conservative*: a row they pass is surely valid; anything else (wrong type, an odd but legal
 time spelling, a non-ASCII URL, ...) is re-checked by ``validate``, which gives the exact
-reason. ``FAST_CHECKS`` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
+reason. Envelope times are checked and converted by Arrow's own ISO-8601 cast
+(:func:`event_times`), after a shape check that admits only the canonical spelling of real
+dates. ``FAST_CHECKS`` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
 without a fast check is still correct, only slower. ``tests/figstream/streaming/test_transform.py``
 checks the equivalence with hypothesis.
 
@@ -39,7 +41,7 @@ import gc
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from typing import Annotated, Any, Union, get_args
 
@@ -73,9 +75,6 @@ _I64 = (-(2**63), 2**63 - 1)
 _ENVELOPE_KEYS = ("id", "type", "source", "version", "time", "data")
 _ENVELOPE = operator.itemgetter(*_ENVELOPE_KEYS)
 _NO_ENVELOPE = (None,) * len(_ENVELOPE_KEYS)
-_EARLIEST_YEAR, _LATEST_YEAR = EARLIEST.year, LATEST.year  # both bounds are on Jan 1st 00:00
-assert datetime(_EARLIEST_YEAR, 1, 1, tzinfo=UTC) == EARLIEST
-assert datetime(_LATEST_YEAR, 1, 1, tzinfo=UTC) == LATEST
 
 # Byte sets of the schema patterns. A pattern is checked as "every byte is in the set", which
 # for these ASCII classes is exact: any byte of a non-ASCII character is outside them.
@@ -365,75 +364,42 @@ _WIRES = tuple(
 _WIRE_DECODER = msgspec.json.Decoder(Union[tuple(w.struct for w in _WIRES)])  # noqa: UP007
 _WIRE_CODES = {w.struct: code for code, w in enumerate(_WIRES)} | {_NoneType: -1}
 
-_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-_PUNCTUATION = ((4, ord("-")), (7, ord("-")), (10, ord("T")), (13, ord(":")), (16, ord(":")))
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+# The one time spelling the fast path takes: what format_time writes, YYYY-MM-DDTHH:MM:SS, then
+# 1 to 6 fraction digits or none, then Z. The shape admits only real calendar dates (month
+# lengths, Feb 29 in leap years, proleptic Gregorian as Python's datetime) and times up to
+# 23:59:59, so Arrow's cast of a matching string cannot fail; parse_time accepts every such
+# string of a year from 1 on, and reads the same instant. Every other spelling parse_time
+# accepts (offsets, no seconds, a space, 7+ fraction digits, ...) is left to validate().
+_DIGIT = "[0-9]"  # not \d: ASCII digits only, whatever the regex engine's Unicode mode
+_LEAP_YEAR = f"(?:{_DIGIT}{{2}}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
+_MONTH_DAY = (
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+CANONICAL_TIME = (
+    f"^(?:{_DIGIT}{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    f"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.{_DIGIT}{{1,6}})?Z$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_US = (EARLIEST - _EPOCH) // timedelta(microseconds=1)
+_LATEST_US = (LATEST - _EPOCH) // timedelta(microseconds=1)
+_STAND_IN = pa.scalar(EARLIEST.strftime("%Y-%m-%dT%H:%M:%SZ"))  # cast in place of the others
 
 
-def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y = y - (m <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _times(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(surely-valid mask, epoch microseconds) of envelope times.
-
-    Only the canonical spelling ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` with a real calendar date
-    and a year in 2000..2099 passes; ``parse_time`` accepts it and means the same instant.
-    Every other spelling it accepts (offsets, no seconds, ...) is left to validate().
-    """
+def event_times(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(surely-valid mask, epoch microseconds, 0 where not valid) of envelope times: those of
+    the :data:`CANONICAL_TIME` shape in ``EARLIEST <= time < LATEST``, cast by Arrow."""
     n = len(array)
-    ok = np.zeros(n, bool)
-    micros = np.zeros(n, np.int64)
-    size = _byte_length(array)
-    size[~_valid(array)] = 0
-    counts = np.bincount(np.minimum(size, 28), minlength=29)
-    for length in (20, 22, 23, 24, 25, 26, 27):
-        if not counts[length]:
-            continue
-        # The values of this length, compacted by Arrow, as a (rows x length) byte matrix view.
-        if counts[length] == n:
-            rows: Any = slice(None)
-            same = array
-        else:
-            rows = size == length
-            same = array.filter(pa.array(rows))
-        start = _offsets(same)[0]
-        chars = _data(same)[start : start + len(same) * length].reshape(len(same), length)
-        good = (chars[:, length - 1] == ord("Z")) & (
-            chars[:, 19] == (ord("Z") if length == 20 else ord("."))
-        )
-        for col, char in _PUNCTUATION:
-            good &= chars[:, col] == char
-        digits = chars[:, _DIGITS + list(range(20, length - 1))] - np.uint8(ord("0"))
-        good &= (digits <= 9).all(axis=1)  # uint8 wraps, so anything below "0" is large too
-        digits = digits.astype(np.int32)
-
-        def number(first: int, count: int, d: np.ndarray = digits) -> np.ndarray:
-            out = d[:, first]
-            for col in range(first + 1, first + count):
-                out = out * 10 + d[:, col]
-            return out
-
-        year, month, day = number(0, 4), number(4, 2), number(6, 2)
-        hour, minute, second = number(8, 2), number(10, 2), number(12, 2)
-        fraction = number(14, length - 21) if length > 20 else np.zeros(len(digits), np.int32)
-        fraction = fraction.astype(np.int64) * 10 ** (6 - max(length - 21, 0))
-        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-        month_ok = (month >= 1) & (month <= 12)
-        days = _DAYS_IN_MONTH[np.where(month_ok, month, 1)] + (leap & (month == 2))
-        good &= month_ok & (day >= 1) & (day <= days) & (hour <= 23) & (minute <= 59)
-        good &= (second <= 59) & (year >= _EARLIEST_YEAR) & (year < _LATEST_YEAR)
-        days_since_epoch = _days_from_civil(year, month, day).astype(np.int64)
-        seconds = ((days_since_epoch * 24 + hour) * 60 + minute) * 60 + second
-        ok[rows] = good
-        micros[rows] = np.where(good, seconds * 1_000_000 + fraction, 0)
-    return ok, micros
+    shaped = pc.fill_null(pc.match_substring_regex(array, CANONICAL_TIME), False)
+    matched = shaped.true_count
+    if matched == 0:
+        return np.zeros(n, bool), np.zeros(n, np.int64)
+    # One cast over the whole column: the rows of another shape are cast as a stand-in.
+    castable = array if matched == n else pc.if_else(shaped, array, _STAND_IN)
+    micros = pc.cast(castable, TS).cast(pa.int64()).to_numpy()
+    ok = shaped.to_numpy(zero_copy_only=False) & (micros >= _EARLIEST_US) & (micros < _LATEST_US)
+    return ok, np.where(ok, micros, 0)
 
 
 def _line_blank(line: bytes) -> bool:
@@ -634,7 +600,7 @@ def _parse_wire(lines: list[bytes], where: _Lines) -> np.ndarray:
         )
         arrays = pa.array(list(map(_astuple, datas)), wire.data).flatten()
         id_array, source_array = pa.array(ids, pa.string()), pa.array(sources, pa.string())
-        time_ok, micros = _times(pa.array(times, pa.string()))
+        time_ok, micros = event_times(pa.array(times, pa.string()))
         ok = np.array(versions, np.int64) == wire.key[1]
         ok &= _sized(id_array, 1, 128) & _sized(source_array, 1, 1 << 30) & time_ok
         ok &= FAST_CHECKS[wire.key](dict(zip(shape.schema.names, arrays, strict=True)))
@@ -679,7 +645,7 @@ def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
             continue
         id_array, _ = _column(_gather(ids, rows), pa.string())
         source_array, _ = _column(_gather(sources, rows), pa.string())
-        time_ok, micros = _times(_column(_gather(times, rows), pa.string())[0])
+        time_ok, micros = event_times(_column(_gather(times, rows), pa.string())[0])
         shape = _SHAPES[key]
         plucked = _pluck(_gather(datas, rows), shape.getter, shape.fallback)
         table, ok = _data_table(shape, plucked)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -47,13 +48,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from figstream.events.envelope import Envelope, format_time
+from figstream.events.envelope import Envelope, format_time, parse_time
 from figstream.events.schemas import REGISTRY
-from figstream.events.validation import validate
+from figstream.events.validation import EARLIEST, LATEST, validate
 from figstream.ingest.dataset import generate
 from figstream.ingest.generate import BAD_KINDS
 from figstream.streaming import parse
-from figstream.streaming.parse import parse_batch, parse_batches
+from figstream.streaming.parse import event_times, parse_batch, parse_batches
 from figstream.streaming.table_ops import (
     apply_job_state,
     board_daily_stats,
@@ -571,6 +572,90 @@ def test_times_and_their_corruptions_match(when, micros, digits, noise):
     }
     lines = [orjson.dumps({**base, "id": f"e{i}", "time": t}) for i, t in enumerate(variants)]
     check_equivalence([("b", b"\n".join(lines))])
+
+
+# Time strings of the canonical shape with every field free (impossible months, days, hours,
+# leap days of every kind of year, 0 to 7 fraction digits), and their corruptions.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+
+
+@st.composite
+def time_strings(draw) -> str:
+    year = draw(
+        st.sampled_from([0, 1, 1900, 1999, 2000, 2004, 2024, 2026, 2096, 2099, 2100, 2400, 9999])
+        | st.integers(0, 9999)
+    )
+    month = draw(st.integers(0, 13))
+    day = draw(st.sampled_from([0, 1, 28, 29, 30, 31, 32]) | st.integers(0, 39))
+    hour, minute, second = (draw(st.integers(0, top)) for top in (25, 61, 61))
+    fraction = draw(st.text("0123456789", max_size=7))
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    text += f".{fraction}Z" if fraction or draw(st.booleans()) else "Z"
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        piece = draw(st.sampled_from(["", "0", "-", ":", ".", "T", "t", "Z", "z", " ", "+", "٣"]))
+        text = text[:at] + piece + text[at + draw(st.integers(0, 1)) :]
+    return text
+
+
+edge_times = st.sampled_from(
+    [
+        "1999-12-31T23:59:59.999999Z",
+        "2000-01-01T00:00:00Z",
+        "2000-01-01T00:00:00.0Z",
+        "2099-12-31T23:59:59.999999Z",
+        "2100-01-01T00:00:00Z",
+        "2100-01-01T00:00:00.000000Z",
+        "2000-02-29T12:00:00Z",
+        "2100-02-29T12:00:00Z",
+        "2024-02-29T23:59:59.5Z",
+        "2026-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-12-31T23:59:59Z",
+    ]
+)
+
+
+def _reference_micros(text: str) -> int | None:
+    """What validate() makes of an envelope time: its instant in microseconds, or None."""
+    try:
+        when = parse_time(text)
+    except ValueError:
+        return None
+    if not EARLIEST <= when < LATEST:
+        return None
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(edge_times | time_strings(), min_size=1, max_size=30))
+def test_event_times_take_only_what_parse_time_reads_and_every_canonical_one(texts):
+    ok, micros = event_times(pa.array([*texts, None], pa.string()))
+    assert not ok[-1]
+    for text, taken, got in zip(texts, ok.tolist(), micros.tolist(), strict=False):
+        expected = _reference_micros(text)
+        if taken:
+            assert got == expected, text
+        else:
+            assert got == 0, text
+            # The fast path leaves no canonical time to validate(): that would only be slower.
+            assert expected is None or not _CANONICAL.fullmatch(text), text
+
+
+@FAST
+@given(st.lists(edge_times | time_strings(), min_size=1, max_size=20))
+@pytest.mark.parametrize("stage", STAGES)
+def test_time_strings_parse_as_validate_reads_them(stage, texts):
+    base = {
+        "type": "job.expired",
+        "source": "s",
+        "version": 1,
+        "data": {"job_id": "j-1", "reason": "filled"},
+    }
+    lines = [orjson.dumps({**base, "id": f"e{i}", "time": t}) for i, t in enumerate(texts)]
+    with first_stage(stage):
+        check_equivalence([("b", b"\n".join(lines))])
 
 
 @pytest.mark.parametrize("pass_bytes", [parse.PASS_BYTES, 20_000])
