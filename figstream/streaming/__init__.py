@@ -5,6 +5,8 @@ The transform, pure functions over Arrow tables:
 - ``tables``: event types and the schema of every table;
 - ``parse``: landed JSON lines into valid events and rejected records, exactly as
   ``events.validation`` decides, vectorised;
+- ``checks``: the vectorised column checks ``parse`` runs (conservative twins of the event
+  models) and the envelope times, through Arrow's timestamp cast;
 - ``table_ops``: dedupe, cleaning, cross-board duplicates, job state, search index, stats.
 
 The steps, one module each, over the stores (``stores.Stores``):

@@ -13,13 +13,10 @@ suspicious remainder. Lines go through stages, each taking what it surely can:
    column checks run; a handful of leftover lines skip this stage, whose fixed cost is higher.
 3. ``validate`` for the rest, one line at a time: it names the reason.
 
-The column checks run in numpy over the Arrow buffers or as ``pyarrow.compute`` kernels. They
-are *conservative*: a row they pass is surely valid; anything else (wrong type, an odd but legal
-time spelling, a non-ASCII URL, ...) is re-checked by ``validate``, which gives the exact
-reason. Envelope times are checked and converted by Arrow's own ISO-8601 cast
-(:func:`event_times`), after a shape check that admits only the canonical spelling of real
-dates. ``FAST_CHECKS`` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
-without a fast check is still correct, only slower. ``tests/figstream/streaming/test_transform.py``
+The column checks (:mod:`figstream.streaming.checks`) are *conservative*: a row they pass is
+surely valid; anything else is re-checked by ``validate``, which gives the exact reason.
+Envelope times are checked and converted by Arrow's own ISO-8601 cast, after a shape check that
+admits only the canonical spelling of real dates. ``tests/figstream/streaming/test_transform.py``
 checks the equivalence with hypothesis.
 
 Python loops remain only where no vectorised form exists, each on a small remainder: the
@@ -41,9 +38,9 @@ import gc
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import repeat
-from typing import Annotated, Any, Union, get_args
+from typing import Annotated, Any, Union
 
 import msgspec
 import numpy as np
@@ -52,20 +49,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.events.envelope import Envelope, parse_time
-from figstream.events.schemas import MAX_SALARY, REGISTRY, EmploymentType
+from figstream.events.schemas import REGISTRY
 from figstream.events.upcasters import UPCASTERS, Upcasters, arrow_schema, field_defaults
 from figstream.events.validation import EARLIEST, LATEST, Rejection, validate
-from figstream.streaming.tables import (
-    DATA_COLUMNS,
-    EVENTS_SCHEMA,
-    EXPIRED,
-    MERGED,
-    POSTED,
-    REJECTED_SCHEMA,
-    TS,
-    UPDATED,
-    empty,
-)
+from figstream.streaming.checks import FAST_CHECKS, event_times, int_values, sized, validity
+from figstream.streaming.tables import DATA_COLUMNS, EVENTS_SCHEMA, REJECTED_SCHEMA, TS, empty
 
 # --- parse_batch -------------------------------------------------------------------------------
 
@@ -75,17 +63,6 @@ _I64 = (-(2**63), 2**63 - 1)
 _ENVELOPE_KEYS = ("id", "type", "source", "version", "time", "data")
 _ENVELOPE = operator.itemgetter(*_ENVELOPE_KEYS)
 _NO_ENVELOPE = (None,) * len(_ENVELOPE_KEYS)
-
-# Byte sets of the schema patterns. A pattern is checked as "every byte is in the set", which
-# for these ASCII classes is exact: any byte of a non-ASCII character is outside them.
-_JOB_ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-_BOARD_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789-"
-_CURRENCY_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-# Stricter than the schema's ^https?://[^\s]+$ (its \s is Unicode-aware): printable ASCII only;
-# a URL with anything else is left to validate().
-_URL_BYTES = bytes(range(0x21, 0x7F))
-_EMPLOYMENT_TYPES = pa.array(get_args(EmploymentType))
-_EXPIRY_REASONS = pa.array(["filled", "expired", "withdrawn"])
 
 
 @dataclass(frozen=True)
@@ -159,124 +136,6 @@ def _column(values: Sequence[Any], arrow_type: pa.DataType) -> tuple[pa.Array, n
                 wrong[i], cleaned[i] = True, None
         array = pa.array(cleaned, arrow_type)
     return array, wrong
-
-
-def _valid(array: pa.Array) -> np.ndarray:
-    if array.null_count == 0:
-        return np.ones(len(array), bool)
-    return array.is_valid().to_numpy(zero_copy_only=False)
-
-
-def _offsets(array: pa.Array) -> np.ndarray:
-    """The n+1 offsets of a (large_)string array, as numpy (zero-copy)."""
-    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    size = np.dtype(width).itemsize
-    return np.frombuffer(array.buffers()[1], width, len(array) + 1, array.offset * size)
-
-
-def _data(array: pa.Array) -> np.ndarray:
-    buffer = array.buffers()[2]
-    return np.frombuffer(buffer, np.uint8) if buffer is not None else np.zeros(0, np.uint8)
-
-
-def _byte_length(array: pa.Array) -> np.ndarray:
-    """UTF-8 byte length per value: equal to the character count for ASCII, larger otherwise,
-    so ``1 <= bytes <= limit`` is an exact lower bound and a conservative upper one."""
-    return np.diff(_offsets(array))
-
-
-def _sized(array: pa.Array, low: int, high: int) -> np.ndarray:
-    size = _byte_length(array)
-    return _valid(array) & (size >= low) & (size <= high)
-
-
-def _only_bytes(array: pa.Array, allowed: bytes) -> np.ndarray:
-    """Per value: every byte is in ``allowed`` (checked over the whole buffer at once)."""
-    offsets = _offsets(array)
-    data = _data(array)[offsets[0] : offsets[-1]]
-    if not data.tobytes().translate(None, allowed):
-        return np.ones(len(array), bool)
-    # Some value has an outsider (a rare record): find which, value by value.
-    return np.fromiter(
-        (not v.encode().translate(None, allowed) for v in array.fill_null("").to_pylist()),
-        bool,
-        len(array),
-    )
-
-
-def _np(mask: pa.Array) -> np.ndarray:
-    """A boolean Arrow array as numpy, null as False."""
-    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
-
-
-def _is_in(array: pa.Array, values: pa.Array) -> np.ndarray:
-    return _np(pc.is_in(array, values))
-
-
-def _ints(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values with nulls as 0, validity) of an int64 array."""
-    return array.fill_null(0).to_numpy(), _valid(array)
-
-
-def _salary_ok(array: pa.Array) -> np.ndarray:
-    values, valid = _ints(array)
-    return ~valid | ((values >= 0) & (values <= MAX_SALARY))
-
-
-def _posting_v1(c: dict[str, pa.Array]) -> np.ndarray:
-    low, low_valid = _ints(c["salary_min"])
-    high, high_valid = _ints(c["salary_max"])
-    url = c["url"]
-    url_len = _byte_length(url)
-    scheme = (_np(pc.starts_with(url, "http://")) & (url_len > 7)) | (
-        _np(pc.starts_with(url, "https://")) & (url_len > 8)
-    )
-    return (
-        _sized(c["job_id"], 1, 64)
-        & _only_bytes(c["job_id"], _JOB_ID_BYTES)
-        & _sized(c["title"], 1, 200)
-        & _sized(c["company"], 1, 200)
-        & _sized(c["location"], 1, 200)
-        & _is_in(c["employment_type"], _EMPLOYMENT_TYPES)
-        & _valid(c["remote"])
-        & _salary_ok(c["salary_min"])
-        & _salary_ok(c["salary_max"])
-        & ~(low_valid & high_valid & (high < low))
-        & _sized(c["currency"], 3, 3)
-        & _only_bytes(c["currency"], _CURRENCY_BYTES)
-        & _sized(url, 1, 500)
-        & _only_bytes(url, _URL_BYTES)
-        & scheme
-    )
-
-
-def _expired_v1(c: dict[str, pa.Array]) -> np.ndarray:
-    return (
-        _sized(c["job_id"], 1, 64)
-        & _only_bytes(c["job_id"], _JOB_ID_BYTES)
-        & _is_in(c["reason"], _EXPIRY_REASONS)
-    )
-
-
-def _board_ok(array: pa.Array) -> np.ndarray:
-    ok = _sized(array, 2, 64) & _only_bytes(array, _BOARD_BYTES)
-    return ok & ~_np(pc.starts_with(array, "-"))
-
-
-def _merged_v1(c: dict[str, pa.Array]) -> np.ndarray:
-    absorbed, surviving = c["absorbed_board"], c["surviving_board"]
-    differ = _np(pc.not_equal(absorbed, surviving))
-    return _board_ok(absorbed) & _board_ok(surviving) & differ
-
-
-# Conservative vectorised twins of the registered models: True only where the model accepts.
-FAST_CHECKS: dict[tuple[str, int], Callable[[dict[str, pa.Array]], np.ndarray]] = {
-    (POSTED, 1): _posting_v1,
-    (UPDATED, 1): _posting_v1,
-    (EXPIRED, 1): _expired_v1,
-    (MERGED, 1): _merged_v1,
-}
-assert set(FAST_CHECKS) <= set(REGISTRY), "a fast check for an unregistered schema"
 
 
 @dataclass(frozen=True)
@@ -364,43 +223,6 @@ _WIRES = tuple(
 _WIRE_DECODER = msgspec.json.Decoder(Union[tuple(w.struct for w in _WIRES)])  # noqa: UP007
 _WIRE_CODES = {w.struct: code for code, w in enumerate(_WIRES)} | {_NoneType: -1}
 
-# The one time spelling the fast path takes: what format_time writes, YYYY-MM-DDTHH:MM:SS, then
-# 1 to 6 fraction digits or none, then Z. The shape admits only real calendar dates (month
-# lengths, Feb 29 in leap years, proleptic Gregorian as Python's datetime) and times up to
-# 23:59:59, so Arrow's cast of a matching string cannot fail; parse_time accepts every such
-# string of a year from 1 on, and reads the same instant. Every other spelling parse_time
-# accepts (offsets, no seconds, a space, 7+ fraction digits, ...) is left to validate().
-_DIGIT = "[0-9]"  # not \d: ASCII digits only, whatever the regex engine's Unicode mode
-_LEAP_YEAR = f"(?:{_DIGIT}{{2}}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
-_MONTH_DAY = (
-    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
-    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
-)
-CANONICAL_TIME = (
-    f"^(?:{_DIGIT}{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
-    f"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.{_DIGIT}{{1,6}})?Z$"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EARLIEST_US = (EARLIEST - _EPOCH) // timedelta(microseconds=1)
-_LATEST_US = (LATEST - _EPOCH) // timedelta(microseconds=1)
-_STAND_IN = pa.scalar(EARLIEST.strftime("%Y-%m-%dT%H:%M:%SZ"))  # cast in place of the others
-
-
-def event_times(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(surely-valid mask, epoch microseconds, 0 where not valid) of envelope times: those of
-    the :data:`CANONICAL_TIME` shape in ``EARLIEST <= time < LATEST``, cast by Arrow."""
-    n = len(array)
-    shaped = pc.fill_null(pc.match_substring_regex(array, CANONICAL_TIME), False)
-    matched = shaped.true_count
-    if matched == 0:
-        return np.zeros(n, bool), np.zeros(n, np.int64)
-    # One cast over the whole column: the rows of another shape are cast as a stand-in.
-    castable = array if matched == n else pc.if_else(shaped, array, _STAND_IN)
-    micros = pc.cast(castable, TS).cast(pa.int64()).to_numpy()
-    ok = shaped.to_numpy(zero_copy_only=False) & (micros >= _EARLIEST_US) & (micros < _LATEST_US)
-    return ok, np.where(ok, micros, 0)
-
 
 def _line_blank(line: bytes) -> bool:
     return not line.strip(b" \t\r")
@@ -440,7 +262,7 @@ def _data_table(shape: _Shape, rows: list[tuple]) -> tuple[pa.Table, np.ndarray]
         if wrong is not None:
             ok &= ~wrong
         if not field.nullable:
-            ok &= _valid(array)
+            ok &= validity(array)
     return pa.Table.from_arrays(arrays, schema=shape.schema), ok
 
 
@@ -602,7 +424,7 @@ def _parse_wire(lines: list[bytes], where: _Lines) -> np.ndarray:
         id_array, source_array = pa.array(ids, pa.string()), pa.array(sources, pa.string())
         time_ok, micros = event_times(pa.array(times, pa.string()))
         ok = np.array(versions, np.int64) == wire.key[1]
-        ok &= _sized(id_array, 1, 128) & _sized(source_array, 1, 1 << 30) & time_ok
+        ok &= sized(id_array, 1, 128) & sized(source_array, 1, 1 << 30) & time_ok
         ok &= FAST_CHECKS[wire.key](dict(zip(shape.schema.names, arrays, strict=True)))
         envelope = {
             "event_id": id_array,
@@ -627,7 +449,7 @@ def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
         zip(*envelopes, strict=True) if envelopes else [()] * 6
     )
     type_array, _ = _column(types, pa.string())
-    version, version_valid = _ints(_column(versions, pa.int64())[0])
+    version, version_valid = int_values(_column(versions, pa.int64())[0])
     encoded = pc.dictionary_encode(type_array)
     type_code = encoded.indices.fill_null(-1).to_numpy()
     type_names = encoded.dictionary.to_pylist()
@@ -649,7 +471,7 @@ def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
         shape = _SHAPES[key]
         plucked = _pluck(_gather(datas, rows), shape.getter, shape.fallback)
         table, ok = _data_table(shape, plucked)
-        ok &= _sized(id_array, 1, 128) & _sized(source_array, 1, 1 << 30) & time_ok
+        ok &= sized(id_array, 1, 128) & sized(source_array, 1, 1 << 30) & time_ok
         ok &= check({name: table.column(name).combine_chunks() for name in table.column_names})
         envelope = {
             "event_id": id_array,

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.streaming.parse import _data, _offsets, _valid
+from figstream.streaming.checks import string_data, string_offsets, validity
 from figstream.streaming.tables import (
     CANONICAL_SCHEMA,
     DUPLICATES_SCHEMA,
@@ -91,8 +91,8 @@ def _chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _body(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, the bytes of all values) of a string array, as numpy (zero-copy)."""
-    offsets = _offsets(values)
-    return offsets, _data(values)[offsets[0] : offsets[-1]]
+    offsets = string_offsets(values)
+    return offsets, string_data(values)[offsets[0] : offsets[-1]]
 
 
 def _holding(offsets: np.ndarray, hits: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ def normalise_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         odd = (body - np.uint8(0x20)) > 0x5E  # uint8 wraps: below 0x20 is large too
         odd[:-1] |= space[:-1] & space[1:]
         suspect |= _holding(offsets, np.flatnonzero(odd))
-    suspect &= _valid(values)
+    suspect &= validity(values)
     if not suspect.any():
         return values
     mask = pa.array(suspect)
@@ -144,7 +144,7 @@ def casefold(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     values = _chunk(values)
     lowered = pc.ascii_lower(values)
     offsets, body = _body(values)
-    other = _holding(offsets, np.flatnonzero(body >= 0x80)) & _valid(values)
+    other = _holding(offsets, np.flatnonzero(body >= 0x80)) & validity(values)
     if not other.any():
         return lowered
     # No Arrow kernel does full Unicode case folding ("Straße" -> "strasse").

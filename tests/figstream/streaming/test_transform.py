@@ -54,7 +54,8 @@ from figstream.events.validation import EARLIEST, LATEST, validate
 from figstream.ingest.dataset import generate
 from figstream.ingest.generate import BAD_KINDS
 from figstream.streaming import parse
-from figstream.streaming.parse import event_times, parse_batch, parse_batches
+from figstream.streaming.checks import event_times
+from figstream.streaming.parse import parse_batch, parse_batches
 from figstream.streaming.table_ops import (
     apply_job_state,
     board_daily_stats,
