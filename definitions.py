@@ -8,6 +8,7 @@ from assets.migration import build_migration_assets, feed_dump_mirror, new_asset
 from assets.redirects import build_redirect_assets
 from assets.streaming import build_streaming_assets, stream_jobs
 from figstream import settings
+from figstream.events.upcasters import check_registry
 from figstream.migration.ledger import Ledger, load_ledger
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
@@ -25,6 +26,7 @@ def _all_keys(asset) -> list[dg.AssetKey]:
 
 def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     """Everything the ledger's stages call for (the rules: ``figstream.migration.layout``)."""
+    check_registry()  # a schema version without an upcaster to the next stops the load
     streaming_settings = settings.streaming_settings()
     new_assets = new_assets_running(
         ledger,

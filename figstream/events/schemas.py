@@ -86,12 +86,3 @@ REGISTRY: dict[tuple[str, int], type[_Data]] = {
     ("job.expired", 1): JobExpiredV1,
     ("board.merged", 1): BoardMergedV1,
 }
-
-
-def latest_version(event_type: str) -> int | None:
-    versions = [v for (t, v) in REGISTRY if t == event_type]
-    return max(versions) if versions else None
-
-
-def known_types() -> list[str]:
-    return sorted({t for (t, _) in REGISTRY})

@@ -170,7 +170,8 @@ class Upcasters:
         return replace(envelope, version=version, data=table.to_pylist()[0])
 
     def check(self) -> None:
-        """Raise AssertionError unless every type's versions are 1..latest, each with a step."""
+        """Raise :class:`RegistryError` unless every type's versions are 1..latest, each with a
+        step to the next."""
         problems = []
         for event_type, latest in sorted(self._latest.items()):
             for version in range(1, latest + 1):
@@ -183,12 +184,18 @@ class Upcasters:
                 problems.append(
                     f"upcaster from {event_type} v{version} targets unregistered v{version + 1}"
                 )
-        assert not problems, "; ".join(problems)
+        if problems:
+            raise RegistryError("schema registry: " + "; ".join(problems))
+
+
+class RegistryError(ValueError):
+    """The registered schema versions and upcasters do not form a chain to the latest."""
 
 
 UPCASTERS = Upcasters()
 
 
 def check_registry(upcasters: Upcasters = UPCASTERS) -> None:
-    """Assert that every non-latest registered version has an upcaster (run at start-up/CI)."""
+    """Refuse a registry whose versions do not chain to the latest; the code location runs it
+    when it loads, so a broken chain stops the load with the message."""
     upcasters.check()

@@ -497,14 +497,6 @@ class Router:
             return [self.default_stream]
         return self.route_record(record)
 
-    def route_lines(self, lines: Iterable[bytes | str]) -> dict[str, list[int]]:
-        """Line indexes per stream, every stream present; indexes ascend within each list."""
-        out: dict[str, list[int]] = {name: [] for name in self.streams}
-        for i, line in enumerate(lines):
-            for name in self.route(line):
-                out[name].append(i)
-        return out
-
 
 def _load_stream(name: Any, entry: Any, path: Path | str) -> Stream:
     where = f"{path}: entry streams.{name}"

@@ -75,9 +75,6 @@ class Ledger(BaseModel):
     def stage(self, task: str) -> Stage:
         return self.tasks[task].stage
 
-    def tasks_running_legacy(self) -> list[str]:
-        return [name for name, entry in self.tasks.items() if entry.stage.runs_legacy]
-
 
 class LedgerError(ValueError):
     """The ledger file cannot be used; the message names the file and the entry."""

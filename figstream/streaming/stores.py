@@ -30,10 +30,6 @@ def hour_key(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(HOUR_FORMAT)
 
 
-def hour_start(partition: str) -> datetime:
-    return datetime.strptime(partition, HOUR_FORMAT).replace(tzinfo=UTC)
-
-
 def fragment_key(table: str, partition: str, batch_id: str) -> str:
     return f"tables/{table}/{partition}/{batch_id}.parquet"
 

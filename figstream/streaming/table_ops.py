@@ -203,11 +203,6 @@ class DedupeResult:
 _FIRST = [("event_time", "ascending"), ("event_id", "ascending")]
 
 
-def canonical_jobs(canonical: pa.Table) -> pa.Table:
-    """dedupe_key -> canonical job_id: the job first posted with that key."""
-    return _first_per(canonical, "dedupe_key", _FIRST).select(["dedupe_key", "job_id"])
-
-
 def dedupe_postings(postings: pa.Table, canonical: pa.Table | None = None) -> DedupeResult:
     """Cross-board dedupe: a job is a duplicate when an earlier job was posted with its key.
 

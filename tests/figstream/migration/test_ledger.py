@@ -17,7 +17,6 @@ def test_valid_ledger_parses():
     ledger = parse_ledger(VALID, "ledger.yaml", TASKS)
     assert ledger.stage("CleanPostings") is Stage.SHADOW
     assert ledger.tasks["CleanPostings"].parity_partitions_required == 4
-    assert ledger.tasks_running_legacy() == TASKS
 
 
 def test_the_shipped_ledger_shadows_every_task_with_parity_rules():
