@@ -246,12 +246,12 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
     # Where the memory goes: the functions the steps call, tracked in this process only.
     for fn in (
         fragments.read_fragments,
-        bucket_state._snapshot,
+        bucket_state.read_snapshot,
         objects.write_parquet,
         landing_index.assign,
         state.job_state_rows,
         jobs._fingerprint,
-        fragments._write_each,
+        fragments.write_each,
         index_export._few_active,
         index_export._shadowed,
         cleaning.clean,

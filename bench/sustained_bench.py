@@ -120,7 +120,12 @@ def calibrate_produce(rate: float, env: dict[str, str], base: Path) -> dict:
 
 def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
     """Lines of a live stream with placeholder event times, in landing order."""
-    from figstream.ingest.generate import BAD_KINDS, DUPLICATE_RATE, LATE_MINUTES_RATE, _corrupt
+    from figstream.ingest.generate import (
+        BAD_KINDS,
+        DUPLICATE_RATE,
+        LATE_MINUTES_RATE,
+        corrupt_record,
+    )
     from figstream.ingest.publish import _live_events
 
     timing = random.Random(f"bench/pregen/{seed}")
@@ -138,7 +143,7 @@ def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
             env["time"] = late_mark if late else now_mark
             counts["late"] += late
             if timing.random() < 0.005 and env["type"] != "board.merged":
-                line = _corrupt(env, kinds[timing.randrange(len(kinds))], corrupt)
+                line = corrupt_record(env, kinds[timing.randrange(len(kinds))], corrupt)
                 counts["bad"] += 1
             else:
                 line = orjson.dumps(env)

@@ -11,7 +11,7 @@ from figstream.cli.args import int_at_least, iso_date, positive, share
 from figstream.settings import data_home as default_home
 
 
-def _add_generate(subparsers: argparse._SubParsersAction) -> None:
+def add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="write a seeded job-event stream: legacy feed dump and landing-zone batches",
@@ -101,7 +101,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo_data(subparsers: argparse._SubParsersAction) -> None:
+def add_demo_data(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo-data",
         help="generate the demo history (ledger epoch .. yesterday) unless feeds already exist",

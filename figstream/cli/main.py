@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from figstream.cli.bus import add_produce, add_publish
-from figstream.cli.data import _add_demo_data, _add_generate
+from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
 from figstream.cli.migration import add_migration
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_generate,
-    _add_demo_data,
+    add_generate,
+    add_demo_data,
     add_publish,
     add_produce,
     add_dlq,

@@ -31,9 +31,9 @@ from figstream.ingest.generate import (
     PROGRESS_AUTO_THRESHOLD,
     SECOND,
     EventStream,
-    _batch_stamp,
-    _check_args,
-    _day_iso,
+    batch_stamp,
+    check_args,
+    day_iso,
 )
 from figstream.storage.files import atomic_file, fsync_dir, write_atomic
 
@@ -111,14 +111,14 @@ class _LandingWriter:
     def flush(self) -> None:
         if not self.lines:
             return
-        directory = self.root / _day_iso(self.first_day)
+        directory = self.root / day_iso(self.first_day)
         if not self.dirs or self.dirs[-1] != directory:
             if self.dirs:
                 fsync_dir(self.dirs[-1])
             directory.mkdir(parents=True, exist_ok=True)
             self.dirs.append(directory)
         # Named by the last arrival: a batch becomes visible (commits) once it is complete.
-        batch_id = f"{_batch_stamp(self.last_us)}-{self.batches:06d}"
+        batch_id = f"{batch_stamp(self.last_us)}-{self.batches:06d}"
         # One directory fsync per directory, when the writer moves on, not one per batch.
         write_atomic(directory / f"{batch_id}.jsonl", self.lines, sync_directory=False)
         self.batches += 1
@@ -206,7 +206,7 @@ def generate(
     version); the manifest differs only in ``elapsed_seconds``. ``root/feeds`` and
     ``root/landing`` must be absent or empty unless ``overwrite`` removes them first.
     """
-    _check_args(
+    check_args(
         days=days,
         events_per_day=events_per_day,
         bad_rate=bad_rate,
@@ -239,7 +239,7 @@ def generate(
     try:
         for record in stream:
             t = record.time_us
-            feeds.add(_day_iso(t // DAY), record.board, record.line)
+            feeds.add(day_iso(t // DAY), record.board, record.line)
             draw = delivery.random()
             if draw < LATE_HOURS_RATE:
                 arrival = t + delivery.randrange(HOUR, 6 * HOUR)

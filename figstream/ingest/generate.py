@@ -81,7 +81,7 @@ _TITLE_PREFIXES = ("Senior ", "Lead ", "Junior ")
 
 
 @lru_cache(maxsize=4096)
-def _day_iso(epoch_day: int) -> str:
+def day_iso(epoch_day: int) -> str:
     return (_EPOCH + timedelta(days=epoch_day)).date().isoformat()
 
 
@@ -92,11 +92,11 @@ def format_us(us: int) -> str:
     h, rem = divmod(sod, 3600)
     m, s = divmod(rem, 60)
     if micro:
-        return f"{_day_iso(epoch_day)}T{h:02d}:{m:02d}:{s:02d}.{micro:06d}Z"
-    return f"{_day_iso(epoch_day)}T{h:02d}:{m:02d}:{s:02d}Z"
+        return f"{day_iso(epoch_day)}T{h:02d}:{m:02d}:{s:02d}.{micro:06d}Z"
+    return f"{day_iso(epoch_day)}T{h:02d}:{m:02d}:{s:02d}Z"
 
 
-def _batch_stamp(us: int) -> str:
+def batch_stamp(us: int) -> str:
     """``%Y%m%dT%H%M%S%fZ`` of a UTC time in epoch microseconds."""
     return (_EPOCH + timedelta(microseconds=us)).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -171,7 +171,7 @@ def _restyle(rng: random.Random, text: str) -> str:
     return out if out != text else text + " "
 
 
-def _corrupt(env: dict[str, Any], kind: str, rng: random.Random) -> bytes:
+def corrupt_record(env: dict[str, Any], kind: str, rng: random.Random) -> bytes:
     """A single-line raw record that ``validate`` rejects with ``BAD_KINDS[kind]``."""
     env = {**env, "data": dict(env["data"])}
     data = env["data"]
@@ -256,7 +256,7 @@ class EventStream:
         pools: Pools | None = None,
         merger_day: int | None = None,
     ) -> None:
-        _check_args(
+        check_args(
             days=days, events_per_day=events_per_day, bad_rate=bad_rate, clean_days=clean_days
         )
         self.start, self.days, self.events_per_day = start, days, events_per_day
@@ -295,7 +295,7 @@ class EventStream:
             # which later events are corrupted, nor how.
             if bad_rng.random() < bad_rate and not protected:
                 kind = kinds[bad_rng.randrange(len(kinds))]
-                line = _corrupt(env, kind, bad_rng)
+                line = corrupt_record(env, kind, bad_rng)
             else:
                 kind = None
             if kind is not None and t >= clean_until:
@@ -475,7 +475,7 @@ def _cumulative(weights: Iterable[float]) -> list[float]:
     return out
 
 
-def _check_args(**kwargs: Any) -> None:
+def check_args(**kwargs: Any) -> None:
     if kwargs.get("days", 1) < 1:
         raise ValueError("days must be >= 1")
     if kwargs.get("events_per_day", 1) < 1:

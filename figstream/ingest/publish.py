@@ -221,7 +221,12 @@ def produce(
     out, including duplicate deliveries still pending. ``seed=None`` draws a fresh seed (it is
     reported): the same seed replays the same event ids, which is how to demo deduplication.
     """
-    from figstream.ingest.generate import BAD_KINDS, DUPLICATE_RATE, LATE_MINUTES_RATE, _corrupt
+    from figstream.ingest.generate import (
+        BAD_KINDS,
+        DUPLICATE_RATE,
+        LATE_MINUTES_RATE,
+        corrupt_record,
+    )
     from figstream.ingest.generate import format_us as fmt_us
 
     if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
@@ -256,7 +261,7 @@ def produce(
         env["time"] = fmt_us(wall)
         # The merger is never corrupted, as in the generator: the story hangs on it.
         if corrupt.random() < bad_rate and env["type"] != "board.merged":
-            line = _corrupt(env, kinds[corrupt.randrange(len(kinds))], corrupt)
+            line = corrupt_record(env, kinds[corrupt.randrange(len(kinds))], corrupt)
             stats.bad += 1
         else:
             line = orjson.dumps(env)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from figstream.migration.parity import Explained, FlawRule
 from figstream.migration.parity_report import Differences
 from figstream.migration.views import STATS_COLUMNS
-from figstream.redirects.graph import _array
+from figstream.redirects.graph import one_chunk
 
 # --- known legacy flaws ---------------------------------------------------------------------------
 
@@ -182,8 +182,8 @@ def arrived_after_cutoff(differences: Differences, context: Mapping[str, pa.Tabl
 
 def _final(urls: pa.Array | pa.ChunkedArray, redirect_map: pa.Table) -> pa.Array:
     """The map's destination of each URL (null where the map does not redirect it)."""
-    index = pc.index_in(_array(urls), value_set=_array(redirect_map["from_url"]))
-    return _array(redirect_map["to_url"]).take(index)
+    index = pc.index_in(one_chunk(urls), value_set=one_chunk(redirect_map["from_url"]))
+    return one_chunk(redirect_map["to_url"]).take(index)
 
 
 def _false(n: int) -> pa.Array:
@@ -225,9 +225,9 @@ def redirect_chains(differences: Differences, context: Mapping[str, pa.Table]) -
         chained = pc.equal(_final(legacy["to_url"], redirect_map), destination)
         pairs = pc.binary_join_element_wise(legacy["from_url"], destination, "\n")
         new_pairs = pc.binary_join_element_wise(new["from_url"], new["to_url"], "\n")
-        in_new = pc.is_in(pairs, value_set=_array(new_pairs))
+        in_new = pc.is_in(pairs, value_set=one_chunk(new_pairs))
         legacy_mask = pc.fill_null(pc.and_(chained, in_new), False)
-        explained_pairs = _array(pairs).filter(legacy_mask)
+        explained_pairs = one_chunk(pairs).filter(legacy_mask)
         new_mask = pc.fill_null(pc.is_in(new_pairs, value_set=explained_pairs), False)
     else:
         legacy_mask, new_mask = _false(n_legacy), _false(n_new)

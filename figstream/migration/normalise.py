@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 _SPACE = r"[\t\n\x{0b}\f\r\x{1c}-\x{1f}\x{85}\p{Z}]"
 
 
-def _normalise(
+def normalise_column(
     values: pa.Array | pa.ChunkedArray, steps: list[str]
 ) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray | None]:
     """Apply the normalisers in order; also return which values failed to parse, if any step
@@ -30,7 +30,7 @@ def _normalise(
         elif step == "empty_as_null":
             values = pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
         elif step == "number":
-            values, bad = _parse_number(values)
+            values, bad = parse_number(values)
         elif step == "timestamp":
             values, bad = _parse_timestamp(values)
     return values, bad
@@ -50,13 +50,13 @@ def _casefold(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
 
-def _parse_number(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+def parse_number(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """As float(): surrounding whitespace allowed; NaN and infinities count as unparsable."""
     text = pc.utf8_trim_whitespace(values)
     ok = pc.fill_null(pc.match_substring_regex(text, _NUMBER), False)
     parsed = pc.cast(pc.if_else(ok, text, pa.scalar(None, text.type)), pa.float64())
     finite = pc.fill_null(pc.is_finite(parsed), False)
-    bad = _bools(pc.and_(pc.is_valid(values), pc.invert(finite)))
+    bad = bools(pc.and_(pc.is_valid(values), pc.invert(finite)))
     return _one(pc.if_else(finite, parsed, pa.scalar(None, pa.float64()))), bad
 
 
@@ -75,7 +75,7 @@ def _parse_timestamp(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.n
         parsed = pc.cast(pc.if_else(shaped, values, pa.scalar(None, values.type)), _UTC_US)
     except pa.ArrowInvalid:  # an impossible date, lower case, a comma, > 6 fraction digits
         return _parse_timestamp_parts(values)
-    return pc.cast(parsed, pa.int64()), _bools(pc.and_(pc.is_valid(values), pc.invert(shaped)))
+    return pc.cast(parsed, pa.int64()), bools(pc.and_(pc.is_valid(values), pc.invert(shaped)))
 
 
 _UTC_US = pa.timestamp("us", "UTC")
@@ -84,7 +84,7 @@ _UTC_US = pa.timestamp("us", "UTC")
 def _parse_timestamp_parts(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """The same, value by value: parse the parts, then check each is real."""
     parts = pc.extract_regex(values, _TIMESTAMP)
-    matched = np.flatnonzero(_bools(pc.is_valid(parts)))
+    matched = np.flatnonzero(bools(pc.is_valid(parts)))
     parts = parts.take(matched)
     text = pa.large_string()
 
@@ -111,7 +111,7 @@ def _parse_timestamp_parts(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     as_written = pc.binary_join_element_wise(
         joined, pa.scalar(".000000", text), pa.scalar("", text)
     )
-    local_ok = _bools(pc.fill_null(pc.equal(printed, as_written), False))
+    local_ok = bools(pc.fill_null(pc.equal(printed, as_written), False))
     local_us = pc.fill_null(pc.cast(local, pa.int64()), 0).to_numpy(zero_copy_only=False)
     padded = pc.binary_join_element_wise(
         part("frac"), pa.scalar("000000", text), pa.scalar("", text)
@@ -123,7 +123,7 @@ def _parse_timestamp_parts(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
         number(pc.utf8_slice_codeunits(zone, 1, 3)),
         number(pc.utf8_slice_codeunits(zone, 3, 5)),
     )
-    sign = np.where(_bools(pc.starts_with(zone, "-")), -1, 1)
+    sign = np.where(bools(pc.starts_with(zone, "-")), -1, 1)
     zone_ok = (hours < 24) & (minutes < 60)
     instants = local_us + micros - sign * (hours * 3600 + minutes * 60) * 1_000_000
 
@@ -131,15 +131,15 @@ def _parse_timestamp_parts(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     ok[matched] = local_ok & zone_ok
     out = np.zeros(len(values), dtype=np.int64)
     out[matched] = instants
-    bad = _bools(pc.is_valid(values)) & ~ok
+    bad = bools(pc.is_valid(values)) & ~ok
     return pa.array(out, pa.int64(), mask=~ok), bad
 
 
-def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+def chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
 
 
-def _bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=bool)
 
 

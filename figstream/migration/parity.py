@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.migration.ledger import ParitySpec
-from figstream.migration.normalise import _bools, _chunks, _normalise, _parse_number
-from figstream.migration.parity_report import CATEGORIES, Differences, ParityReport, _samples
+from figstream.migration.normalise import bools, chunks, normalise_column, parse_number
+from figstream.migration.parity_report import CATEGORIES, Differences, ParityReport, sample_rows
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def compare(
         explained=explained,
         unexplained=unexplained,
         column_differences={c: int(m.sum()) for c, m in column_masks.items()},
-        samples=_samples(
+        samples=sample_rows(
             differences,
             explained_by,
             [name for name, _ in rules],
@@ -253,9 +253,9 @@ def _match(legacy: pa.Table, new: pa.Table, spec: ParitySpec, unparsable: dict[s
     bad = np.zeros(n_l + new.num_rows, dtype=bool)
     for position, column in enumerate(spec.key):
         steps = spec.normalise.get(column, [])
-        values_l, bad_l = _normalise(_as_text(legacy.column(column)), steps)
-        values_n, bad_n = _normalise(_as_text(new.column(column)), steps)
-        both = pa.chunked_array([*_chunks(values_l), *_chunks(values_n)], values_l.type)
+        values_l, bad_l = normalise_column(_as_text(legacy.column(column)), steps)
+        values_n, bad_n = normalise_column(_as_text(new.column(column)), steps)
+        both = pa.chunked_array([*chunks(values_l), *chunks(values_n)], values_l.type)
         encoded = pc.dictionary_encode(both.combine_chunks(), null_encoding="encode")
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         if position:
@@ -297,7 +297,7 @@ def _as_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 def _same(a: pa.Array | pa.ChunkedArray, b: pa.Array | pa.ChunkedArray) -> np.ndarray:
     equal = pc.fill_null(pc.equal(a, b), False)
     both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-    return _bools(pc.or_(equal, both_null))
+    return bools(pc.or_(equal, both_null))
 
 
 def _column_differs(
@@ -306,12 +306,12 @@ def _column_differs(
     """Per matched pair: does this column differ; and how many pairs held an unparsable value."""
     if not steps and tolerance is None and old.type == new.type:
         return ~_same(old, new), 0
-    old_values, old_bad = _normalise(_as_text(old), steps)
-    new_values, new_bad = _normalise(_as_text(new), steps)
+    old_values, old_bad = normalise_column(_as_text(old), steps)
+    new_values, new_bad = normalise_column(_as_text(new), steps)
     if tolerance is not None:
         if not pa.types.is_floating(old_values.type):
-            old_values, old_bad = _or_bad(_parse_number(old_values), old_bad)
-            new_values, new_bad = _or_bad(_parse_number(new_values), new_bad)
+            old_values, old_bad = _or_bad(parse_number(old_values), old_bad)
+            new_values, new_bad = _or_bad(parse_number(new_values), new_bad)
         same = _within(old_values, new_values, tolerance)
     else:
         same = _same(old_values, new_values)
@@ -401,4 +401,4 @@ def _mask(values: Any, rows: int, flaw: str, category: str) -> np.ndarray:
         raise TypeError(f"known flaw {flaw!r}: its {category} mask is {values.type}, not bool")
     if not len(values):
         return np.zeros(0, dtype=bool)
-    return _bools(pc.fill_null(values, False))  # a null explains nothing
+    return bools(pc.fill_null(values, False))  # a null explains nothing

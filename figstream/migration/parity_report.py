@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 
-def _samples(
+def sample_rows(
     differences: Differences,
     explained_by: dict[str, np.ndarray],
     flaw_names: list[str],

@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 
 from figstream.migration.parity import View
 from figstream.redirects import graph
-from figstream.redirects.graph import _ORDER, LEGACY_COLUMNS
-from figstream.redirects.steps import _shift, day_events, day_key, map_key, seo_redirects
+from figstream.redirects.graph import LEGACY_COLUMNS, REDIRECT_ORDER
+from figstream.redirects.steps import day_events, day_key, map_key, seo_redirects, shift_day
 from figstream.storage.objects import read_parquet
 from figstream.streaming import bucket_state, daily, fragments, table_ops, tables
 from figstream.streaming import stores as streaming_stores
@@ -380,7 +380,7 @@ def legacy_view(redirects: pa.Table) -> pa.Table:
     """A day's redirects as legacy ``redirects.csv`` holds them: strings, status "301"."""
     return pa.table(
         {name: pc.cast(redirects[name], pa.string()) for name in LEGACY_COLUMNS}
-    ).sort_by(_ORDER)
+    ).sort_by(REDIRECT_ORDER)
 
 
 def _legacy_snapshot(stores: Stores, day: str, epoch_day: str) -> pa.Table:
@@ -403,7 +403,7 @@ def redirects_as_legacy(stores: Stores, day: str, epoch_day: str) -> pa.Table:
     :func:`redirects.day_redirects` over snapshots as legacy's dedupe leaves them."""
     if day < epoch_day:
         return graph.REDIRECTS_SCHEMA.empty_table()
-    yesterday = _legacy_snapshot(stores, _shift(day, -1), epoch_day)
+    yesterday = _legacy_snapshot(stores, shift_day(day, -1), epoch_day)
     today = _legacy_snapshot(stores, day, epoch_day)
     return graph.day_redirects(yesterday, today, day_events(stores, day))
 

@@ -63,10 +63,10 @@ MAP_SCHEMA = pa.schema(
     ]
 )
 LEGACY_COLUMNS = REDIRECTS_SCHEMA.names  # legacy redirects.csv
-_ORDER = [("from_url", "ascending"), ("to_url", "ascending"), ("reason", "ascending")]
+REDIRECT_ORDER = [("from_url", "ascending"), ("to_url", "ascending"), ("reason", "ascending")]
 
 
-def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+def one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return values.cast(pa.string())
 
@@ -82,7 +82,7 @@ def legacy_lower(values: pa.Array | pa.ChunkedArray, title: bool = False) -> pa.
     ASCII values in Arrow (title-casing does not change their lower case); the rest in Python,
     whose full Unicode mappings Arrow lacks (``"ß".title().lower() == "ss"``).
     """
-    values = _array(values)
+    values = one_chunk(values)
     lowered = pc.ascii_lower(values)
     other = ~_mask(pc.string_is_ascii(values)) & _mask(pc.is_valid(values))
     if not other.any():
@@ -106,7 +106,7 @@ def search_urls(boards: pa.Array, titles: pa.Array, locations: pa.Array) -> pa.A
     query = _quote_plus(legacy_lower(titles, title=True))
     where = _quote_plus(legacy_lower(locations))
     return pc.binary_join_element_wise(
-        "https://", _array(boards), ".example/search?q=", query, "&l=", where, ""
+        "https://", one_chunk(boards), ".example/search?q=", query, "&l=", where, ""
     )
 
 
@@ -114,7 +114,7 @@ def _keys(table: pa.Table, board: pa.Array) -> pa.Table:
     """(board, company, title, location) lower-cased the legacy way: legacy ``posting_key``."""
     return pa.table(
         {
-            "k_board": _array(board),
+            "k_board": one_chunk(board),
             "k_company": legacy_lower(table["company"]),
             "k_title": legacy_lower(table["title"], title=True),
             "k_location": legacy_lower(table["location"]),
@@ -150,7 +150,7 @@ def _matches(rows: pa.Table, survivor: pa.Array, today_index: pa.Table) -> pa.Ar
     lowest = lowest.group_by(_KEY_NAMES).aggregate([("url", "min")])  # a job id is unique
     wanted = _keys(rows, survivor).append_column("row", pa.array(np.arange(rows.num_rows)))
     found = wanted.join(lowest, _KEY_NAMES, join_type="left outer").sort_by("row")
-    return _array(found["url_min"])
+    return one_chunk(found["url_min"])
 
 
 def day_redirects(
@@ -175,7 +175,7 @@ def day_redirects(
         pc.index_in(jobs["board"], value_set=absorbed)
     )
     is_merged = _mask(pc.is_valid(survivor))
-    is_expired = ~is_merged & _mask(pc.is_in(jobs["job_id"], value_set=_array(expired)))
+    is_expired = ~is_merged & _mask(pc.is_in(jobs["job_id"], value_set=one_chunk(expired)))
 
     merged = jobs.filter(pa.array(is_merged))
     survivor = survivor.filter(pa.array(is_merged))
@@ -190,8 +190,8 @@ def day_redirects(
         [
             pa.table(
                 [
-                    _array(src),
-                    _array(dst),
+                    one_chunk(src),
+                    one_chunk(dst),
                     pa.repeat(pa.scalar(STATUS, pa.int64()), len(src)),
                     pa.repeat(pa.scalar(reason), len(src)),
                 ],
@@ -200,7 +200,7 @@ def day_redirects(
             for src, dst, reason in parts
         ]
     )
-    return out.sort_by(_ORDER).combine_chunks()
+    return out.sort_by(REDIRECT_ORDER).combine_chunks()
 
 
 # --- the running map ----------------------------------------------------------------------------
@@ -222,12 +222,12 @@ def _edges(table: pa.Table) -> pa.Table:
     hop = "next_url" if "next_url" in names else "to_url"
     out = pa.table(
         {
-            "from_url": _array(table["from_url"]),
-            "next_url": _array(table[hop]),
+            "from_url": one_chunk(table["from_url"]),
+            "next_url": one_chunk(table[hop]),
             "status": table["status"].cast(pa.int64())
             if "status" in names
             else pa.repeat(pa.scalar(STATUS, pa.int64()), n),
-            "reason": _array(table["reason"]) if "reason" in names else pa.nulls(n, pa.string()),
+            "reason": one_chunk(table["reason"]) if "reason" in names else pa.nulls(n, pa.string()),
         }
     )
     out = out.filter(pc.and_(pc.is_valid(out["from_url"]), pc.is_valid(out["next_url"])))
@@ -317,7 +317,7 @@ def collapse(
     old = _edges(registry)
     live_now = [fresh["next_url"]]
     if live is not None:
-        live_now.append(_array(live))
+        live_now.append(one_chunk(live))
     live_now = pc.unique(pa.chunked_array(live_now, pa.string()))
     fresh = fresh.filter(pc.invert(pc.is_in(fresh["from_url"], value_set=live_now)))
     replaced = pa.chunked_array([live_now, fresh["from_url"]], pa.string())

@@ -33,7 +33,7 @@ def map_key(day: str) -> str:
     return f"{PREFIX}/_map/{day}.parquet"
 
 
-def _shift(day: str, days: int) -> str:
+def shift_day(day: str, days: int) -> str:
     return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
 
 
@@ -80,11 +80,11 @@ def seo_redirects_days(
     wanted = set(days)
     first, last = min(days), max(days)
     first = max(first, epoch_day)
-    previous = read_map(stores, _shift(first, -1), epoch_day)
+    previous = read_map(stores, shift_day(first, -1), epoch_day)
     while previous is None:  # no kept map the day before: start earlier
-        first = _shift(first, -1)
-        previous = read_map(stores, _shift(first, -1), epoch_day)
-    yesterday = daily.end_of_day_index(stores, _shift(first, -1), epoch_day)
+        first = shift_day(first, -1)
+        previous = read_map(stores, shift_day(first, -1), epoch_day)
+    yesterday = daily.end_of_day_index(stores, shift_day(first, -1), epoch_day)
     out = {}
     current = first
     while current <= last:
@@ -96,7 +96,7 @@ def seo_redirects_days(
         if current in wanted:
             out[current] = DayResult(new, collapsed, _rewritten(previous, collapsed))
         previous, yesterday = collapsed, today
-        current = _shift(current, 1)
+        current = shift_day(current, 1)
     return out
 
 

@@ -44,24 +44,26 @@ OLD_JOB_STATE_KEY = "tables/job_state/state.parquet"
 OLD_REGISTRY_KEY = "tables/postings_registry/registry.parquet"
 OLD_DUPLICATES_KEY = "tables/duplicates/current.parquet"
 _BY_JOB_ID = [("kind", "ascending"), ("job_id", "ascending")]
-_BY_FIRST_POSTING = [("event_time", "ascending"), ("event_id", "ascending")]
+BY_FIRST_POSTING = [("event_time", "ascending"), ("event_id", "ascending")]
 
 
-def _snapshot(objects: ObjectStore, key: str, schema: pa.Schema) -> pa.Table:
+def read_snapshot(objects: ObjectStore, key: str, schema: pa.Schema) -> pa.Table:
     if not objects.exists(key):
         return streaming_tables.empty(schema)
     return read_parquet(objects, key).select(schema.names).cast(schema)
 
 
-def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+def concat_or_empty(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else streaming_tables.empty(schema)
 
 
-def _read_buckets(
+def read_buckets(
     objects: ObjectStore, manifest: Manifest, prefix: str, schema: pa.Schema
 ) -> pa.Table:
     keys = manifest.keys(prefix)
-    return _concat([_snapshot(objects, k, schema) for k in keys if objects.exists(k)], schema)
+    return concat_or_empty(
+        [read_snapshot(objects, k, schema) for k in keys if objects.exists(k)], schema
+    )
 
 
 def _read_all(
@@ -71,8 +73,8 @@ def _read_all(
     or the earlier single object while it has not been converted."""
     layout = Manifest.read(objects, manifest)
     if layout is None:
-        return _snapshot(objects, old_key, schema)  # empty when there is none either
-    return _read_buckets(objects, layout, prefix, schema)
+        return read_snapshot(objects, old_key, schema)  # empty when there is none either
+    return read_buckets(objects, layout, prefix, schema)
 
 
 def read_job_state(objects: ObjectStore) -> pa.Table:
@@ -86,7 +88,7 @@ def read_job_state(objects: ObjectStore) -> pa.Table:
     )
     if not objects.exists(JOB_STATE_MANIFEST) and objects.exists(OLD_JOB_STATE_KEY):
         return jobs  # the old object holds the merger rows too
-    mergers = _snapshot(objects, MERGERS_KEY, streaming_tables.STATE_SCHEMA)
+    mergers = read_snapshot(objects, MERGERS_KEY, streaming_tables.STATE_SCHEMA)
     return pa.concat_tables([jobs, mergers]).sort_by(_BY_JOB_ID).combine_chunks()
 
 
@@ -99,7 +101,7 @@ def read_registry(objects: ObjectStore) -> pa.Table:
         OLD_REGISTRY_KEY,
         streaming_tables.CANONICAL_SCHEMA,
     )
-    return registry.sort_by(_BY_FIRST_POSTING).combine_chunks()
+    return registry.sort_by(BY_FIRST_POSTING).combine_chunks()
 
 
 def read_duplicates(objects: ObjectStore) -> pa.Table:
@@ -114,7 +116,7 @@ def read_duplicates(objects: ObjectStore) -> pa.Table:
     return duplicates.sort_by("job_id").combine_chunks()
 
 
-def _manifest(
+def load_manifest(
     objects: ObjectStore, key: str, old_keys: Sequence[str], schema: pa.Schema, convert: Callable
 ) -> Manifest:
     """A bucketed table's manifest. A table still in the single-object layout (``old_keys``,
@@ -124,7 +126,7 @@ def _manifest(
         return manifest
     manifest = Manifest(key)
     if objects.exists(old_keys[0]):
-        table = _snapshot(objects, old_keys[0], schema)
+        table = read_snapshot(objects, old_keys[0], schema)
         if table.num_rows > buckets.SPLIT_ROWS:
             manifest = Manifest(key, buckets.BUCKETS)
         convert(objects, manifest, table)
@@ -134,7 +136,7 @@ def _manifest(
     return manifest
 
 
-def _grown(
+def split_if_growing(
     objects: ObjectStore,
     manifest: Manifest,
     incoming: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from figstream.streaming import table_ops, tables
-from figstream.streaming.fragments import _write_each, read_fragments
+from figstream.streaming.fragments import read_fragments, write_each
 from figstream.streaming.stores import Stores, by_hour
 
 
@@ -18,4 +18,4 @@ def _clean(stores: Stores, partitions: Sequence[str], batch_ids: list[str] | Non
     events = read_fragments(
         stores.objects, "raw_events", partitions, batch_ids, tables.EVENTS_SCHEMA
     )
-    return _write_each(stores.objects, "clean_postings", table_ops.clean_postings(events))
+    return write_each(stores.objects, "clean_postings", table_ops.clean_postings(events))

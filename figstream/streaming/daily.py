@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from figstream.storage.objects import write_parquet
 from figstream.streaming import table_ops, tables
-from figstream.streaming.bucket_state import _snapshot
+from figstream.streaming.bucket_state import read_snapshot
 from figstream.streaming.fragments import read_fragments
 from figstream.streaming.stores import INGEST_TABLES, Stores, day_partitions
 
@@ -33,8 +33,8 @@ def board_daily_stats(stores: Stores, days: Sequence[str], epoch_day: str) -> di
     before = (first - timedelta(days=1)).isoformat()
     state_key, registry_key = (_end_of_day_key(before, w) for w in ("state", "registry"))
     if first > epoch and stores.objects.exists(state_key):
-        state = _snapshot(stores.objects, state_key, tables.STATE_SCHEMA)
-        registry = _snapshot(stores.objects, registry_key, tables.CANONICAL_SCHEMA)
+        state = read_snapshot(stores.objects, state_key, tables.STATE_SCHEMA)
+        registry = read_snapshot(stores.objects, registry_key, tables.CANONICAL_SCHEMA)
         current_day = first
     else:
         state, registry, current_day = None, None, epoch
@@ -70,8 +70,10 @@ def end_of_day_state(stores: Stores, day: str, epoch_day: str) -> tuple[pa.Table
         return tables.empty(tables.STATE_SCHEMA), tables.empty(tables.CANONICAL_SCHEMA)
     if not stores.objects.exists(_end_of_day_key(day, "state")):
         board_daily_stats(stores, [day], epoch_day)
-    state = _snapshot(stores.objects, _end_of_day_key(day, "state"), tables.STATE_SCHEMA)
-    registry = _snapshot(stores.objects, _end_of_day_key(day, "registry"), tables.CANONICAL_SCHEMA)
+    state = read_snapshot(stores.objects, _end_of_day_key(day, "state"), tables.STATE_SCHEMA)
+    registry = read_snapshot(
+        stores.objects, _end_of_day_key(day, "registry"), tables.CANONICAL_SCHEMA
+    )
     return state, registry
 
 

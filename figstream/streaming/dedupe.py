@@ -18,20 +18,20 @@ from figstream.storage.objects import ObjectStore
 from figstream.streaming import table_ops
 from figstream.streaming import tables as streaming_tables
 from figstream.streaming.bucket_state import (
-    _BY_FIRST_POSTING,
+    BY_FIRST_POSTING,
     DUPLICATES_BUCKETS,
     OLD_DUPLICATES_KEY,
     OLD_REGISTRY_KEY,
     REGISTRY_BY_JOB,
     REGISTRY_BY_KEY,
     REGISTRY_MANIFEST,
-    _concat,
-    _grown,
-    _manifest,
-    _read_buckets,
-    _snapshot,
+    concat_or_empty,
+    load_manifest,
+    read_buckets,
+    read_snapshot,
+    split_if_growing,
 )
-from figstream.streaming.fragments import _write_each, read_fragments
+from figstream.streaming.fragments import read_fragments, write_each
 from figstream.streaming.stores import Stores, by_hour
 
 
@@ -66,17 +66,17 @@ def _changed_key_bucket(
     Idempotent even after a crash between the passes (or between the two objects): a job's
     rows go, its new row comes, and the keys it names are recomputed from the rows."""
     schema = streaming_tables.CANONICAL_SCHEMA
-    rows = _snapshot(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), schema)
+    rows = read_snapshot(objects, manifest.bucket_key(REGISTRY_BY_KEY, bucket), schema)
     gone = pc.is_in(rows["job_id"], changes["job_id"])
     new = changes.filter(pc.is_in(changes["event_id"], added["event_id"]))
     rows = pa.concat_tables([rows.filter(pc.invert(gone)), new])
     keys = pc.unique(changes["dedupe_key"])
     key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
-    kept = _snapshot(objects, key, streaming_tables.DUPLICATES_SCHEMA)
+    kept = read_snapshot(objects, key, streaming_tables.DUPLICATES_SCHEMA)
     kept = kept.filter(pc.invert(pc.is_in(kept["dedupe_key"], keys)))
     named, _ = _key_bucket(rows.filter(pc.is_in(rows["dedupe_key"], keys)))
     duplicates = pa.concat_tables([kept, named]).sort_by("job_id").combine_chunks()
-    return duplicates, rows.sort_by(_BY_FIRST_POSTING).combine_chunks()
+    return duplicates, rows.sort_by(BY_FIRST_POSTING).combine_chunks()
 
 
 def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Table) -> None:
@@ -87,17 +87,19 @@ def _convert_registry(objects: ObjectStore, manifest: Manifest, registry: pa.Tab
         _write_key_bucket(objects, manifest, bucket, _key_bucket(rows))
 
 
-def _registry_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
+def registry_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
     """The registry's manifest, split first if ``incoming`` postings could outgrow one bucket."""
     old = [OLD_REGISTRY_KEY, OLD_DUPLICATES_KEY]
     schema = streaming_tables.CANONICAL_SCHEMA
-    manifest = _manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
+    manifest = load_manifest(objects, REGISTRY_MANIFEST, old, schema, _convert_registry)
     prefixes = [REGISTRY_BY_JOB, REGISTRY_BY_KEY, DUPLICATES_BUCKETS]
 
     def whole(layout: Manifest) -> pa.Table:
-        return _read_buckets(objects, layout, REGISTRY_BY_JOB, schema)
+        return read_buckets(objects, layout, REGISTRY_BY_JOB, schema)
 
-    return _grown(objects, manifest, incoming, "registered", prefixes, whole, _convert_registry)
+    return split_if_growing(
+        objects, manifest, incoming, "registered", prefixes, whole, _convert_registry
+    )
 
 
 REGISTRY_ROWS_KEPT = 250_000  # registry rows (~120 bytes each) a dedupe keeps between passes
@@ -134,7 +136,7 @@ def _dedupe(
     postings = read_fragments(
         objects, "clean_postings", partitions, batch_ids, streaming_tables.POSTINGS_SCHEMA
     )
-    manifest = _registry_manifest(objects, postings.num_rows)
+    manifest = registry_manifest(objects, postings.num_rows)
     if postings.num_rows == 0:
         return DedupeReport(0, 0, manifest.total("duplicates"))
     count, order = postings.num_rows, pa.array(np.arange(postings.num_rows))
@@ -146,7 +148,7 @@ def _dedupe(
     new_by_bucket = {}
     for bucket, rows in by_job.items():
         key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
-        known = _snapshot(objects, key, streaming_tables.CANONICAL_SCHEMA)
+        known = read_snapshot(objects, key, streaming_tables.CANONICAL_SCHEMA)
         if held + known.num_rows <= REGISTRY_ROWS_KEPT:
             kept_known[bucket], held = known, held + known.num_rows
         # The first posting of each of the postings' jobs: only their registry rows matter.
@@ -158,8 +160,8 @@ def _dedupe(
         replaced.append(mine.filter(pc.is_in(mine["job_id"], new["job_id"])))
         registered.append(registry)
     schema = streaming_tables.CANONICAL_SCHEMA
-    added, replaced = _concat(added, schema), _concat(replaced, schema)
-    registered = _concat(registered, schema)
+    added, replaced = concat_or_empty(added, schema), concat_or_empty(replaced, schema)
+    registered = concat_or_empty(registered, schema)
     moved = pa.concat_tables([added, replaced])
     changes = split(moved, manifest.of(moved["dedupe_key"]))
     duplicate_ids = []
@@ -169,7 +171,7 @@ def _dedupe(
             duplicates = _write_key_bucket(objects, manifest, bucket, tables)
         else:
             key = manifest.bucket_key(DUPLICATES_BUCKETS, bucket)
-            duplicates = _snapshot(objects, key, streaming_tables.DUPLICATES_SCHEMA)
+            duplicates = read_snapshot(objects, key, streaming_tables.DUPLICATES_SCHEMA)
             manifest.count("duplicates")[bucket] = duplicates.num_rows
         duplicate_ids.append(
             duplicates["job_id"].filter(pc.is_in(duplicates["job_id"], registered["job_id"]))
@@ -179,10 +181,10 @@ def _dedupe(
             key = manifest.bucket_key(REGISTRY_BY_JOB, bucket)
             known = kept_known.pop(bucket, None)
             if known is None:
-                known = _snapshot(objects, key, schema)
+                known = read_snapshot(objects, key, schema)
             manifest.changing(objects)
             known = known.filter(pc.invert(pc.is_in(known["job_id"], new["job_id"])))
-            registry = pa.concat_tables([known, new]).sort_by(_BY_FIRST_POSTING).combine_chunks()
+            registry = pa.concat_tables([known, new]).sort_by(BY_FIRST_POSTING).combine_chunks()
             write_bucket(objects, key, registry)
             manifest.count("registered")[bucket] = registry.num_rows
     manifest.save(objects)
@@ -190,5 +192,5 @@ def _dedupe(
     kept = [rows.filter(pc.invert(pc.is_in(rows["job_id"], dropped))) for rows in by_job.values()]
     del by_job
     kept = pa.concat_tables(kept).sort_by("_row").drop_columns(["_row"])
-    kept_rows = _write_each(objects, "deduped_postings", kept)
+    kept_rows = write_each(objects, "deduped_postings", kept)
     return DedupeReport(count, kept_rows, manifest.total("duplicates"))

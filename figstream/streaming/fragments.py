@@ -51,7 +51,7 @@ def batch_id_of(key: str) -> str:
     return key.rsplit("/", 1)[1].removesuffix(".parquet")
 
 
-def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
+def write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
     """One fragment per (event-time hour, batch) of ``rows``, each in ``rows``' order: one
     stable sort of the keys, then the groups gathered a window at a time (never a second copy
     of all of ``rows``); returns the rows written."""
@@ -83,4 +83,4 @@ def _write_each(objects: ObjectStore, table: str, rows: pa.Table) -> int:
     return rows.num_rows
 
 
-WRITE_WINDOW = 20_000  # rows _write_each gathers at once: few gathers, no copy of every row
+WRITE_WINDOW = 20_000  # rows write_each gathers at once: few gathers, no copy of every row

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 from figstream.storage.buckets import Manifest, merge_sorted, split
 from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.streaming import tables as streaming_tables
-from figstream.streaming.bucket_state import ACTIVE_BUCKETS, DUPLICATES_BUCKETS, _concat
-from figstream.streaming.dedupe import _registry_manifest
-from figstream.streaming.jobs import _job_state_manifest
-from figstream.streaming.stores import Stores, _release_arrow_memory
+from figstream.streaming.bucket_state import ACTIVE_BUCKETS, DUPLICATES_BUCKETS, concat_or_empty
+from figstream.streaming.dedupe import registry_manifest
+from figstream.streaming.jobs import job_state_manifest
+from figstream.streaming.stores import Stores, release_arrow_memory
 
 SEARCH_INDEX_KEY = "tables/search_index/snapshot.parquet"
 SEARCH_INDEX_SOURCE = "tables/search_index/source.json"  # the manifest tokens it was built from
@@ -83,7 +83,7 @@ def _few_active(objects: ObjectStore, keys: list[str]) -> pa.Table | None:
             held += tables[-1].num_rows
             if held > INDEX_SORT_ROWS:
                 return None
-    return _concat(tables, INDEX_SCHEMA).cast(INDEX_SCHEMA)
+    return concat_or_empty(tables, INDEX_SCHEMA).cast(INDEX_SCHEMA)
 
 
 def export_search_index(stores: Stores) -> IndexReport:
@@ -93,7 +93,7 @@ def export_search_index(stores: Stores) -> IndexReport:
     the shadowed duplicates. Nothing is written when neither the state nor the registry
     changed since the index was last built."""
     objects = stores.objects
-    state, registry = _job_state_manifest(objects), _registry_manifest(objects)
+    state, registry = job_state_manifest(objects), registry_manifest(objects)
     source = {"job_state": state.token, "registry": registry.token}
     if objects.exists(SEARCH_INDEX_SOURCE) and objects.exists(SEARCH_INDEX_KEY):
         built = orjson.loads(objects.get(SEARCH_INDEX_SOURCE))
@@ -124,5 +124,5 @@ def export_search_index(stores: Stores) -> IndexReport:
             writer.write_table(chunk)
     report = {"source": source, "rows": rows, "preview": preview}
     objects.put(SEARCH_INDEX_SOURCE, orjson.dumps(report))
-    _release_arrow_memory()
+    release_arrow_memory()
     return IndexReport(rows, preview)

@@ -19,7 +19,7 @@ from figstream.ingest.landing import parse_batch_key
 from figstream.storage.objects import write_parquet
 from figstream.streaming import parse
 from figstream.streaming.landing_index import assign, split_lines
-from figstream.streaming.stores import INGEST_TABLES, Stores, _release_arrow_memory, fragment_key
+from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, release_arrow_memory
 
 # --- ingest: raw_events (postings) and board_mergers (boards) ---------------------------------
 
@@ -123,7 +123,7 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
             group, held = [], 0
     if group:
         _store_group(stores, stream, partition, group, report)
-    _release_arrow_memory()
+    release_arrow_memory()
     return report
 
 

@@ -23,10 +23,10 @@ from figstream.streaming.bucket_state import (
     JOB_STATE_MANIFEST,
     MERGERS_KEY,
     OLD_JOB_STATE_KEY,
-    _grown,
-    _manifest,
-    _read_buckets,
-    _snapshot,
+    load_manifest,
+    read_buckets,
+    read_snapshot,
+    split_if_growing,
 )
 from figstream.streaming.fragments import read_fragments
 from figstream.streaming.stores import INGEST_TABLES, Stores, by_hour
@@ -84,17 +84,19 @@ def _convert_job_state(objects: ObjectStore, manifest: Manifest, state: pa.Table
         _write_job_bucket(objects, manifest, bucket, rows)
 
 
-def _job_state_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
+def job_state_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
     """The job state's manifest, split first if ``incoming`` events could outgrow one bucket."""
     old, schema = [OLD_JOB_STATE_KEY], tables.STATE_SCHEMA
-    manifest = _manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
+    manifest = load_manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
 
     def whole(layout: Manifest) -> pa.Table:  # with the merger rows, which the split rewrites
-        jobs = _read_buckets(objects, layout, JOB_STATE_BUCKETS, schema)
-        return pa.concat_tables([jobs, _snapshot(objects, MERGERS_KEY, schema)])
+        jobs = read_buckets(objects, layout, JOB_STATE_BUCKETS, schema)
+        return pa.concat_tables([jobs, read_snapshot(objects, MERGERS_KEY, schema)])
 
     prefixes = [JOB_STATE_BUCKETS, ACTIVE_BUCKETS]
-    return _grown(objects, manifest, incoming, "jobs", prefixes, whole, _convert_job_state)
+    return split_if_growing(
+        objects, manifest, incoming, "jobs", prefixes, whole, _convert_job_state
+    )
 
 
 # Touched job rows one apply_job_state call recomputes at most (a bucket is never split): a
@@ -136,7 +138,7 @@ def _update_job_state(
             for table in INGEST_TABLES.values()
         ]
     )
-    manifest = _job_state_manifest(objects, events.num_rows)
+    manifest = job_state_manifest(objects, events.num_rows)
     if events.num_rows == 0:
         return StateReport(0, 0, manifest.total("jobs"), manifest.total("active"))
     is_merger = pc.equal(events["event_type"], tables.MERGED)
@@ -148,7 +150,7 @@ def _update_job_state(
     del events  # a backfill's range can hold many events: keep one copy of them, by bucket
     by_bucket = split(others, manifest.of(others["job_id"]))
     del others
-    mergers = _snapshot(objects, MERGERS_KEY, tables.STATE_SCHEMA)
+    mergers = read_snapshot(objects, MERGERS_KEY, tables.STATE_SCHEMA)
     after = {"mergers": mergers, "changed": 0}
 
     def apply(group: dict[int, pa.Table]) -> None:
@@ -167,7 +169,7 @@ def _update_job_state(
             jobs = whole.get(bucket)
             if jobs is None:  # not kept: read again
                 key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
-                jobs = _snapshot(objects, key, tables.STATE_SCHEMA)
+                jobs = read_snapshot(objects, key, tables.STATE_SCHEMA)
             jobs = jobs.filter(pc.invert(pc.is_in(jobs["job_id"], group[bucket]["job_id"])))
             jobs = pa.concat_tables([jobs, rows]).sort_by("job_id").combine_chunks()
             _write_job_bucket(objects, manifest, bucket, jobs)
@@ -176,7 +178,7 @@ def _update_job_state(
     group, held, whole = {}, 0, {}
     for bucket in range(manifest.buckets) if merged.num_rows else sorted(by_bucket):
         key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
-        jobs = _snapshot(objects, key, tables.STATE_SCHEMA)
+        jobs = read_snapshot(objects, key, tables.STATE_SCHEMA)
         batch = pa.concat_tables([by_bucket.get(bucket, merged.slice(0, 0)), merged])
         group[bucket] = jobs.filter(_touched(jobs, batch))
         _count_jobs(manifest, bucket, jobs)

@@ -74,11 +74,11 @@ def by_hour(
     reports = []
     for hour in hours:
         reports.append(step(stores, hour, ids))
-        _release_arrow_memory()
+        release_arrow_memory()
     return reports
 
 
-def _release_arrow_memory() -> None:
+def release_arrow_memory() -> None:
     """Hand the memory Arrow's pool kept from a step back to the system. The pool (mimalloc)
     keeps freed pages for reuse, but the next step's Python objects come from another
     allocator and cannot use them: after exporting 1.5M index rows it held 146 MiB with nothing

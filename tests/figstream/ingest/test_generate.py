@@ -27,7 +27,7 @@ from figstream.ingest.generate import (
     SURVIVING_BOARD,
     EventStream,
     Record,
-    _corrupt,
+    corrupt_record,
     format_us,
 )
 
@@ -218,7 +218,7 @@ def test_any_corruption_of_any_good_event_is_rejected(kind, which, seed):
     envs = _good_envelopes()
     env = envs[which % len(envs)]
     original = orjson.dumps(env)
-    line = _corrupt(env, kind, random.Random(seed))
+    line = corrupt_record(env, kind, random.Random(seed))
     assert orjson.dumps(env) == original  # the good event is not mutated
     assert b"\n" not in line
     rejection = validate(line)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from figstream.ingest.dataset import generate
-from figstream.ingest.generate import _batch_stamp
+from figstream.ingest.generate import batch_stamp
 from figstream.ingest.landing import (
     LANDING_PREFIX,
     batch_key,
@@ -71,7 +71,7 @@ def test_key_floor_selects_arrivals_at_or_after(arrival, floor, producer, seq):
 def test_stamp_agrees_with_the_generator(us):
     when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
     if when.year >= 1000:  # strftime does not zero-pad years below 1000 on every platform
-        assert format_stamp(when) == _batch_stamp(us)
+        assert format_stamp(when) == batch_stamp(us)
 
 
 def test_every_generated_key_parses(tmp_path):

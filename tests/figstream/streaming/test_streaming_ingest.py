@@ -111,7 +111,7 @@ def test_fragments_are_one_per_hour_and_batch_in_the_rows_order(
         }
     )
     rows = rows.take([8, 3, 0, 5, 1, 7, 2, 6, 4])  # not sorted by anything
-    assert streaming_fragments._write_each(objects, "t", rows) == 9
+    assert streaming_fragments.write_each(objects, "t", rows) == 9
     expected: dict[str, list[str]] = {}
     for row in rows.to_pylist():
         key = streaming_stores.fragment_key(
@@ -120,7 +120,7 @@ def test_fragments_are_one_per_hour_and_batch_in_the_rows_order(
         expected.setdefault(key, []).append(row["event_id"])
     written = {k: read_parquet(objects, k)["event_id"].to_pylist() for k in objects.list("tables/")}
     assert written == expected
-    assert streaming_fragments._write_each(objects, "t", rows.slice(0, 0)) == 0
+    assert streaming_fragments.write_each(objects, "t", rows.slice(0, 0)) == 0
 
 
 EDGE_TIMES = [

@@ -102,8 +102,8 @@ class Events:
 def land(stores: streaming_stores.Stores, events: pa.Table) -> list[str]:
     """Write a batch as the ingest step would (a fragment per hour and stream); its hours."""
     merged = pc.equal(events["event_type"], streaming_tables.MERGED)
-    fragments._write_each(stores.objects, "raw_events", events.filter(pc.invert(merged)))
-    fragments._write_each(stores.objects, "board_mergers", events.filter(merged))
+    fragments.write_each(stores.objects, "raw_events", events.filter(pc.invert(merged)))
+    fragments.write_each(stores.objects, "board_mergers", events.filter(merged))
     hours = pc.strftime(events["event_time"], format="%Y-%m-%d-%H:00", locale="C")
     return sorted(set(hours.to_pylist()))
 
