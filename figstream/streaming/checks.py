@@ -9,7 +9,7 @@ value that needs one.
 
 :data:`FAST_CHECKS` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
 without a fast check is still correct, only slower. :func:`event_times` checks and converts
-envelope times with Arrow's own ISO-8601 cast. ``tests/figstream/streaming/test_transform.py``
+envelope times with Arrow's own ISO-8601 cast. ``tests/figstream/streaming/test_parse.py``
 checks the equivalence with ``validate`` with hypothesis.
 """
 

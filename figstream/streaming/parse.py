@@ -16,7 +16,7 @@ suspicious remainder. Lines go through stages, each taking what it surely can:
 The column checks (:mod:`figstream.streaming.checks`) are *conservative*: a row they pass is
 surely valid; anything else is re-checked by ``validate``, which gives the exact reason.
 Envelope times are checked and converted by Arrow's own ISO-8601 cast, after a shape check that
-admits only the canonical spelling of real dates. ``tests/figstream/streaming/test_transform.py``
+admits only the canonical spelling of real dates. ``tests/figstream/streaming/test_parse.py``
 checks the equivalence with hypothesis.
 
 Python loops remain only where no vectorised form exists, each on a small remainder: the
