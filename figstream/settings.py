@@ -90,9 +90,11 @@ class StreamingSettings:
     freshness_fail_seconds: int = 600
     daily_stats_every_seconds: int = 300
     resume_failed_after_seconds: int = 30
+    reconcile_every_seconds: int = 300
+    reconcile_days: int = 2
 
 
-MAY_BE_ZERO = {"overlap_max_bytes"}  # 0 turns it off
+MAY_BE_ZERO = {"overlap_max_bytes", "reconcile_every_seconds"}  # 0 turns it off
 
 
 def streaming_settings(path: Path | None = None) -> StreamingSettings:

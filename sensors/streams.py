@@ -6,6 +6,12 @@ it touches, records that in the landing index, and requests one run per touched 
 exactly those batches. The index is written before the cursor moves, and a batch is listed only
 once it is durable, so a daemon restart can repeat a tick (idempotent runs) but never skip a batch.
 
+A batch that became visible only after the listing moved past its key plus the look-back is
+found by the reconciliation (``reconcile_every_seconds``): a sweep of the last few arrival days
+against the landing index, at most :data:`RECONCILE_KEYS_PER_TICK` keys a tick, resumed across
+ticks from the cursor. What a slice finds waits in the cursor and is taken on the next tick
+exactly like new batches, so the index is never written ahead of the cursor that owes the runs.
+
 A run that failed is retried by Dagster's run retries (``run_retries`` in the instance config).
 A failure that the retry daemon never handled (it was killed between the failure and its
 retry, say) would leave the run's batches unprocessed for good: the sensor requests such a run
@@ -41,6 +47,10 @@ IN_FLIGHT = [
 RESUMES_TAG, RESUME_ATTEMPT_TAG = "figstream/resumes", "figstream/resume_attempt"
 MAX_RESUMES = 2
 RESUME_HORIZON = dt.timedelta(days=1)  # failures older than this are left to an operator
+# A reconciliation slice lists at most this many keys (one index read each, about 0.35 s on
+# SQLite) and keeps at most LATE_PER_TICK late batches in the cursor for the next tick.
+RECONCILE_KEYS_PER_TICK = 1000
+LATE_PER_TICK = 50
 # Tags a resumed run keeps: those the sensor set (the partition is set by partition_key). Not
 # what the launcher or Dagster added at launch (figstream/worker, retry and failure tags).
 _KEPT_TAGS = (
@@ -90,18 +100,26 @@ def stream_sensor(
         cursor = LandingCursor.loads(context.cursor)
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
         new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
+        # Late batches an earlier tick's reconciliation found are taken now, like new ones; a
+        # slice of the sweep runs even while runs are in flight (it requests nothing).
+        late = sorted(cursor.late)
+        before = cursor.dumps()
+        now = time.time()
+        cursor, found = _reconcile(stores, stream, cursor, lookback, settings, now)
+        if found:
+            context.log.info(f"{stream}: reconciliation found {_late_note(found)}")
         if len(busy) >= settings.max_runs_in_flight and not (
             len(busy) == settings.max_runs_in_flight and _trickle(stores, new, settings)
         ):
             run = busy[0].dagster_run
-            return dg.SkipReason(
+            reason = (
                 f"{len(busy)} runs of {stream} in flight (latest {run.run_id}, {run.status.value})"
             )
+            return _skip(reason, found, cursor, before)
 
         requests = _resume_requests(context.instance, stream, settings)
         # Daily rollups owed by earlier ticks: requested only now that no run of the stream
         # is in flight, so they see those runs' output; at most once per configured interval.
-        now = time.time()
         idle = not busy
         if (
             stats_job is not None
@@ -112,24 +130,65 @@ def stream_sensor(
             requests.append(_stats_request(stream, stats_job, sorted(cursor.days_due), now))
             cursor = replace(cursor, days_due=set(), days_requested_at=now)
 
-        if not new:
+        taken = sorted({*new, *late})
+        if not taken:
             if requests:
                 return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
-            return dg.SkipReason(f"no new batches after {cursor.watermark or 'the start'}")
+            reason = f"no new batches after {cursor.watermark or 'the start'}"
+            return _skip(reason, found, cursor, before)
 
         # The index is durable before the cursor moves past these batches.
-        touched = landing_index.index_landing(stores, stream, new)
-        cursor = cursor.advance(new, lookback)
+        touched = landing_index.index_landing(stores, stream, taken)
+        cursor = replace(cursor.advance(new, lookback), late=cursor.late - set(late))
         cursor.days_due |= {_day(p) for p in touched}
-        requests += _stream_requests(stream, job, ops, touched, new, settings)
+        if late:
+            context.log.info(f"{stream}: taking {_late_note(late)} the reconciliation found")
+        requests += _stream_requests(stream, job, ops, touched, taken, settings)
         if not requests:
             return dg.SensorResult(
-                skip_reason=f"{len(new)} new batches, none with {stream} events",
+                skip_reason=f"{len(taken)} new batches ({len(late)} late), none with {stream} "
+                "events",
                 cursor=cursor.dumps(),
             )
         return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
 
     return _sensor
+
+
+def _reconcile(
+    stores: streaming_stores.Stores,
+    stream: str,
+    cursor: LandingCursor,
+    lookback: dt.timedelta,
+    settings: StreamingSettings,
+    now: float,
+) -> tuple[LandingCursor, list[str]]:
+    """One slice of the reconciliation when one is due: the cursor after it, and what it found."""
+    room = LATE_PER_TICK - len(cursor.late)
+    if room <= 0 or not cursor.reconcile_due(now, settings.reconcile_every_seconds):
+        return cursor, []
+    sweep = landing_index.reconcile_slice(
+        stores,
+        stream,
+        cursor.reconcile_from(settings.reconcile_days),
+        cursor.start_after(lookback),
+        limit=RECONCILE_KEYS_PER_TICK,
+        max_found=room,
+    )
+    return cursor.reconciled(sweep.found, sweep.resume_after, now), sweep.found
+
+
+def _late_note(keys: list[str]) -> str:
+    return f"{len(keys)} late batches (first {keys[0]})"
+
+
+def _skip(reason: str, found: list[str], cursor: LandingCursor, before: str):
+    """A skip that keeps what a reconciliation slice did to the cursor, and says what it found."""
+    if found:
+        reason += f"; reconciliation found {_late_note(found)}, taken next tick"
+    if cursor.dumps() == before:
+        return dg.SkipReason(reason)
+    return dg.SensorResult(skip_reason=reason, cursor=cursor.dumps())
 
 
 def _trickle(stores: streaming_stores.Stores, new: list[str], settings: StreamingSettings) -> bool:
@@ -207,12 +266,12 @@ def _stream_requests(
     job,
     ops: list[str],
     touched: dict[str, list[str]],
-    new: list[str],
+    taken: list[str],
     settings: StreamingSettings,
 ) -> list[dg.RunRequest]:
     if not touched:
         return []
-    last = new[-1].rsplit("/", 1)[1]
+    last = taken[-1].rsplit("/", 1)[1]
     # A run left STARTED by a hard crash (its worker gone with the host) would count as in
     # flight forever; run monitoring cancels a streaming run that outlives this.
     tags = {"figstream/stream": stream, "dagster/max_runtime": str(settings.max_run_seconds)}
@@ -230,7 +289,7 @@ def _stream_requests(
                     **tags,
                     "dagster/asset_partition_range_start": first,
                     "dagster/asset_partition_range_end": final,
-                    "figstream/batches": str(len(new)),
+                    "figstream/batches": str(len(taken)),
                 },
             )
         ]

@@ -4,8 +4,14 @@ Batch keys sort by commit time, but two producers can commit out of order by a f
 milliseconds (or a clock's skew): a plain "last key seen" cursor would then skip the batch that
 became visible after a later-named one. So the cursor keeps a watermark plus the keys already
 taken within a lookback window behind it, and each listing starts at ``watermark - lookback``.
-A batch that becomes visible later than the lookback is still picked up by a backfill of its
-partition, and `figstream landing audit` reports it.
+
+A batch that becomes visible later than the lookback (a producer whose clock runs minutes
+behind, a put stuck in retries) sorts below every later listing. A periodic reconciliation
+finds it: every ``reconcile_every_seconds`` a sweep lists the last ``reconcile_days`` arrival
+days below the listing start against the landing index, a bounded slice per tick, resuming
+where the last slice stopped. The cursor keeps only the sweep's position, when it began, and
+the late batches a slice found; those are taken on the next tick, like new ones, so a tick that
+dies after indexing them cannot lose them (the index is what tells the sweep a batch was seen).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from figstream.ingest.landing import LANDING_PREFIX, key_floor, parse_batch_key
 
@@ -27,6 +33,11 @@ class LandingCursor:
     # Days whose daily rollup is owed, and when one was last requested (epoch seconds).
     days_due: set[str] = field(default_factory=set)
     days_requested_at: float = 0.0
+    # The reconciliation: where a sweep in progress resumes ("" when none is), when the last
+    # sweep began (epoch seconds), and late batches found but not yet taken.
+    reconcile_after: str = ""
+    reconciled_at: float = 0.0
+    late: set[str] = field(default_factory=set)
 
     @classmethod
     def loads(cls, raw: str | None) -> LandingCursor:
@@ -38,17 +49,25 @@ class LandingCursor:
             recent=set(data.get("recent", [])),
             days_due=set(data.get("days_due", [])),
             days_requested_at=float(data.get("days_requested_at", 0.0)),
+            reconcile_after=data.get("reconcile_after", ""),
+            reconciled_at=float(data.get("reconciled_at", 0.0)),
+            late=set(data.get("late", [])),
         )
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "watermark": self.watermark,
-                "recent": sorted(self.recent),
-                "days_due": sorted(self.days_due),
-                "days_requested_at": self.days_requested_at,
-            }
-        )
+        data = {
+            "watermark": self.watermark,
+            "recent": sorted(self.recent),
+            "days_due": sorted(self.days_due),
+            "days_requested_at": self.days_requested_at,
+            "reconciled_at": self.reconciled_at,
+        }
+        # Written only while they hold something: the cursor stays short.
+        if self.reconcile_after:
+            data["reconcile_after"] = self.reconcile_after
+        if self.late:
+            data["late"] = sorted(self.late)
+        return json.dumps(data)
 
     def start_after(self, lookback: timedelta = DEFAULT_LOOKBACK) -> str:
         """The listing start: a key just before ``watermark - lookback``."""
@@ -72,6 +91,29 @@ class LandingCursor:
         horizon = newest - lookback
         keep = {k for k in (*self.recent, *taken) if _arrival(k) >= horizon}
         return replace(self, watermark=watermark, recent=keep)
+
+    def reconcile_due(self, now: float, every: float) -> bool:
+        """Whether a tick at ``now`` sweeps: one is in progress, or ``every`` seconds have passed
+        since the last began. Never when ``every`` is 0 or nothing has been taken yet."""
+        if not every or not self.watermark:
+            return False
+        return bool(self.reconcile_after) or now - self.reconciled_at >= every
+
+    def reconcile_from(self, days: int) -> str:
+        """Where the sweep lists from: where its last slice stopped, else the start of the
+        arrival day ``days - 1`` days before the watermark's."""
+        if self.reconcile_after:
+            return self.reconcile_after
+        first = _arrival(self.watermark).date() - timedelta(days=days - 1)
+        return key_floor(datetime.combine(first, time.min, tzinfo=UTC))
+
+    def reconciled(self, found: Iterable[str], resume_after: str, now: float) -> LandingCursor:
+        """The cursor after a sweep slice that found ``found`` and stopped at ``resume_after``
+        ("" when the sweep is done)."""
+        began = self.reconciled_at if self.reconcile_after else now
+        return replace(
+            self, reconcile_after=resume_after, reconciled_at=began, late=self.late | set(found)
+        )
 
 
 def _arrival(key: str) -> datetime:

@@ -10,6 +10,7 @@ import functools
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import orjson
 
@@ -109,6 +110,33 @@ def index_landing(stores: Stores, stream: str, keys: Sequence[str]) -> dict[str,
             entries.append((NO_PARTITION, key, 0))
     stores.state.index_batches(stream, entries)
     return dict(touched)
+
+
+class Sweep(NamedTuple):
+    found: list[str]  # landed batches the index has never seen for the stream, sorted
+    resume_after: str  # where the next slice lists from; "" when the sweep reached its end
+
+
+def reconcile_slice(
+    stores: Stores, stream: str, start_after: str, end: str, *, limit: int, max_found: int
+) -> Sweep:
+    """One bounded slice of a reconciliation of the landing listing against the landing index.
+
+    Lists at most ``limit`` landed batches after ``start_after`` and below ``end`` (where the
+    sensor's own listing starts) and returns those the index has never seen for ``stream``,
+    stopping early at ``max_found`` of them. Costs one listing and one point read of the index
+    per listed batch, whatever the size of the landing zone or of the index; reads no batch.
+    """
+    listed = stores.objects.list(LANDING_PREFIX, start_after=start_after, limit=limit)
+    found: list[str] = []
+    for key in listed:
+        if key >= end:
+            return Sweep(found, "")
+        if not stores.state.partitions_for(stream, key):
+            found.append(key)
+            if len(found) >= max_found:
+                return Sweep(found, key)
+    return Sweep(found, listed[-1] if len(listed) >= limit else "")
 
 
 def catch_up_index(stores: Stores, stream: str) -> int:

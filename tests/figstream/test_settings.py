@@ -19,11 +19,20 @@ def _read(tmp_path, text: str) -> StreamingSettings:
     return streaming_settings(path)
 
 
-def test_zero_turns_overlap_off_and_nothing_else_may_be_zero(tmp_path):
+def test_zero_turns_overlap_and_reconciliation_off_and_nothing_else_may_be_zero(tmp_path):
     assert _read(tmp_path, "overlap_max_bytes: 0\n").overlap_max_bytes == 0
     assert _read(tmp_path, "overlap_max_bytes: 5000\n").overlap_max_bytes == 5000
+    assert _read(tmp_path, "reconcile_every_seconds: 0\n").reconcile_every_seconds == 0
     with pytest.raises(ValueError, match="max_runs_in_flight: must be a positive number"):
         _read(tmp_path, "max_runs_in_flight: 0\n")
+    with pytest.raises(ValueError, match="reconcile_days: must be a positive number"):
+        _read(tmp_path, "reconcile_days: 0\n")
+
+
+def test_the_reconciliation_defaults_are_the_project_files():
+    settings = streaming_settings()
+    assert settings.reconcile_every_seconds == StreamingSettings.reconcile_every_seconds == 300
+    assert settings.reconcile_days == StreamingSettings.reconcile_days == 2
 
 
 @pytest.mark.parametrize(
