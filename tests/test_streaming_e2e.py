@@ -18,10 +18,10 @@ the books must balance again. The killed run is re-run with no operator: by Dags
 retries, or, when the daemon died before it retried the run, by its stream's sensor
 (``sensors.streams._resume_requests``) once ``resume_failed_after_seconds`` have passed.
 
-Known product bugs make this test end as XFAIL, each named in the reason: runs a crash leaves
-"in flight" stay so, and a dead run's slot in the figstream_state pool is never freed. The
-test clears each the way an operator would (free the pool slots, cancel the dead runs) and
-asserts the books balance exactly after that.
+A crash must not wedge the stream. If runs the crash left "in flight" stay so, or a dead run's
+slot in the figstream_state pool is never freed, that is a product bug and the test fails,
+naming it; it first clears each the way an operator would (cancel the dead runs, free the pool
+slots), so that the failure also says whether the books balance after that.
 """
 
 from __future__ import annotations
@@ -211,5 +211,4 @@ def test_books_balance_on_a_real_daemon_and_after_a_crash(spawn, figstream_env, 
         assert {"e2e-open", "e2e-late"} <= index
         assert not {"e2e-expired", "e2e-absorbed"} & index
         assert not dev.in_flight()
-    if bugs:
-        pytest.xfail("product bug: " + " | ".join(bugs))
+    assert not bugs, "the crash wedged the stream until an operator cleared it: " + " | ".join(bugs)
