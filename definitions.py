@@ -13,6 +13,7 @@ from figstream.migration.ledger import Ledger, load_ledger
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
 from sensors.migration import migration_jobs, migration_sensors
+from sensors.run_history import run_history_sensor
 from sensors.streams import stream_sensor
 
 
@@ -61,11 +62,14 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
         for stream in ("postings", "boards")
         if stream in jobs
     ]
+    # Old streaming runs deleted (0 seconds turns it off); the jobs are the sensors' own.
+    purge = [run_history_sensor(streaming_settings, sorted(job.name for job in jobs.values()))]
+    purge = purge if streaming_settings.run_purge_every_seconds else []
     return dg.Definitions(
         assets=[*legacy_assets, *new_assets, *migration_assets],
         jobs=[*jobs.values(), *extra_jobs.values()],
         schedules=[schedule],
-        sensors=[*stream_sensors, *migration_sensors(extra_jobs)],
+        sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge],
         resources=resources_for(profile, ledger),
     )
 

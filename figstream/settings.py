@@ -92,9 +92,14 @@ class StreamingSettings:
     resume_failed_after_seconds: int = 30
     reconcile_every_seconds: int = 300
     reconcile_days: int = 2
+    run_history_days: int = 7
+    failed_run_history_days: int = 30
+    run_purge_every_seconds: int = 600
+    run_purge_max_runs: int = 1000
 
 
-MAY_BE_ZERO = {"overlap_max_bytes", "reconcile_every_seconds"}  # 0 turns it off
+# 0 turns it off
+MAY_BE_ZERO = {"overlap_max_bytes", "reconcile_every_seconds", "run_purge_every_seconds"}
 
 
 def streaming_settings(path: Path | None = None) -> StreamingSettings:
