@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
 from figstream.storage.objects import write_parquet
 from figstream.streaming import parse
@@ -103,7 +104,7 @@ def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str
     group: list[tuple[str, pa.Table, pa.Table]] = []
     held = 0
     for key in sorted(batch_keys):
-        data = stores.objects.get(key)
+        data = read_batch(stores.objects, key)  # the landing object, or its archived copy
         lines = assign(data, key, stores.router, stores.first_partition).get((stream, partition))
         if not lines:
             continue

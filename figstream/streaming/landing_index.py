@@ -16,6 +16,7 @@ import orjson
 
 from figstream.events.envelope import parse_time
 from figstream.events.validation import EARLIEST, LATEST
+from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import LANDING_PREFIX, parse_batch_key
 from figstream.ingest.routing import Router
 from figstream.streaming.stores import Stores, hour_key
@@ -101,7 +102,8 @@ def index_landing(stores: Stores, stream: str, keys: Sequence[str]) -> dict[str,
     touched: dict[str, list[str]] = defaultdict(list)
     entries = []
     for key in keys:
-        assigned = assign(stores.objects.get(key), key, stores.router, stores.first_partition)
+        data = read_batch(stores.objects, key)  # the landing object, or its archived copy
+        assigned = assign(data, key, stores.router, stores.first_partition)
         mine = [(p, len(lines)) for (s, p), lines in assigned.items() if s == stream]
         for partition, count in mine:
             touched[partition].append(key)
