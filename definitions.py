@@ -12,6 +12,7 @@ from figstream.events.upcasters import check_registry
 from figstream.migration.ledger import Ledger, load_ledger
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
+from sensors.maintenance import compaction_job, compaction_schedule
 from sensors.migration import migration_jobs, migration_sensors
 from sensors.run_history import run_history_sensor
 from sensors.streams import stream_sensor
@@ -57,6 +58,7 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="The 'before' schedule: the Luigi tasks still at legacy, shadow or migrated.",
     )
+    compaction = compaction_job(streaming_settings)
     stream_sensors = [
         stream_sensor(stream, jobs[stream], jobs.get("stats"), streaming_settings, running)
         for stream in ("postings", "boards")
@@ -67,8 +69,8 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     purge = purge if streaming_settings.run_purge_every_seconds else []
     return dg.Definitions(
         assets=[*legacy_assets, *new_assets, *migration_assets],
-        jobs=[*jobs.values(), *extra_jobs.values()],
-        schedules=[schedule],
+        jobs=[*jobs.values(), *extra_jobs.values(), compaction],
+        schedules=[schedule, compaction_schedule(compaction)],
         sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge],
         resources=resources_for(profile, ledger),
     )

@@ -15,6 +15,7 @@ from figstream.cli.bus import add_produce, add_publish
 from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
 from figstream.cli.migration import add_migration
+from figstream.cli.replay import add_compact, add_replay
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_generate,
@@ -23,6 +24,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_produce,
     add_dlq,
     add_migration,
+    add_replay,
+    add_compact,
 ]
 
 

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 import orjson
 import pyarrow as pa
 
+from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
-from figstream.storage.objects import read_parquet
-from figstream.streaming.fragments import batch_id_of
+from figstream.streaming.fragments import batch_ids_in, read_fragments
 from figstream.streaming.landing_index import assign, catch_up_index
 from figstream.streaming.stores import INGEST_TABLES, Stores, day_partitions
 
@@ -70,7 +70,7 @@ def mirror_day(stores: Stores, day: str) -> MirrorReport:
     seen: set[bytes] = set()
     report = MirrorReport(day, True, "mirrored from the landing zone")
     for key in sorted(keys):
-        data = stores.objects.get(key)
+        data = read_batch(stores.objects, key)  # the landing object, or its archived copy
         all_lines = data.split(b"\n")
         mine = sorted(
             {
@@ -113,10 +113,11 @@ def after_cutoff(stores: Stores, day: str) -> pa.Table | None:
     cutoff = orjson.loads(stores.objects.get(prefix + MANIFEST)).get("cutoff")
     cutoff_id = parse_batch_key(cutoff)[1] if cutoff else ""
     ids = []
+    schema = pa.schema([("event_id", pa.string())])
     for table in INGEST_TABLES.values():
         for hour in day_partitions(day):
-            for key in stores.objects.list(f"tables/{table}/{hour}/"):
-                if batch_id_of(key) > cutoff_id:
-                    ids.append(read_parquet(stores.objects, key).column("event_id"))
-    values = pa.chunked_array(ids, pa.string()) if ids else pa.chunked_array([], pa.string())
+            later = [b for b in batch_ids_in(stores.objects, table, hour) if b > cutoff_id]
+            if later:  # compacted hours too: their batches are in the compacted object
+                ids.append(read_fragments(stores.objects, table, [hour], later, schema)["event_id"])
+    values = pa.chunked_array([c for a in ids for c in a.chunks], pa.string())
     return pa.table({"event_id": values})

@@ -1,0 +1,70 @@
+"""Storage maintenance without a human: an hourly schedule runs the compaction of the core.
+
+``storage_compaction_schedule`` asks for one ``storage_compaction_job`` run an hour (at minute
+17, off the hour when streaming runs bunch up) unless one is still in flight: two compactions
+of one hour at once could each delete fragments the other's compacted object lacks, so they
+never overlap. The run calls ``figstream.streaming.compaction.compact`` with the windows of
+``platform/streaming.yaml`` (fragments of hours past ``compact_fragments_after_seconds``,
+landing days older than ``archive_landing_after_days``), bounded per run; what a run leaves is
+taken by the next. ``figstream compact`` runs the same code from the command line.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from figstream.settings import StreamingSettings
+from figstream.streaming.compaction import compact
+from resources.stores import StreamingResources
+from sensors.streams import IN_FLIGHT
+
+JOB = "storage_compaction_job"
+# Bounds on one run: an hour's fragments of one table, a day of landed batches, are each a few
+# seconds of reads and writes, so a run stays within minutes and a backlog drains in hours.
+MAX_HOURS_PER_RUN = 500
+MAX_DAYS_PER_RUN = 3
+
+
+def compaction_job(settings: StreamingSettings) -> dg.JobDefinition:
+    @dg.op(name="compact_storage")
+    def _compact(context: dg.OpExecutionContext, streaming: StreamingResources) -> dg.Output[int]:
+        now = dt.datetime.now(dt.UTC)
+        report = compact(streaming.stores(), settings, now, MAX_HOURS_PER_RUN, MAX_DAYS_PER_RUN)
+        context.log.info(report.summary())
+        return dg.Output(
+            report.fragments,
+            metadata={
+                "hours_compacted": len(report.hours),
+                "fragments_folded": report.fragments,
+                "days_archived": len(report.days),
+                "batches_archived": report.batches_archived,
+                "more_to_do": report.more,
+            },
+        )
+
+    @dg.job(name=JOB, description="Compact old output fragments and archive old landed batches.")
+    def _job():
+        _compact()
+
+    return _job
+
+
+def compaction_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="storage_compaction_schedule",
+        job=job,
+        cron_schedule="17 * * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Hourly: fragments per hour and landing batches per day, compacted.",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        in_flight = context.instance.get_run_records(
+            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1
+        )
+        if in_flight:
+            return dg.SkipReason(
+                f"compaction run {in_flight[0].dagster_run.run_id} is still in flight"
+            )
+        return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat())
+
+    return _schedule
