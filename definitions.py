@@ -6,7 +6,7 @@ from assets.legacy import GROUP as LEGACY_GROUP
 from assets.legacy import build_legacy_assets, legacy_job
 from assets.migration import build_migration_assets, feed_dump_mirror, new_assets_running
 from assets.redirects import build_redirect_assets
-from assets.streaming import build_streaming_assets, stream_jobs
+from assets.streaming import build_streaming_assets, snapshot_schedule, stream_jobs
 from figstream import settings
 from figstream.events.upcasters import check_registry
 from figstream.migration.ledger import Ledger, load_ledger
@@ -58,6 +58,7 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="The 'before' schedule: the Luigi tasks still at legacy, shadow or migrated.",
     )
+    snapshots = [snapshot_schedule(jobs["snapshot"])] if "snapshot" in jobs else []
     compaction = compaction_job(streaming_settings)
     stream_sensors = [
         stream_sensor(stream, jobs[stream], jobs.get("stats"), streaming_settings, running)
@@ -70,7 +71,7 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     return dg.Definitions(
         assets=[*legacy_assets, *new_assets, *migration_assets],
         jobs=[*jobs.values(), *extra_jobs.values(), compaction],
-        schedules=[schedule, compaction_schedule(compaction)],
+        schedules=[schedule, *snapshots, compaction_schedule(compaction)],
         sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge],
         resources=resources_for(profile, ledger),
     )

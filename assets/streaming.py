@@ -102,6 +102,13 @@ def ingest_asset(
     return _ingest
 
 
+def _preview(rows: list[dict]) -> dg.MetadataValue:
+    table = "\n".join(
+        f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |" for r in rows
+    )
+    return dg.MetadataValue.md("| job_id | board | title | location |\n|---|---|---|---|\n" + table)
+
+
 def _freshness(settings: StreamingSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(
         fail_window=dt.timedelta(seconds=settings.freshness_fail_seconds),
@@ -149,14 +156,16 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
             metadata={
                 "postings": report.postings,
                 "kept": report.kept,
-                "duplicate_jobs_total": report.duplicates_total,
+                "first_postings_registered": report.registered,
+                "keys_recomputed": report.keys_recomputed,
+                "duplicates_changed": report.duplicates_changed,
             }
         )
 
     @dg.asset(
         deps=[raw_events, board_mergers],
         partitions_def=hourly,
-        kinds={"sqlite", "dynamodb"},
+        kinds={"sqlite"},
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=STATE_POOL,
         **common,
@@ -164,18 +173,13 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     def job_state(
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
-        """Current state per job id in the state store: last writer wins by (event time, id)."""
+        """Current state per job id in the state store, from exactly this hour's new events:
+        each of a job's components last writer wins by (event time, event id), written back
+        as one conditional write per changed job. Re-running an hour changes nothing."""
         report = streaming_jobs.update_job_state(
             streaming.stores(), context.partition_keys, _batch_ids(config)
         )
-        return dg.MaterializeResult(
-            metadata={
-                "events_applied": report.events,
-                "jobs_changed": report.changed,
-                "jobs": report.jobs,
-                "active_jobs": report.active,
-            }
-        )
+        return dg.MaterializeResult(metadata=report.metadata())
 
     @dg.asset(
         deps=[job_state, deduped_postings],
@@ -185,20 +189,50 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         pool=STATE_POOL,
         **common,
     )
-    def search_index(streaming: StreamingResources) -> dg.MaterializeResult:
-        """The snapshot of active jobs the site searches, without cross-board duplicates."""
-        index = index_export.export_search_index(streaming.stores())
-        table = "\n".join(
-            f"| {r['job_id']} | {r['board']} | {r['title']} | {r['location']} |"
-            for r in index.preview
+    def search_index(
+        context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """The hour's changes to the search index (upserts and deletes of the jobs the hour's
+        events touched), which is what a search engine ingests; see search_index_snapshot
+        for the whole index."""
+        report = index_export.export_changes(
+            streaming.stores(), context.partition_keys, _batch_ids(config)
         )
         return dg.MaterializeResult(
             metadata={
-                "active_jobs": index.rows,
-                "path": dg.MetadataValue.path(index_export.SEARCH_INDEX_KEY),
-                "preview": dg.MetadataValue.md(
-                    "| job_id | board | title | location |\n|---|---|---|---|\n" + table
-                ),
+                "upserts": report.upserts,
+                "deletes": report.deletes,
+                "path": dg.MetadataValue.path(f"tables/{index_export.CHANGES}/"),
+                "preview": _preview(report.preview),
+            }
+        )
+
+    @dg.asset(
+        deps=[search_index],
+        partitions_def=daily,
+        kinds={"parquet"},
+        group_name=GROUP,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def search_index_snapshot(
+        context: dg.AssetExecutionContext, streaming: StreamingResources
+    ) -> dg.MaterializeResult:
+        """Every job the site shows, exported from the state store in job-id order (bounded
+        memory) as of the export (a schedule runs it just after each day ends). The latest
+        snapshot plus the later hourly changes is the whole index (index_export.current_index).
+        Also reaps expired event-id claims, and keeps the last snapshot_keep_days snapshots
+        (platform/streaming.yaml)."""
+        report = index_export.export_snapshot(
+            streaming.stores(), context.partition_keys[-1], keep=settings.snapshot_keep_days
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "active_jobs": report.rows,
+                "as_of": report.as_of.isoformat(),
+                "path": dg.MetadataValue.path(report.key),
+                "preview": _preview(report.preview),
+                "claims_purged": report.claims_purged,
+                "snapshots_deleted": report.snapshots_deleted,
             }
         )
 
@@ -235,6 +269,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         deduped_postings,
         job_state,
         search_index,
+        search_index_snapshot,
         board_daily_stats,
     ]
 
@@ -246,12 +281,8 @@ STREAM_JOBS = {
 
 
 def config_ops(stream: str, present: set[str] | None = None) -> list[str]:
-    """The assets of a stream's job that take a BatchSelection (search_index reads it all)."""
-    return [
-        name
-        for name in STREAM_JOBS[stream]
-        if name != "search_index" and (present is None or name in present)
-    ]
+    """The assets of a stream's job (each takes a BatchSelection)."""
+    return [name for name in STREAM_JOBS[stream] if present is None or name in present]
 
 
 def stream_jobs(present: set[str] | None = None) -> dict[str, object]:
@@ -281,4 +312,15 @@ def stream_jobs(present: set[str] | None = None) -> dict[str, object]:
             selection=dg.AssetSelection.assets(*daily),
             executor_def=dg.in_process_executor,
         )
+    if present is None or "search_index_snapshot" in present:
+        jobs["snapshot"] = dg.define_asset_job(
+            "search_index_snapshot_job",
+            selection=dg.AssetSelection.assets("search_index_snapshot"),
+            executor_def=dg.in_process_executor,
+        )
     return jobs
+
+
+def snapshot_schedule(job) -> dg.ScheduleDefinition:
+    """The day's snapshot just after the day ends (UTC), for the day that ended."""
+    return dg.build_schedule_from_partitioned_job(job, hour_of_day=0, minute_of_hour=15)

@@ -63,7 +63,7 @@ from figstream.events.envelope import format_time
 from figstream.settings import streaming_settings
 from figstream.storage.objects import LocalObjectStore
 from figstream.storage.state import SqliteStateStore, state_path
-from figstream.streaming.index_export import SEARCH_INDEX_KEY
+from figstream.streaming.index_export import CHANGES
 from resources.run_launcher import WORKER_TAG
 
 BENCH = "freshness"
@@ -81,23 +81,23 @@ class FigstreamProbe:
 
         self.publisher = Publisher(self.publisher_store, producer="bench-probe")
         self.state = SqliteStateStore(state_path(home))
-        self.snapshot = home / SEARCH_INDEX_KEY
-        self._seen_mtime = 0
-        self._ids: set[str] = set()
+        self.changes = home / "tables" / CHANGES
+        self._read: set[Path] = set()
+        self._upserted: set[str] = set()
 
-    def _in_index(self, job_id: str) -> bool:
-        try:
-            mtime = self.snapshot.stat().st_mtime_ns
-        except FileNotFoundError:
-            return False
-        if mtime != self._seen_mtime:
+    def _in_index(self, job_id: str, hour: str) -> bool:
+        """Whether an index change (an upsert of the job) was written in its hour."""
+        for path in sorted((self.changes / hour).glob("*.parquet")):
+            if path in self._read:
+                continue
             try:
-                table = pq.read_table(self.snapshot, columns=["job_id"])
+                table = pq.read_table(path, columns=["job_id", "op"])
             except OSError:
-                return False
-            self._seen_mtime = mtime
-            self._ids = set(pc.unique(table["job_id"]).to_pylist())
-        return job_id in self._ids
+                continue  # being replaced: read it next poll
+            self._read.add(path)
+            upserts = table.filter(pc.equal(table["op"], "upsert"))
+            self._upserted |= set(upserts["job_id"].to_pylist())
+        return job_id in self._upserted
 
     def run(self, timeout: float) -> dict:
         token = uuid.uuid4().hex[:12]
@@ -118,6 +118,7 @@ class FigstreamProbe:
                 "url": f"https://example.org/{token}",
             },
         }
+        hour = datetime.now(UTC).strftime("%Y-%m-%d-%H:00")
         published = time.time()
         start = time.monotonic()
         [key] = self.publisher.publish([envelope])
@@ -125,7 +126,7 @@ class FigstreamProbe:
         while len(seen) < 2 and time.monotonic() - start < timeout:
             if "job_state" not in seen and self.state.jobs(job_ids=[job_id]).num_rows:
                 seen["job_state"] = time.monotonic() - start
-            if "search_index" not in seen and self._in_index(job_id):
+            if "search_index" not in seen and self._in_index(job_id, hour):
                 seen["search_index"] = time.monotonic() - start
             if len(seen) < 2:
                 time.sleep(POLL_S)

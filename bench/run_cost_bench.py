@@ -1,23 +1,23 @@
-"""What one sensor-sized run costs as the state grows, in process, side by side with another commit.
+"""What one sensor run costs against states of different sizes, side by side in one run.
 
-    .venv/bin/python bench/run_cost_bench.py [--quick] [--events 900000] [--per-run 60]
-        [--against REF] [--no-write]
+    .venv/bin/python bench/run_cost_bench.py [--quick] [--sizes 50000,500000,5000000]
+        [--events 10000] [--rounds 3] [--no-write]
 
-The sustained bench (``sustained_bench.py``) says whether the platform keeps up under a real
-daemon; this one says why, and quickly: it takes the daemon, the webserver and the producer out
-and times the steps of the postings job themselves, run after run, while the state grows.
+Issue 19's target: the same 10k-event sensor run takes, with 5M jobs in the state, at most
+1.25x what it takes with 50k. A run's cost should be what its events cost.
 
-Each tree (this checkout and, with ``--against``, a ``git worktree`` of REF) gets a child process
-and a fresh local home. Both children land the same seeded live stream (``--events`` records of
-1,000-line batches whose event times advance 2,000 a second, as ``figstream produce`` lands
-them at 2,000 events/s), then process it in runs of ``--per-run`` batches, as a sensor tick
-would hand them over: the sensor's landing index, ingest of both streams, clean, cross-board
-dedupe, job state and the search index. The parent steps the children in turn, one run each,
-alternating which goes first, so both see the same machine load at the same state size.
+Each size gets a child process and a fresh local home whose state store is seeded directly
+(SQL, no Python rows) with that many jobs: each with a first posting in the dedupe registry
+(10% of them duplicates of another job), and two expiring event-id claims a job. Then every
+round lands one fresh 10k-event run per home (ten 1,000-line batches from the seeded
+simulation: new postings, and updates and expiries aimed at jobs drawn uniformly from the
+whole seeded state, the worst case for locality) and runs the postings job's steps over it,
+as a sensor run does: the landing index, ingest of both streams, clean, dedupe, job_state and
+the search-index changes. The homes take their turn in a rotating order, so each sees the same
+machine load. Board mergers are left out: a merger re-derives every job of the board it
+absorbs, a cost that is its board's size by nature.
 
-A run's seconds = a + b * (state): the fitted slope (seconds per 100k events already in the
-state) is the part of a run that grows with the state instead of with the run's own events,
-the part that made the sustained bench fall behind.
+Reported per size: the median run and step seconds over the rounds, and the child's peak RSS.
 """
 
 from __future__ import annotations
@@ -26,243 +26,271 @@ import argparse
 import contextlib
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-from benchlib import (
-    ROOT,
-    Recording,
-    add_record_args,
-    commit_of,
-    linear_slope,
-    load_1m,
-    logger,
-    record,
-    rerender,
-    worktree,
-)
+from benchlib import ROOT, Recording, add_record_args, load_1m, logger, record, rerender
 
 NAME = "run-cost"
 STEPS = ("index", "ingest", "boards", "clean", "dedupe", "job_state", "search_index")
 log = logger(NAME)
+BOARDS = ("hireloop", "jobnest", "workwave", "talentpool", "careerhub")
 
 
-# --- child: one tree, one home -------------------------------------------------------------------
+# --- child: one state size, one home -------------------------------------------------------------
 
 
-def tree_layout() -> SimpleNamespace:
-    """What a run calls, from the layout of the tree on ``sys.path``: sub-packages since
-    60abf38, one ``figstream.streaming`` module before it (``--against`` an older commit)."""
-    from figstream import streaming
+def seed_state(path: Path, jobs: int) -> dict[str, float]:
+    """``jobs`` job rows, their registry rows and two claims each, written by SQL alone."""
+    import sqlite3
 
-    if hasattr(streaming, "Stores"):
-        from figstream.generate import format_us
-        from figstream.landing import parse_batch_key
-        from figstream.publish import Publisher, _live_events
+    from figstream.storage.state import SqliteStateStore
 
-        steps = streaming
-    else:
-        from figstream.ingest.generate import format_us
-        from figstream.ingest.landing import parse_batch_key
-        from figstream.ingest.publish import Publisher, _live_events
-        from figstream.streaming import (
-            cleaning,
-            dedupe,
-            index_export,
-            ingest,
-            jobs,
-            landing_index,
-            stores,
-        )
-
-        steps = SimpleNamespace(Stores=stores.Stores)
-        for module, name in (
-            (landing_index, "index_landing"), (ingest, "ingest"), (cleaning, "clean"),
-            (dedupe, "dedupe"), (jobs, "update_job_state"), (index_export, "export_search_index"),
-        ):  # fmt: skip
-            setattr(steps, name, getattr(module, name))
-    return SimpleNamespace(
-        steps=steps,
-        format_us=format_us,
-        parse_batch_key=parse_batch_key,
-        Publisher=Publisher,
-        live_events=_live_events,
+    SqliteStateStore(path)  # the schema
+    began = time.perf_counter()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    boards = ", ".join(f"('{b}', {i})" for i, b in enumerate(BOARDS))
+    now_us = int(time.time() * 1e6)
+    day_us = 86_400 * 1_000_000
+    conn.execute(
+        f"""
+        WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs}),
+        b(board, k) AS (VALUES {boards})
+        INSERT INTO job_state
+        SELECT printf('%s-%07d', b.board, n.i), b.board,
+               printf('Senior Engineer %d', n.i % 997), printf('Company %d', n.i % 50021),
+               printf('City %d', n.i % 211), 'full_time', n.i % 2, 40000 + n.i % 60000,
+               90000 + n.i % 60000, 'EUR', printf('https://%s.example/jobs/%07d', b.board, n.i),
+               printf('k%09d', n.i), 'active',
+               {now_us} - (n.i % 30) * {day_us}, {now_us} - (n.i % 30) * {day_us},
+               printf('%032x', n.i), NULL, NULL, NULL, NULL, NULL, NULL,
+               {now_us} - (n.i % 30) * {day_us}, printf('%032x', n.i), 1
+        FROM n JOIN b ON b.k = n.i % {len(BOARDS)}
+        """
     )
+    dups = jobs // 10  # the last 10% share their key with a job of the first 10%
+    conn.execute(
+        f"""
+        INSERT INTO registry
+        SELECT job_id,
+               CASE WHEN rowid_ >= {jobs - dups} THEN printf('k%09d', rowid_ - {jobs - dups})
+                    ELSE dedupe_key END,
+               board, posted_at, posting_event_id,
+               CASE WHEN rowid_ >= {jobs - dups} THEN
+                   printf('%s-%07d', '{BOARDS[0]}', 0) END
+        FROM (SELECT *, CAST(substr(job_id, -7) AS INTEGER) AS rowid_ FROM job_state)
+        """
+    )
+    conn.execute(
+        "UPDATE registry SET duplicate_of = (SELECT r.job_id FROM registry r WHERE"
+        " r.dedupe_key = registry.dedupe_key AND r.job_id <> registry.job_id LIMIT 1)"
+        " WHERE duplicate_of IS NOT NULL"
+    )
+    conn.execute(
+        f"""
+        WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {2 * jobs})
+        INSERT INTO event_claims
+        SELECT lower(hex(randomblob(16))), 'seed', {now_us}, {now_us + 14 * day_us} FROM n
+        """
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {"seed_s": round(time.perf_counter() - began, 1), "db_mb": path.stat().st_size >> 20}
 
 
-def child(tree: Path, home: Path, events: int, per_run: int, seed: int) -> None:
-    sys.path.insert(0, str(tree))
-    from datetime import UTC, datetime, timedelta
+def run_events(jobs: int, events: int, seed: int, new_from: int) -> list[bytes]:
+    """``events`` envelopes of the simulation without mergers, re-aimed: postings at new jobs
+    (numbered from ``new_from``), updates and expiries at jobs drawn from the seeded state."""
+    import random
+    from datetime import UTC, datetime
 
     import orjson
 
-    layout = tree_layout()
-    now = datetime.now(UTC)
-    stores = layout.steps.Stores.local(home, (now - timedelta(days=1)).strftime("%Y-%m-%d-%H:00"))
-    source = layout.live_events(seed, 2000)
-    start_us = int((now - timedelta(seconds=events / 2000 + 60)).timestamp() * 1e6)
-    lines = []
-    for n in range(events):
-        envelope = next(source)
-        envelope["time"] = layout.format_us(start_us + n * 500)  # 2,000 events a second
-        lines.append(orjson.dumps(envelope))
-    keys = layout.Publisher(stores.objects, "bench-cost", 1000).publish(lines)
-    del lines
-    print(json.dumps({"landed": len(keys)}), flush=True)
-    done = 0
-    for command in sys.stdin:
-        if command.strip() != "run" or done >= len(keys):
+    from figstream.ingest.generate import EventStream, format_us
+
+    rng = random.Random(seed)
+    stream = EventStream(
+        datetime.now(UTC).date(), days=10_000, events_per_day=200_000, seed=seed,
+        bad_rate=0.0, merger_day=10**9,
+    )  # fmt: skip
+    start_us = int(time.time() * 1e6) - events * 500 - 60_000_000
+    out, fresh = [], new_from
+    for simulated in stream:
+        envelope = orjson.loads(simulated.line)
+        if envelope["type"] == "board.merged":
+            continue
+        n = len(out)
+        if envelope["type"] == "job.posted":
+            board = BOARDS[fresh % len(BOARDS)]
+            envelope["data"]["job_id"] = f"{board}-{fresh:07d}"
+            fresh += 1
+        else:
+            pick = rng.randrange(jobs)
+            envelope["data"]["job_id"] = f"{BOARDS[pick % len(BOARDS)]}-{pick:07d}"
+        envelope["time"] = format_us(start_us + n * 500)  # 2,000 events a second
+        out.append(orjson.dumps(envelope))
+        if len(out) == events:
+            return out
+    raise AssertionError("the simulation ended")
+
+
+def child(home: Path, jobs: int, events: int, seed: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from figstream.ingest.landing import parse_batch_key
+    from figstream.ingest.publish import Publisher
+    from figstream.storage.state import state_path
+    from figstream.streaming import cleaning, dedupe, index_export, ingest, landing_index
+    from figstream.streaming import jobs as state_step
+    from figstream.streaming.stores import Stores
+
+    seeded = seed_state(state_path(home), jobs)
+    first = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%d-%H:00")
+    stores = Stores.local(home, first)
+    publisher = Publisher(stores.objects, "bench-cost", 1000)
+    print(json.dumps(seeded), flush=True)
+    for n, command in enumerate(sys.stdin):
+        if command.strip() != "run":
             break
-        batch = keys[done : done + per_run]
-        ids = [layout.parse_batch_key(k)[1] for k in batch]
-        seconds, jobs = one_run(layout.steps, stores, batch, ids)
-        done += len(batch)
+        lines = run_events(jobs, events, seed + n, new_from=jobs + n * events)
+        batch = publisher.publish(lines)
+        ids = [parse_batch_key(k)[1] for k in batch]
+        seconds: dict[str, float] = {}
+
+        def timed(name: str, fn, *args, seconds=seconds):
+            began = time.perf_counter()
+            out = fn(*args)
+            seconds[name] = round(time.perf_counter() - began, 3)
+            return out
+
+        def ingest_all(stream: str, by_partition: dict[str, list[str]]) -> None:
+            for partition, keys in by_partition.items():
+                ingest.ingest(stores, stream, partition, keys)
+
+        touched = timed("index", landing_index.index_landing, stores, "postings", batch)
+        boards = landing_index.index_landing(stores, "boards", batch)
+        hours = sorted(touched)
+        timed("ingest", ingest_all, "postings", touched)
+        timed("boards", ingest_all, "boards", boards)
+        timed("clean", cleaning.clean, stores, hours, ids)
+        timed("dedupe", dedupe.dedupe, stores, hours, ids)
+        state = timed("job_state", state_step.update_job_state, stores, hours, ids)
+        timed("search_index", index_export.export_changes, stores, hours, ids)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
         report = {
-            "events_before": (done - len(batch)) * 1000,
-            "batches": len(batch),
-            "jobs": jobs,
             "seconds": seconds,
             "run_s": round(sum(seconds.values()), 3),
+            "applied": state.events,
+            "updated": state.updated,
+            "inserted": state.inserted,
+            "peak_rss_mib": rss,
         }
         print(json.dumps(report), flush=True)
-
-
-def one_run(steps, stores, batch: list[str], ids: list[str]) -> tuple[dict[str, float], int]:
-    """The postings job's steps over ``batch`` (and the boards stream's ingest): seconds each."""
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn, *args):
-        began = time.perf_counter()
-        out = fn(*args)
-        seconds[name] = round(time.perf_counter() - began, 3)
-        return out
-
-    def ingest(stream: str, by_partition: dict[str, list[str]]) -> None:
-        for partition, batch_keys in by_partition.items():
-            steps.ingest(stores, stream, partition, batch_keys)
-
-    touched = timed("index", steps.index_landing, stores, "postings", batch)
-    boards = steps.index_landing(stores, "boards", batch)
-    partitions = sorted(touched)
-    timed("ingest", ingest, "postings", touched)
-    timed("boards", ingest, "boards", boards)
-    timed("clean", steps.clean, stores, partitions, ids)
-    timed("dedupe", steps.dedupe, stores, partitions, ids)
-    state = timed("job_state", steps.update_job_state, stores, partitions, ids)
-    timed("search_index", steps.export_search_index, stores)
-    return seconds, state.jobs
 
 
 # --- parent ---------------------------------------------------------------------------------------
 
 
-def fit(runs: list[dict]) -> dict:
-    """Run seconds against the events already in the state: intercept and slope per 100k."""
-    xs = [r["events_before"] / 100_000 for r in runs]
-    ys = [r["run_s"] for r in runs]
-    slope = linear_slope(xs, ys)
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    return {
-        "slope_s_per_100k": None if slope is None else round(slope, 3),
-        "intercept_s": None if slope is None else round(mean_y - slope * mean_x, 3),
-        "last_run_s": ys[-1],
-        "last_steps_s": runs[-1]["seconds"],
-        "total_s": round(sum(ys), 2),
-    }
-
-
-def alternate(trees: dict[str, Path], base: Path, events: int, args) -> tuple[dict, float]:
-    """A child per tree; one run each in turn, alternating which goes first."""
-    children = {}
-    try:
-        for name, tree in trees.items():
-            cmd = [sys.executable, __file__, "--child", str(tree), str(base / f"home-{name}"),
-                   "--events", str(events), "--per-run", str(args.per_run),
-                   "--seed", str(args.seed)]  # fmt: skip
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            children[name] = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree
-            )
-        landed = {name: json.loads(p.stdout.readline())["landed"] for name, p in children.items()}
-        log(f"landed {landed} batches; runs of {args.per_run}")
-        runs: dict[str, list[dict]] = {name: [] for name in trees}
-        order = list(trees)
-        peak_load = load_1m()
-        for i in range(-(-min(landed.values()) // args.per_run)):
-            for name in order if i % 2 == 0 else order[::-1]:
-                children[name].stdin.write("run\n")
-                children[name].stdin.flush()
-                runs[name].append(json.loads(children[name].stdout.readline()))
-            peak_load = max(peak_load, load_1m())
-            log(f"run {i:3d}", "  ".join(f"{n} {runs[n][-1]['run_s']:6.2f}s" for n in order))
-    finally:
-        for proc in children.values():
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=60)
-    return runs, peak_load
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="120k events instead of 900k")
-    parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--per-run", type=int, default=60, help="batches per run (of 1,000)")
-    parser.add_argument("--against", default=None, metavar="REF", help="git ref to compare")
+    parser.add_argument("--quick", action="store_true", help="sizes 20k,200k,1M and 2 rounds")
+    parser.add_argument("--sizes", default=None, help="jobs in each state, comma-separated")
+    parser.add_argument("--events", type=int, default=10_000, help="events a run")
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--child", nargs=2, metavar=("TREE", "HOME"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("HOME", "JOBS"), help=argparse.SUPPRESS)
     add_record_args(parser)
     args = parser.parse_args()
-    events = args.events or (120_000 if args.quick else 900_000)
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]), events, args.per_run, args.seed)
+        child(Path(args.child[0]), int(args.child[1]), args.events, args.seed)
         return
     if args.rerender:
         rerender(NAME, rows)
         return
+    default = "20000,200000,1000000" if args.quick else "50000,500000,5000000"
+    sizes = [int(s) for s in (args.sizes or default).split(",")]
+    rounds = args.rounds or (2 if args.quick else 3)
     recording = Recording(NAME, args.wait_quiet)
+    runs: dict[int, list[dict]] = {size: [] for size in sizes}
+    seeded: dict[int, dict] = {}
+    peak_load = load_1m()
     with contextlib.ExitStack() as stack:
-        trees = {"this": ROOT}
-        if args.against:
-            trees["against"] = stack.enter_context(worktree(args.against))
-        commits = {name: commit_of(tree) for name, tree in trees.items()}
-        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="figstream-run-cost-")))
-        runs, peak_load = alternate(trees, base, events, args)
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="figstream-cost-")))
+        children = {}
+        for size in sizes:
+            cmd = [sys.executable, __file__, "--child", str(base / f"home-{size}"), str(size),
+                   "--events", str(args.events), "--seed", str(args.seed)]  # fmt: skip
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            children[size] = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+            )
+            seeded[size] = json.loads(children[size].stdout.readline())  # one seeding at a time
+            log(f"{size:,} jobs seeded: {seeded[size]}")
+        try:
+            for r in range(rounds):
+                order = sizes[r % len(sizes) :] + sizes[: r % len(sizes)]
+                for size in order:
+                    children[size].stdin.write("run\n")
+                    children[size].stdin.flush()
+                    runs[size].append(json.loads(children[size].stdout.readline()))
+                    peak_load = max(peak_load, load_1m())
+                log(f"round {r}", "  ".join(f"{s:,}: {runs[s][-1]['run_s']:.2f}s" for s in sizes))
+        finally:
+            for proc in children.values():
+                if proc.stdin:
+                    proc.stdin.close()
+                proc.wait(timeout=120)
     result = recording.header(
         "quick" if args.quick else "full", load_average_1m_during_max=peak_load
     )
-    result["setup"] = {"events": events, "per_run": args.per_run, "seed": args.seed,
-                       "commits": commits, "against": args.against}  # fmt: skip
-    result["fit"] = {name: fit(r) for name, r in runs.items()}
-    result["runs"] = runs
-    log(json.dumps(result["fit"], indent=2))
+    result["setup"] = {"sizes": sizes, "events": args.events, "rounds": rounds, "seed": args.seed}
+    result["seeded"] = {str(s): v for s, v in seeded.items()}
+    result["summary"] = {str(s): summarise(r) for s, r in runs.items()}
+    result["runs"] = {str(s): r for s, r in runs.items()}
+    log(json.dumps(result["summary"], indent=2))
     record(NAME, result, rows, args.no_write)
 
 
+def summarise(runs: list[dict]) -> dict:
+    return {
+        "run_s_median": round(statistics.median(r["run_s"] for r in runs), 3),
+        "steps_s_median": {
+            step: round(statistics.median(r["seconds"][step] for r in runs), 3) for step in STEPS
+        },
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+    }
+
+
 def rows(r: dict) -> list[tuple[str, str, str]]:
-    """This tree's figures, with the ``--against`` tree's and the ratio beside them."""
-    fits, commits = r["fit"], r["setup"]["commits"]
-    events = f"{r['setup']['events'] / 1000:,.0f}k events"
-
-    def cell(key: str, digits: int) -> str:
-        this, other = fits["this"][key], fits.get("against", {}).get(key)
-        if this is None:
-            return "n/a"
-        if other is None:
-            return f"{this:.{digits}f}"
-        return (
-            f"{this:.{digits}f} (`{commits['against']}`: {other:.{digits}f}, {this / other:.2f}x)"
+    sizes = r["setup"]["sizes"]
+    summary = r["summary"]
+    small, big = summary[str(sizes[0])], summary[str(sizes[-1])]
+    ratio = big["run_s_median"] / small["run_s_median"]
+    events = f"{r['setup']['events'] / 1000:,.0f}k-event run"
+    out = []
+    for size in sizes:
+        s = summary[str(size)]
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in s["steps_s_median"].items())
+        out.append(
+            (
+                f"{events}, {size:,} jobs in the state, median s ({steps})",
+                f"{s['run_s_median']:.2f}",
+                f"peak RSS {s['peak_rss_mib']} MiB",
+            )
         )
-
-    return [
-        (f"run s per 100k events in the state, {events}", cell("slope_s_per_100k", 3), "-"),
-        (f"all runs, s, {events}", cell("total_s", 1), "-"),
-        (f"last run, s, {events}", cell("last_run_s", 2), "-"),
-    ]
+    met = "met" if ratio <= 1.25 else "**missed**"
+    out.append(
+        (f"run time at {sizes[-1]:,} jobs / at {sizes[0]:,}", f"{ratio:.2f}x", f"<= 1.25x: {met}")
+    )
+    return out
 
 
 if __name__ == "__main__":

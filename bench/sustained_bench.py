@@ -33,6 +33,7 @@ Results: ``bench/results/sustained.json`` and the sustained table of ``bench/REA
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import os
 import random
@@ -74,7 +75,7 @@ from figstream.ingest.publish import Publisher
 from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore
 from figstream.storage.state import state_path
-from figstream.streaming.index_export import SEARCH_INDEX_KEY
+from figstream.streaming.index_export import CHANGES
 from figstream.streaming.stores import INGEST_TABLES, fragment_key
 
 BENCH = "sustained"
@@ -269,10 +270,13 @@ class Counter:
         return SqliteDeadLetterStore(deadletter_path(self.home)).count()
 
     def index_age(self) -> float | None:
-        try:
-            return round(time.time() - (self.home / SEARCH_INDEX_KEY).stat().st_mtime, 1)
-        except FileNotFoundError:
-            return None
+        """Seconds since the latest search-index change was written."""
+        hours = sorted((self.home / "tables" / CHANGES).glob("*"))[-2:]
+        times = []
+        for path in (p for hour in hours for p in hour.glob("*.parquet")):
+            with contextlib.suppress(OSError):
+                times.append(path.stat().st_mtime)
+        return round(time.time() - max(times), 1) if times else None
 
 
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}

@@ -96,6 +96,8 @@ class StreamingSettings:
     failed_run_history_days: int = 30
     run_purge_every_seconds: int = 600
     run_purge_max_runs: int = 1000
+    claim_ttl_days: int = 14
+    snapshot_keep_days: int = 7
     compact_fragments_after_seconds: int = 21_600
     archive_landing_after_days: int = 3
 

@@ -26,7 +26,10 @@ def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
     if profile == "local":
         streaming = StreamingResources(
             objects=LocalObjectStoreResource(root=str(home)),
-            state=SqliteStateStoreResource(path=str(state_path(home))),
+            state=SqliteStateStoreResource(
+                path=str(state_path(home)),
+                claim_ttl_days=settings.streaming_settings().claim_ttl_days,
+            ),
             dead_letters=SqliteDeadLetterResource(path=str(deadletter_path(home))),
             routing=RoutingResource(path=str(settings.routing_path())),
             first_partition=f"{ledger.legacy_epoch.isoformat()}-00:00",

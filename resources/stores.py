@@ -36,9 +36,10 @@ class StateStoreResource(dg.ConfigurableResource, ABC):
 
 class SqliteStateStoreResource(StateStoreResource):
     path: str
+    claim_ttl_days: int = 14  # how long an event id's claim holds (platform/streaming.yaml)
 
     def store(self) -> StateStore:
-        return SqliteStateStore(self.path)
+        return SqliteStateStore(self.path, claim_ttl_s=self.claim_ttl_days * 86_400)
 
 
 class DeadLetterResource(dg.ConfigurableResource, ABC):

@@ -33,9 +33,9 @@ from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.publish import Publisher
 from figstream.settings import load_yaml
 from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
-from figstream.storage.objects import LocalObjectStore, read_parquet
+from figstream.storage.objects import LocalObjectStore
 from figstream.storage.state import SqliteStateStore, state_path
-from figstream.streaming import bucket_state, fragments, index_export, stores, table_ops
+from figstream.streaming import fragments, index_export, jobs, stores, table_ops
 from figstream.streaming import tables as streaming_tables
 
 EPOCH = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)  # legacy_epoch of platform/migration_ledger.yaml
@@ -288,10 +288,9 @@ def assert_books_balance(home: Path, ledger: Ledger) -> Books:
 def drift(home: Path) -> tuple[set[str], set[str]]:
     """Job ids whose streamed state differs from a recompute over every materialised event,
     and job ids in exactly one of the streamed and the recomputed search index."""
-    objects = LocalObjectStore(home)
     events = materialised(home)
     expected = table_ops.apply_job_state(None, events)
-    streamed = bucket_state.read_job_state(objects)
+    streamed = jobs.read_state(SqliteStateStore(state_path(home)))
     columns = ["kind", "job_id", "status", "last_event_id", "title", "merged_into"]
 
     def rows(table: pa.Table) -> dict[str, dict]:
@@ -306,7 +305,8 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
 
 
 def search_index(home: Path) -> set[str]:
-    index = read_parquet(LocalObjectStore(home), index_export.SEARCH_INDEX_KEY, columns=["job_id"])
+    """The job ids of the search index a consumer builds (latest snapshot plus changes)."""
+    index = index_export.current_index(LocalObjectStore(home))
     return set(index["job_id"].to_pylist())
 
 

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.streaming import build_streaming_assets, stream_jobs
 from figstream.migration.ledger import parse_ledger
 from figstream.settings import streaming_settings
 from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
+from figstream.storage.objects import LocalObjectStore
+from figstream.storage.state import SqliteStateStore, state_path
+from figstream.streaming import index_export
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
 from sensors.streams import stream_sensor
@@ -91,6 +95,21 @@ class Harness:
         if not files:
             return pa.table({})
         return pa.concat_tables([pq.read_table(f) for f in files])
+
+    def state(self) -> SqliteStateStore:
+        return SqliteStateStore(state_path(self.home))
+
+    def index(self) -> pa.Table:
+        """The whole search index, as a consumer builds it from snapshot and changes."""
+        return index_export.current_index(LocalObjectStore(self.home))
+
+    def duplicates(self) -> pa.Table:
+        """job_id, duplicate_of_job_id of every duplicate in the registry."""
+        registry = self.state().registry()
+        duplicates = registry.filter(pc.is_valid(registry["duplicate_of"]))
+        return pa.table(
+            {"job_id": duplicates["job_id"], "duplicate_of_job_id": duplicates["duplicate_of"]}
+        )
 
     def dead_letters(self) -> SqliteDeadLetterStore:
         return SqliteDeadLetterStore(deadletter_path(self.home))

@@ -31,7 +31,7 @@ from figstream.redirects import graph
 from figstream.redirects.graph import LEGACY_COLUMNS, REDIRECT_ORDER
 from figstream.redirects.steps import day_events, day_key, map_key, seo_redirects, shift_day
 from figstream.storage.objects import read_parquet
-from figstream.streaming import bucket_state, daily, fragments, table_ops, tables
+from figstream.streaming import daily, fragments, table_ops, tables
 from figstream.streaming import stores as streaming_stores
 from figstream.streaming.stores import Stores
 
@@ -236,8 +236,20 @@ def render_dedupe_postings(day: str, stores: Stores, epoch_day: str) -> View:
     """``deduped.csv``: deduped_postings plus the expiries of jobs that are not duplicates
     and the mergers, in event order; ``duplicates.csv``: the new side's duplicates first
     posted that day."""
-    duplicates = bucket_state.read_duplicates(stores.objects)
-    registry = bucket_state.read_registry(stores.objects)
+    stored = stores.state.registry()
+    registry = stored.select(tables.CANONICAL_SCHEMA.names).cast(tables.CANONICAL_SCHEMA)
+    duplicates = stored.filter(pc.is_valid(stored["duplicate_of"]))
+    duplicates = (
+        pa.table(
+            {
+                "job_id": duplicates["job_id"],
+                "duplicate_of_job_id": duplicates["duplicate_of"],
+                "dedupe_key": duplicates["dedupe_key"],
+            }
+        )
+        .cast(tables.DUPLICATES_SCHEMA)
+        .sort_by("job_id")
+    )
     kept = _as_events(_day_postings(stores, day, "deduped_postings"))
     others = _non_posting(_all_events(stores, day))
     others = others.filter(

@@ -2,11 +2,12 @@
 
 - ``files``: the one atomic, durable writer of local files (temp file, fsync, rename);
 - ``objects``: the object store (landing zone, tables, archive): atomic puts, checked keys;
-- ``state``: the state store: event-id claims, job state, landing index;
+- ``state``: the state store, the one copy of the state: event-id claims (expiring), job
+  rows (conditional writes), board mergers, the dedupe registry, the landing index;
 - ``deadletter``: rejected records with their reason, and their replay;
 - ``sqlite``: the SQLite plumbing the state and dead-letter stores share (WAL, short
   transactions, Arrow <-> rows);
-- ``buckets``: hash buckets of Parquet that hold job state and the registry in the object store.
+- ``retention``: which old Dagster runs may be deleted (the rule; ``sensors/run_history`` acts).
 
 May import ``events`` and ``settings``.
 """

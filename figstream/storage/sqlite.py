@@ -8,10 +8,12 @@ from rows.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ import pyarrow as pa
 
 CHUNK_ROWS = 2000  # rows per write transaction: keeps the write lock short
 BUSY_TIMEOUT_S = 30.0
+# Page cache per connection (SQLite's default is 2 MiB): holds the upper levels of the big
+# B-trees (job state, claims, registry) between a run's calls.
+CACHE_KIB = 32 * 1024
 
 
 def now_us() -> int:
@@ -80,26 +85,64 @@ def chunks(items: Sequence[Any], size: int = CHUNK_ROWS) -> Iterator[Sequence[An
 class SqliteDatabase:
     """One SQLite file in WAL mode: a fresh connection per call, short write transactions."""
 
-    def __init__(self, path: str | Path, ddl: str, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        ddl: str,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        upgrade: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Open (creating) the file and run ``ddl``, after ``upgrade`` (which brings a file an
+        earlier version wrote up to date), in one write transaction."""
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self.connect()
+        self._local = threading.local()
+        conn = self._open()
         try:
             # Persistent in the file; the busy timeout covers a concurrent first open.
             conn.execute("PRAGMA journal_mode=WAL")
             # Not executescript(): it would commit outside the write-lock transaction.
             with self._transaction(conn):
+                if upgrade is not None:
+                    upgrade(conn)
                 for statement in filter(str.strip, ddl.split(";")):
                     conn.execute(statement)
         finally:
             conn.close()
 
-    def connect(self) -> sqlite3.Connection:
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         # FULL: a commit the sensor relies on survives power loss, not only a crashed process.
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         return conn
+
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection to the file (one per thread and process, kept between
+        calls so that its page cache is: a fresh connection reads the B-trees' upper pages
+        from the file on every call). After a fork the child opens its own."""
+        held = getattr(self._local, "conn", None)
+        if held is not None and self._local.pid == os.getpid():
+            return held
+        conn = self._open()
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _drop(self) -> None:
+        """Forget this thread's connection (after an error that may have left it unusable)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None and self._local.pid == os.getpid():
+            with suppress(sqlite3.Error):
+                conn.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     @staticmethod
     @contextmanager
@@ -119,8 +162,10 @@ class SqliteDatabase:
         try:
             with self._transaction(conn):
                 yield conn
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:
+                self._drop()
+            raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -132,8 +177,10 @@ class SqliteDatabase:
                 yield conn
             finally:
                 conn.execute("COMMIT")
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:
+                self._drop()
+            raise
 
 
 def json_list(values: Iterable[str]) -> str:

@@ -1,51 +1,64 @@
-"""Fast state: current job rows, event claims, the landing index.
+"""Fast state, kept once: job rows, board mergers, the dedupe registry, event claims and the
+landing index, each keyed and written conditionally.
 
-:class:`StateStore` is the interface; :class:`SqliteStateStore` is the local implementation and
-a DynamoDB one will follow (each write below is one conditional write per item there).
+:class:`StateStore` is the interface; :class:`SqliteStateStore` is the local implementation.
+Every operation maps one-to-one onto a DynamoDB call, so the aws profile only adds an
+implementation:
+
+======================  ===========================================  ==========================
+operation               semantics                                    DynamoDB
+======================  ===========================================  ==========================
+``claim_batches``       first claimant wins; a claim expires after   ``PutItem`` with
+                        ``claim_ttl_s`` (the ``expires_at`` TTL)     ``attribute_not_exists OR
+                                                                     expires_at < :now``
+``get_jobs``            the rows of the jobs a step touches, with    ``BatchGetItem``
+                        their ``version``
+``put_jobs``            one conditional write per job: stored only   ``PutItem``, ``version =
+                        if the row is still at the version read      :read`` (or absent)
+                        (optimistic concurrency); else a conflict
+``board_jobs``          a board's jobs in key order, streamed        ``Query`` on a board index
+``mergers`` /           board.merged rows; last writer wins per      ``Scan`` (a handful) /
+``put_mergers``         board by (merged_at, merger_event_id)        conditional ``PutItem``
+``first_postings`` /    the dedupe registry: a job's first           ``BatchGetItem`` /
+``register``            job.posted; the earliest wins, conditionally conditional ``PutItem``
+``key_members`` /       the jobs of dedupe keys / of originals       ``Query`` on key and
+``duplicates_of``                                                    original indexes
+``set_duplicates``      each registry row's original (null: none)    ``UpdateItem``
+``index_rows`` /        search-index rows of given jobs / every      ``BatchGetItem`` /
+``iter_index``          visible row in job_id order, streamed        ``Scan``
+======================  ===========================================  ==========================
+
+A job's row holds the three components its state is derived from (the latest posting, the first
+job.posted and the latest expiry, each a last-writer-wins register by (event time, event id))
+plus the status they and the board's merger decide: see
+:func:`figstream.streaming.table_ops.apply_job_state`, which the ``job_state`` step runs on
+the rows it reads before it writes them back. Because the merge is idempotent and
+order-insensitive, a conflict (another writer got there first) is resolved by reading the job
+again and merging again.
 
 Dagster runs in separate processes and CLI commands use one database at the same time, so:
 
 * the database is in WAL mode (readers never wait for the writer) with a busy timeout, and
   each call opens its own short-lived connection (safe across threads, forks and pickling);
-* writes take the write lock up front (``BEGIN IMMEDIATE``: a deferred transaction that
-  upgrades can fail with "database is locked" without waiting) and commit every
-  ``CHUNK_ROWS`` rows, so no transaction holds the lock for long;
-* every write is idempotent per row (and, but for event claims, order-insensitive), which is
-  what makes chunked commits, retries and concurrent writers safe: a partially applied call
-  converges to the same state once it is retried, whatever else ran in between.
-
-Semantics:
-
-* :meth:`StateStore.upsert_jobs`: last writer wins per ``job_id`` by
-  ``(last_event_time, last_event_id)``; a row replaces the stored one only when its pair is
-  strictly greater. Event ids are unique per event, so a pair names one event and the state
-  derived from it; two *different* rows with the same job and pair would be a producer bug,
-  and then the first one stored stays.
-* :meth:`StateStore.claim_batches`: the first batch to claim an event id owns it for good, so
-  a redelivered event is materialised from one batch only, and a re-run of the owning batch
-  (after a crash between claim and write) still owns it. Which of two batches holding the
-  same event owns it depends on which ran first; the event is the same either way.
-* :meth:`StateStore.index_batches`: a landed batch is immutable, so re-indexing the same
-  entry changes nothing and a different record count for it is refused.
-
-The store is a serving projection: it keeps the row that decided each job's status, not the
-components it was derived from. Rows must come from the full per-job state
-(:func:`figstream.streaming.table_ops.apply_job_state`, converted by :func:`job_state_rows`).
+* writes take the write lock up front (``BEGIN IMMEDIATE``) and commit every ``CHUNK_ROWS``
+  rows, so no transaction holds the lock for long; every write is idempotent per row, so a
+  partially applied call converges once it is retried.
 
 Times are stored as integer microseconds since the Unix epoch (UTC), so they round-trip
 exactly as ``timestamp[us, tz=UTC]``.
 
 Bad inputs tried (see ``tests/figstream/storage/test_state.py``): missing columns, nulls in key
 columns, an unknown status, a non-numeric salary, naive timestamps, nanosecond times that
-would lose precision, conflicting record counts for one landed batch, an empty table, text
-with NUL and non-ASCII characters, times before 1970, one string (or a null) where a list of
-ids belongs, 50,000 ids in one filter.
+would lose precision, a version that is not an integer, conflicting record counts for one
+landed batch, an empty table, text with NUL and non-ASCII characters, times before 1970, one
+string (or a null) where a list of ids belongs, 50,000 ids in one filter.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,28 +78,79 @@ from figstream.storage.sqlite import (
 
 TS = pa.timestamp("us", tz="UTC")
 STATUSES = ("active", "expired", "merged")
+CLAIM_TTL_S = 14 * 86_400  # a claim's default horizon (platform/streaming.yaml: claim_ttl_days)
 
-JOB_STATE_SCHEMA = pa.schema(
+POSTING_FIELDS = (
+    "title",
+    "company",
+    "location",
+    "employment_type",
+    "remote",
+    "salary_min",
+    "salary_max",
+    "currency",
+    "url",
+)
+_POSTING_TYPES = {
+    "remote": pa.bool_(),
+    "salary_min": pa.int64(),
+    "salary_max": pa.int64(),
+}
+
+# A job's row: its components and what they decide (the streaming state's rows, less ``kind``).
+JOB_SCHEMA = pa.schema(
     [
         pa.field("job_id", pa.string(), nullable=False),
         pa.field("board", pa.string()),
-        pa.field("title", pa.string()),
-        pa.field("company", pa.string()),
-        pa.field("location", pa.string()),
-        pa.field("employment_type", pa.string()),
-        pa.field("remote", pa.bool_()),
-        pa.field("salary_min", pa.int64()),
-        pa.field("salary_max", pa.int64()),
-        pa.field("currency", pa.string()),
-        pa.field("url", pa.string()),
+        *(pa.field(f, _POSTING_TYPES.get(f, pa.string())) for f in POSTING_FIELDS),
+        pa.field("dedupe_key", pa.string()),
         pa.field("status", pa.string(), nullable=False),
-        pa.field("posted_at", TS),
-        pa.field("updated_at", TS),
-        pa.field("expired_at", TS),
-        pa.field("reason", pa.string()),
+        pa.field("posted_at", TS),  # the first job.posted
+        pa.field("updated_at", TS),  # the latest posting (posted or updated)
+        pa.field("posting_event_id", pa.string()),
+        pa.field("expired_at", TS),  # the latest job.expired
+        pa.field("expired_reason", pa.string()),
+        pa.field("expiry_event_id", pa.string()),
         pa.field("merged_into", pa.string()),
-        pa.field("last_event_time", TS, nullable=False),
+        pa.field("merged_at", TS),
+        pa.field("merger_event_id", pa.string()),
+        pa.field("last_event_time", TS, nullable=False),  # the event that decided the status
         pa.field("last_event_id", pa.string(), nullable=False),
+    ]
+)
+# get_jobs/put_jobs: a row and the version it was read at (0: the job was not stored).
+VERSIONED_SCHEMA = JOB_SCHEMA.append(pa.field("version", pa.int64(), nullable=False))
+MERGER_SCHEMA = pa.schema(
+    [
+        pa.field("board", pa.string(), nullable=False),
+        pa.field("merged_into", pa.string(), nullable=False),
+        pa.field("merged_at", TS, nullable=False),
+        pa.field("merger_event_id", pa.string(), nullable=False),
+    ]
+)
+# The dedupe registry: each job's first job.posted, and the job whose duplicate it is.
+REGISTRY_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("dedupe_key", pa.string(), nullable=False),
+        pa.field("board", pa.string()),
+        pa.field("event_time", TS, nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string()),
+    ]
+)
+INDEX_COLUMNS = ["job_id", "board", *POSTING_FIELDS, "posted_at", "updated_at"]
+# index_rows: every asked job that is stored, whether the site shows it, and what it shows.
+INDEX_ROW_SCHEMA = pa.schema(
+    [JOB_SCHEMA.field(n) for n in INDEX_COLUMNS] + [pa.field("visible", pa.bool_())]
+)
+# The serving projection (jobs()): a job's fields and status, without its components.
+JOB_STATE_SCHEMA = pa.schema(
+    [
+        *(JOB_SCHEMA.field(n) for n in ["job_id", "board", *POSTING_FIELDS, "status"]),
+        *(JOB_SCHEMA.field(n) for n in ["posted_at", "updated_at", "expired_at"]),
+        pa.field("reason", pa.string()),
+        *(JOB_SCHEMA.field(n) for n in ["merged_into", "last_event_time", "last_event_id"]),
     ]
 )
 
@@ -100,10 +164,40 @@ def state_path(home: Path | None = None) -> Path:
 
 
 class StateStore(ABC):
+    claim_ttl_s: int = CLAIM_TTL_S
+
+    # event claims
+
     @abstractmethod
-    def upsert_jobs(self, rows: pa.Table) -> int:
-        """Store job rows (:data:`JOB_STATE_SCHEMA`), last writer wins per job_id by
-        (last_event_time, last_event_id). Returns the number of rows inserted or replaced."""
+    def claim_batches(
+        self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
+    ) -> list[dict[str, str]]:
+        """Claim the event ids of landed batches, given as (batch_id, event_ids), first
+        claimant wins; a batch claiming again (a retry, a backfill) gets its own claims back,
+        and a claim older than :attr:`claim_ttl_s` is gone (a redelivery after it is new). An
+        earlier entry claims first. ``now`` (µs since the epoch) defaults to the clock.
+        Returns, per entry, the owning batch of each distinct id given."""
+
+    @abstractmethod
+    def purge_claims(self, now: int | None = None, limit: int = 100_000) -> int:
+        """Delete up to ``limit`` expired claims (DynamoDB's TTL reaper does this there);
+        returns how many."""
+
+    # job state
+
+    @abstractmethod
+    def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
+        """:data:`VERSIONED_SCHEMA` rows of the stored jobs among ``job_ids``, by job_id."""
+
+    @abstractmethod
+    def put_jobs(self, rows: pa.Table) -> list[str]:
+        """Store :data:`VERSIONED_SCHEMA` rows, each only if its job is still at ``version``
+        (0: not stored yet), and advance the version. Returns the job ids refused (another
+        writer changed them since they were read); the others are stored."""
+
+    @abstractmethod
+    def board_jobs(self, board: str, batch_rows: int = 10_000) -> Iterator[pa.Table]:
+        """The board's jobs (:data:`VERSIONED_SCHEMA`) by job_id, ``batch_rows`` at a time."""
 
     @abstractmethod
     def jobs(
@@ -113,14 +207,65 @@ class StateStore(ABC):
         job_ids: Iterable[str] | None = None,
         status: str | None = None,
     ) -> pa.Table:
-        """Stored job rows matching every filter given, sorted by job_id."""
+        """Stored jobs matching every filter given (:data:`JOB_STATE_SCHEMA`), by job_id."""
 
     @abstractmethod
-    def claim_batches(self, claims: Sequence[tuple[str, Iterable[str]]]) -> list[dict[str, str]]:
-        """Claim the event ids of landed batches, given as (batch_id, event_ids), first
-        claimant wins; a batch claiming again (a retry, a backfill) gets its own claims back.
-        An earlier entry claims first, and the call takes as few round trips as the store
-        allows. Returns, per entry, the owning batch of each distinct id given."""
+    def iter_jobs(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
+        """Every job row (:data:`JOB_SCHEMA`) in job_id order, ``batch_rows`` at a time."""
+
+    @abstractmethod
+    def mergers(self) -> pa.Table:
+        """Every board merger (:data:`MERGER_SCHEMA`), by board."""
+
+    @abstractmethod
+    def put_mergers(self, rows: pa.Table) -> int:
+        """Store mergers, last writer wins per board by (merged_at, merger_event_id).
+        Returns the number stored."""
+
+    # the dedupe registry
+
+    @abstractmethod
+    def first_postings(self, job_ids: Iterable[str]) -> pa.Table:
+        """Registry rows (:data:`REGISTRY_SCHEMA`) of the given jobs, by job_id."""
+
+    @abstractmethod
+    def register(self, rows: pa.Table) -> int:
+        """Store first postings (:data:`REGISTRY_SCHEMA` less ``duplicate_of``): a row
+        replaces a job's stored one only if its (event_time, event_id) is smaller. Returns
+        the number stored."""
+
+    @abstractmethod
+    def key_members(self, dedupe_keys: Iterable[str]) -> pa.Table:
+        """Registry rows of every job registered under the given keys."""
+
+    @abstractmethod
+    def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
+        """Registry rows of the jobs that are duplicates of the given jobs."""
+
+    @abstractmethod
+    def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
+        """Set (job_id, duplicate_of) on registered jobs; returns the rows changed."""
+
+    @abstractmethod
+    def registry(self) -> pa.Table:
+        """The whole registry, by (event_time, event_id): for checks and views, not runs."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """jobs, active, registered and duplicates: what a step reports."""
+
+    # the search index
+
+    @abstractmethod
+    def index_rows(self, job_ids: Iterable[str]) -> pa.Table:
+        """:data:`INDEX_ROW_SCHEMA` rows of the stored jobs among ``job_ids``: ``visible``
+        when the job is active and not a duplicate of an active job."""
+
+    @abstractmethod
+    def iter_index(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
+        """Every visible search-index row (:data:`INDEX_COLUMNS`) in job_id order, streamed."""
+
+    # the landing index
 
     @abstractmethod
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
@@ -145,40 +290,65 @@ class StateStore(ABC):
         (indexed under the partition ``""``)."""
 
 
-def job_state_rows(state: pa.Table) -> pa.Table:
-    """Job rows of a :func:`figstream.streaming.table_ops.apply_job_state` table in
-    :data:`JOB_STATE_SCHEMA` (merger rows dropped, ``expired_reason`` renamed ``reason``)."""
-    if "kind" in state.column_names:
-        state = state.filter(pc.equal(state["kind"], "job"))
-    if "reason" not in state.column_names and "expired_reason" in state.column_names:
-        names = ["reason" if n == "expired_reason" else n for n in state.column_names]
-        state = state.rename_columns(names)
-    return conform(state, JOB_STATE_SCHEMA, "job state")
+def _ids(values: Iterable[str] | None, what: str) -> list[str]:
+    if isinstance(values, str) or values is None:
+        raise TypeError(f"{what} must be an iterable of ids, not {type(values).__name__}")
+    ids = list(dict.fromkeys(values))
+    if not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{what}: ids must be non-null strings")
+    return ids
+
+
+def _check_statuses(table: pa.Table, what: str) -> None:
+    bad = pc.invert(pc.is_in(table["status"], pa.array(STATUSES)))
+    if pc.any(bad).as_py():
+        unknown = sorted(set(table["status"].filter(bad).to_pylist()))
+        raise ValueError(f"{what}: status must be one of {STATUSES}, got {unknown}")
 
 
 # --- SQLite -------------------------------------------------------------------------------------
 
-_JOB_COLUMNS = JOB_STATE_SCHEMA.names
-# No index on status alone (dropped where an older file has one): most jobs share one of three
-# statuses, so a status query scans the table as fast, and every upsert sets status, so the
-# index cost a delete and an insert a row (57k rows into 427k jobs: 1.8-2.6 s with it, 1.4-1.5
-# without, in executemany).
+_JOB_COLUMNS = JOB_SCHEMA.names
+_INDEX_SELECT = ", ".join(f"j.{c}" for c in INDEX_COLUMNS)
+# Visible: active, and not a duplicate of a job that is active itself.
+_VISIBLE = (
+    "j.status = 'active' AND NOT EXISTS (SELECT 1 FROM registry r JOIN job_state o"
+    " ON o.job_id = r.duplicate_of WHERE r.job_id = j.job_id AND o.status = 'active')"
+)
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS job_state (
     job_id TEXT PRIMARY KEY NOT NULL,
     board TEXT, title TEXT, company TEXT, location TEXT, employment_type TEXT,
     remote INTEGER, salary_min INTEGER, salary_max INTEGER, currency TEXT, url TEXT,
+    dedupe_key TEXT,
     status TEXT NOT NULL CHECK (status IN {STATUSES!r}),
-    posted_at INTEGER, updated_at INTEGER, expired_at INTEGER, reason TEXT, merged_into TEXT,
-    last_event_time INTEGER NOT NULL, last_event_id TEXT NOT NULL
+    posted_at INTEGER, updated_at INTEGER, posting_event_id TEXT,
+    expired_at INTEGER, expired_reason TEXT, expiry_event_id TEXT,
+    merged_into TEXT, merged_at INTEGER, merger_event_id TEXT,
+    last_event_time INTEGER NOT NULL, last_event_id TEXT NOT NULL,
+    version INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS job_state_board ON job_state (board, status);
-DROP INDEX IF EXISTS job_state_status;
+CREATE INDEX IF NOT EXISTS job_state_board ON job_state (board);
+CREATE TABLE IF NOT EXISTS mergers (
+    board TEXT PRIMARY KEY NOT NULL,
+    merged_into TEXT NOT NULL, merged_at INTEGER NOT NULL, merger_event_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry (
+    job_id TEXT PRIMARY KEY NOT NULL,
+    dedupe_key TEXT NOT NULL, board TEXT,
+    event_time INTEGER NOT NULL, event_id TEXT NOT NULL,
+    duplicate_of TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS registry_key ON registry (dedupe_key);
+CREATE INDEX IF NOT EXISTS registry_original ON registry (duplicate_of)
+    WHERE duplicate_of IS NOT NULL;
 CREATE TABLE IF NOT EXISTS event_claims (
     event_id TEXT PRIMARY KEY NOT NULL,
     batch_id TEXT NOT NULL,
-    claimed_at INTEGER NOT NULL
+    claimed_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_claims_expiry ON event_claims (expires_at);
 CREATE TABLE IF NOT EXISTS landing_index (
     stream TEXT NOT NULL,
     partition_key TEXT NOT NULL,
@@ -190,34 +360,172 @@ CREATE TABLE IF NOT EXISTS landing_index (
 CREATE INDEX IF NOT EXISTS landing_index_batch ON landing_index (stream, batch_key);
 """
 
-_UPSERT_JOB = f"""
-INSERT INTO job_state ({", ".join(_JOB_COLUMNS)}) VALUES ({", ".join("?" * len(_JOB_COLUMNS))})
+# A new job (read at version 0) is inserted only if absent; a known one is updated only at the
+# version read. Either way the job ends at the version read + 1, or the write is refused.
+_INSERT_JOB = f"""
+INSERT INTO job_state ({", ".join(_JOB_COLUMNS)}, version)
+VALUES ({", ".join("?" * len(_JOB_COLUMNS))}, 1) ON CONFLICT (job_id) DO NOTHING
+"""
+_UPDATE_JOB = f"""
+UPDATE job_state SET {", ".join(f"{c} = ?" for c in _JOB_COLUMNS[1:])}, version = version + 1
+WHERE job_id = ? AND version = ?
+"""
+_PUT_MERGER = """
+INSERT INTO mergers VALUES (?, ?, ?, ?)
+ON CONFLICT (board) DO UPDATE SET
+    merged_into = excluded.merged_into, merged_at = excluded.merged_at,
+    merger_event_id = excluded.merger_event_id
+WHERE (excluded.merged_at, excluded.merger_event_id)
+    > (mergers.merged_at, mergers.merger_event_id)
+"""
+_REGISTER = """
+INSERT INTO registry (job_id, dedupe_key, board, event_time, event_id) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (job_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _JOB_COLUMNS[1:])}
-WHERE (excluded.last_event_time, excluded.last_event_id)
-    > (job_state.last_event_time, job_state.last_event_id)
+    dedupe_key = excluded.dedupe_key, board = excluded.board,
+    event_time = excluded.event_time, event_id = excluded.event_id
+WHERE (excluded.event_time, excluded.event_id) < (registry.event_time, registry.event_id)
+"""
+_CLAIM = """
+INSERT INTO event_claims VALUES (?, ?, ?, ?)
+ON CONFLICT (event_id) DO UPDATE SET
+    batch_id = excluded.batch_id, claimed_at = excluded.claimed_at,
+    expires_at = excluded.expires_at
+WHERE event_claims.expires_at <= excluded.claimed_at
 """
 
 
 class SqliteStateStore(StateStore):
-    def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        claim_ttl_s: int = CLAIM_TTL_S,
+    ) -> None:
+        if isinstance(claim_ttl_s, bool) or not isinstance(claim_ttl_s, int) or claim_ttl_s <= 0:
+            raise ValueError(f"claim_ttl_s must be a positive number of seconds: {claim_ttl_s!r}")
         self.path = Path(path)
-        self._db = SqliteDatabase(self.path, _DDL, busy_timeout)
+        self.claim_ttl_s = claim_ttl_s
+        self._db = SqliteDatabase(self.path, _DDL, busy_timeout, self._upgrade)
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring a file written by an earlier version up to date (idempotent):
+
+        * its ``job_state`` table held a serving copy of the state kept in Parquet buckets
+          (no components, no version): it is dropped, and the buckets are converted into the
+          new table (``figstream.streaming.convert``);
+        * its event claims never expired: each now expires ``claim_ttl_s`` after its claim.
+        """
+
+        def columns(table: str) -> set[str]:
+            return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+        held = columns("job_state")
+        if held and "version" not in held:
+            conn.execute("DROP TABLE job_state")
+        held = columns("event_claims")
+        if held and "expires_at" not in held:
+            conn.execute(
+                "ALTER TABLE event_claims ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0"
+            )
+            conn.execute(
+                "UPDATE event_claims SET expires_at = claimed_at + ?",
+                (self.claim_ttl_s * 1_000_000,),
+            )
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
 
-    def upsert_jobs(self, rows: pa.Table) -> int:
-        table = conform(rows, JOB_STATE_SCHEMA, "upsert_jobs")
-        bad = pc.invert(pc.is_in(table["status"], pa.array(STATUSES)))
-        if pc.any(bad).as_py():
-            unknown = sorted(set(table["status"].filter(bad).to_pylist()))
-            raise ValueError(f"upsert_jobs: status must be one of {STATUSES}, got {unknown}")
-        changed = 0
-        for chunk in chunks(to_rows(table)):
+    # event claims
+
+    def claim_batches(
+        self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
+    ) -> list[dict[str, str]]:
+        wanted = [_ids(event_ids, "claim_batches") for _, event_ids in claims]
+        stamp = now_us() if now is None else now
+        expires = stamp + self.claim_ttl_s * 1_000_000
+        # Inserted in event-id order (stable, so of two batches in this call holding one id the
+        # earlier still claims it first): random ids in arrival order dirty a page of the
+        # B-tree an id, spilled from the cache and dirtied again, as the table grows.
+        inserts = sorted(
+            ((event_id, claims[i][0]) for i, ids in enumerate(wanted) for event_id in ids),
+            key=lambda pair: pair[0],
+        )
+        owners: dict[str, str] = {}
+        # One write transaction, so one commit and fsync, for all the batches.
+        with self._db.write() as conn:
+            for chunk in chunks(inserts):
+                inserted = conn.executemany(
+                    _CLAIM, [(event_id, batch_id, stamp, expires) for event_id, batch_id in chunk]
+                ).rowcount
+                if inserted == len(chunk):  # every id new (or expired): each is its inserter's
+                    owners.update(chunk)
+                    continue
+                owners.update(
+                    conn.execute(
+                        "SELECT event_id, batch_id FROM event_claims"
+                        " WHERE event_id IN (SELECT value FROM json_each(?))",
+                        (json_list(event_id for event_id, _ in chunk),),
+                    ).fetchall()
+                )
+        return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
+
+    def purge_claims(self, now: int | None = None, limit: int = 100_000) -> int:
+        stamp = now_us() if now is None else now
+        purged = 0
+        while purged < limit:
             with self._db.write() as conn:
-                changed += conn.executemany(_UPSERT_JOB, chunk).rowcount
-        return changed
+                deleted = conn.execute(
+                    "DELETE FROM event_claims WHERE event_id IN (SELECT event_id FROM"
+                    " event_claims WHERE expires_at <= ? LIMIT ?)",
+                    (stamp, min(10_000, limit - purged)),
+                ).rowcount
+            purged += deleted
+            if not deleted:
+                break
+        return purged
+
+    # job state
+
+    def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
+        ids = _ids(job_ids, "get_jobs")
+        columns = ", ".join([*_JOB_COLUMNS, "version"])
+        rows = []
+        with self._db.read() as conn:
+            for chunk in chunks(ids, 20_000):
+                rows += conn.execute(
+                    f"SELECT {columns} FROM job_state WHERE job_id IN"
+                    " (SELECT value FROM json_each(?))",
+                    (json_list(chunk),),
+                ).fetchall()
+        rows.sort(key=lambda row: row[0])
+        return from_rows(rows, VERSIONED_SCHEMA)
+
+    def put_jobs(self, rows: pa.Table) -> list[str]:
+        table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
+        _check_statuses(table, "put_jobs")
+        if pc.any(pc.less(table["version"], 0)).as_py():
+            raise ValueError("put_jobs: version must be >= 0")
+        refused: list[str] = []
+        values = to_rows(table)
+        for chunk in chunks(values):
+            with self._db.write() as conn:
+                for row in chunk:
+                    *job, version = row
+                    if version == 0:
+                        cursor = conn.execute(_INSERT_JOB, job)
+                    else:
+                        cursor = conn.execute(_UPDATE_JOB, (*job[1:], job[0], version))
+                    if not cursor.rowcount:
+                        refused.append(job[0])
+        return refused
+
+    def board_jobs(self, board: str, batch_rows: int = 10_000) -> Iterator[pa.Table]:
+        columns = ", ".join([*_JOB_COLUMNS, "version"])
+        sql = (
+            f"SELECT {columns} FROM job_state WHERE board = ? AND job_id > ?"
+            " ORDER BY job_id LIMIT ?"
+        )
+        return self._stream(sql, VERSIONED_SCHEMA, batch_rows, (board,))
 
     def jobs(
         self,
@@ -234,54 +542,132 @@ class SqliteStateStore(StateStore):
             where.append("status = ?")
             params.append(status)
         if job_ids is not None:
-            if isinstance(job_ids, str):
-                raise TypeError("job_ids must be an iterable of ids, not one string")
             where.append("job_id IN (SELECT value FROM json_each(?))")
-            params.append(json_list(job_ids))
-        sql = f"SELECT {', '.join(_JOB_COLUMNS)} FROM job_state"
+            params.append(json_list(_ids(job_ids, "jobs")))
+        names = ["expired_reason" if n == "reason" else n for n in JOB_STATE_SCHEMA.names]
+        sql = f"SELECT {', '.join(names)} FROM job_state"
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._db.read() as conn:
             rows = conn.execute(sql + " ORDER BY job_id", params).fetchall()
         return from_rows(rows, JOB_STATE_SCHEMA)
 
-    def claim_batches(self, claims: Sequence[tuple[str, Iterable[str]]]) -> list[dict[str, str]]:
-        wanted = []
-        for _, event_ids in claims:
-            if isinstance(event_ids, str):
-                raise TypeError("event_ids must be an iterable of ids, not one string")
-            ids = list(dict.fromkeys(event_ids))
-            if not all(isinstance(i, str) for i in ids):
-                raise ValueError("claim_batches: event ids must be non-null strings")
-            wanted.append(ids)
-        stamp = now_us()
-        # Inserted in event-id order (stable, so of two batches in this call holding one id the
-        # earlier still claims it first): random ids in arrival order dirty a page of the
-        # B-tree an id, spilled from the cache and dirtied again, as the table grows.
-        inserts = sorted(
-            ((event_id, claims[i][0]) for i, ids in enumerate(wanted) for event_id in ids),
-            key=lambda pair: pair[0],
+    def _stream(
+        self, sql: str, schema: pa.Schema, batch_rows: int, params: tuple = ()
+    ) -> Iterator[pa.Table]:
+        """``sql`` (ordered by job_id, with a ``job_id > ?`` bound and a LIMIT) a page at a
+        time: each page its own short read, so no reader holds a snapshot for the whole scan
+        (which would keep the WAL from being checkpointed)."""
+        after = ""
+        while True:
+            with self._db.read() as conn:
+                rows = conn.execute(sql, (*params, after, batch_rows)).fetchall()
+            if not rows:
+                return
+            yield from_rows(rows, schema)
+            after = rows[-1][0]
+
+    def iter_jobs(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
+        sql = (
+            f"SELECT {', '.join(_JOB_COLUMNS)} FROM job_state WHERE job_id > ?"
+            " ORDER BY job_id LIMIT ?"
         )
-        owners: dict[str, str] = {}
-        # One write transaction, so one commit and fsync, for all the batches; the write lock
-        # is held a few milliseconds per thousand ids.
+        return self._stream(sql, JOB_SCHEMA, batch_rows)
+
+    def mergers(self) -> pa.Table:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT * FROM mergers ORDER BY board").fetchall()
+        return from_rows(rows, MERGER_SCHEMA)
+
+    def put_mergers(self, rows: pa.Table) -> int:
+        table = conform(rows, MERGER_SCHEMA, "put_mergers")
+        stored = 0
         with self._db.write() as conn:
-            for chunk in chunks(inserts):
-                inserted = conn.executemany(
-                    "INSERT INTO event_claims VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(event_id, batch_id, stamp) for event_id, batch_id in chunk],
+            for row in to_rows(table):
+                stored += conn.execute(_PUT_MERGER, row).rowcount
+        return stored
+
+    # the dedupe registry
+
+    def _registry_where(self, where: str, values: list[str]) -> pa.Table:
+        rows = []
+        with self._db.read() as conn:
+            for chunk in chunks(values, 20_000):
+                rows += conn.execute(
+                    f"SELECT * FROM registry WHERE {where} IN (SELECT value FROM json_each(?))",
+                    (json_list(chunk),),
+                ).fetchall()
+        rows.sort(key=lambda row: row[0])
+        return from_rows(rows, REGISTRY_SCHEMA)
+
+    def first_postings(self, job_ids: Iterable[str]) -> pa.Table:
+        return self._registry_where("job_id", _ids(job_ids, "first_postings"))
+
+    def register(self, rows: pa.Table) -> int:
+        schema = pa.schema(list(REGISTRY_SCHEMA)[:-1])
+        table = conform(rows, schema, "register")
+        stored = 0
+        for chunk in chunks(to_rows(table)):
+            with self._db.write() as conn:
+                stored += conn.executemany(_REGISTER, chunk).rowcount
+        return stored
+
+    def key_members(self, dedupe_keys: Iterable[str]) -> pa.Table:
+        return self._registry_where("dedupe_key", _ids(dedupe_keys, "key_members"))
+
+    def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
+        return self._registry_where("duplicate_of", _ids(job_ids, "duplicates_of"))
+
+    def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
+        changed = 0
+        for chunk in chunks(list(pairs)):
+            with self._db.write() as conn:
+                changed += conn.executemany(
+                    "UPDATE registry SET duplicate_of = ?2 WHERE job_id = ?1"
+                    " AND duplicate_of IS NOT ?2",
+                    chunk,
                 ).rowcount
-                if inserted == len(chunk):  # every id new: each is its inserting batch's
-                    owners.update(chunk)
-                    continue
-                owners.update(
-                    conn.execute(
-                        "SELECT event_id, batch_id FROM event_claims"
-                        " WHERE event_id IN (SELECT value FROM json_each(?))",
-                        (json_list(event_id for event_id, _ in chunk),),
-                    ).fetchall()
-                )
-        return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
+        return changed
+
+    def registry(self) -> pa.Table:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT * FROM registry ORDER BY event_time, event_id").fetchall()
+        return from_rows(rows, REGISTRY_SCHEMA)
+
+    def counts(self) -> dict[str, int]:
+        with self._db.read() as conn:
+            jobs, active = conn.execute(
+                "SELECT count(*), coalesce(sum(status = 'active'), 0) FROM job_state"
+            ).fetchone()
+            registered, duplicates = conn.execute(
+                "SELECT count(*), count(duplicate_of) FROM registry"
+            ).fetchone()
+        return {"jobs": jobs, "active": active, "registered": registered, "duplicates": duplicates}
+
+    # the search index
+
+    def index_rows(self, job_ids: Iterable[str]) -> pa.Table:
+        ids = _ids(job_ids, "index_rows")
+        rows = []
+        with self._db.read() as conn:
+            for chunk in chunks(ids, 20_000):
+                rows += conn.execute(
+                    f"SELECT {_INDEX_SELECT}, {_VISIBLE} FROM job_state j"
+                    " WHERE j.job_id IN (SELECT value FROM json_each(?))",
+                    (json_list(chunk),),
+                ).fetchall()
+        rows.sort(key=lambda row: row[0])
+        return from_rows(rows, INDEX_ROW_SCHEMA)
+
+    def iter_index(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
+        sql = (
+            f"SELECT {_INDEX_SELECT} FROM job_state j WHERE j.job_id > ? AND {_VISIBLE}"
+            " ORDER BY j.job_id LIMIT ?"
+        )
+        schema = pa.schema([JOB_SCHEMA.field(n) for n in INDEX_COLUMNS])
+        return self._stream(sql, schema, batch_rows)
+
+    # the landing index
 
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
         wanted: dict[tuple[str, str], int] = {}

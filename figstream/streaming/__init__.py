@@ -14,12 +14,16 @@ The steps, one module each, over the stores (``stores.Stores``):
 - ``landing_index``: which event-time hours of a stream each landed batch touches;
 - ``ingest``: ``raw_events``/``board_mergers`` (parse, claim event ids, dead-letter the rest);
 - ``cleaning``: ``clean_postings``;
-- ``dedupe``: the cross-board dedupe registry and ``deduped_postings``;
-- ``jobs``: ``job_state``;
-- ``index_export``: the ``search_index`` snapshot;
-- ``daily``: ``board_daily_stats`` and end-of-day views of the state;
-- ``fragments``, ``bucket_state``, ``stores``: outputs per (hour, batch), the state's buckets,
-  hours and the store bundle the steps share.
+- ``dedupe`` (with ``registry``, the original of each dedupe key): ``deduped_postings``;
+- ``jobs``: ``job_state``, an hour's events folded into the jobs they touch in the store;
+- ``index_export``: ``search_index`` (the hour's index changes) and ``search_index_snapshot``
+  (daily, streamed from the store), and the index a consumer builds from them;
+- ``daily``: ``board_daily_stats`` and end-of-day (event-time) views of the state;
+- ``compaction``, ``replay``: fragments compacted per hour, landing archived per day; a time
+  range re-fed into its partitions;
+- ``convert``: a home written by an earlier version (state in Parquet) converted once;
+- ``fragments``, ``stores``: outputs per (hour, batch), hours and the store bundle the steps
+  share.
 
 May import ``ingest``, ``storage``, ``events`` and ``settings``.
 """

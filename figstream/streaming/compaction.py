@@ -31,7 +31,15 @@ from figstream.streaming.landing_index import index_landing
 from figstream.streaming.stores import HOUR_FORMAT, INGEST_TABLES, Stores
 
 # The tables whose outputs are per-(hour, batch) fragments: the one list compaction covers.
-FRAGMENT_TABLES = ("raw_events", "board_mergers", "clean_postings", "deduped_postings")
+FRAGMENT_TABLES = (
+    "raw_events",
+    "board_mergers",
+    "clean_postings",
+    "deduped_postings",
+    "touched_by_job_state",
+    "touched_by_dedupe",
+    "search_index",  # the hourly index changes
+)
 
 
 @dataclass

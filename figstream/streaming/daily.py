@@ -7,11 +7,17 @@ from datetime import date, timedelta
 
 import pyarrow as pa
 
-from figstream.storage.objects import write_parquet
+from figstream.storage.objects import ObjectStore, read_parquet, write_parquet
 from figstream.streaming import table_ops, tables
-from figstream.streaming.bucket_state import read_snapshot
 from figstream.streaming.fragments import read_fragments
 from figstream.streaming.stores import INGEST_TABLES, Stores, day_partitions
+
+
+def read_snapshot(objects: ObjectStore, key: str, schema: pa.Schema) -> pa.Table:
+    """A kept table, or an empty one when there is none."""
+    if not objects.exists(key):
+        return tables.empty(schema)
+    return read_parquet(objects, key).select(schema.names).cast(schema)
 
 
 def _end_of_day_key(day: str, what: str) -> str:

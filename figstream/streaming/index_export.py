@@ -1,128 +1,209 @@
-"""The ``search_index`` step: the active jobs as one Parquet snapshot, sorted by job id.
+"""The search index: hourly changes (``search_index``) and a daily snapshot
+(``search_index_snapshot``), both from the state store, never from a full scan on a run.
 
-Skipped when nothing changed since the manifests it was built from; sorted in memory while the
-active rows are few, merged bucket by bucket beyond that, so memory stays bounded.
+* ``search_index`` (hourly): for every job the hour's events touched (``job_state``), whose
+  duplicate status they changed (``dedupe``), or that duplicates one of those, the row the
+  site now shows (``op = "upsert"``) or its removal (``op = "delete"``): what a search engine
+  ingests. One fragment per (hour, batch), like every streaming table, so a re-run overwrites
+  its own. Each row carries ``changed_at``, the instant its verdict was read from the store.
+* ``search_index_snapshot`` (daily): every row the site shows, streamed from the store in job
+  id order into one Parquet object a bounded page at a time; ``as_of`` (in the file's
+  metadata) is the instant the export began.
+
+A consumer that needs the whole index reads the latest snapshot and then, per job, the latest
+change read at or after the snapshot's ``as_of``: :func:`current_index`. Every change is a
+verdict read from the store, so the latest one per job is the store's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from figstream.storage.buckets import Manifest, merge_sorted, split
 from figstream.storage.objects import ObjectStore, read_parquet
-from figstream.streaming import tables as streaming_tables
-from figstream.streaming.bucket_state import ACTIVE_BUCKETS, DUPLICATES_BUCKETS, concat_or_empty
-from figstream.streaming.dedupe import registry_manifest
-from figstream.streaming.jobs import job_state_manifest
-from figstream.streaming.stores import Stores, release_arrow_memory
+from figstream.storage.sqlite import now_us
+from figstream.storage.state import INDEX_COLUMNS, JOB_SCHEMA
+from figstream.streaming import dedupe, jobs, tables
+from figstream.streaming.fragments import read_fragments, write_each
+from figstream.streaming.stores import Stores, by_hour, release_arrow_memory
 
-SEARCH_INDEX_KEY = "tables/search_index/snapshot.parquet"
-SEARCH_INDEX_SOURCE = "tables/search_index/source.json"  # the manifest tokens it was built from
-
-
-@dataclass
-class IndexReport:
-    rows: int
-    preview: list[dict]  # job_id, board, title and location of the first rows
-
-
-INDEX_SCHEMA = pa.schema(
-    [streaming_tables.STATE_SCHEMA.field(n) for n in streaming_tables.SEARCH_INDEX_COLUMNS]
+CHANGES = "search_index"  # tables/search_index/<hour>/<batch_id>.parquet
+SNAPSHOTS = "tables/search_index_snapshot/"  # <day>.parquet
+INDEX_SCHEMA = pa.schema([JOB_SCHEMA.field(n).with_nullable(True) for n in INDEX_COLUMNS])
+CHANGE_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string()),
+        pa.field("op", pa.string()),  # upsert | delete
+        *(f for f in INDEX_SCHEMA if f.name != "job_id"),
+        pa.field("changed_at", tables.TS),
+        pa.field("event_time", tables.TS),  # of the event that touched the job: its hour
+        pa.field("batch_id", pa.string()),
+    ]
 )
 
 
-def _shadowed(objects: ObjectStore, registry: Manifest, state: Manifest) -> pa.ChunkedArray:
-    """The duplicates whose original is active: the job_ids the index leaves out."""
-    keys = registry.keys(DUPLICATES_BUCKETS)
-    columns = ["job_id", "duplicate_of_job_id"]
-    tables = [read_parquet(objects, k, columns=columns) for k in keys if objects.exists(k)]
-    if not tables:
-        return pa.chunked_array([], pa.string())
-    duplicates = pa.concat_tables(tables)
-    shadowed = []
-    originals = duplicates["duplicate_of_job_id"]
-    for bucket, rows in split(duplicates, state.of(originals)).items():
-        key = state.bucket_key(ACTIVE_BUCKETS, bucket)
-        if objects.exists(key):
-            active = read_parquet(objects, key, columns=["job_id"])["job_id"]
-            shadowed.append(rows["job_id"].filter(pc.is_in(rows["duplicate_of_job_id"], active)))
-    return pa.chunked_array(shadowed, pa.string())
+@dataclass
+class ChangesReport:
+    upserts: int = 0
+    deletes: int = 0
+    preview: list[dict] = field(default_factory=list)  # job_id, board, title, location
+
+    def add(self, other: ChangesReport) -> None:
+        self.upserts += other.upserts
+        self.deletes += other.deletes
+        self.preview = (self.preview + other.preview)[:5]
 
 
-def _active_batches(objects: ObjectStore, key: str) -> Iterator[pa.RecordBatch]:
-    """A bucket's active rows a row group at a time, read as they are needed. The merge steps
-    through all the buckets at once, so what each holds counts 64 times: ``iter_batches`` read
-    ahead about a whole bucket (~5.7 MiB of Arrow a bucket at 1.5M active rows, 365 MiB for
-    the 64), ``read_row_group`` reads one (~1.7 MiB)."""
-    if objects.exists(key):
-        with objects.open(key) as source:
-            parquet = pq.ParquetFile(source)
-            for group in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(group, use_threads=False).to_batches()
+def export_changes(
+    stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
+) -> ChangesReport:
+    """The partitions' index changes, an hour at a time (:func:`by_hour`)."""
+    out = ChangesReport()
+    for report in by_hour(_export_changes, stores, partitions, batch_ids):
+        out.add(report)
+    return out
 
 
-# Active rows up to which the index is sorted in memory (~200 bytes a row, held about three
-# times over: read, filtered, sorted): one Arrow sort of every bucket's rows instead of a k-way
-# merge stepping through 64 streams a row group at a time in Python (0.8 s of a 1.6 s export
-# at 280k rows). A bigger index (a busy day's state) is merged, holding a row group a bucket.
-INDEX_SORT_ROWS = 400_000
+def _export_changes(
+    stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
+) -> ChangesReport:
+    ids = None if batch_ids is None else list(batch_ids)
+    touched = pa.concat_tables(
+        [
+            read_fragments(stores.objects, name, partitions, ids, tables.TOUCHED_SCHEMA)
+            for name in (jobs.TOUCHED, dedupe.TOUCHED)
+        ]
+    )
+    if touched.num_rows == 0:
+        return ChangesReport()
+    # One row a job, under the first event that touched it; then the duplicates of those
+    # jobs, under the same event (they show or hide as their original changes).
+    touched = touched.sort_by([("job_id", "ascending"), ("event_time", "ascending")])
+    touched = _first_per_job(touched)
+    shadows = stores.state.duplicates_of(touched["job_id"].to_pylist())
+    shadows = shadows.filter(pc.invert(pc.is_in(shadows["job_id"], touched["job_id"])))
+    if shadows.num_rows:
+        cause = touched.rename_columns(["duplicate_of", "event_time", "batch_id"])
+        more = shadows.select(["job_id", "duplicate_of"]).join(cause, "duplicate_of")
+        touched = pa.concat_tables([touched, more.select(touched.column_names)])
+    changed_at = now_us()  # before the read: a verdict is at least this fresh
+    rows = stores.state.index_rows(touched["job_id"].to_pylist())
+    table = touched.join(rows, "job_id", join_type="left outer")
+    visible = pc.fill_null(table["visible"], False)
+    n = table.num_rows
+    changes = pa.table(
+        {
+            "job_id": table["job_id"],
+            "op": pc.if_else(visible, "upsert", "delete"),
+            **{
+                f.name: pc.if_else(visible, table[f.name], pa.nulls(n, f.type))
+                for f in INDEX_SCHEMA
+                if f.name != "job_id"
+            },
+            "changed_at": pa.repeat(pa.scalar(changed_at, pa.int64()), n).cast(tables.TS),
+            "event_time": table["event_time"],
+            "batch_id": table["batch_id"],
+        }
+    ).cast(CHANGE_SCHEMA)
+    write_each(stores.objects, CHANGES, changes)
+    upserts = pc.sum(visible).as_py() or 0
+    shown = changes.filter(visible).slice(0, 5).select(["job_id", "board", "title", "location"])
+    return ChangesReport(upserts, n - upserts, shown.to_pylist())
 
 
-def _few_active(objects: ObjectStore, keys: list[str]) -> pa.Table | None:
-    """Every bucket's active rows as one table, or None once they pass INDEX_SORT_ROWS."""
-    tables, held = [], 0
-    for key in keys:
-        if objects.exists(key):
-            tables.append(read_parquet(objects, key))
-            held += tables[-1].num_rows
-            if held > INDEX_SORT_ROWS:
-                return None
-    return concat_or_empty(tables, INDEX_SCHEMA).cast(INDEX_SCHEMA)
+def _first_per_job(table: pa.Table) -> pa.Table:
+    """The first row of each job_id of a table sorted by it."""
+    job_ids = table["job_id"]
+    if table.num_rows < 2:
+        return table
+    differs = pc.not_equal(job_ids.slice(1), job_ids.slice(0, len(job_ids) - 1))
+    keep = pa.concat_arrays([pa.array([True]), differs.combine_chunks()])
+    return table.filter(keep)
 
 
-def export_search_index(stores: Stores) -> IndexReport:
-    """Write the search index, :func:`table_ops.search_index` of the whole state and
-    duplicates, as one Parquet object by job_id: the buckets' active jobs sorted at once when
-    they are few (:data:`INDEX_SORT_ROWS`), else merged a row group per bucket at a time, less
-    the shadowed duplicates. Nothing is written when neither the state nor the registry
-    changed since the index was last built."""
-    objects = stores.objects
-    state, registry = job_state_manifest(objects), registry_manifest(objects)
-    source = {"job_state": state.token, "registry": registry.token}
-    if objects.exists(SEARCH_INDEX_SOURCE) and objects.exists(SEARCH_INDEX_KEY):
-        built = orjson.loads(objects.get(SEARCH_INDEX_SOURCE))
-        if built["source"] == source:
-            return IndexReport(built["rows"], built["preview"])
-    shadowed = _shadowed(objects, registry, state)
-    keys = state.keys(ACTIVE_BUCKETS)
+# --- the daily snapshot -------------------------------------------------------------------------
 
-    def unshadowed(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
-        for chunk in chunks:
-            yield chunk.filter(pc.invert(pc.is_in(chunk["job_id"], shadowed))).cast(INDEX_SCHEMA)
 
-    chunks = unshadowed(merge_sorted((_active_batches(objects, k) for k in keys), "job_id"))
-    # The manifest's count first (no reads when it says the index is big), then the rows read.
-    few = _few_active(objects, keys) if state.total("active") <= INDEX_SORT_ROWS else None
-    if few is not None:  # filtered before the sort, so that the sort moves fewer rows
-        (few,) = unshadowed([few])
-        chunks = iter([few.take(pc.sort_indices(few, [("job_id", "ascending")]))])
-        del few
+@dataclass
+class SnapshotReport:
+    key: str
+    rows: int
+    as_of: datetime
+    preview: list[dict]
+    claims_purged: int = 0
+    snapshots_deleted: int = 0
+
+
+def snapshot_key(day: str) -> str:
+    return f"{SNAPSHOTS}{day}.parquet"
+
+
+def export_snapshot(stores: Stores, day: str, keep: int = 7) -> SnapshotReport:
+    """Every row the site shows, streamed from the store in job_id order into the day's
+    snapshot (one page of the store in memory at a time), ``as_of`` in its metadata; then the
+    store's expired event claims are purged (the TTL reaper), and snapshots beyond the
+    ``keep`` latest days deleted."""
+    as_of = now_us()
+    key = snapshot_key(day)
     rows, preview = 0, []
-    # Written to the object as it is made: not held whole (52 MB on a 5M-event day).
-    with objects.writer(SEARCH_INDEX_KEY) as sink, pq.ParquetWriter(sink, INDEX_SCHEMA) as writer:
-        for chunk in chunks:
+    metadata = {b"figstream.as_of_us": str(as_of).encode()}
+    schema = INDEX_SCHEMA.with_metadata(metadata)
+    with stores.objects.writer(key) as sink, pq.ParquetWriter(sink, schema) as writer:
+        for page in stores.state.iter_index():
+            page = page.cast(INDEX_SCHEMA).replace_schema_metadata(metadata)
             if len(preview) < 5:
-                head = chunk.slice(0, 5 - len(preview))
+                head = page.slice(0, 5 - len(preview))
                 preview += head.select(["job_id", "board", "title", "location"]).to_pylist()
-            rows += chunk.num_rows
-            writer.write_table(chunk)
-    report = {"source": source, "rows": rows, "preview": preview}
-    objects.put(SEARCH_INDEX_SOURCE, orjson.dumps(report))
+            rows += page.num_rows
+            writer.write_table(page)
     release_arrow_memory()
-    return IndexReport(rows, preview)
+    purged = stores.state.purge_claims()
+    kept = sorted(stores.objects.list(SNAPSHOTS))
+    old = kept[:-keep] if keep > 0 else []
+    for stale in old:
+        stores.objects.delete(stale)
+    when = datetime.fromtimestamp(as_of / 1e6, UTC)
+    return SnapshotReport(key, rows, when, preview, purged, len(old))
+
+
+def snapshot_as_of(objects: ObjectStore, key: str) -> int:
+    """A snapshot's ``as_of``, µs since the epoch."""
+    with objects.open(key) as source:
+        metadata = pq.read_schema(source).metadata or {}
+    return int(metadata[b"figstream.as_of_us"])
+
+
+def current_index(objects: ObjectStore) -> pa.Table:
+    """The whole search index (:data:`INDEX_SCHEMA`, by job_id) as a consumer builds it: the
+    latest snapshot, then per job the latest change read at or after its ``as_of``. Without
+    a snapshot, every change."""
+    snapshots = sorted(objects.list(SNAPSHOTS))
+    if snapshots:
+        base = read_parquet(objects, snapshots[-1]).cast(INDEX_SCHEMA)
+        as_of = snapshot_as_of(objects, snapshots[-1])
+    else:
+        base, as_of = INDEX_SCHEMA.empty_table(), 0
+    parts = [read_parquet(objects, k) for k in objects.list(f"tables/{CHANGES}/")]
+    changes = pa.concat_tables(
+        [CHANGE_SCHEMA.empty_table(), *(p.cast(CHANGE_SCHEMA) for p in parts)]
+    )
+    at = pc.cast(changes["changed_at"], pa.int64())
+    changes = changes.filter(pc.greater_equal(at, as_of))
+    changes = changes.sort_by([("job_id", "ascending"), ("changed_at", "descending")])
+    latest = _first_per_job(changes)
+    base = base.filter(pc.invert(pc.is_in(base["job_id"], latest["job_id"])))
+    upserts = latest.filter(pc.equal(latest["op"], "upsert")).select(INDEX_SCHEMA.names)
+    out = pa.concat_tables([base, upserts.cast(INDEX_SCHEMA)])
+    return out.sort_by("job_id").combine_chunks()
+
+
+def read_changes(
+    objects: ObjectStore, partitions: Sequence[str], batch_ids: Iterable[str] | None = None
+) -> pa.Table:
+    """The index changes written for ``partitions`` (:data:`CHANGE_SCHEMA`)."""
+    return read_fragments(objects, CHANGES, partitions, batch_ids, CHANGE_SCHEMA)

@@ -46,20 +46,24 @@ class IngestReport:
         self.batch_ids.extend(other.batch_ids)
 
     def lag_seconds(self, now_us: int | None = None) -> dict[str, float]:
-        """Seconds from event time to ``now_us`` (default: now) of the events ingested:
-        p50, p95 and max, as plottable numbers; empty when nothing was ingested."""
-        times = [t for t in self.event_times if len(t)]
-        if not times:
-            return {}
-        now_us = time.time_ns() // 1000 if now_us is None else now_us
-        micros = pc.cast(pa.concat_arrays(times), pa.int64())
-        lag = pc.divide(pc.cast(pc.subtract(now_us, micros), pa.float64()), 1e6)
-        p50, p95 = pc.quantile(lag, q=[0.5, 0.95]).to_pylist()
-        return {
-            "lag_seconds_p50": round(p50, 3),
-            "lag_seconds_p95": round(p95, 3),
-            "lag_seconds_max": round(pc.max(lag).as_py(), 3),
-        }
+        return lag_seconds(self.event_times, now_us)
+
+
+def lag_seconds(event_times: list[pa.Array], now_us: int | None = None) -> dict[str, float]:
+    """Seconds from event time to ``now_us`` (default: now) of the events: p50, p95 and max,
+    as plottable numbers; empty when there were none."""
+    times = [t for t in event_times if len(t)]
+    if not times:
+        return {}
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    micros = pc.cast(pa.concat_arrays(times), pa.int64())
+    lag = pc.divide(pc.cast(pc.subtract(now_us, micros), pa.float64()), 1e6)
+    p50, p95 = pc.quantile(lag, q=[0.5, 0.95]).to_pylist()
+    return {
+        "lag_seconds_p50": round(p50, 3),
+        "lag_seconds_p95": round(p95, 3),
+        "lag_seconds_max": round(pc.max(lag).as_py(), 3),
+    }
 
 
 @dataclass

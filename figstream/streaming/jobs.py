@@ -1,198 +1,201 @@
-"""The ``job_state`` step: last writer wins per job, by event time with the event id as tiebreak.
+"""The ``job_state`` step: an hour's events applied to the jobs they touch in the state store.
 
-A run applies its hour's new events to the buckets they touch, then upserts the changed rows
-into the state store, which serves them.
+A run reads the rows of the jobs its events name (one keyed read), folds the events into them
+with :func:`table_ops.apply_job_state` (each component last writer wins by event time, event
+id the tiebreak) and writes back the rows that changed, each conditionally on the version it
+read. A refused write (another writer changed the job in between) is read and merged again:
+the fold is idempotent and order-insensitive, so nothing is lost and a re-run of an hour
+changes nothing. A board.merged also re-derives the jobs of the board it absorbs.
+
+What a run costs is what its events cost: it never reads a job its events do not name (but
+for the jobs of a board a merger absorbs), whatever the size of the state.
+
+The jobs each hour's events touched are kept per (hour, batch) in ``touched_by_job_state``, so
+that the ``search_index`` step writes exactly their changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.storage.buckets import Manifest, split, write_bucket
-from figstream.storage.objects import ObjectStore
-from figstream.storage.state import job_state_rows
+from figstream.storage.state import JOB_SCHEMA, VERSIONED_SCHEMA, StateStore
 from figstream.streaming import table_ops, tables
-from figstream.streaming.bucket_state import (
-    ACTIVE_BUCKETS,
-    INDEX_ROW_GROUP,
-    JOB_STATE_BUCKETS,
-    JOB_STATE_MANIFEST,
-    MERGERS_KEY,
-    OLD_JOB_STATE_KEY,
-    load_manifest,
-    read_buckets,
-    read_snapshot,
-    split_if_growing,
-)
-from figstream.streaming.fragments import read_fragments
+from figstream.streaming.convert import convert_old_state
+from figstream.streaming.fragments import read_fragments, write_each
+from figstream.streaming.ingest import lag_seconds
 from figstream.streaming.stores import INGEST_TABLES, Stores, by_hour
+
+TOUCHED = "touched_by_job_state"  # per (hour, batch): job_id, event_time, batch_id
+TOUCHED_SCHEMA = tables.TOUCHED_SCHEMA
+MAX_ATTEMPTS = 20  # conditional-write rounds before a run gives up on a job (then it fails)
+
+
+class ConflictError(RuntimeError):
+    """Jobs whose conditional writes kept being refused: other writers never stopped."""
 
 
 @dataclass
 class StateReport:
-    events: int
-    changed: int
-    jobs: int
-    active: int
+    events: int = 0
+    inserted: int = 0  # jobs new to the store
+    updated: int = 0  # jobs whose row changed
+    unchanged: int = 0  # jobs named by the events whose row stayed as it was
+    stale: int = 0  # events that lost to a newer event of their job (and component)
+    retried: int = 0  # conditional writes refused and redone
+    event_times: list[pa.Array] = field(default_factory=list)
+
+    def add(self, other: StateReport) -> None:
+        for name in ("events", "inserted", "updated", "unchanged", "stale", "retried"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.event_times.extend(other.event_times)
+
+    def metadata(self, now_us: int | None = None) -> dict[str, float]:
+        counts = ("events", "inserted", "updated", "unchanged", "stale", "retried")
+        lag = lag_seconds(self.event_times, now_us)
+        return {**{name: getattr(self, name) for name in counts}, **lag}
+
+
+def job_rows(jobs: pa.Table) -> pa.Table:
+    """Store job rows (:data:`JOB_SCHEMA`, a version column allowed) as state rows."""
+    jobs = jobs.select(JOB_SCHEMA.names)
+    kind = pa.repeat(pa.scalar("job"), jobs.num_rows)
+    return pa.table([kind, *jobs.columns], schema=tables.STATE_SCHEMA)
+
+
+def read_state(state: StateStore) -> pa.Table:
+    """The whole job state (:data:`tables.STATE_SCHEMA`, by kind and job_id): for checks and
+    views. A run never reads it whole."""
+    jobs = [job_rows(chunk) for chunk in state.iter_jobs()]
+    parts = [*jobs, table_ops.merger_rows(state.mergers())]
+    out = pa.concat_tables([tables.empty(tables.STATE_SCHEMA), *parts])
+    return out.sort_by([("kind", "ascending"), ("job_id", "ascending")]).combine_chunks()
 
 
 def _fingerprint(state: pa.Table) -> pa.Array:
+    """What makes a job's row: its components' events, first posting, status (the rest is
+    derived from those and the board's merger)."""
     parts = [
         pc.fill_null(state[name], "")
-        for name in ("job_id", "posting_event_id", "expiry_event_id", "merger_event_id")
+        for name in ("job_id", "posting_event_id", "expiry_event_id", "merger_event_id", "status")
     ]
+    parts.append(pc.fill_null(pc.cast(pc.cast(state["posted_at"], pa.int64()), pa.string()), ""))
     return pc.binary_join_element_wise(*parts, "|")
 
 
-def _touched(state: pa.Table, events: pa.Table) -> pa.Array:
-    """The state rows ``events`` can change: their jobs, every merger row, and the jobs of a
-    board a merger in ``events`` absorbs (see :func:`table_ops.apply_job_state`)."""
-    mask = pc.or_(
-        pc.is_in(state["job_id"], pc.unique(events["job_id"].drop_null())),
-        pc.equal(state["kind"], "merger"),
+def _stale(events: pa.Table, after: pa.Table) -> int:
+    """Postings and expiries that are not their job's latest of their kind."""
+    if events.num_rows == 0:
+        return 0
+    won = pa.chunked_array(
+        [after["posting_event_id"].drop_null(), after["expiry_event_id"].drop_null()],
+        type=pa.string(),
     )
-    merged = events.filter(pc.equal(events["event_type"], tables.MERGED))
-    if merged.num_rows:
-        mask = pc.or_(mask, pc.is_in(state["board"], merged["absorbed_board"]))
-    return pc.fill_null(mask, False)
+    counted = pc.is_in(events["event_type"], pa.array([*tables.POSTING_TYPES, tables.EXPIRED]))
+    lost = pc.and_(counted, pc.invert(pc.is_in(events["event_id"], won)))
+    return pc.sum(lost).as_py() or 0
 
 
-def _write_job_bucket(objects: ObjectStore, manifest: Manifest, bucket: int, jobs: pa.Table):
-    """Store a bucket's job rows and, first, the search-index rows of its active jobs."""
-    active = table_ops.search_index(jobs)
-    key = manifest.bucket_key(ACTIVE_BUCKETS, bucket)
-    manifest.changing(objects)
-    write_bucket(objects, key, active, row_group_size=INDEX_ROW_GROUP)
-    write_bucket(objects, manifest.bucket_key(JOB_STATE_BUCKETS, bucket), jobs)
-    _count_jobs(manifest, bucket, jobs)
-
-
-def _count_jobs(manifest: Manifest, bucket: int, jobs: pa.Table) -> None:
-    manifest.count("jobs")[bucket] = jobs.num_rows
-    manifest.count("active")[bucket] = pc.sum(pc.equal(jobs["status"], "active")).as_py() or 0
-
-
-def _convert_job_state(objects: ObjectStore, manifest: Manifest, state: pa.Table) -> None:
-    is_job = pc.equal(state["kind"], "job")
-    write_bucket(objects, MERGERS_KEY, state.filter(pc.invert(is_job)))
-    jobs = state.filter(is_job)
-    for bucket, rows in split(jobs, manifest.of(jobs["job_id"])).items():
-        _write_job_bucket(objects, manifest, bucket, rows)
-
-
-def job_state_manifest(objects: ObjectStore, incoming: int = 0) -> Manifest:
-    """The job state's manifest, split first if ``incoming`` events could outgrow one bucket."""
-    old, schema = [OLD_JOB_STATE_KEY], tables.STATE_SCHEMA
-    manifest = load_manifest(objects, JOB_STATE_MANIFEST, old, schema, _convert_job_state)
-
-    def whole(layout: Manifest) -> pa.Table:  # with the merger rows, which the split rewrites
-        jobs = read_buckets(objects, layout, JOB_STATE_BUCKETS, schema)
-        return pa.concat_tables([jobs, read_snapshot(objects, MERGERS_KEY, schema)])
-
-    prefixes = [JOB_STATE_BUCKETS, ACTIVE_BUCKETS]
-    return split_if_growing(
-        objects, manifest, incoming, "jobs", prefixes, whole, _convert_job_state
-    )
-
-
-# Touched job rows one apply_job_state call recomputes at most (a bucket is never split): a
-# sensor run's events usually make one call; a busy hour or a merger (which touches every
-# bucket) several. At 100k the 5M-event day's busiest hours peaked at +678 MiB in this call.
-TOUCHED_ROWS_PER_APPLY = 20_000
-# Rows of whole job buckets a group keeps between reading them and writing them back (else
-# each is read twice): a few buckets of a big state, every bucket a sensor run touches of a
-# small one.
-WHOLE_ROWS_KEPT = 100_000
-UPSERT_ROWS = 25_000  # rows per state-store upsert: its rows become Python tuples
+def apply_to_jobs(
+    state: StateStore, job_ids: pa.Array | list[str], events: pa.Table, mergers: pa.Table
+) -> StateReport:
+    """Fold ``events`` into the stored rows of ``job_ids`` and write back what changed, each
+    job conditionally on the version read; refused jobs are read and folded again."""
+    report = StateReport()
+    pending = pc.unique(pa.array(job_ids, pa.string())).drop_null() if len(job_ids) else None
+    first = True
+    for _ in range(MAX_ATTEMPTS):
+        if pending is None or len(pending) == 0:
+            return report
+        before = state.get_jobs(pending.to_pylist())
+        mine = events.filter(pc.is_in(events["job_id"], pending)) if events.num_rows else events
+        after = table_ops.apply_job_state(pa.concat_tables([job_rows(before), mergers]), mine)
+        after = after.filter(pc.equal(after["kind"], "job"))
+        changed = after.filter(pc.invert(pc.is_in(_fingerprint(after), _fingerprint(before))))
+        versions = dict(
+            zip(before["job_id"].to_pylist(), before["version"].to_pylist(), strict=True)
+        )
+        version = pa.array([versions.get(j, 0) for j in changed["job_id"].to_pylist()], pa.int64())
+        rows = changed.drop_columns(["kind"]).append_column("version", version)
+        refused = state.put_jobs(rows.cast(VERSIONED_SCHEMA))
+        if first:  # the first round's verdict is the run's (a retry re-reads what others wrote)
+            known = pc.is_in(changed["job_id"], before["job_id"])
+            report.updated = pc.sum(known).as_py() or 0
+            report.inserted = changed.num_rows - report.updated
+            report.unchanged = after.num_rows - changed.num_rows
+            report.stale = _stale(mine, after)
+            first = False
+        report.retried += len(refused)
+        pending = pa.array(refused, pa.string()) if refused else None
+    raise ConflictError(f"{len(pending)} jobs kept changing under this run, e.g. {pending[0]}")
 
 
 def update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events to the job state, an hour at a time (:func:`by_hour`)."""
-    reports = by_hour(_update_job_state, stores, partitions, batch_ids)
-    events, changed = sum(r.events for r in reports), sum(r.changed for r in reports)
-    return StateReport(events, changed, reports[-1].jobs, reports[-1].active)
+    convert_old_state(stores)
+    out = StateReport()
+    for report in by_hour(_update_job_state, stores, partitions, batch_ids):
+        out.add(report)
+    return out
 
 
 def _update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
-    """Apply the partitions' new events (postings and mergers) to the current job state.
-
-    From each bucket the events touch (every bucket when they hold a merger) only the rows
-    they can change are kept, and a group of buckets' rows is recomputed at once with the
-    merger rows; the serving rows that changed are upserted into the state store (last writer
-    wins), then each bucket whose jobs changed is read again and written back. The merger
-    rows come out the same from every group and are written once, after the buckets.
-    """
     batch_ids = None if batch_ids is None else list(batch_ids)
-    objects = stores.objects
     events = pa.concat_tables(
         [
-            read_fragments(objects, table, partitions, batch_ids, tables.EVENTS_SCHEMA)
+            read_fragments(stores.objects, table, partitions, batch_ids, tables.EVENTS_SCHEMA)
             for table in INGEST_TABLES.values()
         ]
     )
-    manifest = job_state_manifest(objects, events.num_rows)
     if events.num_rows == 0:
-        return StateReport(0, 0, manifest.total("jobs"), manifest.total("active"))
+        return StateReport()
+    state = stores.state
     is_merger = pc.equal(events["event_type"], tables.MERGED)
-    merged, others, count = (
-        events.filter(is_merger),
-        events.filter(pc.invert(is_merger)),
-        len(events),
-    )
-    del events  # a backfill's range can hold many events: keep one copy of them, by bucket
-    by_bucket = split(others, manifest.of(others["job_id"]))
-    del others
-    mergers = read_snapshot(objects, MERGERS_KEY, tables.STATE_SCHEMA)
-    after = {"mergers": mergers, "changed": 0}
-
-    def apply(group: dict[int, pa.Table]) -> None:
-        was = pa.concat_tables([*group.values(), mergers])
-        batch = pa.concat_tables([*(by_bucket[b] for b in group if b in by_bucket), merged])
-        now = table_ops.apply_job_state(was, batch)
-        is_job = pc.equal(now["kind"], "job")
-        after["mergers"], now = now.filter(pc.invert(is_job)), now.filter(is_job)
-        changed = now.filter(pc.invert(pc.is_in(_fingerprint(now), _fingerprint(was))))
-        for start in range(0, changed.num_rows, UPSERT_ROWS):
-            stores.state.upsert_jobs(job_state_rows(changed.slice(start, UPSERT_ROWS)))
-        after["changed"] += changed.num_rows
-        for bucket, rows in split(now, manifest.of(now["job_id"])).items():
-            if rows.equals(group[bucket]):
-                continue
-            jobs = whole.get(bucket)
-            if jobs is None:  # not kept: read again
-                key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
-                jobs = read_snapshot(objects, key, tables.STATE_SCHEMA)
-            jobs = jobs.filter(pc.invert(pc.is_in(jobs["job_id"], group[bucket]["job_id"])))
-            jobs = pa.concat_tables([jobs, rows]).sort_by("job_id").combine_chunks()
-            _write_job_bucket(objects, manifest, bucket, jobs)
-
-    # The group's whole buckets are kept for the write-back while they fit WHOLE_ROWS_KEPT.
-    group, held, whole = {}, 0, {}
-    for bucket in range(manifest.buckets) if merged.num_rows else sorted(by_bucket):
-        key = manifest.bucket_key(JOB_STATE_BUCKETS, bucket)
-        jobs = read_snapshot(objects, key, tables.STATE_SCHEMA)
-        batch = pa.concat_tables([by_bucket.get(bucket, merged.slice(0, 0)), merged])
-        group[bucket] = jobs.filter(_touched(jobs, batch))
-        _count_jobs(manifest, bucket, jobs)
-        if sum(t.num_rows for t in whole.values()) + jobs.num_rows <= WHOLE_ROWS_KEPT:
-            whole[bucket] = jobs
-        del jobs
-        held += group[bucket].num_rows
-        if held >= TOUCHED_ROWS_PER_APPLY:
-            apply(group)
-            group, held, whole = {}, 0, {}
-    if group:
-        apply(group)
-    if not after["mergers"].equals(mergers):
-        manifest.changing(objects)
-        write_bucket(objects, MERGERS_KEY, after["mergers"])
-    manifest.save(objects)
-    return StateReport(count, after["changed"], manifest.total("jobs"), manifest.total("active"))
+    merged, others = events.filter(is_merger), events.filter(pc.invert(is_merger))
+    if merged.num_rows:  # the board's merger first, so the jobs below meet it
+        state.put_mergers(
+            pa.table(
+                {
+                    "board": merged["absorbed_board"],
+                    "merged_into": merged["surviving_board"],
+                    "merged_at": merged["event_time"],
+                    "merger_event_id": merged["event_id"],
+                }
+            )
+        )
+    mergers = table_ops.merger_rows(state.mergers())
+    report = apply_to_jobs(state, others["job_id"], others, mergers)
+    touched = [others.select(TOUCHED_SCHEMA.names)]
+    # The jobs of each absorbed board turn merged as of the merger (every time the hour runs:
+    # a crash after the merger was stored must not leave them behind).
+    boards = {}
+    for board, when, batch in zip(
+        *(merged[c].to_pylist() for c in ("absorbed_board", "event_time", "batch_id")),
+        strict=True,
+    ):
+        boards.setdefault(board, (when, batch))
+    for board, (when, batch) in boards.items():
+        for chunk in state.board_jobs(board):
+            done = apply_to_jobs(
+                state, chunk["job_id"], tables.empty(tables.EVENTS_SCHEMA), mergers
+            )
+            report.updated += done.updated
+            report.retried += done.retried
+            n = chunk.num_rows
+            touched.append(
+                pa.table(
+                    [chunk["job_id"], pa.repeat(pa.scalar(when, tables.TS), n), [batch] * n],
+                    schema=TOUCHED_SCHEMA,
+                )
+            )
+    write_each(stores.objects, TOUCHED, pa.concat_tables(touched).cast(TOUCHED_SCHEMA))
+    report.events = events.num_rows
+    report.event_times.append(events["event_time"].combine_chunks())
+    return report

@@ -45,7 +45,8 @@ class ReplayReport:
     clean_rows: int = 0
     deduped_kept: int = 0
     job_events: int = 0
-    index_rows: int = 0
+    index_upserts: int = 0
+    index_deletes: int = 0
     indexed: int = 0  # batches the landing index saw first here (landing or archive)
 
     def lines(self) -> list[str]:
@@ -62,7 +63,7 @@ class ReplayReport:
         out.append(
             f"  clean_postings {self.clean_rows} rows, deduped_postings {self.deduped_kept} "
             f"kept, job_state {self.job_events} events applied, search_index "
-            f"{self.index_rows} active jobs"
+            f"{self.index_upserts} upserts and {self.index_deletes} deletes"
         )
         return out
 
@@ -124,5 +125,6 @@ def replay(
         report.clean_rows = cleaning.clean(stores, partitions, None)
         report.deduped_kept = dedupe.dedupe(stores, partitions, None).kept
     report.job_events = jobs.update_job_state(stores, partitions, None).events
-    report.index_rows = index_export.export_search_index(stores).rows
+    changes = index_export.export_changes(stores, partitions, None)
+    report.index_upserts, report.index_deletes = changes.upserts, changes.deletes
     return report

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 from figstream.ingest.routing import Router
-from figstream.settings import routing_path
+from figstream.settings import routing_path, streaming_settings
 from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.storage.state import SqliteStateStore, StateStore, state_path
@@ -44,11 +44,19 @@ class Stores:
     first_partition: str = "2000-01-01-00:00"
 
     @classmethod
-    def local(cls, home: Path, first_partition: str, objects: ObjectStore | None = None) -> Stores:
-        """The local profile's stores in one data home, with the project's routing file."""
+    def local(
+        cls,
+        home: Path,
+        first_partition: str,
+        objects: ObjectStore | None = None,
+        claim_ttl_days: int | None = None,
+    ) -> Stores:
+        """The local profile's stores in one data home, with the project's routing file (and
+        the claim horizon of ``platform/streaming.yaml`` unless given)."""
+        days = streaming_settings().claim_ttl_days if claim_ttl_days is None else claim_ttl_days
         return cls(
             objects=LocalObjectStore(home) if objects is None else objects,
-            state=SqliteStateStore(state_path(home)),
+            state=SqliteStateStore(state_path(home), claim_ttl_s=days * 86_400),
             dead_letters=SqliteDeadLetterStore(deadletter_path(home)),
             router=Router.from_file(routing_path()),
             first_partition=first_partition,

@@ -420,8 +420,17 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
         "last_event_time": last_time,
         "last_event_id": last_id,
     }
+    merger_table = merger_rows(mergers)
+    job_table = pa.table({f.name: job_rows[f.name] for f in STATE_SCHEMA}, schema=STATE_SCHEMA)
+    out = pa.concat_tables([job_table, merger_table])
+    return out.sort_by([("kind", "ascending"), ("job_id", "ascending")]).combine_chunks()
+
+
+def merger_rows(mergers: pa.Table) -> pa.Table:
+    """State rows (:data:`STATE_SCHEMA`, ``kind == "merger"``) of board mergers given as
+    board, merged_into, merged_at and merger_event_id (the state store's merger rows)."""
     k = mergers.num_rows
-    merger_rows = {
+    columns = {
         "kind": pa.repeat(pa.scalar("merger"), k),
         "job_id": pc.binary_join_element_wise("@", mergers["board"], ""),
         "board": mergers["board"],
@@ -431,12 +440,9 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
         "last_event_time": mergers["merged_at"],
         "last_event_id": mergers["merger_event_id"],
     }
-    merger_table = pa.table(
-        {f.name: merger_rows.get(f.name, pa.nulls(k, f.type)).cast(f.type) for f in STATE_SCHEMA}
+    return pa.table(
+        {f.name: columns.get(f.name, pa.nulls(k, f.type)).cast(f.type) for f in STATE_SCHEMA}
     )
-    job_table = pa.table({f.name: job_rows[f.name] for f in STATE_SCHEMA}, schema=STATE_SCHEMA)
-    out = pa.concat_tables([job_table, merger_table])
-    return out.sort_by([("kind", "ascending"), ("job_id", "ascending")]).combine_chunks()
 
 
 # --- read models --------------------------------------------------------------------------------

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from figstream.storage.state import JOB_SCHEMA, POSTING_FIELDS
+
 POSTED, UPDATED, EXPIRED, MERGED = "job.posted", "job.updated", "job.expired", "board.merged"
 POSTING_TYPES = (POSTED, UPDATED)
 TS = pa.timestamp("us", tz="UTC")
 
-POSTING_FIELDS = (
-    "title",
-    "company",
-    "location",
-    "employment_type",
-    "remote",
-    "salary_min",
-    "salary_max",
-    "currency",
-    "url",
-)
 DATA_COLUMNS = [
     pa.field("job_id", pa.string()),
     pa.field("title", pa.string()),
@@ -87,25 +78,21 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("dedupe_key", pa.string()),
     ]
 )
+# The job state: the state store's job rows (storage.state.JOB_SCHEMA) and, as "merger" rows,
+# the board mergers, so that one table can be folded by table_ops.apply_job_state.
 STATE_SCHEMA = pa.schema(
     [
         pa.field("kind", pa.string()),  # "job", or "merger" for a remembered board.merged
-        pa.field("job_id", pa.string()),  # "@<absorbed board>" on a merger row
-        pa.field("board", pa.string()),
-        *DATA_COLUMNS[1:10],
-        pa.field("dedupe_key", pa.string()),
-        pa.field("status", pa.string()),  # active | expired | merged (null on merger rows)
-        pa.field("posted_at", TS),  # earliest job.posted
-        pa.field("updated_at", TS),  # the posting that set the fields (posted or updated)
-        pa.field("posting_event_id", pa.string()),
-        pa.field("expired_at", TS),
-        pa.field("expired_reason", pa.string()),
-        pa.field("expiry_event_id", pa.string()),
-        pa.field("merged_into", pa.string()),
-        pa.field("merged_at", TS),
-        pa.field("merger_event_id", pa.string()),
-        pa.field("last_event_time", TS),
-        pa.field("last_event_id", pa.string()),
+        # job_id is "@<absorbed board>" on a merger row, whose status is null
+        *(f.with_nullable(True) for f in JOB_SCHEMA),
+    ]
+)
+# The jobs a step's events touched, kept per (hour, batch) for the search-index changes.
+TOUCHED_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string()),
+        pa.field("event_time", TS),
+        pa.field("batch_id", pa.string()),
     ]
 )
 SEARCH_INDEX_COLUMNS = ["job_id", "board", *POSTING_FIELDS, "posted_at", "updated_at"]

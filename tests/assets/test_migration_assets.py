@@ -46,7 +46,7 @@ def test_all_legacy_has_luigi_only_and_consumers_still_published():
     assert {"published/search_index", "published/board_stats", "published/seo_redirects"} <= keys(
         defs
     )
-    assert {s.name for s in defs.sensors} == {"after_legacy_sensor"}
+    assert {s.name for s in defs.sensors} == {"after_legacy_sensor", "run_history_sensor"}
     schedule = defs.resolve_schedule_def("legacy_nightly_schedule")
     assert schedule.job_name == "legacy_nightly_job"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -65,7 +65,7 @@ def test_shadow_and_migrated_run_both_and_check_parity(stage):
     nightly = defs.resolve_job_def("migration_nightly_job")
     assert "parity__dedupe_postings" in nightly.graph.node_names()
     assert {s.name for s in defs.sensors} == {
-        "postings_sensor", "boards_sensor", "after_legacy_sensor"
+        "postings_sensor", "boards_sensor", "after_legacy_sensor", "run_history_sensor"
     }  # fmt: skip
 
 

@@ -71,15 +71,18 @@ def test_sensor_path_and_backfill_give_the_same_result(streamed, tmp_path_factor
         a = streamed.table(table).sort_by([("event_id", "ascending")])
         b = backfilled.table(table).sort_by([("event_id", "ascending")])
         assert a.equals(b), table
-    assert streamed.table("search_index").equals(backfilled.table("search_index"))
+    assert streamed.index().equals(backfilled.index())
+    jobs = streamed.state().jobs()
+    assert jobs.num_rows > 100 and jobs.equals(backfilled.state().jobs())
+    assert streamed.duplicates().equals(backfilled.duplicates())
     assert streamed.dead_letters().count() == backfilled.dead_letters().count()
 
 
 def test_search_index_holds_active_unduplicated_jobs(streamed):
-    index = streamed.table("search_index")
+    index = streamed.index()
     assert index.num_rows > 100
     assert len(set(index["job_id"].to_pylist())) == index.num_rows
-    duplicates = streamed.table("duplicates")
+    duplicates = streamed.duplicates()
     assert duplicates.num_rows > 0
     shadowed = set(duplicates["job_id"].to_pylist()) & set(index["job_id"].to_pylist())
     originals = set(duplicates["duplicate_of_job_id"].to_pylist())

@@ -168,7 +168,7 @@ def test_boards_sensor_only_requests_hours_with_mergers(harness):
     result = harness.tick("boards")
     runs = [r for r in result.run_requests if r.job_name == "boards_job"]
     assert len(runs) == 1  # one merger in a one-day range
-    assert set(runs[0].run_config["ops"]) == {"board_mergers", "job_state"}
+    assert set(runs[0].run_config["ops"]) == {"board_mergers", "job_state", "search_index"}
 
 
 def test_a_catch_up_becomes_one_run_over_the_touched_range(tmp_path, monkeypatch):

@@ -30,7 +30,6 @@ from figstream.migration import flaws, legacy_files, views
 from figstream.migration.ledger import load_ledger
 from figstream.migration.parity import View, compare
 from figstream.migration.parity_report import Differences, ParityReport
-from figstream.storage.objects import read_parquet
 from figstream.streaming import (
     cleaning,
     daily,
@@ -95,7 +94,7 @@ def run_streaming(stores: streaming_stores.Stores, days: list[str]) -> None:
     cleaning.clean(stores, partitions, None)
     dedupe.dedupe(stores, partitions, None)
     jobs.update_job_state(stores, partitions, None)
-    index_export.export_search_index(stores)
+    index_export.export_changes(stores, partitions, None)
     daily.board_daily_stats(stores, days, EPOCH)
 
 
@@ -399,8 +398,9 @@ def test_end_of_day_index_is_the_index_as_of_that_day(world: World) -> None:
     stores = world.stores
     last = daily.end_of_day_index(stores, DAYS[-1], EPOCH)
     assert last.column_names == tables.SEARCH_INDEX_COLUMNS
-    # nothing happened after the last day, so it is today's index
-    assert last.equals(read_parquet(stores.objects, index_export.SEARCH_INDEX_KEY))
+    # nothing happened after the last day, so it is the index the store serves
+    served = index_export.current_index(stores.objects)
+    assert last.cast(served.schema).equals(served)
     assert daily.end_of_day_index(stores, "2026-10-31", EPOCH).num_rows == 0
     # a day whose end-of-day state is not kept is computed, with the same result
     first = daily.end_of_day_index(stores, DAYS[0], EPOCH)

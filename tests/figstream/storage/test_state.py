@@ -1,11 +1,9 @@
-"""The SQLite state store: last-writer-wins job rows, first-claimant-wins event claims, the
-landing index, exact timestamps, bad inputs and concurrent writers."""
+"""The SQLite state store: conditional job writes (optimistic concurrency), last-writer-wins
+mergers, the earliest-wins dedupe registry, search-index reads, first-claimant-wins event
+claims that expire, the landing index, exact timestamps, bad inputs and concurrent writers."""
 
 from __future__ import annotations
 
-import itertools
-import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,38 +19,29 @@ from hypothesis import strategies as st
 
 from figstream.storage.sqlite import CHUNK_ROWS
 from figstream.storage.state import (
+    JOB_SCHEMA,
     JOB_STATE_SCHEMA,
+    MERGER_SCHEMA,
+    REGISTRY_SCHEMA,
+    VERSIONED_SCHEMA,
     SqliteStateStore,
-    job_state_rows,
     state_path,
 )
-from figstream.streaming.parse import parse_batch
-from figstream.streaming.table_ops import apply_job_state
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def job_row(job_id: str, when: datetime, event_id: str, **fields) -> dict:
-    row = {name: None for name in JOB_STATE_SCHEMA.names}
+    row = {name: None for name in JOB_SCHEMA.names}
     row.update(job_id=job_id, status="active", last_event_time=when, last_event_id=event_id)
-    row.update(title=f"{job_id} @ {event_id}", board="hireloop", posted_at=when)
+    row.update(title=f"{job_id} @ {event_id}", board="hireloop", posted_at=when, version=0)
     row.update(fields)
     return row
 
 
 def table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=JOB_STATE_SCHEMA)
-
-
-def expected_lww(rows: list[dict]) -> pa.Table:
-    best: dict[str, dict] = {}
-    for row in rows:
-        old = best.get(row["job_id"])
-        key = (row["last_event_time"], row["last_event_id"])
-        if old is None or key > (old["last_event_time"], old["last_event_id"]):
-            best[row["job_id"]] = row
-    return table([best[k] for k in sorted(best)])
+    return pa.Table.from_pylist(rows, schema=VERSIONED_SCHEMA)
 
 
 @pytest.fixture
@@ -60,116 +49,66 @@ def store(tmp_path: Path) -> SqliteStateStore:
     return SqliteStateStore(tmp_path / "state" / "figstream.sqlite")
 
 
-# --- last writer wins ---------------------------------------------------------------------------
+# --- job rows: one conditional write per job --------------------------------------------------
 
 texts = st.none() | st.text(max_size=12)  # NUL, non-ASCII and astral characters included
 times = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
 )
-# Code points compare like their UTF-8 bytes, so Python's order is SQLite's order.
-event_ids = st.text(alphabet="aZ0é€𝄞", min_size=1, max_size=3)
 
 
 @st.composite
-def versions(draw) -> list[dict]:
-    """Distinct (job_id, last_event_time, last_event_id) rows with arbitrary content: one
-    event decides one state, so a (job, time, id) triple never carries two contents."""
-    keys = draw(
-        st.lists(
-            st.tuples(st.sampled_from(["j1", "j2", "j3"]), times, event_ids),
-            min_size=1,
-            max_size=12,
-            unique=True,
-        )
-    )
-    return [
-        job_row(
-            job_id,
-            when,
-            event_id,
-            board=draw(texts),
-            title=draw(texts),
-            remote=draw(st.none() | st.booleans()),
-            salary_min=draw(st.none() | st.integers(-(2**63), 2**63 - 1)),
-            status=draw(st.sampled_from(["active", "expired", "merged"])),
-            expired_at=draw(st.none() | times),
-            merged_into=draw(texts),
-        )
-        for job_id, when, event_id in keys
-    ]
-
-
-def cut(draw, picks: list) -> list[list]:
-    """``picks`` cut into consecutive non-empty batches of any size."""
-    cuts = sorted(draw(st.lists(st.integers(0, len(picks)), max_size=5)))
-    bounds = [0, *cuts, len(picks)]
-    return [picks[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-
-@st.composite
-def deliveries(draw) -> tuple[list[dict], list[list[dict]]]:
-    """A multiset of versions (repeats, any order) cut into batches of any size."""
-    rows = draw(versions())
-    picks = draw(st.lists(st.sampled_from(rows), min_size=1, max_size=30))
-    picks = draw(st.permutations(picks))
-    return picks, cut(draw, picks)
+def writes(draw) -> list[tuple[str, int, dict]]:
+    """Writers putting rows of three jobs, each at a version it may or may not have read."""
+    out = []
+    for n in range(draw(st.integers(1, 25))):
+        job = draw(st.sampled_from(["j1", "j2", "j3"]))
+        fields = {"title": draw(texts), "remote": draw(st.none() | st.booleans()),
+                  "salary_min": draw(st.none() | st.integers(-(2**63), 2**63 - 1)),
+                  "status": draw(st.sampled_from(["active", "expired", "merged"])),
+                  "expired_at": draw(st.none() | times)}  # fmt: skip
+        out.append((job, draw(st.integers(0, 4)), job_row(job, T0, f"e{n}", **fields)))
+    return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(deliveries())
-def test_upsert_is_last_writer_wins_whatever_the_order_and_repeats(case):
-    picks, batches = case
+@given(writes())
+def test_a_job_write_lands_only_at_the_version_it_read(case):
+    """Against a model: a write at the stored version (0 for a new job) lands and advances
+    the version by one; any other is refused and changes nothing."""
+    model: dict[str, tuple[int, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStateStore(Path(tmp) / "s.sqlite")
-        for batch in batches:
-            store.upsert_jobs(table(batch))
-        want = expected_lww(picks)
-        assert store.jobs().equals(want)
-        # Idempotent: delivering everything again changes nothing.
-        assert store.upsert_jobs(table(picks)) == 0
-        assert store.jobs().equals(want)
+        for job, version, row in case:
+            refused = store.put_jobs(table([{**row, "version": version}]))
+            stored = model.get(job, (0, None))[0]
+            if version == stored:
+                assert refused == []
+                model[job] = (version + 1, row)
+            else:
+                assert refused == [job]
+        got = store.get_jobs(["j1", "j2", "j3", "nope"])
+        want = table([{**row, "version": v} for _, (v, row) in sorted(model.items())])
+        assert got.equals(want)
 
 
-def test_upsert_counts_only_rows_that_changed(store):
-    assert store.upsert_jobs(table([])) == 0
-    assert store.upsert_jobs(table([job_row("a", T0, "e2"), job_row("b", T0, "e1")])) == 2
-    assert store.upsert_jobs(table([job_row("a", T0, "e1")])) == 0  # same time, smaller id
-    assert store.upsert_jobs(table([job_row("a", T0, "e2", title="x")])) == 0  # tie: kept
-    assert store.upsert_jobs(table([job_row("a", T0, "e3", status="expired")])) == 1
-    assert store.upsert_jobs(table([job_row("a", T0 - timedelta(microseconds=1), "e9")])) == 0
-    got = store.jobs(job_ids=["a"]).to_pylist()
-    assert [(r["last_event_id"], r["status"]) for r in got] == [("e3", "expired")]
+def test_put_jobs_reports_exactly_the_refused_jobs_of_a_large_call(store):
+    rows = [job_row(f"j{n:05d}", T0, "e1") for n in range(2 * CHUNK_ROWS + 11)]
+    assert store.put_jobs(table(rows)) == []
+    again = [{**r, "title": "second", "version": 1 if n % 3 else 0} for n, r in enumerate(rows)]
+    refused = store.put_jobs(table(again))
+    assert refused == [r["job_id"] for n, r in enumerate(rows) if n % 3 == 0]
+    got = store.get_jobs(r["job_id"] for r in rows)
+    assert got["version"].to_pylist() == [1 if n % 3 == 0 else 2 for n in range(len(rows))]
+    assert set(got["title"].filter(pa.compute.equal(got["version"], 2)).to_pylist()) == {"second"}
 
 
-def test_large_upserts_commit_in_chunks_and_still_keep_the_latest(store):
-    rows = interleaved_rows(3, n=4500)  # several write transactions of CHUNK_ROWS
-    assert store.upsert_jobs(table(rows)) >= 40
-    assert store.jobs().equals(expected_lww(rows))
-    assert store.upsert_jobs(table(rows[::-1])) == 0
-
-
-def test_a_file_with_the_old_status_index_loses_it_and_still_answers(tmp_path):
-    """Files made before the status index was dropped have it; opening them drops it (every
-    upsert paid for it), and status queries still answer."""
-    path = tmp_path / "old.sqlite"
-    SqliteStateStore(path).upsert_jobs(
-        table([job_row("a", T0, "e1"), job_row("b", T0, "e2", status="expired")])
-    )
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE INDEX job_state_status ON job_state (status)")
-    store = SqliteStateStore(path)
-    with sqlite3.connect(path) as conn:
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='index'")}
-    assert "job_state_status" not in indexes and "job_state_board" in indexes
-    assert store.jobs(status="expired")["job_id"].to_pylist() == ["b"]
-
-
-def test_jobs_filters(store):
-    store.upsert_jobs(
+def test_reads_of_jobs_boards_and_the_serving_projection(store):
+    store.put_jobs(
         table(
             [
                 job_row("a", T0, "e1", board="b1"),
-                job_row("b", T0, "e2", board="b1", status="expired"),
+                job_row("b", T0, "e2", board="b1", status="expired", expired_reason="filled"),
                 job_row("c", T0, "e3", board="b2"),
             ]
         )
@@ -183,8 +122,16 @@ def test_jobs_filters(store):
     assert ids(store.jobs(job_ids=[])) == []
     assert ids(store.jobs(job_ids=(f"x{i}" for i in range(50_000)))) == []  # no variable limit
     assert store.jobs(board="nope").schema == JOB_STATE_SCHEMA
+    assert store.jobs(job_ids=["b"])["reason"].to_pylist() == ["filled"]
+    assert ids(store.get_jobs(f"x{i}" for i in range(50_000))) == []
+    assert [ids(t) for t in store.board_jobs("b1", batch_rows=1)] == [["a"], ["b"]]
+    assert [ids(t) for t in store.iter_jobs(batch_rows=2)] == [["a", "b"], ["c"]]
+    assert store.counts() == {"jobs": 3, "active": 2, "registered": 0, "duplicates": 0}
     with pytest.raises(TypeError):
         store.jobs(job_ids="a")
+    for bad in ("a", None):
+        with pytest.raises(TypeError):
+            store.get_jobs(bad)
 
 
 def test_timestamps_round_trip_exactly(store):
@@ -196,7 +143,7 @@ def test_timestamps_round_trip_exactly(store):
         datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
     ]
     rows = [job_row(f"j{i}", when, "e", updated_at=when) for i, when in enumerate(edge)]
-    store.upsert_jobs(table(rows))
+    store.put_jobs(table(rows))
     got = store.jobs()
     assert got.schema.field("last_event_time").type == pa.timestamp("us", tz="UTC")
     assert got["last_event_time"].to_pylist() == edge
@@ -206,11 +153,11 @@ def test_timestamps_round_trip_exactly(store):
 
 def test_other_time_zones_and_units_are_converted_exactly(store):
     paris = table([job_row("a", T0, "e1")]).set_column(
-        JOB_STATE_SCHEMA.get_field_index("last_event_time"),
+        VERSIONED_SCHEMA.get_field_index("last_event_time"),
         "last_event_time",
         pa.array([1_740_830_400_000_001_000], pa.timestamp("ns", tz="Europe/Paris")),
     )
-    store.upsert_jobs(paris)
+    store.put_jobs(paris)
     assert store.jobs()["last_event_time"].to_pylist() == [T0 + timedelta(microseconds=1)]
 
 
@@ -229,42 +176,103 @@ def _with(column: str, array: pa.Array) -> pa.Table:
         (_with("salary_min", pa.array(["abc"])), "abc"),
         (_with("last_event_time", pa.array([T0.replace(tzinfo=None)])), "naive"),
         (_with("last_event_time", pa.array([1], pa.timestamp("ns", tz="UTC"))), "lose data"),
+        (_with("version", pa.array([None], pa.int64())), "'version' has nulls"),
+        (_with("version", pa.array([-1], pa.int64())), "version must be >= 0"),
+        (_with("version", pa.array(["1.5"])), "1.5"),
     ],
 )
 def test_bad_rows_are_refused_and_nothing_is_written(store, bad, message):
     with pytest.raises(ValueError, match=message):
-        store.upsert_jobs(bad)
+        store.put_jobs(bad)
     assert store.jobs().num_rows == 0
 
 
 def test_extra_columns_are_ignored(store):
     rows = table([job_row("a", T0, "e1")]).append_column("kind", pa.array(["job"]))
-    assert store.upsert_jobs(rows) == 1
+    assert store.put_jobs(rows) == []
 
 
-def test_transform_state_converts_to_job_rows(store):
-    lines = [
-        b'{"id":"e1","type":"job.posted","source":"hireloop","version":1,'
-        b'"time":"2025-03-01T10:00:00.000001Z","data":{"job_id":"j1","title":"Dev",'
-        b'"company":"Acme","location":"Oslo","employment_type":"full_time","remote":true,'
-        b'"url":"https://x.example/j1"}}',
-        b'{"id":"e2","type":"job.expired","source":"hireloop","version":1,'
-        b'"time":"2025-03-02T10:00:00Z","data":{"job_id":"j1","reason":"filled"}}',
-        b'{"id":"e3","type":"board.merged","source":"hireloop","version":1,'
-        b'"time":"2025-03-03T10:00:00Z","data":{"absorbed_board":"jobnest",'
-        b'"surviving_board":"hireloop"}}',
-    ]
-    parsed = parse_batch(b"\n".join(lines), "b1")
-    state = apply_job_state(None, parsed.valid)
-    rows = job_state_rows(state)
-    assert store.upsert_jobs(rows) == 1
-    (job,) = store.jobs().to_pylist()
-    assert (job["job_id"], job["status"], job["reason"]) == ("j1", "expired", "filled")
-    assert job["posted_at"] == datetime(2025, 3, 1, 10, 0, 0, 1, tzinfo=UTC)
-    assert job["last_event_id"] == "e2"
+# --- mergers and the dedupe registry -------------------------------------------------------------
 
 
-# --- first claimant wins: event claims ---------------------------------------------------------
+def mergers(*rows: tuple) -> pa.Table:
+    names = MERGER_SCHEMA.names
+    return pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in rows], MERGER_SCHEMA)
+
+
+def test_mergers_last_writer_wins_per_board(store):
+    t1 = T0 + timedelta(hours=1)
+    assert store.put_mergers(mergers(("beta", "alpha", T0, "m1"))) == 1
+    assert store.put_mergers(mergers(("beta", "gamma", T0, "m0"))) == 0  # a tie, smaller id
+    assert store.put_mergers(mergers(("beta", "gamma", t1, "m2"), ("x", "y", T0, "m3"))) == 2
+    assert store.put_mergers(mergers(("beta", "alpha", T0, "m1"))) == 0  # older: kept
+    got = store.mergers().to_pylist()
+    assert [(r["board"], r["merged_into"]) for r in got] == [("beta", "gamma"), ("x", "y")]
+    with pytest.raises(ValueError, match="'merged_into' has nulls"):
+        store.put_mergers(mergers(("z", None, T0, "m4")))
+
+
+def first_posting(job: str, key: str, minutes: int, event_id: str) -> dict:
+    when = T0 + timedelta(minutes=minutes)
+    return {"job_id": job, "dedupe_key": key, "board": job[0], "event_time": when,
+            "event_id": event_id}  # fmt: skip
+
+
+def registry(*rows: dict) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), pa.schema(list(REGISTRY_SCHEMA)[:-1]))
+
+
+def test_the_registry_keeps_each_jobs_earliest_posting_and_its_original(store):
+    assert store.register(registry(first_posting("a1", "k", 10, "e1"))) == 1
+    assert store.register(registry(first_posting("a1", "k2", 20, "e2"))) == 0  # later: kept
+    assert store.register(registry(first_posting("a1", "k2", 5, "e3"))) == 1  # earlier: moves
+    store.register(registry(first_posting("b1", "k2", 7, "e4"), first_posting("c1", "k", 1, "e5")))
+    assert store.first_postings(["a1"])["dedupe_key"].to_pylist() == ["k2"]
+    assert store.key_members(["k2"])["job_id"].to_pylist() == ["a1", "b1"]
+    assert store.set_duplicates([("b1", "a1")]) == 1
+    assert store.set_duplicates([("b1", "a1")]) == 0  # unchanged
+    assert store.duplicates_of(["a1"])["job_id"].to_pylist() == ["b1"]
+    assert store.registry()["job_id"].to_pylist() == ["c1", "a1", "b1"]  # by first posting
+    assert store.counts()["duplicates"] == 1
+    assert store.set_duplicates([("b1", None)]) == 1
+    assert store.duplicates_of(["a1"]).num_rows == 0
+    with pytest.raises(ValueError, match="'dedupe_key' has nulls"):
+        store.register(registry({**first_posting("d1", "k", 1, "e6"), "dedupe_key": None}))
+
+
+def test_the_index_shows_active_jobs_unless_they_duplicate_an_active_one(store):
+    store.put_jobs(
+        table(
+            [
+                job_row("a", T0, "e1"),  # the original
+                job_row("b", T0, "e2"),  # a's duplicate: hidden while a is active
+                job_row("c", T0, "e3", status="expired"),
+                job_row("d", T0, "e4"),  # c's duplicate: shown, c is not active
+            ]
+        )
+    )
+    store.register(
+        registry(
+            *(
+                first_posting(j, "k" if j in "ab" else "k2", n, f"p{j}")
+                for n, j in enumerate("abcd")
+            )
+        )
+    )
+    store.set_duplicates([("b", "a"), ("d", "c")])
+    rows = store.index_rows(["a", "b", "c", "d", "zz"])
+    assert dict(zip(rows["job_id"].to_pylist(), rows["visible"].to_pylist(), strict=True)) == {
+        "a": True, "b": False, "c": False, "d": True,
+    }  # fmt: skip
+    pages = [t["job_id"].to_pylist() for t in store.iter_index(batch_rows=1)]
+    assert pages == [["a"], ["d"]]
+    # a expires: b shows again.
+    (a,) = store.get_jobs(["a"]).to_pylist()
+    store.put_jobs(table([{**a, "status": "expired"}]))
+    assert [r for t in store.iter_index() for r in t["job_id"].to_pylist()] == ["b", "d"]
+
+
+# --- first claimant wins: event claims, expiring after a horizon --------------------------------
 
 
 def claim(store: SqliteStateStore, batch_id: str, event_ids) -> dict[str, str]:
@@ -363,40 +371,67 @@ def test_state_path_is_under_figstream_home(tmp_path, monkeypatch):
     assert state_path(tmp_path / "x") == tmp_path / "x" / "state" / "figstream.sqlite"
 
 
+def test_a_claim_expires_after_its_horizon_and_is_purged(tmp_path):
+    store = SqliteStateStore(tmp_path / "s.sqlite", claim_ttl_s=60)
+    t = 1_000_000_000_000_000
+    assert store.claim_batches([("b1", ["e1", "e2"])], now=t) == [{"e1": "b1", "e2": "b1"}]
+    # Within the horizon the first claimant keeps them, and may claim them again.
+    late = t + 59_999_999
+    assert store.claim_batches([("b2", ["e1"]), ("b1", ["e2"])], now=late) == [
+        {"e1": "b1"},
+        {"e2": "b1"},
+    ]
+    # After it, a redelivery is new: the next claimant owns the id.
+    after = t + 60_000_000
+    assert store.claim_batches([("b3", ["e1"])], now=after) == [{"e1": "b3"}]
+    assert store.purge_claims(now=after) == 1  # e2's; e1 was claimed again
+    assert store.purge_claims(now=after) == 0
+    assert store.claim_batches([("b4", ["e1", "e2"])], now=after) == [{"e1": "b3", "e2": "b4"}]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="claim_ttl_s"):
+            SqliteStateStore(tmp_path / "s.sqlite", claim_ttl_s=bad)
+
+
 # --- concurrency --------------------------------------------------------------------------------
 
-
-def interleaved_rows(seed: int, n: int = 600) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        when = T0 + timedelta(seconds=rng.randrange(50))
-        rows.append(job_row(f"j{rng.randrange(40)}", when, f"e{i:04d}", title=f"v{i}"))
-    return rows
-
+INCREMENTS = 40
 
 WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    import pyarrow as pa
     sys.path.insert(0, {tests!r})
-    from test_state import interleaved_rows, table
+    from test_state import increment
     from figstream.storage.state import SqliteStateStore
 
     path, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     store = SqliteStateStore(path, busy_timeout=20)
-    rows = interleaved_rows(7)[worker::2]
     while not go.exists():
         time.sleep(0.005)
-    for start in range(0, len(rows), 5):
-        batch = rows[start : start + 5]
-        store.upsert_jobs(table(batch))
-        store.index_batches("jobs", [("p", f"b{{worker}}-{{start}}", len(batch))])
+    retries = increment(store, worker)
+    store.index_batches("jobs", [("p", f"b{{worker}}", retries)])
     """
 )
 
 
-def test_two_processes_upserting_interleaved_rows(tmp_path):
+def increment(store: SqliteStateStore, worker: int) -> int:
+    """Add 1 to the salary of jobs j0..j2, INCREMENTS times each, by read and conditional
+    write, retrying a refused write from a fresh read; returns the retries."""
+    retries = 0
+    for n in range(INCREMENTS):
+        job = f"j{n % 3}"
+        while True:
+            rows = store.get_jobs([job]).to_pylist()
+            row = rows[0] if rows else job_row(job, T0, "e0", salary_min=0)
+            new = {**row, "salary_min": row["salary_min"] + 1, "last_event_id": f"w{worker}"}
+            if not store.put_jobs(table([new])):
+                break
+            retries += 1
+    return retries
+
+
+def test_two_processes_incrementing_the_same_jobs_lose_no_write(tmp_path):
     path, go = tmp_path / "s.sqlite", tmp_path / "go"  # the workers create the database
     script = WORKER.format(tests=str(Path(__file__).parent))
     procs = [
@@ -409,39 +444,37 @@ def test_two_processes_upserting_interleaved_rows(tmp_path):
         for w in (0, 1)
     ]
     go.touch()
-    errors = [p.communicate(timeout=60)[1] for p in procs]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert not any("locked" in e for e in errors)
-    rows = interleaved_rows(7)
     store = SqliteStateStore(path)
-    assert store.jobs().equals(expected_lww(rows))
-    assert len(store.batches_for("jobs", "p")) == 120
+    got = store.get_jobs(["j0", "j1", "j2"])
+    assert sum(got["salary_min"].to_pylist()) == 2 * INCREMENTS
+    assert len(store.batches_for("jobs", "p")) == 2
 
 
-def test_threads_upserting_interleaved_rows(tmp_path):
+def test_threads_incrementing_and_claiming_lose_no_write(tmp_path):
     path = tmp_path / "s.sqlite"
-    rows = interleaved_rows(11)
     errors: list[BaseException] = []
-
     owners: list[dict[str, str]] = []
+    retries: list[int] = []
 
-    def work(worker: int, part: list[dict]) -> None:
+    def work(worker: int) -> None:
         store = SqliteStateStore(path)
         try:
-            for start in range(0, len(part), 3):
-                store.upsert_jobs(table(part[start : start + 3]))
+            retries.append(increment(store, worker))
             # Every worker redelivers the same events: each must end up with one owner.
-            events = [r["last_event_id"] for r in rows[::5]]
-            owners.append(claim(store, f"b{worker}", events))
+            owners.append(claim(store, f"b{worker}", [f"e{i}" for i in range(0, 600, 5)]))
         except BaseException as exc:
             errors.append(exc)
 
     SqliteStateStore(path)
-    threads = [threading.Thread(target=work, args=(i, rows[i::4])) for i in range(4)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    assert SqliteStateStore(path).jobs().equals(expected_lww(rows))
+    got = SqliteStateStore(path).get_jobs(["j0", "j1", "j2"])
+    assert sum(got["salary_min"].to_pylist()) == 4 * INCREMENTS
     assert len(owners) == 4 and all(o == owners[0] for o in owners)

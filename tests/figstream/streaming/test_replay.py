@@ -15,7 +15,6 @@ import pytest
 from figstream.ingest import archive
 from figstream.ingest.dataset import generate
 from figstream.ingest.landing import LANDING_PREFIX
-from figstream.storage.objects import read_parquet
 from figstream.streaming import compaction, fragments, index_export, replay, tables
 from figstream.streaming.stores import Stores, day_partitions
 
@@ -35,7 +34,8 @@ def books(stores: Stores) -> dict:
         ]
     }  # fmt: skip
     out["dead_letters"] = stores.dead_letters.count()
-    out["index"] = read_parquet(stores.objects, index_export.SEARCH_INDEX_KEY).sort_by("job_id")
+    out["index"] = index_export.current_index(stores.objects)
+    out["state"] = stores.state.get_jobs(stores.state.jobs()["job_id"].to_pylist())
     return out
 
 

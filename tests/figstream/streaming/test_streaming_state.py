@@ -1,14 +1,13 @@
-"""The bucketed global state of the streaming steps (job state, dedupe registry, duplicates,
-search index) against a recompute over every event with the transform functions alone.
+"""The streaming steps over the state store (job state, dedupe registry, duplicates, search
+index changes and snapshots) against a recompute over every event with the transform alone.
 
 Bad inputs tried: batches applied out of event-time order (late events touching old hours),
-the same batch replayed, a merger whose absorbed board has jobs in nearly every bucket and a
-posting of that board arriving after it, a job re-posted with another dedupe key earlier than
-its first posting (its registry row moves between key buckets), an update of a job never
-posted, runs with no events, a home in the single-file layout of earlier versions, a table
-split from one bucket into many mid-stream, a crash in the middle of that split (then a retry),
-objects left in the split layout by a split that never finished, and manifests that name no
-bucket count.
+the same batch replayed, a merger of a board with hundreds of jobs and a posting of that board
+arriving after it, a job re-posted with another dedupe key earlier than its first posting (its
+registry row moves between keys), an update of a job never posted, runs with no events, a
+writer that changes a job between a run's read and its write, a run killed in the middle of
+its writes (then retried), and homes written by earlier versions (Parquet buckets with their
+manifests, and the single-object layout before them, beside an old state database).
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from figstream.storage import buckets
 from figstream.storage.objects import LocalObjectStore, read_parquet, write_parquet
-from figstream.storage.state import job_state_rows
-from figstream.streaming import bucket_state, cleaning, fragments, index_export, table_ops
+from figstream.storage.state import SqliteStateStore, state_path
+from figstream.streaming import cleaning, convert, fragments, index_export, table_ops
 from figstream.streaming import dedupe as streaming_dedupe
 from figstream.streaming import jobs as streaming_jobs
 from figstream.streaming import stores as streaming_stores
@@ -57,11 +55,6 @@ class RecordingStore(LocalObjectStore):
 
 def make_stores(home: Path) -> streaming_stores.Stores:
     return streaming_stores.Stores.local(home, "2026-10-01-00:00", RecordingStore(home))
-
-
-def split_at(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
-    """Split a one-bucket table once it could pass ``rows`` (0: at its first events)."""
-    monkeypatch.setattr(buckets, "SPLIT_ROWS", rows)
 
 
 class Events:
@@ -115,14 +108,14 @@ def run(
     cleaning.clean(stores, hours, [batch_id])
     streaming_dedupe.dedupe(stores, hours, [batch_id])
     streaming_jobs.update_job_state(stores, hours, [batch_id])
-    index_export.export_search_index(stores)
+    index_export.export_changes(stores, hours, [batch_id])
     if replay:  # an hour whose postings all became duplicates keeps its first fragment
         return
     # The batch's postings of jobs that are not duplicates (now), in their order.
     schema = streaming_tables.POSTINGS_SCHEMA
     clean = fragments.read_fragments(stores.objects, "clean_postings", hours, [batch_id], schema)
     kept = fragments.read_fragments(stores.objects, "deduped_postings", hours, [batch_id], schema)
-    duplicates = bucket_state.read_duplicates(stores.objects)["job_id"]
+    duplicates = read_duplicates(stores)["job_id"]
     assert kept.equals(clean.filter(pc.invert(pc.is_in(clean["job_id"], duplicates))))
 
 
@@ -136,24 +129,41 @@ def every_event(stores: streaming_stores.Stores) -> pa.Table:
     return table_ops.dedupe_events(pa.concat_tables(tables))
 
 
+def read_duplicates(stores: streaming_stores.Stores) -> pa.Table:
+    registry = stores.state.registry()
+    duplicates = registry.filter(pc.is_valid(registry["duplicate_of"]))
+    return (
+        pa.table(
+            {
+                "job_id": duplicates["job_id"],
+                "duplicate_of_job_id": duplicates["duplicate_of"],
+                "dedupe_key": duplicates["dedupe_key"],
+            }
+        )
+        .cast(streaming_tables.DUPLICATES_SCHEMA)
+        .sort_by("job_id")
+    )
+
+
 def assert_equals_recompute(stores: streaming_stores.Stores) -> None:
     events = every_event(stores)
     state = table_ops.apply_job_state(None, events)
     dedupe = table_ops.dedupe_postings(table_ops.clean_postings(events))
-    objects = stores.objects
-    assert bucket_state.read_job_state(objects).equals(state)
-    assert bucket_state.read_registry(objects).equals(dedupe.canonical)
-    assert bucket_state.read_duplicates(objects).equals(dedupe.duplicates)
+    assert streaming_jobs.read_state(stores.state).equals(state)
+    registry = stores.state.registry().select(streaming_tables.CANONICAL_SCHEMA.names)
+    assert registry.cast(streaming_tables.CANONICAL_SCHEMA).equals(dedupe.canonical)
+    assert read_duplicates(stores).equals(dedupe.duplicates)
     index = table_ops.search_index(state, dedupe.duplicates)
-    assert read_parquet(objects, index_export.SEARCH_INDEX_KEY).equals(index)
-    # The serving store has every job, as the state says, except where the state went back
-    # in time (a late expiry timed before a merger): its last writer wins by event time.
-    columns = ["job_id", "status", "last_event_time", "last_event_id"]
-    served = stores.state.jobs().select(columns).to_pylist()
-    expected = job_state_rows(state).select(columns).to_pylist()
-    assert [r["job_id"] for r in served] == [r["job_id"] for r in expected]
-    for have, want in zip(served, expected, strict=True):
-        assert have == want or have["last_event_time"] > want["last_event_time"], (have, want)
+    # The store's own index, and the one a consumer builds from snapshot and changes.
+    served = pa.concat_tables(
+        [
+            index_export.INDEX_SCHEMA.empty_table(),
+            *(p.cast(index_export.INDEX_SCHEMA) for p in stores.state.iter_index(batch_rows=7)),
+        ]
+    )
+    assert served.cast(index_export.INDEX_SCHEMA).equals(index.cast(index_export.INDEX_SCHEMA))
+    built = index_export.current_index(stores.objects)
+    assert built.equals(index.cast(index_export.INDEX_SCHEMA))
 
 
 def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
@@ -183,67 +193,32 @@ def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
     return events, [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
 
 
-# split: 0 = many buckets from the first run, 150 = split mid-stream, None = one bucket throughout
-# sort: active rows the index export sorts in memory (None: the default, which every run here
-# stays under; 0: always the merge; 60: the sort until the state outgrows it, then the merge)
-@pytest.mark.parametrize(
-    ("seed", "cap", "split", "sort"),
-    [(1, None, 0, None), (2, None, 0, 0), (3, None, None, 60), (4, 1, 0, 0), (5, 1, 150, None)],
-)
-def test_bucketed_state_equals_a_recompute_over_every_event(
-    tmp_path: Path,
-    seed: int,
-    cap: int | None,
-    split: int | None,
-    sort: int | None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    if cap is not None:  # every touched bucket its own apply_job_state call, as in a busy hour
-        monkeypatch.setattr(streaming_jobs, "TOUCHED_ROWS_PER_APPLY", cap)
-    if sort is not None:
-        monkeypatch.setattr(index_export, "INDEX_SORT_ROWS", sort)
-    if sort == 0:  # the merge steps through several row groups of each bucket
-        monkeypatch.setattr(bucket_state, "INDEX_ROW_GROUP", 3)
-    if split is not None:
-        split_at(monkeypatch, split)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_the_store_equals_a_recompute_over_every_event(tmp_path: Path, seed: int) -> None:
     stores = make_stores(tmp_path)
     events, batches = random_day(seed)
-    layouts = []
     for n, rows in enumerate(batches):
         batch_id = f"b{n:02d}"
         run(stores, land(stores, events.table(rows, batch_id)), batch_id)
         assert_equals_recompute(stores)
-        layouts.append(stores.objects.list(bucket_state.JOB_STATE_BUCKETS))
-    if split is None:  # ~200 jobs: one object
-        assert layouts[-1] == [buckets.bucket_key(bucket_state.JOB_STATE_BUCKETS, 0, 1)]
-    else:  # the split layout, and nothing left of the one-bucket layout
-        assert len(layouts[-1]) > buckets.BUCKETS // 2
-        assert all(k.endswith(tuple(f"/{b:03d}.parquet" for b in range(64))) for k in layouts[-1])
-        for prefix in (
-            bucket_state.ACTIVE_BUCKETS,
-            bucket_state.REGISTRY_BY_JOB,
-            bucket_state.REGISTRY_BY_KEY,
-        ):
-            assert not [k for k in stores.objects.list(prefix) if "-of-" in k], prefix
-    if split == 150:  # one bucket for the first runs, then split
-        assert layouts[0] == [buckets.bucket_key(bucket_state.JOB_STATE_BUCKETS, 0, 1)]
-    # Replaying a batch (at-least-once delivery) changes nothing and rewrites no bucket.
-    stores.objects.written.clear()
-    run(stores, land(stores, events.table(batches[3], "b03")), "b03", replay=True)
+        if n == 3:  # a daily snapshot midway: the later changes complete it
+            report = index_export.export_snapshot(stores, "2026-11-01")
+            assert report.rows == len(index_export.current_index(stores.objects))
+    # Replaying a batch (at-least-once delivery) changes nothing: no job is written again.
+    versions = (
+        streaming_jobs.read_state(stores.state).num_rows,
+        stores.state.get_jobs(every_event(stores)["job_id"].drop_null().to_pylist()),
+    )
+    hours = land(stores, events.table(batches[3], "b03"))
+    run(stores, hours, "b03", replay=True)
+    report = streaming_jobs.update_job_state(stores, hours, ["b03"])
+    assert report.inserted == report.updated == 0 and report.unchanged > 0
+    again = stores.state.get_jobs(versions[1]["job_id"].to_pylist())
+    assert again.equals(versions[1])  # versions included: nothing was rewritten
     assert_equals_recompute(stores)
-    rewritten = [k for k in stores.objects.written if k.endswith(".parquet")]
-    assert all(k.startswith(("tables/raw_events/", "tables/clean_postings/",
-                             "tables/deduped_postings/", "tables/board_mergers/"))
-               for k in rewritten), rewritten  # fmt: skip
 
 
-@pytest.mark.parametrize("cap", [None, 1])
-def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(
-    tmp_path: Path, cap: int | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    split_at(monkeypatch, 0)
-    if cap is not None:  # the merger applied bucket by bucket: 64 calls, one merger row
-        monkeypatch.setattr(streaming_jobs, "TOUCHED_ROWS_PER_APPLY", cap)
+def test_a_merger_reaches_every_job_of_the_absorbed_board(tmp_path: Path) -> None:
     stores = make_stores(tmp_path)
     events = Events()
     jobs = [f"beta-{n:04d}" for n in range(300)]
@@ -253,256 +228,257 @@ def test_a_merger_reaches_the_absorbed_boards_jobs_in_every_bucket(
     ]
     first.append(events.posting(streaming_tables.POSTED, 5, "alpha", "alpha-0001", 1))
     run(stores, land(stores, events.table(first, "b00")), "b00")
-    assert len({buckets.bucket_of(pa.array([j]))[0] for j in jobs}) == buckets.BUCKETS
     merger = events.add(streaming_tables.MERGED, 120, "alpha", absorbed_board="beta",
                         surviving_board="alpha")  # fmt: skip
-    stores.objects.written.clear()
-    run(stores, land(stores, events.table([merger], "b01")), "b01")
-    written = set(stores.objects.written)
-    assert {
-        buckets.bucket_key(bucket_state.JOB_STATE_BUCKETS, b) for b in range(buckets.BUCKETS)
-    } <= written
-    state = bucket_state.read_job_state(stores.objects)
+    hours = land(stores, events.table([merger], "b01"))
+    run(stores, hours, "b01")
+    state = streaming_jobs.read_state(stores.state)
     of_beta = state.filter(
         pc.and_(pc.equal(state["board"], "beta"), pc.equal(state["kind"], "job"))
     )
     assert of_beta.num_rows == 300 and set(of_beta["status"].to_pylist()) == {"merged"}
     assert set(of_beta["merged_into"].to_pylist()) == {"alpha"}
-    index = read_parquet(stores.objects, index_export.SEARCH_INDEX_KEY)
-    assert index["job_id"].to_pylist() == ["alpha-0001"]
+    # The hour's index changes delete every beta job the site showed.
+    changes = index_export.read_changes(stores.objects, hours, ["b01"])
+    deleted = changes.filter(pc.equal(changes["op"], "delete"))["job_id"].to_pylist()
+    assert set(jobs) - set(deleted) == set()
+    assert index_export.current_index(stores.objects)["job_id"].to_pylist() == ["alpha-0001"]
     # A beta posting timed before the merger but arriving after it still meets it.
     late = events.posting(streaming_tables.POSTED, 60, "beta", "beta-late", 2)
     run(stores, land(stores, events.table([late], "b02")), "b02")
-    row = bucket_state.read_job_state(stores.objects).filter(
-        pc.equal(pc.field("job_id"), "beta-late")
-    )
-    assert row["status"].to_pylist() == ["merged"]
+    assert stores.state.jobs(job_ids=["beta-late"])["status"].to_pylist() == ["merged"]
     assert_equals_recompute(stores)
 
 
-def test_a_job_reposted_earlier_under_another_key_moves_between_key_buckets(
-    tmp_path: Path,
-) -> None:
+def test_a_job_reposted_earlier_under_another_key_moves_between_keys(tmp_path: Path) -> None:
     stores = make_stores(tmp_path)
     events = Events()
-    # Keys 0 and 2 fall in different key buckets, so the job's registry row has to move.
-    keys = table_ops.dedupe_key(*(pa.array([t[i] for t in TEXTS]) for i in (0, 1, 2)))
-    assert len(set(buckets.bucket_of(keys).tolist())) == len(TEXTS)
     rows = [
         events.posting(streaming_tables.POSTED, 100, "alpha", "alpha-1", 0),
         events.posting(streaming_tables.POSTED, 50, "beta", "beta-1", 0),  # alpha-1 duplicates it
         events.posting(streaming_tables.POSTED, 70, "gamma", "gamma-1", 2),
     ]
     run(stores, land(stores, events.table(rows, "b00")), "b00")
-    assert bucket_state.read_duplicates(stores.objects)["job_id"].to_pylist() == ["alpha-1"]
+    assert read_duplicates(stores)["job_id"].to_pylist() == ["alpha-1"]
     # alpha-1 first posted at 10 with key 2: it now holds key 2 (gamma-1 duplicates it) and
     # no longer duplicates beta-1.
     moved = events.posting(streaming_tables.POSTED, 10, "alpha", "alpha-1", 2)
-    run(stores, land(stores, events.table([moved], "b01")), "b01")
-    duplicates = bucket_state.read_duplicates(stores.objects)
-    assert duplicates.select(["job_id", "duplicate_of_job_id"]).to_pylist() == [
+    hours = land(stores, events.table([moved], "b01"))
+    run(stores, hours, "b01")
+    assert read_duplicates(stores).select(["job_id", "duplicate_of_job_id"]).to_pylist() == [
         {"job_id": "gamma-1", "duplicate_of_job_id": "alpha-1"}
     ]
-    registry = pa.concat_tables(
-        read_parquet(stores.objects, k) for k in stores.objects.list(bucket_state.REGISTRY_BY_KEY)
-    )
-    assert registry["job_id"].to_pylist().count("alpha-1") == 1
+    # Both keys' members were told: gamma-1 leaves the index, beta-1 stays.
+    changes = index_export.read_changes(stores.objects, hours, ["b01"])
+    ops = dict(zip(changes["job_id"].to_pylist(), changes["op"].to_pylist(), strict=True))
+    assert ops == {"alpha-1": "upsert", "beta-1": "upsert", "gamma-1": "delete"}
     assert_equals_recompute(stores)
 
 
-def test_only_the_touched_buckets_are_rewritten_and_no_events_write_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    split_at(monkeypatch, 0)
+class CountingStore(SqliteStateStore):
+    """Records the job ids a run asks for, and refuses a whole-state read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.asked: list[str] = []
+
+    def get_jobs(self, job_ids):
+        ids = list(job_ids)
+        self.asked += ids
+        return super().get_jobs(ids)
+
+    def iter_jobs(self, batch_rows: int = 50_000):
+        raise AssertionError("a run read the whole state")
+
+    def iter_index(self, batch_rows: int = 50_000):
+        raise AssertionError("a run read the whole index")
+
+
+def test_a_run_reads_only_the_jobs_its_events_name(tmp_path: Path) -> None:
     stores = make_stores(tmp_path)
     events, batches = random_day(7)
     for n, rows in enumerate(batches):
         run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    stores.state = CountingStore(state_path(tmp_path))
     update = events.posting(streaming_tables.UPDATED, 3000, "alpha", "alpha-0000", 1)
-    bucket = int(buckets.bucket_of(pa.array(["alpha-0000"]))[0])
-    stores.objects.written.clear()
-    run(stores, land(stores, events.table([update], "b99")), "b99")
-    state_writes = [
-        k for k in stores.objects.written if k.startswith(("tables/job_state/", "tables/post"))
-    ]
-    assert sorted(state_writes) == sorted(
-        [
-            buckets.bucket_key(bucket_state.ACTIVE_BUCKETS, bucket),
-            buckets.bucket_key(bucket_state.JOB_STATE_BUCKETS, bucket),
-            # a new token before the first bucket write, and after the last
-            *[bucket_state.JOB_STATE_MANIFEST] * 2,
-        ]  # an update defines no dedupe key: the registry is left alone
-    )
-    assert index_export.SEARCH_INDEX_KEY in stores.objects.written
-    assert_equals_recompute(stores)
+    hours = land(stores, events.table([update], "b99"))
+    cleaning.clean(stores, hours, ["b99"])
+    streaming_dedupe.dedupe(stores, hours, ["b99"])
+    report = streaming_jobs.update_job_state(stores, hours, ["b99"])
+    changes = index_export.export_changes(stores, hours, ["b99"])
+    assert set(stores.state.asked) == {"alpha-0000"}
+    assert report.events == 1 and report.inserted + report.updated + report.unchanged == 1
+    assert changes.upserts + changes.deletes >= 1
+    # No events: nothing written.
     stores.objects.written.clear()
     run(stores, ["2026-11-05-00:00"], "nothing")
     assert stores.objects.written == []
 
 
-def test_a_home_in_the_single_file_layout_is_converted_on_the_first_run(tmp_path: Path) -> None:
+def test_job_state_reports_inserted_updated_unchanged_and_stale(tmp_path: Path) -> None:
     stores = make_stores(tmp_path)
+    events = Events()
+    first = [
+        events.posting(streaming_tables.POSTED, 10, "alpha", "a-1"),
+        events.posting(streaming_tables.POSTED, 11, "alpha", "a-2"),
+    ]
+    hours = land(stores, events.table(first, "b00"))
+    report = streaming_jobs.update_job_state(stores, hours, ["b00"])
+    assert (report.inserted, report.updated, report.unchanged, report.stale) == (2, 0, 0, 0)
+    assert report.metadata()["lag_seconds_max"] > 0
+    later = [
+        events.posting(streaming_tables.UPDATED, 30, "alpha", "a-1", 1),  # newer: updates
+        events.posting(streaming_tables.UPDATED, 5, "alpha", "a-2", 1),  # older: stale
+        events.add(streaming_tables.EXPIRED, 20, "alpha", job_id="a-1", reason="filled"),  # stale
+        events.posting(streaming_tables.POSTED, 12, "beta", "b-1"),  # new
+    ]
+    hours = land(stores, events.table(later, "b01"))
+    report = streaming_jobs.update_job_state(stores, hours, ["b01"])
+    assert (report.inserted, report.updated, report.unchanged, report.stale) == (1, 1, 1, 2)
+    again = streaming_jobs.update_job_state(stores, hours, ["b01"])  # idempotent
+    assert (again.inserted, again.updated, again.unchanged, again.stale) == (0, 0, 3, 2)
+
+
+class MeddlingStore(SqliteStateStore):
+    """Between a run's read of a job and its write, another writer applies an event to it
+    (once per job): the conditional write must be refused, and the run must merge again."""
+
+    def __init__(self, path: Path, other: pa.Table) -> None:
+        super().__init__(path)
+        self.other, self.meddled = other, set()
+
+    def put_jobs(self, rows):
+        targets = set(rows["job_id"].to_pylist()) & set(self.other["job_id"].to_pylist())
+        targets -= self.meddled
+        if targets:
+            self.meddled |= targets
+            plain = SqliteStateStore(self.path)
+            events = self.other.filter(pc.is_in(self.other["job_id"], pa.array(sorted(targets))))
+            streaming_jobs.apply_to_jobs(
+                plain, sorted(targets), events, table_ops.merger_rows(plain.mergers())
+            )
+        return super().put_jobs(rows)
+
+
+def test_a_job_changed_between_read_and_write_is_merged_again(tmp_path: Path) -> None:
+    stores = make_stores(tmp_path)
+    events, batches = random_day(8)
+    for n, rows in enumerate(batches[:4]):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    # Another writer updates every job of batch 4 in the middle of batch 4's run.
+    mine = [r for r in batches[4] if r.get("job_id")]
+    updates = [
+        events.posting(streaming_tables.UPDATED, 3000 + n, r["source"], r["job_id"], 1)
+        for n, r in enumerate(mine)
+    ]
+    other = events.table(updates, "b98")
+    stores.state = MeddlingStore(state_path(tmp_path), other)
+    hours = land(stores, events.table(batches[4], "b04"))
+    report = streaming_jobs.update_job_state(stores, hours, ["b04"])
+    assert report.retried >= len({r["job_id"] for r in mine})
+    stores.state = SqliteStateStore(state_path(tmp_path))
+    run(stores, hours, "b04")
+    run(stores, land(stores, other), "b98")  # the other writer's events, landed (a replay here)
+    for n, rows in enumerate(batches[5:], start=5):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    assert_equals_recompute(stores)
+
+
+class DyingStore(SqliteStateStore):
+    """Dies (as a killed run) after ``jobs`` conditional job writes."""
+
+    def __init__(self, path: Path, jobs: int) -> None:
+        super().__init__(path)
+        self.left = jobs
+
+    def put_jobs(self, rows):
+        if rows.num_rows > self.left:
+            super().put_jobs(rows.slice(0, self.left))
+            raise OSError("killed mid-write")
+        self.left -= rows.num_rows
+        return super().put_jobs(rows)
+
+
+def test_a_run_killed_mid_write_converges_when_retried(tmp_path: Path) -> None:
+    stores = make_stores(tmp_path)
+    events, batches = random_day(9)
+    for n, rows in enumerate(batches[:3]):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    hours = land(stores, events.table(batches[3], "b03"))
+    stores.state = DyingStore(state_path(tmp_path), jobs=5)
+    with pytest.raises(OSError, match="killed"):
+        run(stores, hours, "b03")
+    stores.state = SqliteStateStore(state_path(tmp_path))
+    run(stores, hours, "b03")
+    for n, rows in enumerate(batches[4:], start=4):
+        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
+    assert_equals_recompute(stores)
+
+
+OLD_STATE_DDL = """
+CREATE TABLE job_state (job_id TEXT PRIMARY KEY NOT NULL, board TEXT, title TEXT,
+    status TEXT NOT NULL, last_event_time INTEGER NOT NULL, last_event_id TEXT NOT NULL)
+    WITHOUT ROWID;
+CREATE INDEX job_state_board ON job_state (board, status);
+CREATE TABLE event_claims (event_id TEXT PRIMARY KEY NOT NULL, batch_id TEXT NOT NULL,
+    claimed_at INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+@pytest.mark.parametrize("layout", ["buckets", "single objects"])
+def test_a_home_written_by_an_earlier_version_is_converted_once(
+    tmp_path: Path, layout: str
+) -> None:
+    import sqlite3
+
     events, batches = random_day(5)
     old = pa.concat_tables(events.table(rows, f"b{n:02d}") for n, rows in enumerate(batches[:4]))
+    # The earlier state database: a serving copy of job_state, and claims with no expiry.
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_STATE_DDL)
+        conn.execute("INSERT INTO job_state VALUES ('x', 'alpha', 't', 'active', 1, 'e')")
+        claimed = int(datetime.now(UTC).timestamp() * 1e6)
+        conn.execute("INSERT INTO event_claims VALUES ('e00000', 'b00', ?)", (claimed,))
+    stores = make_stores(tmp_path)
+    assert stores.state.claim_batches([("other", ["e00000"])]) == [{"e00000": "b00"}]
     for n, rows in enumerate(batches[:4]):
         land(stores, events.table(rows, f"b{n:02d}"))
     state = table_ops.apply_job_state(None, old)
     dedupe = table_ops.dedupe_postings(table_ops.clean_postings(old))
     objects = stores.objects
-    write_parquet(objects, bucket_state.OLD_JOB_STATE_KEY, state)
-    write_parquet(objects, bucket_state.OLD_REGISTRY_KEY, dedupe.canonical)
-    write_parquet(objects, bucket_state.OLD_DUPLICATES_KEY, dedupe.duplicates)
-    stores.state.upsert_jobs(job_state_rows(state))
-    # Readers read the old objects until a state step converts them.
-    assert bucket_state.read_job_state(objects).equals(state)
-    assert bucket_state.read_duplicates(objects).equals(dedupe.duplicates)
+    if layout == "buckets":  # two job buckets, mergers apart, registry by job and by key
+        jobs = state.filter(pc.equal(state["kind"], "job"))
+        half = jobs.num_rows // 2
+        write_parquet(objects, "tables/job_state/jobs/000-of-002.parquet", jobs.slice(0, half))
+        write_parquet(objects, "tables/job_state/jobs/001-of-002.parquet", jobs.slice(half))
+        write_parquet(objects, "tables/job_state/active/000-of-002.parquet",
+                      table_ops.search_index(jobs))  # fmt: skip
+        write_parquet(objects, convert.MERGERS, state.filter(pc.equal(state["kind"], "merger")))
+        write_parquet(objects, "tables/postings_registry/by_job/000-of-001.parquet",
+                      dedupe.canonical)  # fmt: skip
+        write_parquet(objects, "tables/postings_registry/by_key/000-of-001.parquet",
+                      dedupe.canonical)  # fmt: skip
+        write_parquet(objects, "tables/duplicates/000-of-001.parquet", dedupe.duplicates)
+        for key in convert.MANIFESTS:
+            objects.put(key, orjson.dumps({"buckets": 2, "token": "t", "counts": {}}))
+    else:
+        write_parquet(objects, convert.JOB_STATE_OBJECT, state)
+        write_parquet(objects, convert.REGISTRY_OBJECT, dedupe.canonical)
+        write_parquet(objects, "tables/duplicates/current.parquet", dedupe.duplicates)
+    objects.put("tables/search_index/source.json", b"{}")
+    write_parquet(objects, "tables/search_index/snapshot.parquet", table_ops.search_index(state))
     for n, rows in enumerate(batches[4:], start=4):
         run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
-    for key in (
-        bucket_state.OLD_JOB_STATE_KEY,
-        bucket_state.OLD_REGISTRY_KEY,
-        bucket_state.OLD_DUPLICATES_KEY,
-    ):
-        assert not objects.exists(key)
+    left = [k for k in objects.list("tables/")
+            if k.startswith(("tables/job_state/", "tables/postings_registry/",
+                             "tables/duplicates/", "tables/search_index/s"))]  # fmt: skip
+    assert left == []
+    assert not convert.old_state_present(objects)
     assert_equals_recompute(stores)
-
-
-class CrashingStore(RecordingStore):
-    """Raises on the ``nth`` write of a key under ``prefix`` in the split layout (as a killed
-    run would stop there), then works again once ``nth`` is None."""
-
-    def __init__(self, root: Path, prefix: str, nth: int) -> None:
-        super().__init__(root)
-        self.prefix, self.nth, self.seen = prefix, nth, 0
-
-    def put(self, key, data) -> None:
-        if self.nth is not None and key.startswith(self.prefix) and "-of-" not in key:
-            self.seen += 1
-            if self.seen == self.nth:
-                raise OSError(f"killed while writing {key}")
-        super().put(key, data)
-
-
-@pytest.mark.parametrize(
-    ("prefix", "nth"),
-    [
-        (bucket_state.REGISTRY_BY_JOB, 1),  # the registry's first bucket write
-        (bucket_state.REGISTRY_BY_KEY, 2),  # its second key bucket (the day has three dedupe keys)
-        (bucket_state.ACTIVE_BUCKETS, 30),  # the job state's 30th bucket (29 written whole)
-    ],
-)
-def test_a_split_killed_midway_leaves_the_old_layout_whole_and_is_redone(
-    tmp_path: Path, prefix: str, nth: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    objects = CrashingStore(tmp_path, prefix, nth=None)
-    stores = streaming_stores.Stores.local(tmp_path, "2026-10-01-00:00", objects)
-    events, batches = random_day(6)
-    for n, rows in enumerate(batches[:5]):
-        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
-    before = (bucket_state.read_job_state(objects), bucket_state.read_registry(objects))
-    split_at(monkeypatch, 0)
-    objects.nth = nth
-    hours = land(stores, events.table(batches[5], "b05"))
-    with pytest.raises(OSError, match="killed while writing"):
-        run(stores, hours, "b05")
-    # The table being split still reads as it was before the run (the other may have moved).
-    if prefix in (bucket_state.JOB_STATE_BUCKETS, bucket_state.ACTIVE_BUCKETS):
-        assert bucket_state.read_job_state(objects).equals(before[0])
-    else:
-        assert bucket_state.read_registry(objects).equals(before[1])
-    objects.nth = None  # the retry of the run
-    run(stores, hours, "b05")
-    assert_equals_recompute(stores)
-    assert not [k for k in objects.list("tables/") if "-of-" in k]
-
-
-def test_objects_left_in_the_split_layout_by_an_unfinished_split_are_not_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stores = make_stores(tmp_path)
-    events = Events()
-    first = [
-        events.posting(streaming_tables.POSTED, n, "alpha", f"alpha-{n}", n % 3) for n in range(3)
-    ]
-    run(stores, land(stores, events.table(first, "b00")), "b00")
-    # A ghost job in a split-layout bucket no real job falls in, as a split that died after
-    # writing it and before its manifest would leave it (say, of rows since gone).
-    jobs = [*(f"alpha-{n}" for n in range(5))]
-    taken = set(buckets.bucket_of(pa.array(jobs)).tolist())
-    ghost = next(f"ghost-{n}" for n in range(1000)
-                 if buckets.bucket_of(pa.array([f"ghost-{n}"]))[0] not in taken)  # fmt: skip
-    bucket = int(buckets.bucket_of(pa.array([ghost]))[0])
-    state = bucket_state.read_job_state(stores.objects)
-    row = state.slice(0, 1).to_pylist()[0] | {"job_id": ghost}
-    row_table = pa.Table.from_pylist([row], schema=streaming_tables.STATE_SCHEMA)
-    write_parquet(
-        stores.objects, buckets.bucket_key(bucket_state.JOB_STATE_BUCKETS, bucket), row_table
-    )
-    write_parquet(stores.objects, buckets.bucket_key(bucket_state.ACTIVE_BUCKETS, bucket),
-                  table_ops.search_index(row_table))  # fmt: skip
-    assert ghost not in bucket_state.read_job_state(stores.objects)["job_id"].to_pylist()
-    split_at(monkeypatch, 0)
-    more = [
-        events.posting(streaming_tables.POSTED, 10 + n, "beta", f"alpha-{n}", 1) for n in (3, 4)
-    ]
-    run(stores, land(stores, events.table(more, "b01")), "b01")
-    assert len(stores.objects.list(bucket_state.JOB_STATE_BUCKETS)) == len(taken)
-    assert ghost not in bucket_state.read_job_state(stores.objects)["job_id"].to_pylist()
-    assert_equals_recompute(stores)
-
-
-def test_layout_names_and_manifests_that_name_no_bucket_count(tmp_path: Path) -> None:
-    # The many-bucket layout keeps the names of the versions that had no other.
-    assert buckets.bucket_key("t/", 17) == "t/017.parquet"
-    assert buckets.bucket_key("t/", 0, 1) == "t/000-of-001.parquet"
-    objects = LocalObjectStore(tmp_path)
-    for bad in ({"token": "x", "counts": {}}, {"buckets": 0, "token": "x", "counts": {}},
-                {"buckets": "64", "token": "x", "counts": {}}):  # fmt: skip
-        objects.put("t/manifest.json", orjson.dumps(bad))
-        with pytest.raises(ValueError, match="names no bucket count"):
-            buckets.Manifest.read(objects, "t/manifest.json")
-
-
-def test_index_export_falls_back_to_the_merge_when_the_manifest_undercounts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A manifest from an earlier version may count no active rows for buckets no run has
-    touched since: the export then finds out while reading, and merges instead."""
-    stores = make_stores(tmp_path)
-    events, batches = random_day(6)
-    for n, rows in enumerate(batches):
-        run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
-    manifest = buckets.Manifest.read(stores.objects, bucket_state.JOB_STATE_MANIFEST)
-    assert manifest.total("active") > 20
-    manifest.counts["active"] = [0] * manifest.buckets  # what an old manifest may say
-    manifest.write(stores.objects)  # a new token: the index is rebuilt
-    merged = []
-
-    def counting(*args, **kwargs):
-        merged.append(1)
-        yield from buckets.merge_sorted(*args, **kwargs)
-
-    monkeypatch.setattr(index_export, "INDEX_SORT_ROWS", 20)
-    monkeypatch.setattr(index_export, "merge_sorted", counting)
-    index_export.export_search_index(stores)
-    assert merged  # the rows read passed 20, so the index was merged
-    assert_equals_recompute(stores)
-
-
-def test_merge_sorted_equals_a_sort_of_everything() -> None:
-    rng = random.Random(3)
-    keys = rng.sample(range(100_000), 5000)
-    streams: list[list[str]] = [[] for _ in range(7)]
-    for key in keys:
-        streams[rng.randrange(6)].append(f"k{key:06d}")  # the 7th stays empty
-
-    def batches(values: list[str]):
-        values = sorted(values)
-        size = rng.randint(1, 300)
-        for i in range(0, len(values), size):
-            yield pa.record_batch({"job_id": values[i : i + size]})
-
-    out = list(buckets.merge_sorted([batches(s) for s in streams], "job_id"))
-    merged = [v for t in out for v in t["job_id"].to_pylist()]
-    assert merged == sorted(f"k{k:06d}" for k in keys)
-    assert list(buckets.merge_sorted([], "job_id")) == []
+    assert "x" not in stores.state.jobs()["job_id"].to_pylist()  # the old serving copy is gone
+    # The old claim still holds (and now expires a horizon after it was made).
+    assert stores.state.claim_batches([("other", ["e00000"])]) == [{"e00000": "b00"}]
+    far = claimed + stores.state.claim_ttl_s * 1_000_000
+    assert stores.state.claim_batches([("other", ["e00000"])], now=far) == [{"e00000": "other"}]
