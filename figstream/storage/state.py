@@ -370,6 +370,12 @@ _UPDATE_JOB = f"""
 UPDATE job_state SET {", ".join(f"{c} = ?" for c in _JOB_COLUMNS[1:])}, version = version + 1
 WHERE job_id = ? AND version = ?
 """
+# The same, for a job whose board stays (nearly every update): a statement that sets an indexed
+# column rewrites its index entry even to the same value, a second random page per job.
+_UPDATE_JOB_SAME_BOARD = f"""
+UPDATE job_state SET {", ".join(f"{c} = ?" for c in _JOB_COLUMNS[2:])}, version = version + 1
+WHERE job_id = ? AND version = ? AND board IS ?
+"""
 _PUT_MERGER = """
 INSERT INTO mergers VALUES (?, ?, ?, ?)
 ON CONFLICT (board) DO UPDATE SET
@@ -514,7 +520,10 @@ class SqliteStateStore(StateStore):
                     if version == 0:
                         cursor = conn.execute(_INSERT_JOB, job)
                     else:
-                        cursor = conn.execute(_UPDATE_JOB, (*job[1:], job[0], version))
+                        same = (*job[2:], job[0], version, job[1])
+                        cursor = conn.execute(_UPDATE_JOB_SAME_BOARD, same)
+                        if not cursor.rowcount:  # its board moved, or another writer was first
+                            cursor = conn.execute(_UPDATE_JOB, (*job[1:], job[0], version))
                     if not cursor.rowcount:
                         refused.append(job[0])
         return refused

@@ -127,6 +127,11 @@ def test_reads_of_jobs_boards_and_the_serving_projection(store):
     assert [ids(t) for t in store.board_jobs("b1", batch_rows=1)] == [["a"], ["b"]]
     assert [ids(t) for t in store.iter_jobs(batch_rows=2)] == [["a", "b"], ["c"]]
     assert store.counts() == {"jobs": 3, "active": 2, "registered": 0, "duplicates": 0}
+    # A job whose board changes moves in the board index (the same-board update is refused).
+    (a,) = store.get_jobs(["a"]).to_pylist()
+    assert store.put_jobs(table([{**a, "board": "b2"}])) == []
+    assert [ids(t) for t in store.board_jobs("b2")] == [["a", "c"]]
+    assert store.put_jobs(table([{**a, "board": "b1"}])) == ["a"]  # read at the old version
     with pytest.raises(TypeError):
         store.jobs(job_ids="a")
     for bad in ("a", None):
