@@ -8,7 +8,8 @@ Issue 19's target: the same 10k-event sensor run takes, with 5M jobs in the stat
 
 Each size gets a child process and a fresh local home whose state store is seeded directly
 (SQL, no Python rows) with that many jobs: each with a first posting in the dedupe registry
-(10% of them duplicates of another job), and two expiring event-id claims a job. Then every
+(10% of them duplicates of another job), and two expiring event-id claims a job, scoped by
+the hours of the last 14 days, as ingest claims them. Then every
 round lands one fresh 10k-event run per home (ten 1,000-line batches from the seeded
 simulation: new postings, and updates and expiries aimed at jobs drawn uniformly from the
 whole seeded state, the worst case for locality) and runs the postings job's steps over it,
@@ -97,7 +98,9 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
         f"""
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {2 * jobs})
         INSERT INTO event_claims
-        SELECT lower(hex(randomblob(16))), 'seed', {now_us}, {now_us + 14 * day_us} FROM n
+        SELECT strftime('%Y-%m-%d-%H:00', {now_us // 1_000_000} - (i % 336) * 3600, 'unixepoch')
+               || '/' || lower(hex(randomblob(16))), 'seed', {now_us}, {now_us + 14 * day_us}
+        FROM n
         """
     )
     conn.execute("COMMIT")

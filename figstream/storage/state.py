@@ -8,9 +8,12 @@ implementation:
 ======================  ===========================================  ==========================
 operation               semantics                                    DynamoDB
 ======================  ===========================================  ==========================
-``claim_batches``       first claimant wins; a claim expires after   ``PutItem`` with
-                        ``claim_ttl_s`` (the ``expires_at`` TTL)     ``attribute_not_exists OR
-                                                                     expires_at < :now``
+``claim_batches``       first claimant wins per claim key (an event  ``PutItem`` with
+                        id scoped by its hour); a claim expires      ``attribute_not_exists OR
+                        after ``claim_ttl_s`` (the ``expires_at``    expires_at < :now``
+                        TTL attribute)
+``drop_claims`` /       delete claims / the expired ones             ``BatchWriteItem`` / TTL
+``purge_claims``
 ``get_jobs``            the rows of the jobs a step touches, with    ``BatchGetItem``
                         their ``version``
 ``put_jobs``            one conditional write per job: stored only   ``PutItem``, ``version =
@@ -177,6 +180,10 @@ class StateStore(ABC):
         and a claim older than :attr:`claim_ttl_s` is gone (a redelivery after it is new). An
         earlier entry claims first. ``now`` (µs since the epoch) defaults to the clock.
         Returns, per entry, the owning batch of each distinct id given."""
+
+    @abstractmethod
+    def drop_claims(self, keys: Iterable[str]) -> int:
+        """Delete the claims of ``keys`` (``BatchWriteItem`` deletes); returns how many."""
 
     @abstractmethod
     def purge_claims(self, now: int | None = None, limit: int = 100_000) -> int:
@@ -474,6 +481,16 @@ class SqliteStateStore(StateStore):
                     ).fetchall()
                 )
         return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
+
+    def drop_claims(self, keys: Iterable[str]) -> int:
+        dropped = 0
+        for chunk in chunks(_ids(keys, "drop_claims"), 20_000):
+            with self._db.write() as conn:
+                dropped += conn.execute(
+                    "DELETE FROM event_claims WHERE event_id IN (SELECT value FROM json_each(?))",
+                    (json_list(chunk),),
+                ).rowcount
+        return dropped
 
     def purge_claims(self, now: int | None = None, limit: int = 100_000) -> int:
         stamp = now_us() if now is None else now

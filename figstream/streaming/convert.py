@@ -2,7 +2,8 @@
 
 Earlier versions kept the job state and the dedupe registry as hash buckets of Parquet (or,
 before those, one object each) under ``tables/``, with a manifest beside each table, and a
-search-index snapshot rebuilt on every run. The state store holds them now. The first state
+search-index snapshot rebuilt on every run, and claimed bare event ids (ingest now scopes a
+claim by the event's hour). The state store holds them now. The first state
 step to run on such a home (:func:`convert_old_state`) loads the old objects into the store
 and then deletes them, manifests last. Each write is conditional and idempotent, so a
 conversion cut short by a crash is simply done again by the next step.
@@ -18,8 +19,9 @@ import pyarrow.compute as pc
 from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.storage.state import JOB_SCHEMA, MERGER_SCHEMA, VERSIONED_SCHEMA
 from figstream.streaming import tables
+from figstream.streaming.ingest import claim_keys
 from figstream.streaming.registry import recompute_keys
-from figstream.streaming.stores import Stores
+from figstream.streaming.stores import INGEST_TABLES, Stores
 
 # What the earlier layouts wrote (the bucket layout, and the single objects before it).
 JOB_BUCKETS, ACTIVE_BUCKETS = "tables/job_state/jobs/", "tables/job_state/active/"
@@ -42,6 +44,7 @@ class ConversionReport:
     jobs: int
     mergers: int
     registered: int
+    claims_scoped: int
     objects_deleted: int
 
 
@@ -91,6 +94,7 @@ def convert_old_state(stores: Stores) -> ConversionReport | None:
         versions = pa.repeat(pa.scalar(0, pa.int64()), chunk.num_rows)
         # Refused: stored by a conversion a crash cut short; the row is the same.
         state.put_jobs(chunk.append_column("version", versions).cast(VERSIONED_SCHEMA))
+    claims = _scope_claims(stores)
     deleted = 0
     for prefix in (JOB_BUCKETS, ACTIVE_BUCKETS, REGISTRY_BY_JOB, REGISTRY_BY_KEY, DUPLICATES):
         for key in objects.list(prefix):
@@ -100,7 +104,33 @@ def convert_old_state(stores: Stores) -> ConversionReport | None:
         if objects.exists(key):
             objects.delete(key)
             deleted += 1
-    return ConversionReport(jobs.num_rows, mergers.num_rows, registered, deleted)
+    return ConversionReport(jobs.num_rows, mergers.num_rows, registered, claims, deleted)
+
+
+def _scope_claims(stores: Stores) -> int:
+    """Earlier versions claimed a bare event id; ingest now claims ``<hour>/<event id>``
+    (:func:`figstream.streaming.ingest.claim_keys`). Every claimed valid event has one row in
+    its owner's ingest fragment, under its hour: each is claimed again under its scoped key for
+    that owner, and the bare claim dropped. Returns the claims scoped."""
+    objects, state = stores.objects, stores.state
+    scoped = 0
+    for table in INGEST_TABLES.values():
+        for key in [k for k in objects.list(f"tables/{table}/") if k.endswith(".parquet")]:
+            hour = key.split("/")[2]
+            rows = read_parquet(objects, key, columns=["event_id", "batch_id"])
+            ids, owners = rows["event_id"].to_pylist(), rows["batch_id"].to_pylist()
+            by_owner: dict[str, list[str]] = {}
+            for event_id, owner in zip(ids, owners, strict=True):
+                by_owner.setdefault(owner, []).append(event_id)
+            state.claim_batches(
+                [
+                    (owner, claim_keys(hour, pa.array(i, pa.string())))
+                    for owner, i in by_owner.items()
+                ]
+            )
+            state.drop_claims(ids)
+            scoped += len(ids)
+    return scoped
 
 
 def _existing(objects: ObjectStore, *keys: str) -> list[str]:

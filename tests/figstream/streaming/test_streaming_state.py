@@ -29,6 +29,7 @@ from figstream.streaming import dedupe as streaming_dedupe
 from figstream.streaming import jobs as streaming_jobs
 from figstream.streaming import stores as streaming_stores
 from figstream.streaming import tables as streaming_tables
+from figstream.streaming.ingest import claim_keys
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 BOARDS = ["alpha", "beta", "gamma"]
@@ -440,9 +441,13 @@ def test_a_home_written_by_an_earlier_version_is_converted_once(
         conn.executescript(OLD_STATE_DDL)
         conn.execute("INSERT INTO job_state VALUES ('x', 'alpha', 't', 'active', 1, 'e')")
         claimed = int(datetime.now(UTC).timestamp() * 1e6)
-        conn.execute("INSERT INTO event_claims VALUES ('e00000', 'b00', ?)", (claimed,))
+        for row in batches[0]:
+            conn.execute(
+                "INSERT INTO event_claims VALUES (?, 'b00', ?)", (row["event_id"], claimed)
+            )
     stores = make_stores(tmp_path)
-    assert stores.state.claim_batches([("other", ["e00000"])]) == [{"e00000": "b00"}]
+    first_id = batches[0][0]["event_id"]
+    assert stores.state.claim_batches([("other", [first_id])]) == [{first_id: "b00"}]
     for n, rows in enumerate(batches[:4]):
         land(stores, events.table(rows, f"b{n:02d}"))
     state = table_ops.apply_job_state(None, old)
@@ -478,7 +483,10 @@ def test_a_home_written_by_an_earlier_version_is_converted_once(
     assert not convert.old_state_present(objects)
     assert_equals_recompute(stores)
     assert "x" not in stores.state.jobs()["job_id"].to_pylist()  # the old serving copy is gone
-    # The old claim still holds (and now expires a horizon after it was made).
-    assert stores.state.claim_batches([("other", ["e00000"])]) == [{"e00000": "b00"}]
-    far = claimed + stores.state.claim_ttl_s * 1_000_000
-    assert stores.state.claim_batches([("other", ["e00000"])], now=far) == [{"e00000": "other"}]
+    # The old claims were scoped by their event's hour: a redelivery of a converted event is
+    # still dropped; the bare claims are gone.
+    e0 = next(r for r in batches[0] if r["event_type"] != streaming_tables.MERGED)
+    hour = e0["event_time"].strftime("%Y-%m-%d-%H:00")
+    scoped = claim_keys(hour, pa.array([e0["event_id"]]))
+    assert stores.state.claim_batches([("other", scoped)]) == [{scoped[0]: "b00"}]
+    assert stores.state.claim_batches([("other", [e0["event_id"]])]) == [{e0["event_id"]: "other"}]
