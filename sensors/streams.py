@@ -92,10 +92,13 @@ def stream_sensor(
         # overlap_max_bytes) does not wait: it starts one run more, so at a low rate an event
         # is not held back by the run before it. Runs of a stream need no order: event ids are
         # claimed atomically and every state step is an order-insensitive merge.
-        busy = context.instance.get_run_records(
-            dg.RunsFilter(tags={"figstream/stream": stream}, statuses=IN_FLIGHT),
-            limit=settings.max_runs_in_flight + 1,
+        # Only the stream's own runs hold it back: a daily rollup in flight (which recomputes
+        # its days, so its cost grows with the day) runs beside them instead of stalling the
+        # stream for as long as it takes.
+        in_flight = dg.RunsFilter(
+            job_name=job.name, tags={"figstream/stream": stream}, statuses=IN_FLIGHT
         )
+        busy = context.instance.get_run_records(in_flight, limit=settings.max_runs_in_flight + 1)
         stores = streaming.stores()
         cursor = LandingCursor.loads(context.cursor)
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
@@ -124,6 +127,7 @@ def stream_sensor(
         if (
             stats_job is not None
             and idle
+            and not _rollup_in_flight(context.instance, stream, stats_job)
             and cursor.days_due
             and now - cursor.days_requested_at >= settings.daily_stats_every_seconds
         ):
@@ -305,8 +309,16 @@ def _stream_requests(
     ]
 
 
+def _rollup_in_flight(instance, stream: str, stats_job) -> bool:
+    """Whether a daily rollup of the stream is still running (never two at once)."""
+    rollups = dg.RunsFilter(
+        job_name=stats_job.name, tags={"figstream/stream": stream}, statuses=IN_FLIGHT
+    )
+    return bool(instance.get_run_records(rollups, limit=1))
+
+
 def _stats_request(stream: str, stats_job, days: list[str], now: float) -> dg.RunRequest:
-    # The stream's tag: the sensor waits for the rollup like for any run of its stream.
+    # The stream's tag: the sensor sees the rollup in flight and asks for no other meanwhile.
     tags = {"figstream/stream": stream}
     if len(days) > 1:
         tags |= {

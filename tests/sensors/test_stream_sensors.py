@@ -252,3 +252,32 @@ def test_a_failed_run_nothing_retried_is_requested_again_and_the_books_balance(
     manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
     assert raw.num_rows + mergers.num_rows + harness.dead_letters().count() == manifest["events"]
     assert len(set(raw["event_id"].to_pylist())) == raw.num_rows
+
+
+def test_a_rollup_in_flight_holds_back_only_the_next_rollup(tmp_path, monkeypatch):
+    """The daily rollup recomputes its days (its cost grows with the day): new batches do not
+    wait for it, and no second rollup is requested while it runs."""
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=600, seed=11, bad_rate=0.01)
+    harness = Harness(
+        tmp_path, monkeypatch, max_runs_per_tick=1000, overlap_max_bytes=0,
+        daily_stats_every_seconds=1,
+    )  # fmt: skip
+    harness.tick("postings")
+    [stats] = requests(harness.tick("postings"))
+    assert stats.job_name == "board_daily_stats_job"
+    job = harness.defs.resolve_job_def("board_daily_stats_job")
+    tags = {**stats.tags, "dagster/partition": stats.partition_key}
+    harness.instance.create_run_for_job(job_def=job, tags=tags)
+    store = LocalObjectStore(harness.home)
+    lines = [_posting(harness, f"beside-rollup-{n}") for n in range(4000)]
+    Publisher(store, producer="test").publish(lines)
+    runs = requests(harness.tick("postings"))
+    assert runs and {r.job_name for r in runs} == {"postings_job"}
+    # The day is owed a rollup again, but one is in flight: none is requested...
+    time.sleep(1.1)
+    assert not [r for r in requests(harness.tick("postings")) if r.job_name == job.name]
+    # ... until it ends.
+    for record in harness.instance.get_run_records(dg.RunsFilter(job_name=job.name)):
+        harness.instance.report_run_canceled(record.dagster_run)
+    time.sleep(1.1)
+    assert [r.job_name for r in requests(harness.tick("postings"))] == [job.name]
