@@ -450,7 +450,7 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
     fig, floor = s["figstream_publish_to_search_index"], s["floor_marker_to_output"]
     ratio = r["ratios"]["figstream_p95_over_floor_p95"]
     probes = f"{r['setup']['probes_each']} probes each"
-    return [
+    out = [
         (f"publish -> search index p95, s, {probes}", fmt(fig["p95"], 2),
          verdict("<= 10", t["figstream_p95 <= 10 s"]) + "; "
          + verdict("aim <= 6", t["figstream_p95 <= 6 s (aim)"])),
@@ -460,6 +460,14 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
          verdict("<= 1.3", t["ratio_p95 <= 1.3"])),
         (f"probes timed out, {probes}", f"{r['timeouts']}", "-"),
     ]  # fmt: skip
+    state = s.get("figstream_publish_to_job_state", {}).get("p95")
+    if state is not None and floor["p95"]:
+        state_ratio = state / floor["p95"]
+        out.append((f"publish -> job_state p95, s, {probes}", fmt(state, 2),
+                    verdict("<= 6", state <= 6)))  # fmt: skip
+        out.append((f"job_state p95 / floor p95, {probes}", fmt(state_ratio, 2),
+                    verdict("<= 1.2 (issue 19)", state_ratio <= 1.2)))  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":
