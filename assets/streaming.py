@@ -220,7 +220,8 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
         """Every job the site shows, exported from the state store in job-id order (bounded
         memory) as of the export (a schedule runs it just after each day ends). The latest
         snapshot plus the later hourly changes is the whole index (index_export.current_index).
-        A range of days exports one snapshot, named for its last day. Also reaps expired event-id claims, and keeps the last snapshot_keep_days snapshots
+        A range of days exports one snapshot, named for its last day. Also reaps expired
+        event-id claims, and keeps the last snapshot_keep_days snapshots
         (platform/streaming.yaml)."""
         report = index_export.export_snapshot(
             streaming.stores(), context.partition_keys[-1], keep=settings.snapshot_keep_days

@@ -62,30 +62,51 @@ def _dedupe(
     if postings.num_rows == 0:
         return DedupeReport()
     posted = postings.filter(pc.equal(postings["event_type"], tables.POSTED))
+    report = DedupeReport(postings.num_rows)
+    touched = []
+    # A slice of jobs at a time (their registry rows pass through Python): a key a later slice
+    # changes is recomputed again then, from all its members, so the slices end where one
+    # pass would.
+    job_ids = pc.unique(posted["job_id"])
+    for start in range(0, len(job_ids), JOBS_PER_PASS):
+        ids = job_ids.slice(start, JOBS_PER_PASS)
+        mine = posted.filter(pc.is_in(posted["job_id"], ids))
+        touched += _register(state, mine, report)
+    if touched:
+        rows = pa.concat_tables(touched).select(tables.TOUCHED_SCHEMA.names)
+        write_each(stores.objects, TOUCHED, rows.cast(tables.TOUCHED_SCHEMA))
+    every = pc.unique(postings["job_id"]).drop_null()
+    duplicates = []
+    for start in range(0, len(every), JOBS_PER_PASS):
+        now = state.first_postings(every.slice(start, JOBS_PER_PASS).to_pylist())
+        duplicates.append(now.filter(pc.is_valid(now["duplicate_of"]))["job_id"].combine_chunks())
+    dropped = pa.chunked_array(duplicates, pa.string())
+    kept = postings.filter(pc.invert(pc.is_in(postings["job_id"], dropped)))
+    report.kept = write_each(stores.objects, "deduped_postings", kept)
+    return report
+
+
+JOBS_PER_PASS = 20_000  # jobs whose registry rows a dedupe pass reads at once
+
+
+def _register(state, posted: pa.Table, report: DedupeReport) -> list[pa.Table]:
+    """Register ``posted``'s first postings and recompute the keys they change; returns who
+    the recomputed keys' members are, under the posting that changed each key."""
     known = state.first_postings(pc.unique(posted["job_id"]).to_pylist())
     names = tables.CANONICAL_SCHEMA.names
     first = table_ops.dedupe_postings(posted, known.select(names)).canonical
     new = first.filter(pc.invert(pc.is_in(first["event_id"], known["event_id"])))
-    registered = state.register(new) if new.num_rows else 0
+    report.registered += state.register(new) if new.num_rows else 0
     moved = known.filter(pc.is_in(known["job_id"], new["job_id"]))  # their old keys change too
     keys = pc.unique(pa.chunked_array([new["dedupe_key"], moved["dedupe_key"]], pa.string()))
-    members, changed = recompute_keys(state, keys.to_pylist()) if len(keys) else (None, 0)
-    if members is not None:
-        # Whose duplicate status this run decided, under the posting that named the key.
-        batches = posted.select(["event_id", "batch_id"])
-        cause = _first_cause(new, moved, batches)
-        touched = members.select(["job_id", "dedupe_key"]).join(cause, "dedupe_key")
-        write_each(
-            stores.objects,
-            TOUCHED,
-            touched.select(tables.TOUCHED_SCHEMA.names).cast(tables.TOUCHED_SCHEMA),
-        )
-    job_ids = pc.unique(postings["job_id"]).to_pylist()
-    now = state.first_postings(job_ids)
-    duplicates = now.filter(pc.is_valid(now["duplicate_of"]))["job_id"]
-    kept = postings.filter(pc.invert(pc.is_in(postings["job_id"], duplicates)))
-    kept_rows = write_each(stores.objects, "deduped_postings", kept)
-    return DedupeReport(postings.num_rows, kept_rows, registered, len(keys), changed)
+    if not len(keys):
+        return []
+    members, changed = recompute_keys(state, keys.to_pylist())
+    report.keys_recomputed += len(keys)
+    report.duplicates_changed += changed
+    # Whose duplicate status this pass decided, under the posting that named the key.
+    cause = _first_cause(new, moved, posted.select(["event_id", "batch_id"]))
+    return [members.select(["job_id", "dedupe_key"]).join(cause, "dedupe_key")]
 
 
 def _first_cause(new: pa.Table, moved: pa.Table, batches: pa.Table) -> pa.Table:

@@ -92,11 +92,30 @@ def _export_changes(
         more = shadows.select(["job_id", "duplicate_of"]).join(cause, "duplicate_of")
         touched = pa.concat_tables([touched, more.select(touched.column_names)])
     changed_at = now_us()  # before the read: a verdict is at least this fresh
+    # The store's rows a slice of jobs at a time (they pass through Python), the changes
+    # gathered as Arrow and written at once (a batch's fragment is written whole).
+    parts = [
+        _changes(stores, touched.slice(start, JOBS_PER_READ), changed_at)
+        for start in range(0, touched.num_rows, JOBS_PER_READ)
+    ]
+    changes = pa.concat_tables(parts)
+    write_each(stores.objects, CHANGES, changes)
+    visible = pc.equal(changes["op"], "upsert")
+    upserts = pc.sum(visible).as_py() or 0
+    shown = changes.filter(visible).slice(0, 5).select(["job_id", "board", "title", "location"])
+    return ChangesReport(upserts, changes.num_rows - upserts, shown.to_pylist())
+
+
+JOBS_PER_READ = 20_000  # jobs whose index rows are read from the store at once
+
+
+def _changes(stores: Stores, touched: pa.Table, changed_at: int) -> pa.Table:
+    """The index changes (:data:`CHANGE_SCHEMA`) of ``touched`` jobs, read from the store."""
     rows = stores.state.index_rows(touched["job_id"].to_pylist())
     table = touched.join(rows, "job_id", join_type="left outer")
     visible = pc.fill_null(table["visible"], False)
     n = table.num_rows
-    changes = pa.table(
+    return pa.table(
         {
             "job_id": table["job_id"],
             "op": pc.if_else(visible, "upsert", "delete"),
@@ -110,10 +129,6 @@ def _export_changes(
             "batch_id": table["batch_id"],
         }
     ).cast(CHANGE_SCHEMA)
-    write_each(stores.objects, CHANGES, changes)
-    upserts = pc.sum(visible).as_py() or 0
-    shown = changes.filter(visible).slice(0, 5).select(["job_id", "board", "title", "location"])
-    return ChangesReport(upserts, n - upserts, shown.to_pylist())
 
 
 def _first_per_job(table: pa.Table) -> pa.Table:

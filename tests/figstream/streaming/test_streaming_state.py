@@ -194,8 +194,15 @@ def random_day(seed: int) -> tuple[Events, list[list[dict]]]:
     return events, [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_the_store_equals_a_recompute_over_every_event(tmp_path: Path, seed: int) -> None:
+# chunk: jobs folded (and index rows read) at once, as a busy hour is taken a slice at a time
+@pytest.mark.parametrize(("seed", "chunk"), [(1, None), (2, None), (3, 7), (4, None), (5, 3)])
+def test_the_store_equals_a_recompute_over_every_event(
+    tmp_path: Path, seed: int, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(streaming_jobs, "JOBS_PER_APPLY", chunk)
+        monkeypatch.setattr(index_export, "JOBS_PER_READ", chunk)
+        monkeypatch.setattr(streaming_dedupe, "JOBS_PER_PASS", chunk)
     stores = make_stores(tmp_path)
     events, batches = random_day(seed)
     for n, rows in enumerate(batches):
