@@ -26,7 +26,7 @@ NEW_ASSETS: dict[str, tuple[str, ...]] = {
     "ExtractFeeds": ("raw_events", "board_mergers"),
     "CleanPostings": ("clean_postings", "board_mergers"),
     "DedupePostings": ("deduped_postings", "board_mergers"),
-    "ActiveJobs": ("search_index", "job_state", "board_daily_stats"),
+    "ActiveJobs": ("search_index", "job_state", "search_index_snapshot", "board_daily_stats"),
     "BoardStats": ("board_daily_stats",),
     "SeoRedirects": ("seo_redirects",),
 }

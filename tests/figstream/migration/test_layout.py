@@ -40,7 +40,7 @@ def test_a_task_past_legacy_runs_its_new_assets(stage):
 
 def test_an_asset_two_tasks_share_is_wanted_once():
     wanted = new_assets_wanted(ledger(ActiveJobs="shadow", BoardStats="migrated"))
-    assert wanted == ["search_index", "job_state", "board_daily_stats"]
+    assert wanted == ["search_index", "job_state", "search_index_snapshot", "board_daily_stats"]
 
 
 @pytest.mark.parametrize(
