@@ -509,19 +509,23 @@ class SqliteStateStore(StateStore):
 
     # job state
 
-    def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
-        ids = _ids(job_ids, "get_jobs")
-        columns = ", ".join([*_JOB_COLUMNS, "version"])
+    def _keyed(self, select: str, column: str, ids: list[str], schema: pa.Schema) -> pa.Table:
+        """``select ... WHERE <column> IN ids`` in one read (a bound parameter per 20k ids),
+        by the first column."""
         rows = []
         with self._db.read() as conn:
             for chunk in chunks(ids, 20_000):
                 rows += conn.execute(
-                    f"SELECT {columns} FROM job_state WHERE job_id IN"
-                    " (SELECT value FROM json_each(?))",
+                    f"{select} WHERE {column} IN (SELECT value FROM json_each(?))",
                     (json_list(chunk),),
                 ).fetchall()
         rows.sort(key=lambda row: row[0])
-        return from_rows(rows, VERSIONED_SCHEMA)
+        return from_rows(rows, schema)
+
+    def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
+        columns = ", ".join([*_JOB_COLUMNS, "version"])
+        select = f"SELECT {columns} FROM job_state"
+        return self._keyed(select, "job_id", _ids(job_ids, "get_jobs"), VERSIONED_SCHEMA)
 
     def put_jobs(self, rows: pa.Table) -> list[str]:
         table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
@@ -616,15 +620,7 @@ class SqliteStateStore(StateStore):
     # the dedupe registry
 
     def _registry_where(self, where: str, values: list[str]) -> pa.Table:
-        rows = []
-        with self._db.read() as conn:
-            for chunk in chunks(values, 20_000):
-                rows += conn.execute(
-                    f"SELECT * FROM registry WHERE {where} IN (SELECT value FROM json_each(?))",
-                    (json_list(chunk),),
-                ).fetchall()
-        rows.sort(key=lambda row: row[0])
-        return from_rows(rows, REGISTRY_SCHEMA)
+        return self._keyed("SELECT * FROM registry", where, values, REGISTRY_SCHEMA)
 
     def first_postings(self, job_ids: Iterable[str]) -> pa.Table:
         return self._registry_where("job_id", _ids(job_ids, "first_postings"))
@@ -673,17 +669,8 @@ class SqliteStateStore(StateStore):
     # the search index
 
     def index_rows(self, job_ids: Iterable[str]) -> pa.Table:
-        ids = _ids(job_ids, "index_rows")
-        rows = []
-        with self._db.read() as conn:
-            for chunk in chunks(ids, 20_000):
-                rows += conn.execute(
-                    f"SELECT {_INDEX_SELECT}, {_VISIBLE} FROM job_state j"
-                    " WHERE j.job_id IN (SELECT value FROM json_each(?))",
-                    (json_list(chunk),),
-                ).fetchall()
-        rows.sort(key=lambda row: row[0])
-        return from_rows(rows, INDEX_ROW_SCHEMA)
+        select = f"SELECT {_INDEX_SELECT}, {_VISIBLE} FROM job_state j"
+        return self._keyed(select, "j.job_id", _ids(job_ids, "index_rows"), INDEX_ROW_SCHEMA)
 
     def iter_index(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
         sql = (
