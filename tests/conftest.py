@@ -76,3 +76,26 @@ def figstream_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FIGSTREAM_HOME=str(home), DAGSTER_HOME=str(dagster_home), FIGSTREAM_PROFILE="local")
     return env
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One moto server (real HTTP on 127.0.0.1) per test process; stopped at the end."""
+    from tests.aws_server import moto_server, set_credentials
+
+    set_credentials()
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with moto_server(free_port(), log) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_config(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """An AwsConfig on the emulator with this test's own name prefix, also set in the
+    environment (``FIGSTREAM_PROFILE=aws``) for code that reads it from there."""
+    from tests.aws_server import aws_environ, emulator_config
+
+    config = emulator_config(moto_endpoint)
+    for key, value in aws_environ(config).items():
+        monkeypatch.setenv(key, value)
+    return config
