@@ -306,6 +306,24 @@ def _ids(values: Iterable[str] | None, what: str) -> list[str]:
     return ids
 
 
+def landing_entries(
+    entries: Iterable[tuple[str, str, int]],
+) -> dict[tuple[str, str], int]:
+    """``index_batches``' entries checked: (partition_key, batch_key) -> record_count."""
+    wanted: dict[tuple[str, str], int] = {}
+    for partition_key, batch_key, record_count in entries:
+        if not (isinstance(partition_key, str) and isinstance(batch_key, str)):
+            raise ValueError("index_batches: partition and batch keys must be strings")
+        if isinstance(record_count, bool) or not isinstance(record_count, int):
+            raise ValueError(f"index_batches: record_count of {batch_key!r} is not an int")
+        if record_count < 0:
+            raise ValueError(f"index_batches: record_count of {batch_key!r} is negative")
+        key = (partition_key, batch_key)
+        if wanted.setdefault(key, record_count) != record_count:
+            raise ValueError(f"index_batches: two record counts for {key}")
+    return wanted
+
+
 def _check_statuses(table: pa.Table, what: str) -> None:
     bad = pc.invert(pc.is_in(table["status"], pa.array(STATUSES)))
     if pc.any(bad).as_py():
@@ -683,18 +701,7 @@ class SqliteStateStore(StateStore):
     # the landing index
 
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
-        wanted: dict[tuple[str, str], int] = {}
-        for partition_key, batch_key, record_count in entries:
-            if not (isinstance(partition_key, str) and isinstance(batch_key, str)):
-                raise ValueError("index_batches: partition and batch keys must be strings")
-            if isinstance(record_count, bool) or not isinstance(record_count, int):
-                raise ValueError(f"index_batches: record_count of {batch_key!r} is not an int")
-            if record_count < 0:
-                raise ValueError(f"index_batches: record_count of {batch_key!r} is negative")
-            key = (partition_key, batch_key)
-            if wanted.setdefault(key, record_count) != record_count:
-                raise ValueError(f"index_batches: two record counts for {key}")
-        items = list(wanted.items())
+        items = list(landing_entries(entries).items())
         added = 0
         stamp = now_us()
         for chunk in chunks(items):
