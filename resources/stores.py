@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 import dagster as dg
 
 from figstream.ingest.routing import Router
+from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.storage.state import SqliteStateStore, StateStore
@@ -29,6 +30,52 @@ class LocalObjectStoreResource(ObjectStoreResource):
         return LocalObjectStore(self.root)
 
 
+class AwsResource(dg.ConfigurableResource):
+    """Where the aws profile's resources are: :class:`figstream.storage.aws.AwsConfig`'s
+    fields, read from the environment when the code location loads (its docstring lists the
+    variables). Credentials are never configuration: boto3's own chain finds them (the task
+    role on ECS, the environment or profile elsewhere)."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    prefix: str = "figstream"
+    bucket: str | None = None
+    retry_mode: str = "adaptive"
+    max_attempts: int = 10
+
+    @classmethod
+    def from_config(cls, config: AwsConfig) -> "AwsResource":
+        return cls(
+            region=config.region,
+            endpoint_url=config.endpoint_url,
+            prefix=config.prefix,
+            bucket=config.bucket,
+            retry_mode=config.retry_mode,
+            max_attempts=config.max_attempts,
+        )
+
+    def config(self) -> AwsConfig:
+        return AwsConfig(
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            prefix=self.prefix,
+            bucket=self.bucket,
+            retry_mode=self.retry_mode,
+            max_attempts=self.max_attempts,
+        )
+
+
+class S3ObjectStoreResource(ObjectStoreResource):
+    """The landing zone, tables and archive in one S3 bucket."""
+
+    aws: AwsResource
+
+    def store(self) -> ObjectStore:
+        from figstream.storage.s3_objects import S3ObjectStore
+
+        return S3ObjectStore(self.aws.config())
+
+
 class StateStoreResource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def store(self) -> StateStore: ...
@@ -42,6 +89,16 @@ class SqliteStateStoreResource(StateStoreResource):
         return SqliteStateStore(self.path, claim_ttl_s=self.claim_ttl_days * 86_400)
 
 
+class DynamoStateStoreResource(StateStoreResource):
+    aws: AwsResource
+    claim_ttl_days: int = 14  # the claims' TTL horizon (platform/streaming.yaml)
+
+    def store(self) -> StateStore:
+        from figstream.storage.dynamo_state import DynamoStateStore
+
+        return DynamoStateStore(self.aws.config(), claim_ttl_s=self.claim_ttl_days * 86_400)
+
+
 class DeadLetterResource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def store(self) -> DeadLetterStore: ...
@@ -52,6 +109,15 @@ class SqliteDeadLetterResource(DeadLetterResource):
 
     def store(self) -> DeadLetterStore:
         return SqliteDeadLetterStore(self.path)
+
+
+class DynamoDeadLetterResource(DeadLetterResource):
+    aws: AwsResource
+
+    def store(self) -> DeadLetterStore:
+        from figstream.storage.dynamo_deadletter import DynamoDeadLetterStore
+
+        return DynamoDeadLetterStore(self.aws.config())
 
 
 class RoutingResource(dg.ConfigurableResource):

@@ -97,7 +97,7 @@ def _stores(home: Path | None):
     from figstream.streaming.stores import Stores
 
     ledger = load_ledger(ledger_path())
-    return Stores.local(home or data_home(), f"{ledger.legacy_epoch.isoformat()}-00:00")
+    return Stores.for_profile(home or data_home(), f"{ledger.legacy_epoch.isoformat()}-00:00")
 
 
 def _run_replay(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from typing import TypeVar
 import pyarrow as pa
 
 from figstream.ingest.routing import Router
-from figstream.settings import routing_path, streaming_settings
+from figstream.settings import profile, routing_path, streaming_settings
+from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.storage.state import SqliteStateStore, StateStore, state_path
@@ -61,6 +62,31 @@ class Stores:
             router=Router.from_file(routing_path()),
             first_partition=first_partition,
         )
+
+    @classmethod
+    def aws(
+        cls, config: AwsConfig, first_partition: str, claim_ttl_days: int | None = None
+    ) -> Stores:
+        """The aws profile's stores: S3 objects, DynamoDB state and dead letters."""
+        from figstream.storage.dynamo_deadletter import DynamoDeadLetterStore
+        from figstream.storage.dynamo_state import DynamoStateStore
+        from figstream.storage.s3_objects import S3ObjectStore
+
+        days = streaming_settings().claim_ttl_days if claim_ttl_days is None else claim_ttl_days
+        return cls(
+            objects=S3ObjectStore(config),
+            state=DynamoStateStore(config, claim_ttl_s=days * 86_400),
+            dead_letters=DynamoDeadLetterStore(config),
+            router=Router.from_file(routing_path()),
+            first_partition=first_partition,
+        )
+
+    @classmethod
+    def for_profile(cls, home: Path, first_partition: str) -> Stores:
+        """The stores of the running profile (``FIGSTREAM_PROFILE``), as the CLI opens them."""
+        if profile() == "aws":
+            return cls.aws(AwsConfig.from_env(), first_partition)
+        return cls.local(home, first_partition)
 
 
 R = TypeVar("R")
