@@ -129,3 +129,33 @@ def test_streaming_assets_sensors_and_jobs_are_defined(defs):
         sensor = defs.get_sensor_def(f"{stream}_sensor")
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("postings_job").executor_def.name == "in_process"
+
+
+def test_the_aws_profile_loads_the_same_assets_sensors_and_jobs(defs, monkeypatch):
+    """Both profiles run the same code location; only the resources differ."""
+    import definitions
+    from figstream.migration.ledger import load_ledger
+    from figstream.settings import ledger_path
+
+    monkeypatch.setenv("FIGSTREAM_AWS_ENDPOINT", "http://127.0.0.1:1")  # never called at load
+    monkeypatch.setenv("FIGSTREAM_AWS_PREFIX", "defs-check")
+    aws = definitions.build_definitions(load_ledger(ledger_path()), profile="aws")
+    dg.Definitions.validate_loadable(aws)
+
+    def keys(d: dg.Definitions) -> set[str]:
+        return {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
+
+    assert keys(aws) == keys(defs)
+    assert {s.name for s in aws.sensors} == {s.name for s in defs.sensors}
+    streaming = aws.resources["streaming"]
+    assert type(streaming.objects).__name__ == "S3ObjectStoreResource"
+    assert type(streaming.state).__name__ == "DynamoStateStoreResource"
+    assert type(streaming.dead_letters).__name__ == "DynamoDeadLetterResource"
+    assert streaming.state.aws.prefix == "defs-check"
+    assert streaming.state.aws.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_the_aws_profile_passes_dagster_validation(figstream_env):
+    env = {**figstream_env, "FIGSTREAM_PROFILE": "aws", "FIGSTREAM_AWS_PREFIX": "defs-check"}
+    result = run_validate(env)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -6,10 +6,12 @@ Wire it into :mod:`figstream.cli.main` by listing :func:`add_dlq` in ``SUBCOMMAN
     figstream dlq show ID
     figstream dlq replay [--id ID ...] [--code C] [--fix ID=PATH ...]
 
-Every action takes ``--home`` (default ``$FIGSTREAM_HOME``): dead letters live in
-``HOME/state/deadletter.sqlite`` and replays land through ``Publisher(LocalObjectStore(HOME),
-producer="dlq-replay")``. User errors (an unknown id, an unreadable fix file, a damaged
-database) print one ``figstream dlq: error: ...`` line and exit 1, never a traceback.
+Every action takes ``--home`` (default ``$FIGSTREAM_HOME``): on the local profile dead letters
+live in ``HOME/state/deadletter.sqlite`` and replays land through
+``Publisher(LocalObjectStore(HOME), producer="dlq-replay")``; on the aws profile they live in
+DynamoDB and replays go back through the event bus, as any producer's events do.
+User errors (an unknown id, an unreadable fix file, a damaged database) print one
+``figstream dlq: error: ...`` line and exit 1, never a traceback.
 
 Bad inputs tried (see ``tests/figstream/test_dlq_cli.py``): an unknown id for show and replay,
 ``--fix`` without ``=``, a fix file that does not exist, ``--limit 0`` and ``--limit x``, a home
@@ -125,8 +127,16 @@ def _home(args: argparse.Namespace) -> Path:
 
 
 def _store(home: Path) -> Any | None:
-    """The dead-letter store, or None when nothing was ever dead-lettered under ``home``."""
+    """The dead-letter store, or None when nothing was ever dead-lettered under ``home``. On
+    the aws profile (``FIGSTREAM_PROFILE=aws``) it is the DynamoDB table, wherever ``home``."""
+    from figstream.settings import profile
     from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
+
+    if profile() == "aws":
+        from figstream.storage.aws import AwsConfig
+        from figstream.storage.dynamo_deadletter import DynamoDeadLetterStore
+
+        return DynamoDeadLetterStore(AwsConfig.from_env())
 
     path = deadletter_path(home)
     return SqliteDeadLetterStore(path) if path.exists() else None
