@@ -7,6 +7,7 @@ landing index holds for it. Both write the same per-batch fragments, so they agr
 """
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -17,6 +18,7 @@ from figstream.settings import StreamingSettings
 from figstream.streaming import cleaning, dedupe, index_export, ingest, landing_index
 from figstream.streaming import daily as streaming_daily
 from figstream.streaming import jobs as streaming_jobs
+from figstream.streaming.stores import Stores
 from resources.stores import StreamingResources
 
 GROUP = "streaming"
@@ -77,7 +79,13 @@ def ingest_asset(
             # A backfill reads the landing index: make sure it has seen every landed batch.
             indexed = landing_index.catch_up_index(stores, stream)
             context.log.info(f"indexed {indexed} landed batches the sensor had not seen")
-        report = ingest.ingest_range(stores, stream, context.partition_keys, config.batch_keys)
+        report = ingest.ingest_range(
+            stores,
+            stream,
+            context.partition_keys,
+            config.batch_keys,
+            _validator(context, streaming, stores, stream),
+        )
         totals = report.totals
         yield dg.MaterializeResult(
             metadata={
@@ -100,6 +108,21 @@ def ingest_asset(
         )
 
     return _ingest
+
+
+def _validator(
+    context: dg.AssetExecutionContext, streaming: StreamingResources, stores: Stores, stream: str
+) -> ingest.Validator | None:
+    """Validation in the ``validate-batch`` Lambda (through Pipes) when the profile binds a
+    LambdaValidationResource to ``streaming.validation`` that says so; else in process."""
+    validation = getattr(streaming, "validation", None)
+    if validation is None:
+        return None
+    routing = Path(streaming.routing.path).read_text(encoding="utf-8")
+    validator = validation.validator(context, stores, stream, routing)
+    if validator is not None:
+        context.log.info(f"validating in Lambda {validation.function_name} ({validation.invoker})")
+    return validator
 
 
 def _preview(rows: list[dict]) -> dg.MetadataValue:

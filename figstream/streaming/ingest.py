@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
+from figstream.ingest.routing import Router
 from figstream.storage.objects import write_parquet
 from figstream.streaming import parse
 from figstream.streaming.landing_index import assign, split_lines
@@ -76,18 +77,24 @@ class RangeReport:
 
 
 def ingest_range(
-    stores: Stores, stream: str, partitions: Sequence[str], batch_keys: Sequence[str] | None
+    stores: Stores,
+    stream: str,
+    partitions: Sequence[str],
+    batch_keys: Sequence[str] | None,
+    validator: Validator | None = None,
 ) -> RangeReport:
     """:func:`ingest` for each hour of ``partitions``: of the ``batch_keys`` the landing index
     holds for that hour (a sensor run over a range names every new batch), or, without
     ``batch_keys`` (a backfill), of every batch it holds. The dead-letter rate of an hour is its
-    dead letters over every record the landing index counts for it, not only this run's."""
+    dead letters over every record the landing index counts for it, not only this run's.
+    ``validator`` validates an hour's batches elsewhere (see :func:`ingest`); default here."""
     out = RangeReport()
     named = set(batch_keys or ())
     for partition in partitions:
         indexed = stores.state.batches_for(stream, partition)
         keys = [k for k in indexed if k in named] if batch_keys else indexed
-        out.totals.add(ingest(stores, stream, partition, keys))
+        validated = None if validator is None or not keys else validator(partition, sorted(keys))
+        out.totals.add(ingest(stores, stream, partition, keys, validated))
         records = sum(stores.state.batch_counts(stream, partition).values())
         dead = stores.dead_letters.count(stream=stream, partition_key=partition)
         rate = dead / records if records else 0.0
@@ -96,33 +103,81 @@ def ingest_range(
     return out
 
 
-def ingest(stores: Stores, stream: str, partition: str, batch_keys: Sequence[str]) -> IngestReport:
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """One landed batch's records of a (stream, partition), validated and upcast: what
+    :func:`validate_batch` makes of it (in process, or in the ``validate-batch`` Lambda) and
+    what the claim step takes. ``records == valid.num_rows + rejected.num_rows``."""
+
+    batch_id: str
+    records: int
+    valid: pa.Table  # EVENTS_SCHEMA, in line order
+    rejected: pa.Table  # REJECTED_SCHEMA, in line order
+
+
+# (partition, its batch keys in order) -> each batch's ValidatedBatch, or None where the batch
+# holds none of the partition's records; ingest() takes what it yields in that order.
+Validator = Callable[[str, Sequence[str]], Iterable["ValidatedBatch | None"]]
+
+
+def validate_batch(
+    data: bytes, key: str, stream: str, partition: str, router: Router, first_partition: str
+) -> ValidatedBatch | None:
+    """Parse, validate and upcast the lines of the landed batch ``key`` (its bytes ``data``)
+    that belong to (``stream``, ``partition``); None when there are none. Pure: no store."""
+    lines = assign(data, key, router, first_partition).get((stream, partition))
+    if not lines:
+        return None
+    _, batch_id = parse_batch_key(key)
+    all_lines = split_lines(data)
+    parsed = parse.parse_batch(b"\n".join(all_lines[i] for i in lines), batch_id)
+    # parse_batch numbers the lines it was given; map them back to the landed batch.
+    original = pa.array([i + 1 for i in lines], pa.int64())
+    valid = _renumber(parsed.valid, original)
+    rejected = _renumber(parsed.rejected, original)
+    valid, rejected = _outside_partition(valid, rejected, partition, all_lines)
+    return ValidatedBatch(batch_id, parsed.records, valid.sort_by("line_no"), rejected)
+
+
+def ingest(
+    stores: Stores,
+    stream: str,
+    partition: str,
+    batch_keys: Sequence[str],
+    validated: Iterable[ValidatedBatch | None] | None = None,
+) -> IngestReport:
     """Validate, upcast and dedupe the stream's records of ``partition`` in ``batch_keys``.
 
     Valid events become a fragment per batch; rejected records go to the dead-letter store with
     their reason, batch, partition and original bytes. A record seen again (at-least-once
     delivery) is kept only in the batch that first claimed its event id. Batches are parsed a
     group at a time (:data:`CLAIM_GROUP_ROWS`) and each group's ids are claimed in one call.
+    ``validated``, when given, is what :func:`validate_batch` made of each of the sorted
+    ``batch_keys`` elsewhere (the ``validate-batch`` Lambda); the claims, fragments and dead
+    letters are then exactly the ones validating here would give.
     """
+    if validated is None:
+        validated = (
+            # the landing object, or its archived copy
+            validate_batch(
+                read_batch(stores.objects, key),
+                key,
+                stream,
+                partition,
+                stores.router,
+                stores.first_partition,
+            )
+            for key in sorted(batch_keys)
+        )
     report = IngestReport()
     group: list[tuple[str, pa.Table, pa.Table]] = []
     held = 0
-    for key in sorted(batch_keys):
-        data = read_batch(stores.objects, key)  # the landing object, or its archived copy
-        lines = assign(data, key, stores.router, stores.first_partition).get((stream, partition))
-        if not lines:
+    for batch in validated:
+        if batch is None:
             continue
-        _, batch_id = parse_batch_key(key)
-        all_lines = split_lines(data)
-        parsed = parse.parse_batch(b"\n".join(all_lines[i] for i in lines), batch_id)
-        # parse_batch numbers the lines it was given; map them back to the landed batch.
-        original = pa.array([i + 1 for i in lines], pa.int64())
-        valid = _renumber(parsed.valid, original)
-        rejected = _renumber(parsed.rejected, original)
-        valid, rejected = _outside_partition(valid, rejected, partition, all_lines)
-        group.append((batch_id, valid.sort_by("line_no"), rejected))
-        report.records += parsed.records
-        held += parsed.records
+        group.append((batch.batch_id, batch.valid, batch.rejected))
+        report.records += batch.records
+        held += batch.records
         if held >= CLAIM_GROUP_ROWS:
             _store_group(stores, stream, partition, group, report)
             group, held = [], 0
