@@ -2,8 +2,11 @@
 
 Builders in the style of ``figstream.cli.main``: ``add_publish(subparsers)`` and
 ``add_produce(subparsers)`` build the parsers and set ``handler``; handlers import their
-modules lazily and return an exit code. Both write to the landing zone of the local object
-store rooted at ``--home`` (default: ``$FIGSTREAM_HOME``, resolved when the command runs).
+modules lazily and return an exit code. On the local profile both write to the landing zone of
+the local object store rooted at ``--home`` (default: ``$FIGSTREAM_HOME``, resolved when the
+command runs); on ``FIGSTREAM_PROFILE=aws`` they put the records on the EventBridge bus
+(``figstream.ingest.eventbridge``) instead, and the stream sensors drain them from SQS into the
+landing zone on S3.
 
 Bad inputs tried (see tests/figstream/test_publish.py): a missing input file, blank lines
 (skipped and counted), invalid UTF-8 and truncated JSON lines (landed unchanged), CRLF line
@@ -65,6 +68,28 @@ def _store(args: argparse.Namespace):
     return LocalObjectStore(args.home or data_home())
 
 
+def _publisher(args: argparse.Namespace, producer: str):
+    """The profile's publisher: landing batches locally, ``PutEvents`` on the aws profile."""
+    from figstream.settings import profile
+
+    if profile() == "aws":
+        from figstream.ingest.eventbridge import EventBridgePublisher
+        from figstream.storage.aws import AwsConfig
+
+        return EventBridgePublisher(AwsConfig.from_env(), producer=producer)
+    from figstream.ingest.publish import Publisher
+
+    return Publisher(_store(args), producer=producer, batch_size=args.batch_size)
+
+
+def _aws_errors() -> tuple[type[Exception], ...]:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - botocore is a dependency of the aws profile
+        return ()
+    return (BotoCoreError, ClientError)
+
+
 def add_publish(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "publish",
@@ -92,24 +117,25 @@ def _lines(stream: BinaryIO, counts: dict[str, int]) -> Iterator[bytes]:
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from figstream.ingest.publish import Publisher, PublishError
+    from figstream.ingest.publish import PublishError
 
     producer = args.producer or f"cli-{os.getpid()}"
     counts = {"blank": 0}
     try:
-        publisher = Publisher(_store(args), producer=producer, batch_size=args.batch_size)
+        publisher = _publisher(args, producer)
         if args.file == "-":
             keys = publisher.publish(_lines(sys.stdin.buffer, counts))
         else:
             with open(args.file, "rb") as fh:
                 keys = publisher.publish(_lines(fh, counts))
-    except (OSError, PublishError) as exc:
+    except (OSError, ValueError, PublishError, *_aws_errors()) as exc:
         print(f"figstream publish: error: {exc}", file=sys.stderr)
         return 1
     for key in keys:
         print(key)
+    where = f"PutEvents requests to bus {publisher.bus}" if hasattr(publisher, "bus") else "batches"
     print(
-        f"published {publisher.records:,} records in {publisher.batches:,} batches "
+        f"published {publisher.records:,} records in {publisher.batches:,} {where} "
         f"(producer {producer}); skipped {counts['blank']:,} blank lines",
         file=sys.stderr,
     )

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from figstream.cli.aws import add_aws
 from figstream.cli.bus import add_produce, add_publish
 from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
@@ -26,6 +27,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_migration,
     add_replay,
     add_compact,
+    add_aws,
 ]
 
 

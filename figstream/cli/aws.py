@@ -1,0 +1,308 @@
+"""``figstream aws setup``: the aws profile's infrastructure, made from the repo's own config.
+
+One command, idempotent, against the emulator (``FIGSTREAM_AWS_ENDPOINT``) or a real account
+(the environment's credentials); every name comes from ``AwsConfig`` (one prefix):
+
+* the bucket (``config.bucket_name``), versioned, with a lifecycle that expires old versions
+  and aborts abandoned multipart uploads (:func:`figstream.storage.s3_objects.ensure_bucket`);
+* the custom event bus ``config.event_bus_name``;
+* per stream of ``platform/routing.yaml`` (``FIGSTREAM_ROUTING``): a dead-letter queue; the
+  stream's queue with a redrive policy to it (``maxReceiveCount`` :data:`MAX_RECEIVE_COUNT`) and
+  a queue policy letting the stream's rules (only those) send to it; the rule
+  ``config.rule_name(stream)`` with the stream's pattern as written (routing.yaml's patterns
+  match the EventBridge form of an event, so they are EventBridge patterns as they stand);
+  a second rule ``<rule>-raw`` for the records that travel in the raw form
+  (:func:`figstream.ingest.eventbridge.raw_pattern`); each rule targets the queue;
+* the DynamoDB tables of the state and dead-letter stores
+  (:func:`figstream.storage.dynamo_state.ensure_tables`).
+
+Each resource is read first and written only if it is missing or differs, so a second run
+changes nothing and says so. ``--dry-run`` prints the plan and writes nothing. A rule on the
+bus under the prefix that no stream needs any more is reported, never deleted.
+
+Bad inputs tried (see ``tests/figstream/cli/test_aws_cli.py``): names over AWS's limits (a long
+prefix with a long stream name), an unreadable routing file, an endpoint nothing listens on,
+a queue whose attributes were changed by hand (put back), a rule whose pattern was changed by
+hand (put back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+MAX_RECEIVE_COUNT = 5  # receives before SQS moves a message to the stream's DLQ
+VISIBILITY_TIMEOUT = 120  # seconds a received message stays hidden: above a sensor tick
+RETENTION = 4 * 24 * 3600  # the stream queue keeps a message 4 days (SQS's default)
+DLQ_RETENTION = 14 * 24 * 3600  # the dead-letter queue keeps it 14 days (SQS's maximum)
+MAX_RULE_NAME, MAX_QUEUE_NAME = 64, 80
+TARGET_ID = "sqs"
+
+
+def add_aws(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "aws",
+        help="the aws profile's infrastructure (bucket, event bus, rules, queues, tables)",
+        description="Tools for the aws profile; names come from FIGSTREAM_AWS_PREFIX.",
+    )
+    commands = parser.add_subparsers(dest="aws_command", required=True, metavar="COMMAND")
+    setup = commands.add_parser(
+        "setup",
+        help="create or update the infrastructure from the repo's config (idempotent)",
+        description=(
+            "Create what is missing and put back what differs: the bucket, the event bus, "
+            "per stream of the routing file its rules, queue and dead-letter queue, and the "
+            "DynamoDB tables. Prints one line per change; a second run changes nothing."
+        ),
+    )
+    setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    setup.add_argument(
+        "--routing",
+        type=Path,
+        default=None,
+        help="routing file (default: $FIGSTREAM_ROUTING or platform/routing.yaml)",
+    )
+    setup.set_defaults(handler=_run_setup)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from figstream.ingest.routing import Router, RoutingError
+    from figstream.settings import routing_path
+    from figstream.storage.aws import AwsConfig
+
+    try:
+        config = AwsConfig.from_env()
+        router = Router.from_file(args.routing or routing_path())
+        changes, notes = setup(config, router, dry_run=args.dry_run)
+    except (ValueError, RoutingError, ClientError, BotoCoreError) as exc:
+        print(f"figstream aws setup: error: {exc}", file=sys.stderr)
+        return 1
+    where = config.endpoint_url or f"AWS {config.region}"
+    verb = "would" if args.dry_run else "did"
+    for change in changes:
+        print(f"{verb}: {change}")
+    for note in notes:
+        print(f"note: {note}")
+    if changes:
+        print(f"{len(changes)} change(s) {'planned' if args.dry_run else 'made'} on {where} "
+              f"(prefix {config.prefix})", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"up to date on {where} (prefix {config.prefix}): nothing to change",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def check_names(config: Any, streams: list[str]) -> None:
+    """AWS's name limits, checked before anything is created."""
+    for stream in streams:
+        for name in (config.rule_name(stream), config.rule_name(stream) + "-raw"):
+            if len(name) > MAX_RULE_NAME:
+                raise ValueError(
+                    f"rule name {name!r} is {len(name)} characters, over EventBridge's "
+                    f"{MAX_RULE_NAME}: use a shorter FIGSTREAM_AWS_PREFIX or stream name"
+                )
+        name = config.queue_name(stream, dlq=True)
+        if len(name) > MAX_QUEUE_NAME:
+            raise ValueError(
+                f"queue name {name!r} is {len(name)} characters, over SQS's {MAX_QUEUE_NAME}: "
+                "use a shorter FIGSTREAM_AWS_PREFIX or stream name"
+            )
+
+
+def setup(
+    config: Any, router: Any, dry_run: bool = False, tables: bool = True
+) -> tuple[list[str], list[str]]:
+    """Bring the infrastructure to what ``config`` and ``router`` describe. Returns the changes
+    made (or, dry, planned), one line each, and notes (stale rules). ``tables=False`` leaves
+    the DynamoDB tables out (tests of the intake alone)."""
+    from figstream.storage.s3_objects import ensure_bucket
+
+    streams = list(router.streams)
+    check_names(config, streams)
+    changes = ensure_bucket(config, dry_run=dry_run)
+    changes += _ensure_bus(config, dry_run)
+    for stream in streams:
+        changes += _ensure_stream(config, stream, router.streams[stream].pattern.source, dry_run)
+    if tables:
+        changes += ensure_tables(config, dry_run)
+    return changes, _stale_rules(config, streams)
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _ensure_bus(config: Any, dry_run: bool) -> list[str]:
+    events = config.client("events")
+    try:
+        events.describe_event_bus(Name=config.event_bus_name)
+        return []
+    except events.exceptions.ResourceNotFoundException:
+        pass
+    if not dry_run:
+        events.create_event_bus(Name=config.event_bus_name)
+    return [f"create event bus {config.event_bus_name}"]
+
+
+def _ensure_queue(config: Any, name: str, wanted: dict[str, str], dry_run: bool) -> tuple:
+    """(changes, queue url or None when dry and missing, queue arn or None)."""
+    sqs = config.client("sqs")
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        if dry_run:
+            return [f"create queue {name}"], None, None
+        url = sqs.create_queue(QueueName=name, Attributes=wanted)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return [f"create queue {name}"], url, arn["Attributes"]["QueueArn"]
+    held = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    differ = {k: v for k, v in wanted.items() if not _same_attribute(k, held.get(k), v)}
+    if differ and not dry_run:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=differ)
+    changes = [f"set {', '.join(sorted(differ))} on queue {name}"] if differ else []
+    return changes, url, held["QueueArn"]
+
+
+def _same_attribute(name: str, held: str | None, wanted: str) -> bool:
+    if held is None:
+        return False
+    if name in ("RedrivePolicy", "Policy"):
+        # AWS hands JSON back reformatted (and maxReceiveCount as a number or a string).
+        return _normal(json.loads(held)) == _normal(json.loads(wanted))
+    return str(held) == str(wanted)
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_normal(v) for v in value]
+        return items[0] if len(items) == 1 else sorted(items, key=json.dumps)
+    return str(value)
+
+
+def _ensure_rule(config: Any, name: str, pattern: dict, queue_arn: str | None, dry_run: bool):
+    """(changes, rule arn or None when dry and missing)."""
+    events, bus = config.client("events"), config.event_bus_name
+    changes: list[str] = []
+    arn = None
+    try:
+        held = events.describe_rule(Name=name, EventBusName=bus)
+        arn = held["Arn"]
+        if json.loads(held.get("EventPattern") or "null") != pattern or held["State"] != "ENABLED":
+            changes.append(f"put rule {name} (pattern or state differed)")
+    except events.exceptions.ResourceNotFoundException:
+        changes.append(f"create rule {name} on bus {bus}: {json.dumps(pattern)}")
+    if changes and not dry_run:
+        arn = events.put_rule(
+            Name=name, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED"
+        )["RuleArn"]
+    targets = []
+    if arn is not None:
+        targets = events.list_targets_by_rule(Rule=name, EventBusName=bus)["Targets"]
+    if not any(t["Id"] == TARGET_ID and t["Arn"] == queue_arn for t in targets):
+        changes.append(f"target rule {name} at queue {queue_arn or '(new)'}")
+        if not dry_run:
+            events.put_targets(
+                Rule=name, EventBusName=bus, Targets=[{"Id": TARGET_ID, "Arn": queue_arn}]
+            )
+    return changes, arn
+
+
+def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
+    """EventBridge may send to the queue, for the stream's own rules only."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "figstream-stream-rules",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+            }
+        ],
+    }
+
+
+def _ensure_stream(config: Any, stream: str, pattern: dict, dry_run: bool) -> list[str]:
+    from figstream.ingest.eventbridge import raw_pattern
+
+    dlq_name, name = config.queue_name(stream, dlq=True), config.queue_name(stream)
+    changes, _, dlq_arn = _ensure_queue(
+        config, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION)}, dry_run
+    )
+    wanted = {
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+        "MessageRetentionPeriod": str(RETENTION),
+    }
+    if dlq_arn is not None:
+        wanted["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+        )
+    else:
+        changes.append(f"redrive queue {name} to {dlq_name} after {MAX_RECEIVE_COUNT} receives")
+    more, url, queue_arn = _ensure_queue(config, name, wanted, dry_run)
+    changes += more
+    rule_arns = []
+    for rule, rule_pattern in (
+        (config.rule_name(stream), pattern),
+        (config.rule_name(stream) + "-raw", raw_pattern(stream)),
+    ):
+        more, arn = _ensure_rule(config, rule, rule_pattern, queue_arn, dry_run)
+        changes += more
+        rule_arns.append(arn)
+    if url is None or None in rule_arns:
+        changes.append(f"allow rules {config.rule_name(stream)}(-raw) to send to queue {name}")
+    else:
+        more, _, _ = _ensure_queue(
+            config, name, {"Policy": json.dumps(queue_policy(queue_arn, rule_arns))}, dry_run
+        )
+        changes += more
+    return changes
+
+
+def ensure_tables(config: Any, dry_run: bool) -> list[str]:
+    """The DynamoDB tables of the state and dead-letter stores, with TTL on the claims."""
+    from figstream.storage import dynamo_state
+
+    dynamodb = config.client("dynamodb")
+    changes = []
+    for request in dynamo_state.table_definitions(config):
+        try:
+            dynamodb.describe_table(TableName=request["TableName"])
+        except dynamodb.exceptions.ResourceNotFoundException:
+            changes.append(f"create table {request['TableName']}")
+    missing = {c.removeprefix("create table ") for c in changes}
+    for name, attribute in dynamo_state.ttl_settings(config).items():
+        if name in missing:
+            changes.append(f"enable TTL on {name}.{attribute}")
+            continue
+        held = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if held.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            changes.append(f"enable TTL on {name}.{attribute}")
+    if changes and not dry_run:
+        dynamo_state.ensure_tables(config)
+    return changes
+
+
+def _stale_rules(config: Any, streams: list[str]) -> list[str]:
+    events = config.client("events")
+    try:
+        rules = events.list_rules(EventBusName=config.event_bus_name, NamePrefix=config.prefix)
+    except events.exceptions.ResourceNotFoundException:
+        return []  # a dry run before the bus exists
+    wanted = {config.rule_name(s) for s in streams}
+    wanted |= {name + "-raw" for name in wanted}
+    return [
+        f"rule {rule['Name']} on bus {config.event_bus_name} matches no stream of the routing "
+        "file; it was left in place (delete it by hand if the stream is gone)"
+        for rule in rules.get("Rules", [])
+        if rule["Name"].startswith(config.prefix + "-") and rule["Name"] not in wanted
+    ]
