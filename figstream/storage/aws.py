@@ -25,6 +25,11 @@ retry mode           ``FIGSTREAM_AWS_RETRY_MODE``          ``adaptive`` (or ``st
 max attempts         ``FIGSTREAM_AWS_MAX_ATTEMPTS``        10
 ===================  ====================================  =====================================
 
+Every client :func:`client` makes also reports each API call it makes (once per call, not per
+retry) to :data:`CALLS`, a process-wide :class:`CallRecorder`: the IAM test
+(``tests/test_iam.py``) runs each role's code paths and checks every recorded operation against
+that role's policy in ``platform/aws/iam/``.
+
 Bad inputs tried (see ``tests/figstream/storage/test_aws_config.py``): a prefix with characters
 AWS names refuse or over 40 characters, an endpoint that is not an http(s) URL, an unknown
 retry mode, a max-attempts that is not a positive integer.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
@@ -137,17 +143,51 @@ class AwsConfig:
         return fs.S3FileSystem(**options)
 
 
+class CallRecorder:
+    """The AWS operations this process has called: ``(signing name, operation name)`` counts.
+
+    A botocore ``before-call`` hook on every client :func:`client` makes; it fires once per API
+    call (retries are below it), costs a lock and a dict increment, and is thread-safe. The
+    signing name is the IAM service prefix (``s3``, ``dynamodb``, ``sqs``, ``events``,
+    ``lambda``); the operation name is the API's (``PutItem``), which the IAM test maps onto
+    its action.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def record(self, model: Any, **_: Any) -> None:
+        service = model.service_model
+        key = (service.signing_name or service.endpoint_prefix, model.name)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def calls(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+CALLS = CallRecorder()
+
+
 @cache
 def _client(config: AwsConfig, service: str) -> Any:
     # boto3's clients are thread-safe; one per (config, service) per process.
     import boto3
 
-    return boto3.session.Session().client(
+    made = boto3.session.Session().client(
         service,
         region_name=config.region,
         endpoint_url=config.endpoint_url,
         config=config.client_config(),
     )
+    made.meta.events.register("before-call", CALLS.record)
+    return made
 
 
 def client(service: str, config: AwsConfig | None = None) -> Any:
