@@ -217,18 +217,24 @@ def table_definitions(config: AwsConfig) -> list[dict[str, Any]]:
     name = config.table_name
     hash_range = {"pk": "HASH", "sk": "RANGE"}
     return [
-        _table(name("jobs"), hash_range, [("board", {"gb": "HASH", "sk": "RANGE"}, "KEYS_ONLY")]),
+        _table(
+            name("jobs"), hash_range, [("board", {"board_k": "HASH", "sk": "RANGE"}, "KEYS_ONLY")]
+        ),
         _table(name("claims"), {"pk": "HASH"}),
         _table(
             name("registry"),
             {"pk": "HASH"},
             [
-                ("key", {"gk": "HASH", "pk": "RANGE"}, "ALL"),
-                ("original", {"go": "HASH", "pk": "RANGE"}, "ALL"),
+                ("key", {"key_k": "HASH", "pk": "RANGE"}, "ALL"),
+                ("original", {"orig_k": "HASH", "pk": "RANGE"}, "ALL"),
             ],
         ),
         _table(name("mergers"), {"pk": "HASH"}),
-        _table(name("landing"), hash_range, [("batch", {"gs": "HASH", "gsk": "RANGE"}, "ALL")]),
+        _table(
+            name("landing"),
+            hash_range,
+            [("batch", {"stream_k": "HASH", "batch_k": "RANGE"}, "ALL")],
+        ),
         _table(name(DEADLETTER_KIND), {"pk": "HASH"}),
     ]
 
@@ -387,6 +393,14 @@ def in_rounds(items: Sequence[Any], key: Callable[[Any], str]) -> list[list[Any]
             rounds.append([])
         rounds[n].append(item)
     return rounds
+
+
+def _same_count(stream: str, partition_key: str, batch_key: str, stored: int, count: int) -> None:
+    if stored != count:
+        raise ValueError(
+            f"index_batches: batch {batch_key!r} of {stream}/{partition_key} "
+            f"is indexed with {stored} records, not {count}; batches are immutable"
+        )
 
 
 # --- the store ---------------------------------------------------------------------------------
@@ -580,7 +594,7 @@ class DynamoStateStore(StateStore):
         read = int(item.pop("version")["N"])
         item.update(self._job_key(job_id), version=_n(read + 1))
         if "board" in item:
-            item["gb"] = _key(item["board"]["S"])
+            item["board_k"] = _key(item["board"]["S"])
         request: dict[str, Any] = {"TableName": self.tables["jobs"], "Item": item}
         if read == 0:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
@@ -596,7 +610,7 @@ class DynamoStateStore(StateStore):
             "query",
             TableName=self.tables["jobs"],
             IndexName="board",
-            KeyConditionExpression="gb = :b",
+            KeyConditionExpression="board_k = :b",
             ExpressionAttributeValues={":b": _key(board)},
             Limit=min(batch_rows, 1000),
         ):
@@ -711,12 +725,13 @@ class DynamoStateStore(StateStore):
 
     def _register(self, job_id: str, item: dict[str, Any]) -> bool:
         values = {
+            ":j": item["job_id"],
             ":k": item["dedupe_key"],
-            ":gk": _key(item["dedupe_key"]["S"]),
+            ":key_k": _key(item["dedupe_key"]["S"]),
             ":t": item["event_time"],
             ":e": item["event_id"],
         }
-        update = "SET dedupe_key = :k, gk = :gk, event_time = :t, event_id = :e"
+        update = "SET job_id = :j, dedupe_key = :k, key_k = :key_k, event_time = :t, event_id = :e"
         if "board" in item:
             update += ", board = :b"
             values[":b"] = item["board"]
@@ -745,10 +760,10 @@ class DynamoStateStore(StateStore):
         return self._registry_rows([i for part in self.db.each(members, values) for i in part])
 
     def key_members(self, dedupe_keys: Iterable[str]) -> pa.Table:
-        return self._query_each("key", "gk", _ids(dedupe_keys, "key_members"))
+        return self._query_each("key", "key_k", _ids(dedupe_keys, "key_members"))
 
     def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._query_each("original", "go", _ids(job_ids, "duplicates_of"))
+        return self._query_each("original", "orig_k", _ids(job_ids, "duplicates_of"))
 
     def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
         pairs = list(pairs)
@@ -765,12 +780,12 @@ class DynamoStateStore(StateStore):
         }
         if original is None:
             request.update(
-                UpdateExpression="REMOVE duplicate_of, go",
+                UpdateExpression="REMOVE duplicate_of, orig_k",
                 ConditionExpression="attribute_exists(pk) AND attribute_exists(duplicate_of)",
             )
         else:
             request.update(
-                UpdateExpression="SET duplicate_of = :d, go = :g",
+                UpdateExpression="SET duplicate_of = :d, orig_k = :g",
                 ConditionExpression=(
                     "attribute_exists(pk) AND"
                     " (attribute_not_exists(duplicate_of) OR duplicate_of <> :d)"
@@ -852,19 +867,36 @@ class DynamoStateStore(StateStore):
         return _key(json.dumps([stream, partition_key], ensure_ascii=False))
 
     def index_batches(self, stream: str, entries: Iterable[tuple[str, str, int]]) -> int:
+        """Entries already indexed are read first, so a call that contradicts one is refused
+        before anything of it is written (as SQLite's transaction refuses it); an entry a
+        concurrent caller indexes in between is still compared, by the conditional put."""
         wanted = landing_entries(entries)
+        table = self.tables["landing"]
+
+        def key(partition_key: str, batch_key: str) -> dict[str, Any]:
+            return {"pk": self._landing_pk(stream, partition_key), "sk": _key(batch_key)}
+
+        held = self.db.batch_get(table, [key(*k) for k in wanted], "pk, sk, record_count")
+        stored = {(i["pk"]["S"], i["sk"]["S"]): int(i["record_count"]["N"]) for i in held}
+        new = []
+        for (partition_key, batch_key), count in wanted.items():
+            k = key(partition_key, batch_key)
+            was = stored.get((k["pk"]["S"], k["sk"]["S"]))
+            if was is None:
+                new.append(((partition_key, batch_key), count))
+            else:
+                _same_count(stream, partition_key, batch_key, was, count)
         stamp = now_us()
 
-        def put(entry: tuple[tuple[str, str], int]) -> int | None:
+        def put(entry: tuple[tuple[str, str], int]) -> bool:
             (partition_key, batch_key), count = entry
             response = self.db.conditional(
                 "put_item",
-                TableName=self.tables["landing"],
+                TableName=table,
                 Item={
-                    "pk": self._landing_pk(stream, partition_key),
-                    "sk": _key(batch_key),
-                    "gs": _key(stream),
-                    "gsk": _key(f"{batch_key}\x00{partition_key}"),
+                    **key(partition_key, batch_key),
+                    "stream_k": _key(stream),
+                    "batch_k": _key(f"{batch_key}\x00{partition_key}"),
                     "stream": _s(stream),
                     "partition_key": _s(partition_key),
                     "batch_key": _s(batch_key),
@@ -875,28 +907,12 @@ class DynamoStateStore(StateStore):
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             if not (response or {}).get("Failed"):
-                return None
-            item = response.get("Item")
-            if item is None:
-                item = self.db.batch_get(
-                    self.tables["landing"],
-                    [{"pk": self._landing_pk(stream, partition_key), "sk": _key(batch_key)}],
-                )[0]
-            return int(item["record_count"]["N"])
+                return True
+            item = response.get("Item") or self.db.batch_get(table, [key(*entry[0])])[0]
+            _same_count(stream, partition_key, batch_key, int(item["record_count"]["N"]), count)
+            return False
 
-        items = list(wanted.items())
-        added = 0
-        for ((partition_key, batch_key), count), stored in zip(
-            items, self.db.each(put, items), strict=True
-        ):
-            if stored is None:
-                added += 1
-            elif stored != count:
-                raise ValueError(
-                    f"index_batches: batch {batch_key!r} of {stream}/{partition_key} "
-                    f"is indexed with {stored} records, not {count}; batches are immutable"
-                )
-        return added
+        return sum(self.db.each(put, new))
 
     def batches_for(self, stream: str, partition_key: str) -> list[str]:
         return list(self.batch_counts(stream, partition_key))
@@ -905,12 +921,12 @@ class DynamoStateStore(StateStore):
         request: dict[str, Any] = {
             "TableName": self.tables["landing"],
             "IndexName": "batch",
-            "KeyConditionExpression": "gs = :s",
+            "KeyConditionExpression": "stream_k = :s",
             "ExpressionAttributeValues": {":s": _key(stream)},
             "ProjectionExpression": "batch_key, partition_key",
         }
         if batch_key is not None:
-            request["KeyConditionExpression"] += " AND begins_with(gsk, :b)"
+            request["KeyConditionExpression"] += " AND begins_with(batch_k, :b)"
             request["ExpressionAttributeValues"][":b"] = _key(f"{batch_key}\x00")
         items = self.db.items("query", **request)
         if batch_key is not None:

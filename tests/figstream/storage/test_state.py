@@ -1,14 +1,18 @@
-"""The SQLite state store: conditional job writes (optimistic concurrency), last-writer-wins
-mergers, the earliest-wins dedupe registry, search-index reads, first-claimant-wins event
-claims that expire, the landing index, exact timestamps, bad inputs and concurrent writers."""
+"""The state stores, SQLite and DynamoDB (over moto server) from one suite: conditional job
+writes (optimistic concurrency), last-writer-wins mergers, the earliest-wins dedupe registry,
+search-index reads, first-claimant-wins event claims that expire, the landing index, exact
+timestamps, bad inputs and concurrent writers. DynamoDB-only cases are in
+``test_dynamo_state.py``."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from figstream.storage.dynamo_state import DynamoStateStore, ensure_tables
 from figstream.storage.sqlite import CHUNK_ROWS
 from figstream.storage.state import (
     JOB_SCHEMA,
@@ -25,6 +30,7 @@ from figstream.storage.state import (
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
     SqliteStateStore,
+    StateStore,
     state_path,
 )
 
@@ -44,9 +50,37 @@ def table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=VERSIONED_SCHEMA)
 
 
+@dataclass
+class Backend:
+    name: str
+    new: Callable[..., StateStore]  # a store of its own (fresh file or tables)
+    reopen: Callable[..., StateStore]  # another store on the same data
+
+
+@pytest.fixture(params=["sqlite", "dynamo"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        files = iter(range(1_000_000))
+
+        def new_sqlite(**kwargs) -> StateStore:
+            return SqliteStateStore(tmp_path / f"s{next(files)}" / "figstream.sqlite", **kwargs)
+
+        return Backend("sqlite", new_sqlite, lambda s, **kw: SqliteStateStore(s.path, **kw))
+    from tests.aws_server import emulator_config
+
+    endpoint = request.getfixturevalue("aws_config").endpoint_url
+
+    def new_dynamo(**kwargs) -> StateStore:
+        config = emulator_config(endpoint)  # a fresh name prefix: tables of its own
+        ensure_tables(config)
+        return DynamoStateStore(config, **kwargs)
+
+    return Backend("dynamo", new_dynamo, lambda s, **kw: DynamoStateStore(s.config, **kw))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStateStore:
-    return SqliteStateStore(tmp_path / "state" / "figstream.sqlite")
+def store(backend: Backend) -> StateStore:
+    return backend.new()
 
 
 # --- job rows: one conditional write per job --------------------------------------------------
@@ -71,29 +105,43 @@ def writes(draw) -> list[tuple[str, int, dict]]:
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = itertools.count()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(writes())
-def test_a_job_write_lands_only_at_the_version_it_read(case):
+def test_a_job_write_lands_only_at_the_version_it_read(store, case):
     """Against a model: a write at the stored version (0 for a new job) lands and advances
-    the version by one; any other is refused and changes nothing."""
+    the version by one; any other is refused and changes nothing. (One store for every
+    example, each example's jobs under its own prefix.)"""
     model: dict[str, tuple[int, dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStateStore(Path(tmp) / "s.sqlite")
-        for job, version, row in case:
-            refused = store.put_jobs(table([{**row, "version": version}]))
-            stored = model.get(job, (0, None))[0]
-            if version == stored:
-                assert refused == []
-                model[job] = (version + 1, row)
-            else:
-                assert refused == [job]
-        got = store.get_jobs(["j1", "j2", "j3", "nope"])
-        want = table([{**row, "version": v} for _, (v, row) in sorted(model.items())])
-        assert got.equals(want)
+    tag = f"x{next(EXAMPLES)}-"
+    for job, version, row in case:
+        row = {**row, "job_id": tag + job}
+        refused = store.put_jobs(table([{**row, "version": version}]))
+        stored = model.get(job, (0, None))[0]
+        if version == stored:
+            assert refused == []
+            model[job] = (version + 1, row)
+        else:
+            assert refused == [tag + job]
+    got = store.get_jobs([tag + j for j in ("j1", "j2", "j3", "nope")])
+    want = table([{**row, "version": v} for _, (v, row) in sorted(model.items())])
+    assert got.equals(want)
 
 
-def test_put_jobs_reports_exactly_the_refused_jobs_of_a_large_call(store):
-    rows = [job_row(f"j{n:05d}", T0, "e1") for n in range(2 * CHUNK_ROWS + 11)]
+def big(backend: Backend, sqlite: int, dynamo: int) -> int:
+    """A size past the store's batching: SQLite's transactions of CHUNK_ROWS, DynamoDB's
+    calls of 25/100 items and its thread pool (moto serves a few hundred calls a second)."""
+    return sqlite if backend.name == "sqlite" else dynamo
+
+
+def test_put_jobs_reports_exactly_the_refused_jobs_of_a_large_call(store, backend):
+    rows = [job_row(f"j{n:05d}", T0, "e1") for n in range(big(backend, 2 * CHUNK_ROWS + 11, 311))]
     assert store.put_jobs(table(rows)) == []
     again = [{**r, "title": "second", "version": 1 if n % 3 else 0} for n, r in enumerate(rows)]
     refused = store.put_jobs(table(again))
@@ -103,7 +151,7 @@ def test_put_jobs_reports_exactly_the_refused_jobs_of_a_large_call(store):
     assert set(got["title"].filter(pa.compute.equal(got["version"], 2)).to_pylist()) == {"second"}
 
 
-def test_reads_of_jobs_boards_and_the_serving_projection(store):
+def test_reads_of_jobs_boards_and_the_serving_projection(store, backend):
     store.put_jobs(
         table(
             [
@@ -120,10 +168,11 @@ def test_reads_of_jobs_boards_and_the_serving_projection(store):
     assert ids(store.jobs(board="b1", status="active")) == ["a"]
     assert ids(store.jobs(job_ids=["c", "a", "zz"])) == ["a", "c"]
     assert ids(store.jobs(job_ids=[])) == []
-    assert ids(store.jobs(job_ids=(f"x{i}" for i in range(50_000)))) == []  # no variable limit
+    many = big(backend, 50_000, 1_234)  # SQLite: no variable limit
+    assert ids(store.jobs(job_ids=(f"x{i}" for i in range(many)))) == []
     assert store.jobs(board="nope").schema == JOB_STATE_SCHEMA
     assert store.jobs(job_ids=["b"])["reason"].to_pylist() == ["filled"]
-    assert ids(store.get_jobs(f"x{i}" for i in range(50_000))) == []
+    assert ids(store.get_jobs(f"x{i}" for i in range(many))) == []
     assert [ids(t) for t in store.board_jobs("b1", batch_rows=1)] == [["a"], ["b"]]
     assert [ids(t) for t in store.iter_jobs(batch_rows=2)] == [["a", "b"], ["c"]]
     assert store.counts() == {"jobs": 3, "active": 2, "registered": 0, "duplicates": 0}
@@ -280,17 +329,17 @@ def test_the_index_shows_active_jobs_unless_they_duplicate_an_active_one(store):
 # --- first claimant wins: event claims, expiring after a horizon --------------------------------
 
 
-def claim(store: SqliteStateStore, batch_id: str, event_ids) -> dict[str, str]:
+def claim(store: StateStore, batch_id: str, event_ids) -> dict[str, str]:
     """One batch's claims, alone in its call."""
     return store.claim_batches([(batch_id, event_ids)])[0]
 
 
-def test_claims_first_claimant_wins_and_keeps_its_claims(store):
+def test_claims_first_claimant_wins_and_keeps_its_claims(store, backend):
     assert claim(store, "b2", ["e1", "e2", "e1"]) == {"e1": "b2", "e2": "b2"}
     assert claim(store, "b1", iter(["e2", "e3"])) == {"e2": "b2", "e3": "b1"}
     assert claim(store, "b2", ["e1", "e2", "e3"]) == {"e1": "b2", "e2": "b2", "e3": "b1"}
     assert claim(store, "b3", []) == {}
-    many = [f"x{i}" for i in range(5000)]  # several transactions
+    many = [f"x{i}" for i in range(big(backend, 5000, 345))]  # several transactions
     assert set(claim(store, "b4", many).values()) == {"b4"}
     assert set(claim(store, "b5", many).values()) == {"b4"}
     with pytest.raises(TypeError):
@@ -299,9 +348,9 @@ def test_claims_first_claimant_wins_and_keeps_its_claims(store):
         claim(store, "b1", ["e9", None])
 
 
-def test_claim_batches_claims_in_order_as_one_call_per_batch_would(store, tmp_path):
+def test_claim_batches_claims_in_order_as_one_call_per_batch_would(store, backend):
     claims = [("b2", ["e1", "e2", "e1"]), ("b1", ["e2", "e3"]), ("b2", ["e3", "e4"]), ("b3", [])]
-    one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
+    one_by_one = backend.new()
     expected = [claim(one_by_one, batch, ids) for batch, ids in claims]
     assert store.claim_batches(claims) == expected
     assert expected[1] == {"e2": "b2", "e3": "b1"}  # an earlier entry claims first
@@ -311,12 +360,12 @@ def test_claim_batches_claims_in_order_as_one_call_per_batch_would(store, tmp_pa
     assert claim(store, "b6", ["e5"]) == {"e5": "b6"}
 
 
-def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(store, tmp_path):
+def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(store, backend):
     # The store inserts a call's ids sorted, in chunks: ids shared by two batches, spread past
     # a chunk, go to the earlier batch even where the later one's ids sort first.
-    many = [f"e{n:05d}" for n in range(2 * CHUNK_ROWS + 7)]
+    many = [f"e{n:05d}" for n in range(big(backend, 2 * CHUNK_ROWS + 7, 307))]
     claims = [("late", many[::-1][::2]), ("early", many[1::3]), ("later", many)]
-    one_by_one = SqliteStateStore(tmp_path / "other.sqlite")
+    one_by_one = backend.new()
     expected = [claim(one_by_one, batch, ids) for batch, ids in claims]
     assert store.claim_batches(claims) == expected
     owners = expected[2]
@@ -376,8 +425,8 @@ def test_state_path_is_under_figstream_home(tmp_path, monkeypatch):
     assert state_path(tmp_path / "x") == tmp_path / "x" / "state" / "figstream.sqlite"
 
 
-def test_a_claim_expires_after_its_horizon_and_is_purged(tmp_path):
-    store = SqliteStateStore(tmp_path / "s.sqlite", claim_ttl_s=60)
+def test_a_claim_expires_after_its_horizon_and_is_purged(backend):
+    store = backend.new(claim_ttl_s=60)
     t = 1_000_000_000_000_000
     assert store.claim_batches([("b1", ["e1", "e2"])], now=t) == [{"e1": "b1", "e2": "b1"}]
     # Within the horizon the first claimant keeps them, and may claim them again.
@@ -394,7 +443,7 @@ def test_a_claim_expires_after_its_horizon_and_is_purged(tmp_path):
     assert store.claim_batches([("b4", ["e1", "e2"])], now=after) == [{"e1": "b3", "e2": "b4"}]
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="claim_ttl_s"):
-            SqliteStateStore(tmp_path / "s.sqlite", claim_ttl_s=bad)
+            backend.reopen(store, claim_ttl_s=bad)
 
 
 # --- concurrency --------------------------------------------------------------------------------
@@ -420,7 +469,7 @@ WORKER = textwrap.dedent(
 )
 
 
-def increment(store: SqliteStateStore, worker: int) -> int:
+def increment(store: StateStore, worker: int) -> int:
     """Add 1 to the salary of jobs j0..j2, INCREMENTS times each, by read and conditional
     write, retrying a refused write from a fresh read; returns the retries."""
     retries = 0
@@ -458,14 +507,14 @@ def test_two_processes_incrementing_the_same_jobs_lose_no_write(tmp_path):
     assert len(store.batches_for("jobs", "p")) == 2
 
 
-def test_threads_incrementing_and_claiming_lose_no_write(tmp_path):
-    path = tmp_path / "s.sqlite"
+def test_threads_incrementing_and_claiming_lose_no_write(backend):
+    first = backend.new()
     errors: list[BaseException] = []
     owners: list[dict[str, str]] = []
     retries: list[int] = []
 
     def work(worker: int) -> None:
-        store = SqliteStateStore(path)
+        store = backend.reopen(first)
         try:
             retries.append(increment(store, worker))
             # Every worker redelivers the same events: each must end up with one owner.
@@ -473,13 +522,12 @@ def test_threads_incrementing_and_claiming_lose_no_write(tmp_path):
         except BaseException as exc:
             errors.append(exc)
 
-    SqliteStateStore(path)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
-    got = SqliteStateStore(path).get_jobs(["j0", "j1", "j2"])
+    got = backend.reopen(first).get_jobs(["j0", "j1", "j2"])
     assert sum(got["salary_min"].to_pylist()) == 4 * INCREMENTS
     assert len(owners) == 4 and all(o == owners[0] for o in owners)
