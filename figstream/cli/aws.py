@@ -163,7 +163,10 @@ def _ensure_queue(config: Any, name: str, wanted: dict[str, str], dry_run: bool)
     held = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     differ = {k: v for k, v in wanted.items() if not _same_attribute(k, held.get(k), v)}
     if differ and not dry_run:
-        sqs.set_queue_attributes(QueueUrl=url, Attributes=differ)
+        # moto's SetQueueAttributes drops a Policy the call does not name (AWS keeps it):
+        # sending the held one along keeps it on both.
+        kept = {"Policy": held["Policy"]} if held.get("Policy") and "Policy" not in wanted else {}
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={**kept, **differ})
     changes = [f"set {', '.join(sorted(differ))} on queue {name}"] if differ else []
     return changes, url, held["QueueArn"]
 

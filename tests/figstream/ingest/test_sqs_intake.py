@@ -1,0 +1,226 @@
+"""The SQS drain: publish -> EventBridge rule -> SQS -> one landing batch on S3, deletes only
+after the write, a crash between the two, a poison message into the DLQ; over moto server."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from figstream.cli.aws import MAX_RECEIVE_COUNT, setup
+from figstream.ingest.eventbridge import EventBridgePublisher, raw_entry
+from figstream.ingest.landing import LANDING_PREFIX, parse_batch_id
+from figstream.ingest.routing import Router
+from figstream.ingest.sqs_intake import (
+    DrainReport,
+    drain_queue,
+    message_line,
+    producer_name,
+    queue_url,
+)
+from figstream.settings import routing_path
+from figstream.storage.objects import ObjectStore
+from figstream.storage.s3_objects import S3ObjectStore
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router.from_file(routing_path())
+
+
+@pytest.fixture
+def infra(aws_config, router):
+    setup(aws_config, router, tables=False)
+    return aws_config
+
+
+def envelope(n: int, type_: str = "job.posted") -> dict:
+    return {
+        "id": f"evt-{n:05d}",
+        "type": type_,
+        "source": f"board-{n % 3}",
+        "version": 1,
+        "time": f"2026-11-01T{n % 24:02d}:00:00Z",
+        "data": {"job_id": f"job-{n}", "salary": n * 1.5, "remote": n % 2 == 0, "tags": None},
+    }
+
+
+def lines_of(store: ObjectStore, key: str) -> list[bytes]:
+    body = store.get(key)
+    assert body.endswith(b"\n")
+    return body[:-1].split(b"\n")
+
+
+def queue_depth(config, stream: str, dlq: bool = False) -> int:
+    attributes = config.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(config, stream, dlq=dlq),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+# --- message bodies to lines (no emulator needed) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "ours"),
+    [
+        ("plain text", b"plain text", False),
+        ('{"a": 1}', b'{"a": 1}', False),  # JSON, not an EventBridge event
+        ('[{"detail": {}}]', b'[{"detail": {}}]', False),
+        # An EventBridge event from elsewhere: its detail is no envelope.
+        ('{"source": "aws.s3", "detail-type": "x", "detail": {"bucket": "b"}}',
+         b'{"source": "aws.s3", "detail-type": "x", "detail": {"bucket": "b"}}', False),
+        ("two\nlines", b'"two\\nlines"', False),  # a JSON string: one line, body kept
+        ("   ", b'"   "', False),  # blank lines are skipped by readers: kept as a string
+        ('{"source": "figstream.raw", "detail": {"raw_b64": "!!"}}',
+         b'{"source": "figstream.raw", "detail": {"raw_b64": "!!"}}', False),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_a_figstream_event_is_kept_as_a_line(body, line, ours):
+    assert message_line(body) == (line, ours)
+
+
+def test_an_eventbridge_envelope_becomes_the_envelope_line():
+    record = envelope(3)
+    delivered = {
+        "version": "0",
+        "id": "eb-id",
+        "detail-type": record["type"],
+        "source": record["source"],
+        "account": "123456789012",
+        "time": "2026-11-01T03:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {k: record[k] for k in ("id", "version", "time", "data")},
+    }
+    line, ours = message_line(orjson.dumps(delivered).decode())
+    assert ours and orjson.loads(line) == record
+    assert list(orjson.loads(line)) == ["id", "type", "source", "version", "time", "data"]
+
+
+def test_raw_entries_come_back_byte_for_byte():
+    for raw in (b"not json", b'{"id": "\xff"}', b'{"x": 1}'):
+        detail = raw_entry(raw, ["postings"], "bus")["Detail"]
+        body = orjson.dumps({"source": "figstream.raw", "detail-type": "figstream.raw",
+                             "detail": orjson.loads(detail)}).decode()  # fmt: skip
+        assert message_line(body) == (raw, True)
+
+
+def test_producer_names_are_valid_landing_producers():
+    assert producer_name("postings") == "sqs-postings"
+    assert producer_name("board_events") == "sqs-board-events"
+    assert len(producer_name("s" * 63)) == 64
+
+
+# --- over the emulator ------------------------------------------------------------------------
+
+
+def test_publish_to_landing_end_to_end(infra, router):
+    store = S3ObjectStore(infra)
+    records = [envelope(n) for n in range(25)] + [envelope(25, "board.merged")]
+    bad = [b"{broken", orjson.dumps({**envelope(26), "extra": 1})]
+    EventBridgePublisher(infra, router).publish([*records, *bad])
+    report = drain_queue(infra, "postings", store, wait_seconds=1)
+    assert isinstance(report, DrainReport)
+    assert (report.received, report.deleted, report.delete_failures) == (27, 27, [])
+    assert (report.redelivered, report.foreign, report.dlq_depth, report.full) == (0, 0, 0, False)
+    assert store.list(LANDING_PREFIX) == [report.batch_key]
+    parsed = parse_batch_id(report.batch_key)
+    assert parsed.producer == "sqs-postings"
+    landed = lines_of(store, report.batch_key)
+    assert sorted(orjson.loads(x)["id"] for x in landed if x not in bad) == [
+        r["id"] for r in records[:25]
+    ]
+    assert {orjson.loads(x)["id"]: orjson.loads(x) for x in landed if x not in bad} == {
+        r["id"]: r for r in records[:25]
+    }
+    assert sorted(x for x in landed if x in bad) == sorted(bad)
+    boards = drain_queue(infra, "boards", store, wait_seconds=0)
+    assert [orjson.loads(x) for x in lines_of(store, boards.batch_key)] == records[25:]
+    assert queue_depth(infra, "postings") == queue_depth(infra, "boards") == 0
+    empty = drain_queue(infra, "postings", store, wait_seconds=0)
+    assert (empty.received, empty.batch_key) == (0, None)
+    assert len(store.list(LANDING_PREFIX)) == 2
+
+
+def test_max_messages_bounds_a_drain(infra, router):
+    store = S3ObjectStore(infra)
+    EventBridgePublisher(infra, router).publish([envelope(n) for n in range(23)])
+    first = drain_queue(infra, "postings", store, max_messages=15, wait_seconds=0)
+    assert (first.received, first.full) == (15, True)
+    second = drain_queue(infra, "postings", store, wait_seconds=0)
+    assert (second.received, second.full) == (8, False)
+    ids = [orjson.loads(x)["id"] for k in (first.batch_key, second.batch_key)
+           for x in lines_of(store, k)]  # fmt: skip
+    assert sorted(ids) == [f"evt-{n:05d}" for n in range(23)]
+
+
+def test_a_crash_between_write_and_delete_lands_a_harmless_duplicate(infra, router, monkeypatch):
+    from figstream.ingest import sqs_intake
+
+    store = S3ObjectStore(infra)
+    records = [envelope(n) for n in range(12)]
+    EventBridgePublisher(infra, router).publish(records)
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed between the write and the delete")
+
+    monkeypatch.setattr(sqs_intake, "_delete", crash)
+    with pytest.raises(SystemExit):
+        drain_queue(infra, "postings", store, wait_seconds=0, visibility_timeout=1)
+    monkeypatch.undo()
+    [first] = store.list(LANDING_PREFIX)  # durable before the crash
+    assert drain_queue(infra, "postings", store, wait_seconds=0).received == 0  # in flight
+    time.sleep(1.5)  # the visibility timeout passes: SQS delivers them again
+    again = drain_queue(infra, "postings", store, wait_seconds=0)
+    assert (again.received, again.redelivered, again.deleted) == (12, 12, 12)
+    assert store.list(LANDING_PREFIX) == [first, again.batch_key]
+
+    def ids(key):
+        return sorted(orjson.loads(x)["id"] for x in lines_of(store, key))
+
+    assert ids(first) == ids(again.batch_key) == [r["id"] for r in records]
+    assert queue_depth(infra, "postings") == 0
+
+
+class RefusingStore(S3ObjectStore):
+    def put(self, key, data):
+        raise OSError("the bucket refuses writes")
+
+
+def test_a_poison_message_ends_in_the_dlq_and_is_reported(infra):
+    sqs = infra.client("sqs")
+    sqs.send_message(QueueUrl=queue_url(infra, "postings"), MessageBody="poison")
+    refusing = RefusingStore(infra)
+    for _ in range(MAX_RECEIVE_COUNT):
+        with pytest.raises(OSError, match="refuses"):
+            drain_queue(infra, "postings", refusing, wait_seconds=0, visibility_timeout=1)
+        time.sleep(1.1)  # hidden for the visibility timeout, then received again
+    store = S3ObjectStore(infra)
+    report = drain_queue(infra, "postings", store, wait_seconds=0)
+    assert (report.received, report.batch_key, report.dlq_depth) == (0, None, 1)
+    assert store.list(LANDING_PREFIX) == []
+    [parked] = sqs.receive_message(QueueUrl=queue_url(infra, "postings", dlq=True))["Messages"]
+    assert parked["Body"] == "poison"
+
+
+def test_a_message_seen_twice_in_one_drain_lands_once(infra):
+    sqs = infra.client("sqs")
+    sqs.send_message(QueueUrl=queue_url(infra, "postings"), MessageBody='{"a": 1}')
+    store = S3ObjectStore(infra)
+    report = drain_queue(infra, "postings", store, wait_seconds=0, visibility_timeout=0)
+    assert (report.received, report.deleted, report.foreign) == (1, 1, 1)
+    assert lines_of(store, report.batch_key) == [b'{"a": 1}']
+    assert queue_depth(infra, "postings") == 0
+
+
+def test_bad_arguments_and_a_missing_queue(aws_config):
+    store = S3ObjectStore(aws_config)
+    with pytest.raises(ValueError, match="max_messages"):
+        drain_queue(aws_config, "postings", store, max_messages=0)
+    with pytest.raises(ValueError, match="wait_seconds"):
+        drain_queue(aws_config, "postings", store, wait_seconds=21)
+    with pytest.raises(LookupError, match="figstream aws setup"):
+        drain_queue(aws_config, "postings", store)
