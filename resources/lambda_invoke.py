@@ -250,6 +250,7 @@ class LambdaValidationResource(dg.ConfigurableResource):
     invoker: str = "in_process"
     function_name: str = "figstream-validate-batch"
     timeout_s: float = 60.0
+    handler: str = HANDLERS[VALIDATE_BATCH]  # what the subprocess invoker runs
 
     @classmethod
     def for_profile(
@@ -272,7 +273,7 @@ class LambdaValidationResource(dg.ConfigurableResource):
             return AwsConfig.from_env().client("lambda")
         if self.invoker == "subprocess":
             return SubprocessLambdaClient(
-                {self.function_name: HANDLERS[VALIDATE_BATCH]}, timeout_s=self.timeout_s
+                {self.function_name: self.handler}, timeout_s=self.timeout_s
             )
         raise ValueError(f"invoker {self.invoker!r}: no Lambda client (one of {INVOKERS})")
 
