@@ -265,3 +265,18 @@ def test_a_final_error_code_raises_at_once(infra, router):
 def test_max_attempts_must_be_positive(aws_config, router):
     with pytest.raises(ValueError, match="max_attempts"):
         EventBridgePublisher(aws_config, router, max_attempts=0)
+
+
+def test_figstream_publish_puts_on_the_bus_on_the_aws_profile(infra, tmp_path, capsys):
+    from figstream.cli.main import main
+
+    records = [orjson.dumps(envelope(0)), b"{truncated", orjson.dumps(envelope(1, "board.merged"))]
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(records[0] + b"\n\n" + records[1] + b"\n" + records[2] + b"\n")
+    assert main(["publish", str(source)]) == 0  # FIGSTREAM_PROFILE=aws from the fixture
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3  # one EventBridge event id per record
+    assert f"3 records in 1 PutEvents requests to bus {infra.event_bus_name}" in err
+    assert "skipped 1 blank lines" in err
+    assert sorted(drained(infra, "postings")) == sorted(records[:2])
+    assert drained(infra, "boards") == records[2:]
