@@ -224,3 +224,53 @@ def test_bad_arguments_and_a_missing_queue(aws_config):
         drain_queue(aws_config, "postings", store, wait_seconds=21)
     with pytest.raises(LookupError, match="figstream aws setup"):
         drain_queue(aws_config, "postings", store)
+
+
+class Faults:
+    """Every call of the hooked clients fails with a 5xx or S3's SlowDown (503) at ``rate``,
+    before it reaches the server; botocore's retry mode must carry every one of them."""
+
+    def __init__(self, rate: float, seed: int = 7) -> None:
+        import random
+
+        self.rate, self.random, self.injected = rate, random.Random(seed), 0
+
+    def __call__(self, request, **kwargs):
+        from botocore.awsrequest import AWSResponse
+
+        if self.random.random() >= self.rate:
+            return None
+        self.injected += 1
+        status, body = self.random.choice(
+            [(500, b"<Error><Code>InternalError</Code></Error>"),
+             (503, b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>"),
+             (503, b"<Error><Code>ServiceUnavailable</Code></Error>")]
+        )  # fmt: skip
+
+        class Raw:
+            def stream(self, **kwargs):
+                yield body
+
+        return AWSResponse(request.url, status, {}, Raw())
+
+
+def test_injected_5xx_and_throttling_are_retried_nothing_lost_nothing_doubled(infra, router):
+    faults = Faults(rate=0.1)
+    clients = [infra.client(service) for service in ("s3", "sqs", "events")]
+    for client in clients:
+        client.meta.events.register_first("before-send", faults)
+    try:
+        store = S3ObjectStore(infra)
+        records = [envelope(n) for n in range(60)]
+        EventBridgePublisher(infra, router).publish(records)
+        keys = []
+        while (report := drain_queue(infra, "postings", store, wait_seconds=0)).received:
+            assert report.delete_failures == []
+            keys.append(report.batch_key)
+        landed = [orjson.loads(x) for key in keys for x in lines_of(store, key)]
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-send", faults)
+    assert faults.injected >= 3
+    assert sorted(landed, key=lambda r: r["id"]) == records  # each once
+    assert queue_depth(infra, "postings") == queue_depth(infra, "postings", dlq=True) == 0
