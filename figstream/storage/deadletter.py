@@ -159,6 +159,22 @@ class DeadLetterStore(ABC):
         """Mark not-yet-replayed records as replayed to ``replay_key``; returns how many."""
 
 
+def rows_to_add(rows: pa.Table, stream: str | None, partition_key: str | None) -> pa.Table:
+    """:meth:`DeadLetterStore.add`'s rows checked (:data:`DEAD_LETTER_SCHEMA`, the given
+    ``stream``/``partition_key`` filled in), with their ``id`` as the first column."""
+    n = rows.num_rows
+    for name, value in (("stream", stream), ("partition_key", partition_key)):
+        if value is not None and name not in rows.column_names:
+            rows = rows.append_column(name, pa.repeat(pa.scalar(value), n))
+    if "event_id" not in rows.column_names:
+        rows = rows.append_column("event_id", pa.nulls(n, pa.string()))
+    if "event_time" not in rows.column_names:
+        rows = rows.append_column("event_time", pa.nulls(n, TS))
+    table = conform(rows, DEAD_LETTER_SCHEMA, "dead-letter add")
+    ids = pc.binary_join_element_wise(table["batch_id"], table["line_no"].cast(pa.string()), ":")
+    return table.add_column(0, "id", ids)
+
+
 # --- SQLite -------------------------------------------------------------------------------------
 
 _DDL = """
@@ -231,19 +247,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
     def add(
         self, rows: pa.Table, *, stream: str | None = None, partition_key: str | None = None
     ) -> int:
-        n = rows.num_rows
-        for name, value in (("stream", stream), ("partition_key", partition_key)):
-            if value is not None and name not in rows.column_names:
-                rows = rows.append_column(name, pa.repeat(pa.scalar(value), n))
-        if "event_id" not in rows.column_names:
-            rows = rows.append_column("event_id", pa.nulls(n, pa.string()))
-        if "event_time" not in rows.column_names:
-            rows = rows.append_column("event_time", pa.nulls(n, TS))
-        table = conform(rows, DEAD_LETTER_SCHEMA, "dead-letter add")
-        ids = pc.binary_join_element_wise(
-            table["batch_id"], table["line_no"].cast(pa.string()), ":"
-        )
-        table = table.add_column(0, "id", ids)
+        table = rows_to_add(rows, stream, partition_key)
         stamp = now_us()
         added = 0
         for chunk in chunks(to_rows(table)):

@@ -1,4 +1,6 @@
-"""The SQLite dead-letter store and replay: idempotent adds, exact bytes, filters, fixes."""
+"""The dead-letter stores, SQLite and DynamoDB (over moto server) from one suite, and replay:
+idempotent adds, exact bytes, filters, fixes. DynamoDB-only cases (payloads over its item
+limit) are in ``test_dynamo_deadletter.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from figstream.events.envelope import Envelope
 from figstream.events.validation import Rejection, validate
 from figstream.storage.deadletter import (
     DEAD_LETTER_SCHEMA,
+    DeadLetterStore,
     ReplayReport,
     SqliteDeadLetterStore,
     UnknownDeadLetterError,
@@ -86,9 +89,17 @@ class FakePublisher:
         return [f"landing/2025-03-01/replay-{len(self.batches)}.jsonl"]
 
 
-@pytest.fixture
-def dlq(tmp_path: Path) -> SqliteDeadLetterStore:
-    return SqliteDeadLetterStore(tmp_path / "state" / "deadletter.sqlite")
+@pytest.fixture(params=["sqlite", "dynamo"])
+def dlq(request: pytest.FixtureRequest, tmp_path: Path) -> DeadLetterStore:
+    if request.param == "sqlite":
+        return SqliteDeadLetterStore(tmp_path / "state" / "deadletter.sqlite")
+    from figstream.storage.dynamo_deadletter import DynamoDeadLetterStore
+    from figstream.storage.dynamo_state import ensure_tables
+
+    config = request.getfixturevalue("aws_config")
+    ensure_tables(config)
+    config.client("s3").create_bucket(Bucket=config.bucket_name)
+    return DynamoDeadLetterStore(config)
 
 
 def test_add_is_idempotent_and_not_double_counted(dlq):
