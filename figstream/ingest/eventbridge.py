@@ -1,9 +1,10 @@
 """The aws profile's producer: records into ``PutEvents`` on the figstream event bus.
 
 :class:`EventBridgePublisher` has the local :class:`figstream.ingest.publish.Publisher`'s
-interface (``publish(records) -> list[str]``, ``records``, ``batches``), so ``figstream
-publish`` and ``produce`` pick one by profile. It returns the event ids EventBridge assigned,
-one per record, in order; ``batches`` counts ``PutEvents`` requests.
+interface (``publish(records) -> list[str]``, ``records``, ``batches``), so the bus commands
+pick one by profile (``figstream.cli.bus``: ``publish`` does; ``produce`` will once
+``publish.produce`` takes the publisher to use). It returns the event ids EventBridge
+assigned, one per record, in order; ``batches`` counts ``PutEvents`` requests.
 
 A record takes one of two forms on the bus:
 
