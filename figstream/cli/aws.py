@@ -1,4 +1,5 @@
-"""``figstream aws setup``: the aws profile's infrastructure, made from the repo's own config.
+"""``figstream aws setup`` and ``status``: the aws profile's infrastructure, made from the repo's
+own config, and the state of the streams' queues.
 
 One command, idempotent, against the emulator (``FIGSTREAM_AWS_ENDPOINT``) or a real account
 (the environment's credentials); every name comes from ``AwsConfig`` (one prefix):
@@ -20,10 +21,13 @@ Each resource is read first and written only if it is missing or differs, so a s
 changes nothing and says so. ``--dry-run`` prints the plan and writes nothing. A rule on the
 bus under the prefix that no stream needs any more is reported, never deleted.
 
+``figstream aws status`` prints each stream's queue depth, messages in flight and dead-letter
+queue depth, and exits 3 when a dead-letter queue holds messages (a poison message, reported).
+
 Bad inputs tried (see ``tests/figstream/cli/test_aws_cli.py``): names over AWS's limits (a long
 prefix with a long stream name), an unreadable routing file, an endpoint nothing listens on,
 a queue whose attributes were changed by hand (put back), a rule whose pattern was changed by
-hand (put back).
+hand (put back), ``status`` before setup (no queue: exit 1 naming the fix).
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ def add_aws(subparsers: argparse._SubParsersAction) -> None:
         help="routing file (default: $FIGSTREAM_ROUTING or platform/routing.yaml)",
     )
     setup.set_defaults(handler=_run_setup)
+    status = commands.add_parser(
+        "status",
+        help="each stream's queue depth, messages in flight and dead-letter queue depth",
+        description=(
+            "Per stream of the routing file: messages waiting in its queue, in flight (received, "
+            "not yet deleted) and parked in its dead-letter queue. Exits 3 when a dead-letter "
+            "queue holds messages, so a check can alert on poison messages."
+        ),
+    )
+    status.add_argument("--routing", type=Path, default=None, help="routing file")
+    status.set_defaults(handler=_run_status)
 
 
 def _run_setup(args: argparse.Namespace) -> int:
@@ -94,6 +109,49 @@ def _run_setup(args: argparse.Namespace) -> int:
     else:
         print(f"up to date on {where} (prefix {config.prefix}): nothing to change",
               file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def queue_status(config: Any, stream: str) -> dict[str, int]:
+    """``waiting``, ``in_flight`` and ``dead_letters`` of a stream's queues (SQS's counts)."""
+    from figstream.ingest.sqs_intake import queue_url
+
+    sqs = config.client("sqs")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    held = sqs.get_queue_attributes(QueueUrl=queue_url(config, stream), AttributeNames=names)
+    dlq = sqs.get_queue_attributes(
+        QueueUrl=queue_url(config, stream, dlq=True), AttributeNames=names[:1]
+    )
+    return {
+        "waiting": int(held["Attributes"][names[0]]),
+        "in_flight": int(held["Attributes"][names[1]]),
+        "dead_letters": int(dlq["Attributes"][names[0]]),
+    }
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from figstream.ingest.routing import Router, RoutingError
+    from figstream.settings import routing_path
+    from figstream.storage.aws import AwsConfig
+
+    try:
+        config = AwsConfig.from_env()
+        router = Router.from_file(args.routing or routing_path())
+        rows = {stream: queue_status(config, stream) for stream in router.streams}
+    except (ValueError, LookupError, RoutingError, ClientError, BotoCoreError) as exc:
+        print(f"figstream aws status: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'stream':<20} {'waiting':>9} {'in flight':>9} {'dead letters':>12}")
+    for stream, row in rows.items():
+        print(f"{stream:<20} {row['waiting']:>9,} {row['in_flight']:>9,} "
+              f"{row['dead_letters']:>12,}")  # fmt: skip
+    poisoned = [s for s, row in rows.items() if row["dead_letters"]]
+    if poisoned:
+        print(f"dead-letter queue(s) of {', '.join(poisoned)} hold messages SQS gave up on after "
+              f"{MAX_RECEIVE_COUNT} receives: inspect them there", file=sys.stderr)  # fmt: skip
+        return 3
     return 0
 
 

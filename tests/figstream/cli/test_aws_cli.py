@@ -165,3 +165,21 @@ def test_usage_errors_exit_2(args):
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2
+
+
+def test_status_reports_depths_and_exits_3_on_dead_letters(aws_config, capsys):
+    from figstream.ingest.sqs_intake import queue_url
+
+    assert main(["aws", "status"]) == 1
+    assert "figstream aws setup" in capsys.readouterr().err  # no queue yet: says the fix
+    assert run(capsys)[0] == 0
+    sqs = aws_config.client("sqs")
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=queue_url(aws_config, "postings"), MessageBody=body)
+    sqs.receive_message(QueueUrl=queue_url(aws_config, "postings"), MaxNumberOfMessages=1)
+    sqs.send_message(QueueUrl=queue_url(aws_config, "boards", dlq=True), MessageBody="poison")
+    assert main(["aws", "status"]) == 3
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows == {"postings": ["1", "1", "0"], "boards": ["0", "0", "1"]}
+    assert "dead-letter queue(s) of boards hold messages" in err
