@@ -5,7 +5,7 @@ One command, idempotent, against the emulator (``FIGSTREAM_AWS_ENDPOINT``) or a 
 (the environment's credentials); every name comes from ``AwsConfig`` (one prefix):
 
 * the bucket (``config.bucket_name``), versioned, with a lifecycle that expires old versions
-  and aborts abandoned multipart uploads (:func:`figstream.storage.s3_objects.ensure_bucket`);
+  and aborts abandoned multipart uploads (:func:`ensure_bucket`);
 * the custom event bus ``config.event_bus_name``;
 * per stream of ``platform/routing.yaml`` (``FIGSTREAM_ROUTING``): a dead-letter queue; the
   stream's queue with a redrive policy to it (``maxReceiveCount`` :data:`MAX_RECEIVE_COUNT`) and
@@ -44,6 +44,9 @@ RETENTION = 4 * 24 * 3600  # the stream queue keeps a message 4 days (SQS's defa
 DLQ_RETENTION = 14 * 24 * 3600  # the dead-letter queue keeps it 14 days (SQS's maximum)
 MAX_RULE_NAME, MAX_QUEUE_NAME = 64, 80
 TARGET_ID = "sqs"
+# Days before an old object version (and an abandoned multipart upload) is removed.
+NONCURRENT_DAYS = 1
+_MISSING_CODES = {"404", "NoSuchBucket", "NotFound"}
 
 
 def add_aws(subparsers: argparse._SubParsersAction) -> None:
@@ -178,8 +181,6 @@ def setup(
     """Bring the infrastructure to what ``config`` and ``router`` describe. Returns the changes
     made (or, dry, planned), one line each, and notes (stale rules). ``tables=False`` leaves
     the DynamoDB tables out (tests of the intake alone)."""
-    from figstream.storage.s3_objects import ensure_bucket
-
     streams = list(router.streams)
     check_names(config, streams)
     changes = ensure_bucket(config, dry_run=dry_run)
@@ -367,3 +368,64 @@ def _stale_rules(config: Any, streams: list[str]) -> list[str]:
         for rule in rules.get("Rules", [])
         if rule["Name"].startswith(config.prefix + "-") and rule["Name"] not in wanted
     ]
+
+
+def bucket_settings(config: Any) -> dict[str, Any]:
+    """What :func:`ensure_bucket` applies: versioning on, and a lifecycle that removes old
+    versions and abandoned multipart uploads after :data:`NONCURRENT_DAYS`."""
+    return {
+        "Versioning": {"Status": "Enabled"},
+        "Lifecycle": {
+            "Rules": [
+                {
+                    "ID": "figstream-old-versions-and-uploads",
+                    "Filter": {"Prefix": ""},
+                    "Status": "Enabled",
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": NONCURRENT_DAYS},
+                }
+            ]
+        },
+    }
+
+
+def ensure_bucket(config: Any, dry_run: bool = False) -> list[str]:
+    """Create the bucket if it is missing and apply :func:`bucket_settings`; idempotent.
+    Returns what was (or, dry, would be) changed, one line each."""
+    s3 = config.client("s3")
+    bucket = config.bucket_name
+    changes: list[str] = []
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except s3.exceptions.ClientError as exc:
+        if _code(exc) not in _MISSING_CODES:
+            raise
+        changes.append(f"create bucket {bucket}")
+        if not dry_run:
+            args: dict[str, Any] = {"Bucket": bucket}
+            if config.region != "us-east-1":
+                args["CreateBucketConfiguration"] = {"LocationConstraint": config.region}
+            s3.create_bucket(**args)
+    wanted = bucket_settings(config)
+    created = bool(changes)
+    versioning = {} if created else s3.get_bucket_versioning(Bucket=bucket)
+    if versioning.get("Status") != "Enabled":
+        changes.append(f"enable versioning on bucket {bucket}")
+        if not dry_run:
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=wanted["Versioning"])
+    rules: list[dict[str, Any]] = []
+    if not created:
+        try:
+            rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+        except s3.exceptions.ClientError as exc:
+            if _code(exc) != "NoSuchLifecycleConfiguration":
+                raise
+    wanted_rule = wanted["Lifecycle"]["Rules"][0]
+    if not any(r.get("ID") == wanted_rule["ID"] for r in rules):
+        changes.append(f"put lifecycle rule {wanted_rule['ID']} on bucket {bucket}")
+        if not dry_run:
+            kept = [r for r in rules if r.get("ID") != wanted_rule["ID"]]
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": [*kept, wanted_rule]}
+            )
+    return changes

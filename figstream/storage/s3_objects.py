@@ -23,7 +23,9 @@ Differences from :class:`LocalObjectStore`, both S3's nature: a key may also be 
 other keys (``a/b`` and ``a/b/c``), which a directory tree cannot hold; and a reader that
 :meth:`open` ed an object keeps reading that object after it is replaced only when the bucket
 has versioning on (``figstream aws setup`` turns it on, with a lifecycle rule that expires
-old versions after a day and aborts multipart uploads left behind for a day). Without
+old versions after a day and aborts multipart uploads left behind for a day: the bucket's
+setup lives with the other infrastructure in ``figstream.cli.aws``, so the roles that only
+read and write objects need no bucket-administration permission). Without
 versioning such a reader fails with :class:`ObjectChangedError` rather than mixing two objects.
 
 Throttling and 5xx are retried by botocore's retry mode (``AwsConfig.client``); an
@@ -54,8 +56,6 @@ PART_SIZE = 8 << 20  # S3 needs >= 5 MiB for every part but the last
 LIST_PAGE = 1000  # ListObjectsV2's maximum page
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _CHANGED_CODES = {"412", "PreconditionFailed"}
-# Days before an old version (and an abandoned multipart upload) is removed by the lifecycle.
-NONCURRENT_DAYS = 1
 
 
 class ObjectChangedError(OSError):
@@ -300,64 +300,3 @@ class _RangeReader(io.RawIOBase):
             raise
         with contextlib.closing(response["Body"]) as body:
             return body.read()
-
-
-def bucket_settings(config: AwsConfig) -> dict[str, Any]:
-    """What :func:`ensure_bucket` applies: versioning on, and a lifecycle that removes old
-    versions and abandoned multipart uploads after :data:`NONCURRENT_DAYS`."""
-    return {
-        "Versioning": {"Status": "Enabled"},
-        "Lifecycle": {
-            "Rules": [
-                {
-                    "ID": "figstream-old-versions-and-uploads",
-                    "Filter": {"Prefix": ""},
-                    "Status": "Enabled",
-                    "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
-                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": NONCURRENT_DAYS},
-                }
-            ]
-        },
-    }
-
-
-def ensure_bucket(config: AwsConfig, dry_run: bool = False) -> list[str]:
-    """Create the bucket if it is missing and apply :func:`bucket_settings`; idempotent.
-    Returns what was (or, dry, would be) changed, one line each."""
-    s3 = config.client("s3")
-    bucket = config.bucket_name
-    changes: list[str] = []
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except s3.exceptions.ClientError as exc:
-        if _code(exc) not in _MISSING_CODES and _code(exc) != "NoSuchBucket":
-            raise
-        changes.append(f"create bucket {bucket}")
-        if not dry_run:
-            args: dict[str, Any] = {"Bucket": bucket}
-            if config.region != "us-east-1":
-                args["CreateBucketConfiguration"] = {"LocationConstraint": config.region}
-            s3.create_bucket(**args)
-    wanted = bucket_settings(config)
-    created = bool(changes)
-    versioning = {} if created else s3.get_bucket_versioning(Bucket=bucket)
-    if versioning.get("Status") != "Enabled":
-        changes.append(f"enable versioning on bucket {bucket}")
-        if not dry_run:
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=wanted["Versioning"])
-    rules: list[dict[str, Any]] = []
-    if not created:
-        try:
-            rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
-        except s3.exceptions.ClientError as exc:
-            if _code(exc) != "NoSuchLifecycleConfiguration":
-                raise
-    wanted_rule = wanted["Lifecycle"]["Rules"][0]
-    if not any(r.get("ID") == wanted_rule["ID"] for r in rules):
-        changes.append(f"put lifecycle rule {wanted_rule['ID']} on bucket {bucket}")
-        if not dry_run:
-            kept = [r for r in rules if r.get("ID") != wanted_rule["ID"]]
-            s3.put_bucket_lifecycle_configuration(
-                Bucket=bucket, LifecycleConfiguration={"Rules": [*kept, wanted_rule]}
-            )
-    return changes

@@ -25,7 +25,8 @@ from figstream.storage.objects import LocalObjectStore, ObjectStore, read_parque
 
 
 def s3_store(aws_config):
-    from figstream.storage.s3_objects import S3ObjectStore, ensure_bucket
+    from figstream.cli.aws import ensure_bucket
+    from figstream.storage.s3_objects import S3ObjectStore
 
     ensure_bucket(aws_config)
     return S3ObjectStore(aws_config)

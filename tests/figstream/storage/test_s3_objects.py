@@ -14,12 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from figstream.cli.aws import ensure_bucket
 from figstream.storage.objects import read_parquet
-from figstream.storage.s3_objects import (
-    ObjectChangedError,
-    S3ObjectStore,
-    ensure_bucket,
-)
+from figstream.storage.s3_objects import ObjectChangedError, S3ObjectStore
 
 MiB = 1 << 20
 
