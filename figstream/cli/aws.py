@@ -13,7 +13,9 @@ One command, idempotent, against the emulator (``FIGSTREAM_AWS_ENDPOINT``) or a 
   ``config.rule_name(stream)`` with the stream's pattern as written (routing.yaml's patterns
   match the EventBridge form of an event, so they are EventBridge patterns as they stand);
   a second rule ``<rule>-raw`` for the records that travel in the raw form
-  (:func:`figstream.ingest.eventbridge.raw_pattern`); each rule targets the queue;
+  (:func:`figstream.ingest.eventbridge.raw_pattern`); each rule targets the queue, with the
+  DLQ as the target's dead-letter queue (an event EventBridge cannot deliver is parked there,
+  not dropped), and both queues' policies let the two rules send;
 * the DynamoDB tables of the state and dead-letter stores
   (:func:`figstream.storage.dynamo_state.ensure_tables`).
 
@@ -248,8 +250,17 @@ def _normal(value: Any) -> Any:
     return str(value)
 
 
-def _ensure_rule(config: Any, name: str, pattern: dict, queue_arn: str | None, dry_run: bool):
-    """(changes, rule arn or None when dry and missing)."""
+def _ensure_rule(
+    config: Any,
+    name: str,
+    pattern: dict,
+    queue_arn: str | None,
+    dlq_arn: str | None,
+    dry_run: bool,
+) -> tuple[list[str], str | None]:
+    """(changes, rule arn or None when dry and missing). The target is the stream's queue; an
+    event EventBridge cannot deliver there (the queue gone, its policy wrong, a message over
+    SQS's size limit) goes to the stream's DLQ after EventBridge's retries, not nowhere."""
     events, bus = config.client("events"), config.event_bus_name
     changes: list[str] = []
     arn = None
@@ -267,12 +278,17 @@ def _ensure_rule(config: Any, name: str, pattern: dict, queue_arn: str | None, d
     targets = []
     if arn is not None:
         targets = events.list_targets_by_rule(Rule=name, EventBusName=bus)["Targets"]
-    if not any(t["Id"] == TARGET_ID and t["Arn"] == queue_arn for t in targets):
-        changes.append(f"target rule {name} at queue {queue_arn or '(new)'}")
+    target = {"Id": TARGET_ID, "Arn": queue_arn, "DeadLetterConfig": {"Arn": dlq_arn}}
+    if not any(
+        t["Id"] == TARGET_ID
+        and t["Arn"] == queue_arn
+        and t.get("DeadLetterConfig", {}).get("Arn") == dlq_arn
+        for t in targets
+    ):
+        changes.append(f"target rule {name} at queue {queue_arn or '(new)'}, undeliverable "
+                       f"events to {dlq_arn or '(new)'}")  # fmt: skip
         if not dry_run:
-            events.put_targets(
-                Rule=name, EventBusName=bus, Targets=[{"Id": TARGET_ID, "Arn": queue_arn}]
-            )
+            events.put_targets(Rule=name, EventBusName=bus, Targets=[target])
     return changes, arn
 
 
@@ -310,23 +326,22 @@ def _ensure_stream(config: Any, stream: str, pattern: dict, dry_run: bool) -> li
         )
     else:
         changes.append(f"redrive queue {name} to {dlq_name} after {MAX_RECEIVE_COUNT} receives")
-    more, url, queue_arn = _ensure_queue(config, name, wanted, dry_run)
+    more, _, queue_arn = _ensure_queue(config, name, wanted, dry_run)
     changes += more
     rule_arns = []
     for rule, rule_pattern in (
         (config.rule_name(stream), pattern),
         (config.rule_name(stream) + "-raw", raw_pattern(stream)),
     ):
-        more, arn = _ensure_rule(config, rule, rule_pattern, queue_arn, dry_run)
+        more, arn = _ensure_rule(config, rule, rule_pattern, queue_arn, dlq_arn, dry_run)
         changes += more
         rule_arns.append(arn)
-    if url is None or None in rule_arns:
-        changes.append(f"allow rules {config.rule_name(stream)}(-raw) to send to queue {name}")
-    else:
-        more, _, _ = _ensure_queue(
-            config, name, {"Policy": json.dumps(queue_policy(queue_arn, rule_arns))}, dry_run
-        )
-        changes += more
+    for queue, arn in ((name, queue_arn), (dlq_name, dlq_arn)):
+        if arn is None or None in rule_arns:
+            changes.append(f"allow rules {config.rule_name(stream)}(-raw) to send to {queue}")
+            continue
+        policy = {"Policy": json.dumps(queue_policy(arn, rule_arns))}
+        changes += _ensure_queue(config, queue, policy, dry_run)[0]
     return changes
 
 

@@ -26,11 +26,12 @@ A record takes one of two forms on the bus:
 
 Limits, checked before sending: at most :data:`MAX_ENTRIES` entries and
 :data:`MAX_REQUEST_BYTES` per request, sized as AWS sizes them (``Source`` + ``DetailType`` +
-``Detail`` in UTF-8 bytes, plus 14 for ``Time``). A record whose entry alone is over the limit
-is refused with :class:`EventBridgePublishError` naming its index and size: EventBridge would
-refuse it, and a dead letter needs a store the producer does not have. As locally, the
-records of the request holding it are not sent; earlier requests have been and are listed on
-the error.
+``Detail`` in UTF-8 bytes, plus 14 for ``Time``). A record whose entry alone is over
+:data:`MAX_EVENT_BYTES` (the request limit less 1 KiB that EventBridge's own fields take when
+it delivers the event to SQS, whose messages are at most 256 KiB) is refused with
+:class:`EventBridgePublishError` naming its index and size: EventBridge (or SQS) would refuse
+it, and a dead letter needs a store the producer does not have. As locally, the records of
+the request holding it are not sent; earlier requests have been and are listed on the error.
 
 Entries the response reports failed (``FailedEntryCount`` > 0) are resent, only those, with a
 jittered exponential back-off: ``InternalFailure``, ``ThrottlingException`` and any code AWS
@@ -68,6 +69,10 @@ RAW_DETAIL_TYPE = "figstream.raw"
 ENVELOPE_KEYS = frozenset(("id", "type", "source", "version", "time", "data"))
 MAX_ENTRIES = 10
 MAX_REQUEST_BYTES = 256 * 1024
+# Delivered to SQS (256 KiB a message), an event carries EventBridge's own fields too (version,
+# id, account, time, region, resources: under 300 bytes): a single event keeps 1 KiB for them.
+DELIVERY_OVERHEAD = 1024
+MAX_EVENT_BYTES = MAX_REQUEST_BYTES - DELIVERY_OVERHEAD
 TIME_BYTES = 14  # what AWS counts for an entry's Time
 RETRY_DELAY, MAX_RETRY_DELAY = 0.1, 5.0  # seconds, doubled per resend
 # Final per-entry codes (PutEventsResultEntry): resending the same entry cannot succeed.
@@ -214,11 +219,12 @@ class EventBridgePublisher:
                 raise EventBridgePublishError(str(exc), ids) from None
             entry = to_entry(line, self.router, self.bus)
             entry_bytes = entry_size(entry)
-            if entry_bytes > MAX_REQUEST_BYTES:
+            if entry_bytes > MAX_EVENT_BYTES:
                 raise EventBridgePublishError(
                     f"record {index} is {entry_bytes:,} bytes as an EventBridge entry, over "
-                    f"the {MAX_REQUEST_BYTES:,}-byte limit of an event; split its data or "
-                    "store it elsewhere and send a reference",
+                    f"the {MAX_EVENT_BYTES:,}-byte limit of an event (256 KB, less 1 KiB for "
+                    "the fields EventBridge adds on delivery to SQS); split its data or store "
+                    "it elsewhere and send a reference",
                     ids,
                 )
             if len(request) >= MAX_ENTRIES or size + entry_bytes > MAX_REQUEST_BYTES:

@@ -74,6 +74,13 @@ def test_setup_builds_what_the_routing_file_says(aws_config, capsys):
         for name in (config.rule_name(stream), config.rule_name(stream) + "-raw"):
             [target] = events.list_targets_by_rule(Rule=name, EventBusName=bus)["Targets"]
             assert target["Arn"] == attributes["QueueArn"]
+            assert target["DeadLetterConfig"] == {"Arn": redrive["deadLetterTargetArn"]}
+        dlq_policy = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["Policy"])
+        [statement] = json.loads(dlq_policy["Attributes"]["Policy"])["Statement"]
+        assert statement["Resource"] == redrive["deadLetterTargetArn"]
+        assert sorted(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == sorted(
+            [rule["Arn"], raw["Arn"]]
+        )
     tables = config.client("dynamodb").list_tables()["TableNames"]
     assert {r["TableName"] for r in dynamo_state.table_definitions(config)} <= set(tables)
     s3 = config.client("s3")
