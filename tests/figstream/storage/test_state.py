@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,58 @@ class Backend:
     name: str
     new: Callable[..., StateStore]  # a store of its own (fresh file or tables)
     reopen: Callable[..., StateStore]  # another store on the same data
+    # A store for concurrent writers: the same, but on DynamoDB on a serial emulator.
+    new_concurrent: Callable[..., StateStore] | None = None
+
+
+SERIAL_MOTO = textwrap.dedent(
+    """
+    import sys
+    from werkzeug.serving import run_simple
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
+    )
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=False,
+               request_handler=MotoRequestHandler)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def serial_moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A moto server that serves one request at a time. moto's own server is threaded and
+    checks a write's condition and stores the item without a lock, so two concurrent
+    conditional writes of one item can both pass there (a lost update that DynamoDB, which
+    applies each conditional write atomically, never allows): tests of concurrent writers
+    run here."""
+    import urllib.request
+
+    from tests.aws_server import set_credentials
+    from tests.conftest import free_port, stop_group
+
+    set_credentials()
+    port = free_port()
+    log = tmp_path_factory.mktemp("serial_moto") / "moto.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERIAL_MOTO, str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, f"the serial moto server exited; see {log}"
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        stop_group(proc, grace=5.0)
 
 
 @pytest.fixture(params=["sqlite", "dynamo"])
@@ -70,12 +123,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
     endpoint = request.getfixturevalue("aws_config").endpoint_url
 
-    def new_dynamo(**kwargs) -> StateStore:
+    def new_dynamo(endpoint: str = endpoint, **kwargs) -> StateStore:
         config = emulator_config(endpoint)  # a fresh name prefix: tables of its own
         ensure_tables(config)
         return DynamoStateStore(config, **kwargs)
 
-    return Backend("dynamo", new_dynamo, lambda s, **kw: DynamoStateStore(s.config, **kw))
+    def new_concurrent(**kwargs) -> StateStore:
+        return new_dynamo(request.getfixturevalue("serial_moto_endpoint"), **kwargs)
+
+    def reopen(store: StateStore, **kwargs) -> StateStore:
+        return DynamoStateStore(store.config, **kwargs)
+
+    return Backend("dynamo", new_dynamo, reopen, new_concurrent)
 
 
 @pytest.fixture
@@ -508,7 +567,7 @@ def test_two_processes_incrementing_the_same_jobs_lose_no_write(tmp_path):
 
 
 def test_threads_incrementing_and_claiming_lose_no_write(backend):
-    first = backend.new()
+    first = (backend.new_concurrent or backend.new)()
     errors: list[BaseException] = []
     owners: list[dict[str, str]] = []
     retries: list[int] = []
