@@ -50,14 +50,17 @@ class S3Objects(ObjectStoreResource):
         return S3ObjectStore(AwsConfig.from_env())
 
 
-def streaming(home: Path, invoker: str, objects: ObjectStoreResource | None = None, **kw):
+def streaming(home: Path, invoker: str | None, objects: ObjectStoreResource | None = None, **kw):
+    """The stores of ``home``; validation by ``invoker``, or, with None, by the default (no
+    LambdaValidationResource bound: in process)."""
+    validation = None if invoker is None else LambdaValidationResource(invoker=invoker, **kw)
     return StreamingWithValidation(
         objects=objects or LocalObjectStoreResource(root=str(home)),
         state=SqliteStateStoreResource(path=str(state_path(home))),
         dead_letters=SqliteDeadLetterResource(path=str(deadletter_path(home))),
         routing=RoutingResource(path=str(routing_path())),
         first_partition=FIRST,
-        validation=LambdaValidationResource(invoker=invoker, **kw),
+        validation=validation,
     )
 
 
@@ -73,6 +76,15 @@ def materialise(resources: StreamingResources, asset: str, partition: str, **kw)
 def counts(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     metadata = result.asset_materializations_for_node(asset)[0].metadata
     return {key: metadata[key].value for key in COUNTS}
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """The step failure's message with its causes."""
+    error, parts = result.get_step_failure_events()[0].step_failure_data.error, []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
 
 
 def books(home: Path, objects: ObjectStore, table: str, partition: str) -> tuple:
@@ -132,7 +144,7 @@ def test_the_lambda_path_gives_what_the_in_process_path_gives(homes, asset, stre
     assert hours
     # The busiest hours and the first (late events and rejected records land by arrival).
     for partition in sorted({hours[0], *hours[len(hours) // 2 : len(hours) // 2 + 1]}):
-        expected = materialise(streaming(local, "in_process"), asset, partition)
+        expected = materialise(streaming(local, None), asset, partition)
         instance = dg.DagsterInstance.ephemeral()
         got = materialise(streaming(remote, "subprocess"), asset, partition, instance=instance)
         logs = [e.user_message for e in instance.all_logs(got.run_id)]
@@ -179,12 +191,7 @@ def test_a_crashing_function_fails_the_step_and_a_retry_converges(
 
     failed = materialise(resources, "raw_events", partition, raise_on_error=False)
     assert not failed.success
-    error = failed.get_step_failure_events()[0].step_failure_data.error
-    text = []
-    while error is not None:
-        text.append(error.message)
-        error = error.cause
-    assert "injected: the function crashed after writing one batch" in "\n".join(text)
+    assert "injected: the function crashed after writing one batch" in failure_text(failed)
     # Nothing claimed, no fragment, no dead letter: only the function's own outputs.
     fragments, letters, claims = books(remote, LocalObjectStore(remote), "raw_events", partition)
     assert (fragments, letters, claims) == ({}, [], [])
@@ -220,3 +227,15 @@ def test_on_s3_the_lambda_path_gives_what_the_in_process_path_gives(
         local, source, "raw_events", partition
     )
     assert bucket.list(OUTPUT_PREFIX) == []
+
+
+def test_the_aws_invoker_calls_lambda_over_http(homes, aws_config) -> None:
+    # moto runs no Lambda code, but it answers Invoke: a function that is not deployed fails
+    # the step with Lambda's own error, before anything is claimed.
+    local, _ = homes
+    partition = hours_with_events(local, "postings")[0]
+    resources = streaming(local, "aws", function_name=aws_config.function_name("validate-batch"))
+    failed = materialise(resources, "raw_events", partition, raise_on_error=False)
+    assert not failed.success
+    assert "ResourceNotFoundException" in failure_text(failed)
+    assert books(local, LocalObjectStore(local), "raw_events", partition)[:2] == ({}, [])
