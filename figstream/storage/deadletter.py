@@ -197,13 +197,13 @@ CREATE INDEX IF NOT EXISTS dead_letters_code ON dead_letters (code);
 CREATE INDEX IF NOT EXISTS dead_letters_partition ON dead_letters (stream, partition_key);
 CREATE INDEX IF NOT EXISTS dead_letters_order ON dead_letters (dead_lettered_at, batch_id, line_no)
 """
-_COLUMNS = (
+COLUMNS = (
     "id, batch_id, line_no, stream, partition_key, event_id, event_time, code, detail, payload,"
     " dead_lettered_at, replayed_at, replay_key"
 )
 
 
-def _dead_letter(row: tuple) -> DeadLetter:
+def dead_letter_from_row(row: tuple) -> DeadLetter:
     (id_, batch_id, line_no, stream, partition_key, event_id, event_time, code, detail,
      payload, dead_lettered_at, replayed_at, replay_key) = row  # fmt: skip
     return DeadLetter(
@@ -253,7 +253,7 @@ class SqliteDeadLetterStore(DeadLetterStore):
         for chunk in chunks(to_rows(table)):
             with self._db.write() as conn:
                 added += conn.executemany(
-                    f"INSERT INTO dead_letters ({_COLUMNS})"
+                    f"INSERT INTO dead_letters ({COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
                     " ON CONFLICT (id) DO NOTHING",
                     [(*row, stamp) for row in chunk],
@@ -272,14 +272,14 @@ class SqliteDeadLetterStore(DeadLetterStore):
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit}")
         where, params = _filters(code, stream, partition_key, include_replayed)
-        sql = f"SELECT {_COLUMNS} FROM dead_letters{where}"
+        sql = f"SELECT {COLUMNS} FROM dead_letters{where}"
         sql += " ORDER BY dead_lettered_at, batch_id, line_no"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         with self._db.read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_dead_letter(row) for row in rows]
+        return [dead_letter_from_row(row) for row in rows]
 
     def count(
         self,
@@ -309,10 +309,8 @@ class SqliteDeadLetterStore(DeadLetterStore):
 
     def get(self, id: str) -> DeadLetter | None:
         with self._db.read() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM dead_letters WHERE id = ?", (id,)
-            ).fetchone()
-        return None if row is None else _dead_letter(row)
+            row = conn.execute(f"SELECT {COLUMNS} FROM dead_letters WHERE id = ?", (id,)).fetchone()
+        return None if row is None else dead_letter_from_row(row)
 
     def mark_replayed(self, ids: Iterable[str], replay_key: str) -> int:
         if isinstance(ids, str):

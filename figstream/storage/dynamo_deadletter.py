@@ -36,10 +36,10 @@ import pyarrow as pa
 
 from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import (
-    _COLUMNS,
+    COLUMNS,
     DeadLetter,
     DeadLetterStore,
-    _dead_letter,
+    dead_letter_from_row,
     rows_to_add,
 )
 from figstream.storage.dynamo_state import (
@@ -57,7 +57,7 @@ from figstream.storage.sqlite import now_us
 INLINE_BYTES = 128 * 1024  # larger payloads and details go to S3 (an item holds 400 KB)
 BLOB_PREFIX = "deadletters/blobs/"
 _BLOBS = ("payload", "detail")
-_ORDER = _COLUMNS.split(", ")  # the order _dead_letter takes
+_ORDER = COLUMNS.split(", ")  # the order dead_letter_from_row takes
 
 
 class DynamoDeadLetterStore(DeadLetterStore):
@@ -153,7 +153,7 @@ class DynamoDeadLetterStore(DeadLetterStore):
             else:
                 kind, value = next(iter(held.items()))
                 values.append(int(value) if kind == "N" else value)
-        return _dead_letter(tuple(values))
+        return dead_letter_from_row(tuple(values))
 
     def _scan(
         self,

@@ -88,8 +88,8 @@ from figstream.storage.state import (
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
     StateStore,
-    _check_statuses,
-    _ids,
+    check_statuses,
+    id_list,
     landing_entries,
 )
 
@@ -445,7 +445,7 @@ class DynamoStateStore(StateStore):
     def claim_batches(
         self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
     ) -> list[dict[str, str]]:
-        wanted = [_ids(event_ids, "claim_batches") for _, event_ids in claims]
+        wanted = [id_list(event_ids, "claim_batches") for _, event_ids in claims]
         stamp = now_us() if now is None else now
         expires = stamp + self.claim_ttl_s * 1_000_000
         first: dict[str, str] = {}  # an id's first claimant in this call claims it
@@ -541,7 +541,7 @@ class DynamoStateStore(StateStore):
         raise DynamoError("TransactWriteItems of claims kept being cancelled")
 
     def drop_claims(self, keys: Iterable[str]) -> int:
-        wanted = _ids(keys, "drop_claims")
+        wanted = id_list(keys, "drop_claims")
         table = self.tables["claims"]
         held = self.db.batch_get(table, [{"pk": _key(k)} for k in wanted], "pk")
         self.db.batch_write(table, [{"DeleteRequest": {"Key": {"pk": i["pk"]}}} for i in held])
@@ -575,11 +575,11 @@ class DynamoStateStore(StateStore):
         return decode_rows(items, schema).sort_by("job_id")
 
     def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._jobs(_ids(job_ids, "get_jobs"))
+        return self._jobs(id_list(job_ids, "get_jobs"))
 
     def put_jobs(self, rows: pa.Table) -> list[str]:
         table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
-        _check_statuses(table, "put_jobs")
+        check_statuses(table, "put_jobs")
         if pc.any(pc.less(table["version"], 0)).as_py():
             raise ValueError("put_jobs: version must be >= 0")
         items = encode_rows(table)
@@ -635,7 +635,7 @@ class DynamoStateStore(StateStore):
         status: str | None = None,
     ) -> pa.Table:
         if job_ids is not None:
-            parts: Iterable[pa.Table] = [self._jobs(_ids(job_ids, "jobs"))]
+            parts: Iterable[pa.Table] = [self._jobs(id_list(job_ids, "jobs"))]
         elif board is not None:
             parts = self.board_jobs(board)
         else:
@@ -709,7 +709,7 @@ class DynamoStateStore(StateStore):
         return decode_rows(items, REGISTRY_SCHEMA).sort_by("job_id")
 
     def first_postings(self, job_ids: Iterable[str]) -> pa.Table:
-        ids = _ids(job_ids, "first_postings")
+        ids = id_list(job_ids, "first_postings")
         items = self.db.batch_get(self.tables["registry"], [{"pk": _key(j)} for j in ids])
         return self._registry_rows(items)
 
@@ -760,10 +760,10 @@ class DynamoStateStore(StateStore):
         return self._registry_rows([i for part in self.db.each(members, values) for i in part])
 
     def key_members(self, dedupe_keys: Iterable[str]) -> pa.Table:
-        return self._query_each("key", "key_k", _ids(dedupe_keys, "key_members"))
+        return self._query_each("key", "key_k", id_list(dedupe_keys, "key_members"))
 
     def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._query_each("original", "orig_k", _ids(job_ids, "duplicates_of"))
+        return self._query_each("original", "orig_k", id_list(job_ids, "duplicates_of"))
 
     def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
         pairs = list(pairs)
@@ -850,7 +850,7 @@ class DynamoStateStore(StateStore):
         return pa.array(flags, pa.bool_())
 
     def index_rows(self, job_ids: Iterable[str]) -> pa.Table:
-        rows = self._jobs(_ids(job_ids, "index_rows"))
+        rows = self._jobs(id_list(job_ids, "index_rows"))
         out = rows.select(INDEX_COLUMNS).append_column("visible", self._visible(rows))
         return out.cast(INDEX_ROW_SCHEMA)
 

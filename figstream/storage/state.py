@@ -297,7 +297,7 @@ class StateStore(ABC):
         (indexed under the partition ``""``)."""
 
 
-def _ids(values: Iterable[str] | None, what: str) -> list[str]:
+def id_list(values: Iterable[str] | None, what: str) -> list[str]:
     if isinstance(values, str) or values is None:
         raise TypeError(f"{what} must be an iterable of ids, not {type(values).__name__}")
     ids = list(dict.fromkeys(values))
@@ -324,7 +324,7 @@ def landing_entries(
     return wanted
 
 
-def _check_statuses(table: pa.Table, what: str) -> None:
+def check_statuses(table: pa.Table, what: str) -> None:
     bad = pc.invert(pc.is_in(table["status"], pa.array(STATUSES)))
     if pc.any(bad).as_py():
         unknown = sorted(set(table["status"].filter(bad).to_pylist()))
@@ -471,7 +471,7 @@ class SqliteStateStore(StateStore):
     def claim_batches(
         self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
     ) -> list[dict[str, str]]:
-        wanted = [_ids(event_ids, "claim_batches") for _, event_ids in claims]
+        wanted = [id_list(event_ids, "claim_batches") for _, event_ids in claims]
         stamp = now_us() if now is None else now
         expires = stamp + self.claim_ttl_s * 1_000_000
         # Inserted in event-id order (stable, so of two batches in this call holding one id the
@@ -502,7 +502,7 @@ class SqliteStateStore(StateStore):
 
     def drop_claims(self, keys: Iterable[str]) -> int:
         dropped = 0
-        for chunk in chunks(_ids(keys, "drop_claims"), 20_000):
+        for chunk in chunks(id_list(keys, "drop_claims"), 20_000):
             with self._db.write() as conn:
                 dropped += conn.execute(
                     "DELETE FROM event_claims WHERE event_id IN (SELECT value FROM json_each(?))",
@@ -543,11 +543,11 @@ class SqliteStateStore(StateStore):
     def get_jobs(self, job_ids: Iterable[str]) -> pa.Table:
         columns = ", ".join([*_JOB_COLUMNS, "version"])
         select = f"SELECT {columns} FROM job_state"
-        return self._keyed(select, "job_id", _ids(job_ids, "get_jobs"), VERSIONED_SCHEMA)
+        return self._keyed(select, "job_id", id_list(job_ids, "get_jobs"), VERSIONED_SCHEMA)
 
     def put_jobs(self, rows: pa.Table) -> list[str]:
         table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
-        _check_statuses(table, "put_jobs")
+        check_statuses(table, "put_jobs")
         if pc.any(pc.less(table["version"], 0)).as_py():
             raise ValueError("put_jobs: version must be >= 0")
         refused: list[str] = []
@@ -591,7 +591,7 @@ class SqliteStateStore(StateStore):
             params.append(status)
         if job_ids is not None:
             where.append("job_id IN (SELECT value FROM json_each(?))")
-            params.append(json_list(_ids(job_ids, "jobs")))
+            params.append(json_list(id_list(job_ids, "jobs")))
         names = ["expired_reason" if n == "reason" else n for n in JOB_STATE_SCHEMA.names]
         sql = f"SELECT {', '.join(names)} FROM job_state"
         if where:
@@ -641,7 +641,7 @@ class SqliteStateStore(StateStore):
         return self._keyed("SELECT * FROM registry", where, values, REGISTRY_SCHEMA)
 
     def first_postings(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._registry_where("job_id", _ids(job_ids, "first_postings"))
+        return self._registry_where("job_id", id_list(job_ids, "first_postings"))
 
     def register(self, rows: pa.Table) -> int:
         schema = pa.schema(list(REGISTRY_SCHEMA)[:-1])
@@ -653,10 +653,10 @@ class SqliteStateStore(StateStore):
         return stored
 
     def key_members(self, dedupe_keys: Iterable[str]) -> pa.Table:
-        return self._registry_where("dedupe_key", _ids(dedupe_keys, "key_members"))
+        return self._registry_where("dedupe_key", id_list(dedupe_keys, "key_members"))
 
     def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._registry_where("duplicate_of", _ids(job_ids, "duplicates_of"))
+        return self._registry_where("duplicate_of", id_list(job_ids, "duplicates_of"))
 
     def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
         changed = 0
@@ -688,7 +688,7 @@ class SqliteStateStore(StateStore):
 
     def index_rows(self, job_ids: Iterable[str]) -> pa.Table:
         select = f"SELECT {_INDEX_SELECT}, {_VISIBLE} FROM job_state j"
-        return self._keyed(select, "j.job_id", _ids(job_ids, "index_rows"), INDEX_ROW_SCHEMA)
+        return self._keyed(select, "j.job_id", id_list(job_ids, "index_rows"), INDEX_ROW_SCHEMA)
 
     def iter_index(self, batch_rows: int = 50_000) -> Iterator[pa.Table]:
         sql = (
