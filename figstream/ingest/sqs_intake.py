@@ -9,8 +9,9 @@ the stream sensor calls once per tick before it lists the landing zone:
 2. turns each message back into one figstream envelope line (:func:`message_line`);
 3. writes them as ONE landing batch, ``landing/{day}/{stamp}-sqs-{stream}-{seq}.jsonl`` under
    :mod:`figstream.ingest.landing`'s layout, with one atomic ``put`` of the object store;
-4. only then deletes the messages (``DeleteMessageBatch``, ten at a time), reporting any entry
-   that failed.
+4. only then deletes the messages (``DeleteMessageBatch``, ten at a time, a few calls at
+   once), reporting any entry that failed, or any call that failed after its retries, without
+   failing the drain: the batch has landed either way.
 
 A crash between 3 and 4 leaves the messages in flight: they reappear after the queue's
 visibility timeout and land again in a new batch (the key is the commit time, so it differs).
@@ -30,14 +31,16 @@ Bad inputs tried (see ``tests/figstream/ingest/test_sqs_intake.py``): a body tha
 JSON that is not an EventBridge event, an EventBridge event from another source whose detail
 lacks the envelope keys, a body with a raw newline, a blank body, raw records (invalid UTF-8
 included), the same message received twice in one drain, a store whose put fails (nothing
-deleted; after ``maxReceiveCount`` drains the message is in the DLQ and reported), and a
-stream with no queue.
+deleted; after ``maxReceiveCount`` drains the message is in the DLQ and reported), deletes
+failing for good (reported; the batch stands, the messages come back once), and a stream with
+no queue.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -54,6 +57,7 @@ RECEIVE_MAX = 10  # ReceiveMessage and DeleteMessageBatch take at most ten
 MAX_MESSAGES = 2000  # per drain: keeps a sensor tick well under a minute
 WAIT_SECONDS = 1  # the first receive's long poll; the sensor ticks again soon anyway
 PRODUCER_PREFIX = "sqs-"
+DELETE_THREADS = 8  # DeleteMessageBatch calls in flight at once
 
 
 @dataclass
@@ -215,21 +219,29 @@ def drain_queue(
 
 
 def _delete(sqs: Any, url: str, messages: list[dict[str, Any]], report: DrainReport) -> None:
-    for start in range(0, len(messages), RECEIVE_MAX):
-        chunk = messages[start : start + RECEIVE_MAX]
-        response = sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-            ],
-        )
-        report.deleted += len(response.get("Successful", []))
-        for failure in response.get("Failed", []):
-            message = chunk[int(failure["Id"])]
-            report.delete_failures.append(
-                {
-                    "MessageId": message["MessageId"],
-                    "Code": failure.get("Code", ""),
-                    "Message": failure.get("Message", ""),
-                }
-            )
+    """Delete in chunks of ten, a few chunks at a time. A chunk that fails as a whole (retries
+    spent) is reported like the entries SQS refuses: the batch has landed, so the tick goes on,
+    and the messages come back after the visibility timeout as harmless duplicates."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def one(chunk: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+        try:
+            return chunk, sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            failed = [{"Id": e["Id"], "Code": code, "Message": str(exc)} for e in entries]
+            return chunk, {"Failed": failed}
+
+    chunks = [messages[i : i + RECEIVE_MAX] for i in range(0, len(messages), RECEIVE_MAX)]
+    with ThreadPoolExecutor(min(DELETE_THREADS, len(chunks))) as pool:
+        for chunk, response in pool.map(one, chunks):
+            report.deleted += len(response.get("Successful", []))
+            for failure in response.get("Failed", []):
+                report.delete_failures.append(
+                    {
+                        "MessageId": chunk[int(failure["Id"])]["MessageId"],
+                        "Code": failure.get("Code", ""),
+                        "Message": failure.get("Message", ""),
+                    }
+                )

@@ -274,3 +274,25 @@ def test_injected_5xx_and_throttling_are_retried_nothing_lost_nothing_doubled(in
     assert faults.injected >= 3
     assert sorted(landed, key=lambda r: r["id"]) == records  # each once
     assert queue_depth(infra, "postings") == queue_depth(infra, "postings", dlq=True) == 0
+
+
+def test_deletes_that_fail_are_reported_and_the_drain_still_returns_its_batch(infra, router):
+    store = S3ObjectStore(infra)
+    records = [envelope(n) for n in range(14)]
+    EventBridgePublisher(infra, router).publish(records)
+    sqs = infra.client("sqs")
+    failing = Faults(rate=1.0)
+    sqs.meta.events.register_first("before-send.sqs.DeleteMessageBatch", failing)
+    try:
+        report = drain_queue(infra, "postings", store, wait_seconds=0, visibility_timeout=1)
+    finally:
+        sqs.meta.events.unregister("before-send.sqs.DeleteMessageBatch", failing)
+    assert (report.received, report.deleted, len(report.delete_failures)) == (14, 0, 14)
+    # SQS speaks JSON: the injected XML bodies leave the HTTP status as the code.
+    assert {f["Code"] for f in report.delete_failures} <= {"500", "503"}
+    # Two calls, each retried to the end: botocore's retries={"max_attempts": n} is n retries.
+    assert failing.injected == 2 * (infra.max_attempts + 1)
+    assert len(lines_of(store, report.batch_key)) == 14
+    time.sleep(1.5)
+    again = drain_queue(infra, "postings", store, wait_seconds=0)
+    assert (again.received, again.redelivered, again.deleted) == (14, 14, 14)
