@@ -33,10 +33,12 @@ Pipes message stream longer than the 4 KB tail, an unknown invoker.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -110,7 +112,8 @@ class SubprocessLambdaClient:
         LogType: str = "None",
         **_: Any,
     ) -> dict[str, Any]:
-        name = FunctionName.rsplit(":", 1)[-1] if FunctionName.startswith("arn:") else FunctionName
+        # A name, or an ARN arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]
+        name = FunctionName.split(":")[6] if FunctionName.startswith("arn:") else FunctionName
         handler = self.handlers.get(name)
         if handler is None:
             raise _client_error("ResourceNotFoundException", f"Function not found: {name}", 404)
@@ -178,7 +181,8 @@ class SubprocessLambdaClient:
                 log, _ = proc.communicate(payload, timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                os.killpg(proc.pid, 9)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 log, _ = proc.communicate()
             elapsed_ms = (time.monotonic() - started) * 1000
             outcome = (

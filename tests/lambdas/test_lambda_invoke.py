@@ -77,8 +77,9 @@ def test_a_handler_answers_with_its_payload_and_the_log_tail(client) -> None:
 
 
 def test_a_function_arn_names_the_function_too(client) -> None:
-    arn = "arn:aws:lambda:us-east-1:123456789012:function:echo"
-    assert client.invoke(FunctionName=arn, Payload="{}")["StatusCode"] == 200
+    for arn in ("arn:aws:lambda:us-east-1:123456789012:function:echo",
+                "arn:aws:lambda:us-east-1:123456789012:function:echo:live"):  # fmt: skip
+        assert client.invoke(FunctionName=arn, Payload="{}")["StatusCode"] == 200
 
 
 def test_the_log_result_is_only_the_last_4_kb(client) -> None:
