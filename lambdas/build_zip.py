@@ -17,7 +17,7 @@ What stays out, and where it comes from instead:
   Parquet as the code location's (any pyarrow of the last years does). pyarrow imports pandas
   on its first ``pa.array`` when pandas is there, which is over a third of the handler's
   import time: a layer of only pyarrow and numpy (``pip install --target python/
-  --platform manylinux2014_x86_64 --only-binary=:all: pyarrow numpy``) starts colder faster;
+  --platform manylinux2014_x86_64 --only-binary=:all: pyarrow numpy``) cold-starts faster;
 * **boto3 and botocore** (with s3transfer, jmespath, dateutil, urllib3, six): the Lambda Python
   runtime provides them.
 

@@ -248,7 +248,10 @@ class LambdaValidationResource(dg.ConfigurableResource):
     ``invoker``: ``in_process`` (no Lambda: the local default), ``subprocess`` (the
     ``validate-batch`` handler through :class:`SubprocessLambdaClient`, so the local profile
     and the tests exercise the deployed code path) or ``aws`` (the function
-    ``function_name`` on AWS Lambda, through the AWS config's endpoint).
+    ``function_name`` on AWS Lambda, through the AWS config's endpoint). Deploy the function
+    with a timeout of at most ``timeout_s`` (60 s): the Lambda client's read timeout is 70 s
+    (``AwsConfig.client_config``), and an invocation carries at most
+    ``validate_batch.MAX_BATCHES`` batches.
     """
 
     invoker: str = "in_process"
