@@ -21,7 +21,7 @@ from figstream.settings import routing_path, streaming_settings
 from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import deadletter_path
 from figstream.storage.objects import LocalObjectStore, ObjectStore, read_parquet
-from figstream.storage.state import state_path
+from figstream.storage.state import SqliteStateStore, state_path
 from lambdas.validate_batch import OUTPUT_PREFIX
 from resources.lambda_invoke import LambdaValidationResource
 from resources.stores import (
@@ -239,3 +239,18 @@ def test_the_aws_invoker_calls_lambda_over_http(homes, aws_config) -> None:
     assert not failed.success
     assert "ResourceNotFoundException" in failure_text(failed)
     assert books(local, LocalObjectStore(local), "raw_events", partition)[:2] == ({}, [])
+
+
+def test_a_sensor_run_naming_its_batches_validates_only_those(homes) -> None:
+    local, remote = homes
+    partition = hours_with_events(local, "postings")[-1]
+    hours_with_events(remote, "postings")  # the sensor indexes before it requests the run
+    named = SqliteStateStore(state_path(local)).batches_for("postings", partition)[-1:]
+    config = {"ops": {"raw_events": {"config": {"batch_keys": named}}}}
+    expected = materialise(streaming(local, None), "raw_events", partition, run_config=config)
+    got = materialise(streaming(remote, "subprocess"), "raw_events", partition, run_config=config)
+    assert counts(got, "raw_events") == counts(expected, "raw_events")
+    assert counts(got, "raw_events")["batches"] == 1
+    assert books(remote, LocalObjectStore(remote), "raw_events", partition) == books(
+        local, LocalObjectStore(local), "raw_events", partition
+    )
