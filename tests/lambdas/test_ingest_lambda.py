@@ -254,3 +254,19 @@ def test_a_sensor_run_naming_its_batches_validates_only_those(homes) -> None:
     assert books(remote, LocalObjectStore(remote), "raw_events", partition) == books(
         local, LocalObjectStore(local), "raw_events", partition
     )
+
+
+def test_a_range_run_invokes_the_function_per_hour(homes) -> None:
+    local, remote = homes
+    first, second = hours_with_events(local, "postings")[:2]
+    tags = {"dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": second}  # fmt: skip
+    results = [
+        dg.materialize([ASSETS["raw_events"]], resources={"streaming": resources}, tags=tags)
+        for resources in (streaming(local, None), streaming(remote, "subprocess"))
+    ]
+    assert counts(results[1], "raw_events") == counts(results[0], "raw_events")
+    for partition in (first, second):
+        assert books(remote, LocalObjectStore(remote), "raw_events", partition) == books(
+            local, LocalObjectStore(local), "raw_events", partition
+        )
