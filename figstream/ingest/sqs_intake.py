@@ -5,7 +5,7 @@ EventBridge delivers each event its stream's rule matches to the stream's queue
 the stream sensor calls once per tick before it lists the landing zone:
 
 1. long-polls the queue (``wait_seconds`` for the first receive, then short receives while
-   messages keep coming), at most ``max_messages`` messages;
+   messages keep coming), at most ``max_messages`` messages or ``max_seconds`` of receiving;
 2. turns each message back into one figstream envelope line (:func:`message_line`);
 3. writes them as ONE landing batch, ``landing/{day}/{stamp}-sqs-{stream}-{seq}.jsonl`` under
    :mod:`figstream.ingest.landing`'s layout, with one atomic ``put`` of the object store;
@@ -32,14 +32,15 @@ JSON that is not an EventBridge event, an EventBridge event from another source 
 lacks the envelope keys, a body with a raw newline, a blank body, raw records (invalid UTF-8
 included), the same message received twice in one drain, a store whose put fails (nothing
 deleted; after ``maxReceiveCount`` drains the message is in the DLQ and reported), deletes
-failing for good (reported; the batch stands, the messages come back once), and a stream with
-no queue.
+failing for good (reported; the batch stands, the messages come back once), no time left to
+receive (``max_seconds=0``), and a stream with no queue.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,9 @@ MAX_MESSAGES = 2000  # per drain: keeps a sensor tick well under a minute
 WAIT_SECONDS = 1  # the first receive's long poll; the sensor ticks again soon anyway
 PRODUCER_PREFIX = "sqs-"
 DELETE_THREADS = 8  # DeleteMessageBatch calls in flight at once
+# Receiving stops after this long: far inside the queue's 120 s visibility timeout, so no
+# message this drain holds comes back to it before it is deleted, and a tick stays short.
+MAX_SECONDS = 20.0
 
 
 @dataclass
@@ -70,7 +74,7 @@ class DrainReport:
     deleted: int = 0
     delete_failures: list[dict[str, str]] = field(default_factory=list)  # Id, Code, Message
     dlq_depth: int | None = None  # messages in the stream's DLQ (None: not asked)
-    full: bool = False  # stopped at max_messages: more are probably waiting
+    full: bool = False  # stopped at max_messages or max_seconds: more are probably waiting
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,10 +174,13 @@ def drain_queue(
     wait_seconds: int = WAIT_SECONDS,
     visibility_timeout: int | None = None,
     check_dlq: bool = True,
+    max_seconds: float = MAX_SECONDS,
 ) -> DrainReport:
     """Drain up to ``max_messages`` of ``stream``'s queue into one landing batch in
     ``objects``, then delete them (see the module docstring). ``visibility_timeout``: seconds
-    the received messages stay hidden (default: the queue's own setting)."""
+    the received messages stay hidden (default: the queue's own setting). ``max_seconds``:
+    no receive starts after this long, so the messages received first are written and deleted
+    well inside their visibility timeout (and a sensor tick stays short)."""
     if not isinstance(max_messages, int) or max_messages < 1:
         raise ValueError(f"max_messages must be an int >= 1, got {max_messages!r}")
     if not isinstance(wait_seconds, int) or not 0 <= wait_seconds <= 20:
@@ -183,7 +190,8 @@ def drain_queue(
     report = DrainReport(stream)
     messages: dict[str, dict[str, Any]] = {}  # by MessageId: a repeat keeps the newest handle
     wait = wait_seconds
-    while len(messages) < max_messages:
+    deadline = time.monotonic() + max_seconds
+    while len(messages) < max_messages and time.monotonic() < deadline:
         args: dict[str, Any] = {
             "QueueUrl": url,
             "MaxNumberOfMessages": min(RECEIVE_MAX, max_messages - len(messages)),
@@ -199,7 +207,7 @@ def drain_queue(
         if len(messages) == before:
             break  # the queue is empty, or hands back only what this drain holds already
         wait = 0
-    report.full = len(messages) >= max_messages
+    report.full = len(messages) >= max_messages or time.monotonic() >= deadline
     if messages:
         lines = []
         for message in messages.values():

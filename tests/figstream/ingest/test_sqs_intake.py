@@ -145,9 +145,11 @@ def test_publish_to_landing_end_to_end(infra, router):
     assert len(store.list(LANDING_PREFIX)) == 2
 
 
-def test_max_messages_bounds_a_drain(infra, router):
+def test_max_messages_and_max_seconds_bound_a_drain(infra, router):
     store = S3ObjectStore(infra)
     EventBridgePublisher(infra, router).publish([envelope(n) for n in range(23)])
+    out_of_time = drain_queue(infra, "postings", store, wait_seconds=0, max_seconds=0)
+    assert (out_of_time.received, out_of_time.batch_key, out_of_time.full) == (0, None, True)
     first = drain_queue(infra, "postings", store, max_messages=15, wait_seconds=0)
     assert (first.received, first.full) == (15, True)
     second = drain_queue(infra, "postings", store, wait_seconds=0)
