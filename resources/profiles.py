@@ -17,6 +17,7 @@ from resources.stores import (
     DynamoDeadLetterResource,
     DynamoStateStoreResource,
     LocalObjectStoreResource,
+    QueueIntakeResource,
     RoutingResource,
     S3ObjectStoreResource,
     SqliteDeadLetterResource,
@@ -52,6 +53,9 @@ def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
             dead_letters=DynamoDeadLetterResource(aws=aws),
             routing=routing,
             first_partition=first_partition,
+            intake=QueueIntakeResource(
+                aws=aws, max_messages=settings.streaming_settings().queue_max_messages_per_tick
+            ),
         )
     else:
         raise ValueError(f"FIGSTREAM_PROFILE={profile!r} is not one of {settings.PROFILES}")

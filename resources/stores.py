@@ -4,7 +4,10 @@ The stores themselves live in ``figstream/`` (no Dagster there, so the CLI and t
 use the same code); these resources only carry configuration and hand out a store.
 """
 
+from __future__ import annotations
+
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -14,6 +17,9 @@ from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.storage.state import SqliteStateStore, StateStore
 from figstream.streaming.stores import Stores
+
+if TYPE_CHECKING:
+    from figstream.ingest.sqs_intake import DrainReport
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):
@@ -44,7 +50,7 @@ class AwsResource(dg.ConfigurableResource):
     max_attempts: int = 10
 
     @classmethod
-    def from_config(cls, config: AwsConfig) -> "AwsResource":
+    def from_config(cls, config: AwsConfig) -> AwsResource:
         return cls(
             region=config.region,
             endpoint_url=config.endpoint_url,
@@ -129,6 +135,21 @@ class RoutingResource(dg.ConfigurableResource):
         return Router.from_file(self.path)
 
 
+class QueueIntakeResource(dg.ConfigurableResource):
+    """The aws profile's intake: EventBridge delivers each stream's events to its SQS queue,
+    and the stream's sensor drains the queue into one durable landing batch a tick before it
+    lists the landing zone (``figstream.ingest.sqs_intake``). On the local profile producers
+    land batches themselves and there is no queue."""
+
+    aws: AwsResource
+    max_messages: int = 10_000
+
+    def drain(self, stream: str, objects: ObjectStore) -> DrainReport:
+        from figstream.ingest.sqs_intake import drain_queue
+
+        return drain_queue(self.aws.config(), stream, objects, max_messages=self.max_messages)
+
+
 class StreamingResources(dg.ConfigurableResource):
     """The stores one streaming step needs, bundled so assets ask for one thing."""
 
@@ -137,6 +158,11 @@ class StreamingResources(dg.ConfigurableResource):
     dead_letters: DeadLetterResource
     routing: RoutingResource
     first_partition: str
+    intake: QueueIntakeResource | None = None  # None: producers land batches themselves
+
+    def drain(self, stream: str, objects: ObjectStore) -> DrainReport | None:
+        """Land what waits in the stream's queue (aws); None where there is no queue."""
+        return None if self.intake is None else self.intake.drain(stream, objects)
 
     def stores(self) -> Stores:
         return Stores(

@@ -100,6 +100,11 @@ def stream_sensor(
         )
         busy = context.instance.get_run_records(in_flight, limit=settings.max_runs_in_flight + 1)
         stores = streaming.stores()
+        # aws: what EventBridge queued for the stream lands as one batch first (durable before
+        # the messages are deleted), and this tick's listing takes it like any landed batch.
+        drained = streaming.drain(stream, stores.objects)
+        if drained is not None and (drained.received or drained.dlq_depth):
+            context.log.info(f"{stream}: queue drained: {drained.to_dict()}")
         cursor = LandingCursor.loads(context.cursor)
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
         new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
