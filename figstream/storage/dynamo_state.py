@@ -26,6 +26,9 @@ Why it is built this way:
   read or write, and ``iter_jobs``/``iter_index`` stream the table in job_id order (the daily
   snapshot's contract) by querying each shard in key order and merging the shards, one page
   of each in memory. 16 shards take 16,000 job writes/s before DynamoDB splits them for heat.
+* An original's registry row is flagged ``has_dups`` before any row names it, so
+  ``duplicates_of`` (asked for every job a search-index run touches) reads the jobs' rows in
+  batches of 100 and queries the original index only for the flagged ones.
 * Key attributes carry a one-character prefix (``#``) because DynamoDB refuses an empty
   string as a key, and a job id, a board or a partition (``""``: a batch with no records of a
   stream) may be one; the row's own values are kept as plain attributes, typed by the Arrow
@@ -763,14 +766,36 @@ class DynamoStateStore(StateStore):
         return self._query_each("key", "key_k", id_list(dedupe_keys, "key_members"))
 
     def duplicates_of(self, job_ids: Iterable[str]) -> pa.Table:
-        return self._query_each("original", "orig_k", id_list(job_ids, "duplicates_of"))
+        """One ``BatchGetItem`` per 100 jobs, then a ``Query`` of the original index for
+        only those flagged ``has_dups`` (nearly every job is no one's original)."""
+        ids = id_list(job_ids, "duplicates_of")
+        rows = self.db.batch_get(
+            self.tables["registry"], [{"pk": _key(j)} for j in ids], "job_id, has_dups"
+        )
+        flagged = sorted(i["job_id"]["S"] for i in rows if "has_dups" in i)
+        return self._query_each("original", "orig_k", flagged)
 
     def set_duplicates(self, pairs: Sequence[tuple[str, str | None]]) -> int:
+        """The originals are flagged ``has_dups`` first, so a row never names an original
+        that :meth:`duplicates_of` would skip. A flag stays when its duplicates go (it only
+        costs that original a query)."""
         pairs = list(pairs)
+        originals = sorted({original for _, original in pairs if original is not None})
+        self.db.each(self._flag_original, originals)
         changed = 0
         for round_ in in_rounds(pairs, lambda pair: pair[0]):
             changed += sum(self.db.each(self._set_duplicate, round_))
         return changed
+
+    def _flag_original(self, job_id: str) -> None:
+        self.db.conditional(
+            "update_item",
+            TableName=self.tables["registry"],
+            Key={"pk": _key(job_id)},
+            UpdateExpression="SET has_dups = :t",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(has_dups)",
+            ExpressionAttributeValues={":t": {"BOOL": True}},
+        )
 
     def _set_duplicate(self, pair: tuple[str, str | None]) -> bool:
         job_id, original = pair

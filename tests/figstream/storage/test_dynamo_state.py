@@ -91,7 +91,8 @@ def test_claims_through_transactions_decide_as_single_puts(aws_config):
     puts = DynamoStateStore(aws_config)
     other = aws_config.with_prefix(f"{aws_config.prefix}-t")
     ensure_tables(other)
-    transact = DynamoStateStore(other, claim_mode="transact")
+    # One transaction at a time: moto answers concurrent TransactWriteItems with 500s.
+    transact = DynamoStateStore(other, claim_mode="transact", threads=1)
     ids = [f"e{n:04d}" for n in range(250)]  # three transactions, some ids held already
     calls = [[("b0", ids[::7])], [("b1", ids[::2]), ("b2", ids)], [("b3", ids[::3])]]
     assert [transact.claim_batches(c, now=1) for c in calls] == [
@@ -250,6 +251,25 @@ def test_values_round_trip_exactly_as_stored_items(store):
     assert item["title"] == {"S": ""} and "url" not in item  # null: absent; "" kept
     assert item["remote"] == {"BOOL": False}
     assert item["updated_at"] == {"N": str(-62_135_596_800_000_000)}
+
+
+def test_duplicates_of_queries_only_the_flagged_originals(store):
+    registry = pa.Table.from_pylist(
+        [
+            {"job_id": j, "dedupe_key": "k", "board": "b", "event_time": T0, "event_id": j}
+            for j in ("a", "b", "c", "d")
+        ]
+    )
+    store.register(registry)
+    assert store.set_duplicates([("b", "a"), ("c", "a")]) == 2
+    before = store.request_counts().get("query", 0)
+    assert store.duplicates_of(["a", "b", "c", "d", "zz"])["job_id"].to_pylist() == ["b", "c"]
+    assert store.request_counts()["query"] - before == 1  # a's alone
+    assert store.set_duplicates([("b", None), ("c", "d")]) == 2  # d flagged before c names it
+    assert store.duplicates_of(["a"]).num_rows == 0  # a's flag stays: a query, no rows
+    assert store.duplicates_of(["d"])["job_id"].to_pylist() == ["c"]
+    (a,) = store.first_postings(["a"]).to_pylist()
+    assert a["duplicate_of"] is None and a["dedupe_key"] == "k"  # the flag is no column
 
 
 def test_every_call_is_counted_per_operation(store):
