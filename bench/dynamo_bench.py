@@ -12,7 +12,8 @@ tables per measurement.
   the store's 16-thread pool), the same jobs again at the version read (``version = :read``),
   ``claim_batches`` of ``--items`` ids by parallel ``PutItem``, by ``PutItem`` one at a time and
   by ``TransactWriteItems`` of 100 one at a time (moto fails concurrent transactions with 500s),
-  ``register`` (conditional ``UpdateItem``), and an unconditional ``BatchWriteItem`` of 25 a call as the reference a batch write gives.
+  ``register`` (conditional ``UpdateItem``), and an unconditional ``BatchWriteItem`` of 25 a
+  call as the reference a batch write gives.
 * Requests per 1,000 events: two ``--events``-event runs of the postings job's steps (the
   landing index, ingest of both streams, clean, dedupe, job_state, search-index changes) over
   DynamoDB state, the events from ``run_cost_bench.run_events`` (new postings, and updates and
