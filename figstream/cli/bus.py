@@ -4,9 +4,10 @@ Builders in the style of ``figstream.cli.main``: ``add_publish(subparsers)`` and
 ``add_produce(subparsers)`` build the parsers and set ``handler``; handlers import their
 modules lazily and return an exit code. On the local profile both write to the landing zone of
 the local object store rooted at ``--home`` (default: ``$FIGSTREAM_HOME``, resolved when the
-command runs); on ``FIGSTREAM_PROFILE=aws`` they put the records on the EventBridge bus
-(``figstream.ingest.eventbridge``) instead, and the stream sensors drain them from SQS into the
-landing zone on S3.
+command runs). On ``FIGSTREAM_PROFILE=aws``, ``publish`` puts the records on the EventBridge
+bus (``figstream.ingest.eventbridge``) instead, and the stream sensors drain them from SQS into
+the landing zone on S3; ``produce`` refuses there with a clear error until
+``publish.produce`` takes the publisher to use.
 
 Bad inputs tried (see tests/figstream/test_publish.py): a missing input file, blank lines
 (skipped and counted), invalid UTF-8 and truncated JSON lines (landed unchanged), CRLF line
@@ -171,7 +172,15 @@ def add_produce(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_produce(args: argparse.Namespace) -> int:
     from figstream.ingest.publish import produce
+    from figstream.settings import profile
 
+    if profile() == "aws":
+        # The live producer lands batches itself; it cannot put on the bus yet, and batches
+        # in a local directory would never reach the aws profile's sensors.
+        print("figstream produce: error: not available on FIGSTREAM_PROFILE=aws yet (use "
+              "'figstream publish', which puts records on the EventBridge bus)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     stop = threading.Event()
     # Signal handlers can only be installed from the main thread (tests may call from others).
     install = threading.current_thread() is threading.main_thread()

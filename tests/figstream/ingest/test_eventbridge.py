@@ -280,3 +280,14 @@ def test_figstream_publish_puts_on_the_bus_on_the_aws_profile(infra, tmp_path, c
     assert "skipped 1 blank lines" in err
     assert sorted(drained(infra, "postings")) == sorted(records[:2])
     assert drained(infra, "boards") == records[2:]
+
+
+def test_figstream_produce_refuses_on_the_aws_profile_rather_than_land_locally(
+    aws_config, tmp_path, capsys, monkeypatch
+):
+    from figstream.cli.main import main
+
+    monkeypatch.setenv("FIGSTREAM_HOME", str(tmp_path / "home"))
+    assert main(["produce", "--duration", "0.2", "--rate", "10"]) == 1
+    assert "not available on FIGSTREAM_PROFILE=aws" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
