@@ -357,8 +357,26 @@ def test_the_rendered_policies_cover_this_deployments_names_and_no_other() -> No
 # --- dynamic: each role's code paths against moto server --------------------------------------
 
 
+# What each role's scenario must at least have called (so a scenario that silently stopped
+# calling AWS fails instead of passing vacuously).
+EXPECTED = {
+    "deployer": {("dynamodb", "CreateTable"), ("events", "PutRule"), ("sqs", "CreateQueue")},
+    "producer": {("events", "PutEvents")},
+    "daemon": {
+        ("sqs", "ReceiveMessage"),
+        ("sqs", "DeleteMessageBatch"),
+        ("s3", "PutObject"),
+        ("dynamodb", "PutItem"),
+        ("dynamodb", "BatchGetItem"),
+    },
+    "run-worker": {("s3", "GetObject"), ("dynamodb", "PutItem")},
+    "lambda": {("s3", "GetObject"), ("s3", "PutObject")},
+}
+
+
 def _check_recorded(role: str, config, recorded: dict[tuple[str, str], int]) -> None:
-    assert recorded, f"{role}: the scenario made no AWS call"
+    missing = EXPECTED[role] - set(recorded)
+    assert not missing, f"{role}: the scenario never called {sorted(missing)}"
     policy = render(role, config)
     denied = sorted(
         f"{service}:{op} -> {action}"
