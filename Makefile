@@ -14,7 +14,7 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.bootstrap/bin/uv
 endif
 
-.PHONY: setup dev test lint format demo-data clean
+.PHONY: setup dev test lint format demo-data clean lambda-zip
 
 $(CURDIR)/.bootstrap/bin/uv:
 	$(PYTHON) -m venv .bootstrap
@@ -51,6 +51,11 @@ format: setup
 # files wait on servers and daemons as much as they compute.
 test: lint
 	.venv/bin/pytest -n 2 --dist loadfile
+
+# The validate-batch Lambda's deployment package: dist/lambda.zip (lambdas/build_zip.py says
+# what it holds and which layer brings pyarrow).
+lambda-zip: setup
+	.venv/bin/python -m lambdas.build_zip
 
 clean:
 	rm -rf .venv .bootstrap .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ from figstream.migration.ledger import Ledger
 from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import deadletter_path
 from figstream.storage.state import state_path
+from resources.lambda_invoke import LambdaValidationResource
 from resources.luigi_runner import LuigiRunner
 from resources.migration import MigrationResource
 from resources.stores import (
@@ -44,6 +45,7 @@ def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
             dead_letters=SqliteDeadLetterResource(path=str(deadletter_path(home))),
             routing=routing,
             first_partition=first_partition,
+            validation=LambdaValidationResource.for_profile(profile),
         )
     elif profile == "aws":
         aws = AwsResource.from_config(AwsConfig.from_env())
@@ -53,6 +55,7 @@ def resources_for(profile: str, ledger: Ledger) -> dict[str, Any]:
             dead_letters=DynamoDeadLetterResource(aws=aws),
             routing=routing,
             first_partition=first_partition,
+            validation=LambdaValidationResource.for_profile(profile),
             intake=QueueIntakeResource(
                 aws=aws, max_messages=settings.streaming_settings().queue_max_messages_per_tick
             ),

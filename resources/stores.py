@@ -17,6 +17,7 @@ from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.storage.state import SqliteStateStore, StateStore
 from figstream.streaming.stores import Stores
+from resources.lambda_invoke import LambdaValidationResource
 
 if TYPE_CHECKING:
     from figstream.ingest.sqs_intake import DrainReport
@@ -159,6 +160,9 @@ class StreamingResources(dg.ConfigurableResource):
     routing: RoutingResource
     first_partition: str
     intake: QueueIntakeResource | None = None  # None: producers land batches themselves
+    # How the ingest step validates and upcasts its batches: in process, or as the
+    # validate-batch Lambda through Dagster Pipes (None: in process).
+    validation: LambdaValidationResource | None = None
 
     def drain(self, stream: str, objects: ObjectStore) -> DrainReport | None:
         """Land what waits in the stream's queue (aws); None where there is no queue."""

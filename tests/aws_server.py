@@ -68,7 +68,7 @@ def emulator_config(endpoint: str, prefix: str | None = None) -> AwsConfig:
     )
 
 
-def aws_environ(config: AwsConfig) -> dict[str, str]:
+def aws_environ(config: AwsConfig, invoker: str = "in_process") -> dict[str, str]:
     """The environment a subprocess (CLI, daemon, webserver) needs to use ``config``."""
     env = dict(CREDENTIALS)
     env.update(
@@ -78,6 +78,10 @@ def aws_environ(config: AwsConfig) -> dict[str, str]:
         FIGSTREAM_AWS_PREFIX=config.prefix,
         FIGSTREAM_AWS_RETRY_MODE=config.retry_mode,
         FIGSTREAM_AWS_MAX_ATTEMPTS=str(config.max_attempts),
+        # moto cannot run Lambda code: the ingest step validates in process here (each
+        # subprocess invoke is a ~4 s cold start); tests/lambdas and the aws daemon test run
+        # the same handler through PipesLambdaClient and the subprocess client.
+        FIGSTREAM_LAMBDA_INVOKER=invoker,
     )
     return env
 

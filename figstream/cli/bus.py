@@ -174,13 +174,6 @@ def _run_produce(args: argparse.Namespace) -> int:
     from figstream.ingest.publish import produce
     from figstream.settings import profile
 
-    if profile() == "aws":
-        # The live producer lands batches itself; it cannot put on the bus yet, and batches
-        # in a local directory would never reach the aws profile's sensors.
-        print("figstream produce: error: not available on FIGSTREAM_PROFILE=aws yet (use "
-              "'figstream publish', which puts records on the EventBridge bus)",
-              file=sys.stderr)  # fmt: skip
-        return 1
     stop = threading.Event()
     # Signal handlers can only be installed from the main thread (tests may call from others).
     install = threading.current_thread() is threading.main_thread()
@@ -201,12 +194,16 @@ def _run_produce(args: argparse.Namespace) -> int:
             print(f"  {stats.events:,} events, {stats.batches:,} batches, "
                   f"{stats.achieved_rate:,.0f}/s", file=sys.stderr)  # fmt: skip
 
-    store = _store(args)
-    print(f"producing {args.rate:g} events/s into {store.root / 'landing'}"
+    aws = profile() == "aws"
+    store = None if aws else _store(args)
+    publisher = _publisher(args, args.producer or "demo") if aws else None
+    target = f"the EventBridge bus {publisher.bus}" if aws else store.root / "landing"
+    print(f"producing {args.rate:g} events/s into {target}"
           + ("" if args.duration else "; Ctrl-C stops"), file=sys.stderr)  # fmt: skip
     try:
         stats = produce(
             store,
+            publisher=publisher,
             rate=args.rate,
             duration=args.duration,
             seed=args.seed,
@@ -217,7 +214,7 @@ def _run_produce(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             on_flush=report,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, *_aws_errors()) as exc:
         print(f"figstream produce: error: {exc}", file=sys.stderr)
         return 1
     finally:

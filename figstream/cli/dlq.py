@@ -144,7 +144,14 @@ def _store(home: Path) -> Any | None:
 
 def _publisher(home: Path) -> Any:
     from figstream.ingest.publish import Publisher
+    from figstream.settings import profile
     from figstream.storage.objects import LocalObjectStore
+
+    if profile() == "aws":
+        from figstream.ingest.eventbridge import EventBridgePublisher
+        from figstream.storage.aws import AwsConfig
+
+        return EventBridgePublisher(AwsConfig.from_env(), producer="dlq-replay")
 
     return Publisher(LocalObjectStore(home), producer="dlq-replay")
 

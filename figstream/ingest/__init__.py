@@ -5,7 +5,9 @@
 - ``routing``: the streams as EventBridge event patterns (``platform/routing.yaml``);
 - ``publish``: ``figstream publish``/``produce``: events into landing batches;
 - ``generate``: the seeded event generator (boards, postings, updates, expiries, mergers);
-- ``dataset``: a generated history written as legacy feed dumps plus landing batches.
+- ``dataset``: a generated history written as legacy feed dumps plus landing batches;
+- ``eventbridge``: the aws profile's producer (``PutEvents`` on the bus);
+- ``sqs_intake``: a stream's SQS queue drained into one landing batch (the aws intake).
 
 May import ``storage``, ``events`` and ``settings``.
 """

@@ -214,8 +214,12 @@ def produce(
     stop: threading.Event | None = None,
     batch_size: int = 1000,
     on_flush: Callable[[ProduceStats], None] | None = None,
+    publisher: Any | None = None,
 ) -> ProduceStats:
     """Publish realistic live events at ``rate`` per second until ``duration`` or ``stop``.
+
+    ``publisher`` (anything with ``publish(records) -> list[str]``): where the records go;
+    by default landing batches in ``store``. The aws profile passes the EventBridge publisher.
 
     Records are flushed as a batch every ``flush_interval`` seconds and once more on the way
     out, including duplicate deliveries still pending. ``seed=None`` draws a fresh seed (it is
@@ -239,7 +243,7 @@ def produce(
         raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
     seed = secrets.randbits(32) if seed is None else seed
     stop = stop or threading.Event()
-    publisher = Publisher(store, producer, batch_size)
+    publisher = publisher or Publisher(store, producer, batch_size)
     stats = ProduceStats(producer=producer, seed=seed, rate=float(rate))
     timing = random.Random(f"figstream/live/{seed}")
     corrupt = random.Random(f"figstream/live-corrupt/{seed}")

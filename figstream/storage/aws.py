@@ -122,7 +122,8 @@ class AwsConfig:
 
         return Config(
             region_name=self.region,
-            retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},
+            # total_max_attempts counts tries; botocore's max_attempts would count retries.
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
             connect_timeout=5,
             read_timeout=70,  # above SQS's 20 s long poll and Lambda's synchronous invokes
             max_pool_connections=32,

@@ -282,12 +282,18 @@ def test_figstream_publish_puts_on_the_bus_on_the_aws_profile(infra, tmp_path, c
     assert drained(infra, "boards") == records[2:]
 
 
-def test_figstream_produce_refuses_on_the_aws_profile_rather_than_land_locally(
-    aws_config, tmp_path, capsys, monkeypatch
+def test_figstream_produce_puts_the_live_stream_on_the_bus_on_the_aws_profile(
+    infra, tmp_path, capsys, monkeypatch
 ):
     from figstream.cli.main import main
 
     monkeypatch.setenv("FIGSTREAM_HOME", str(tmp_path / "home"))
-    assert main(["produce", "--duration", "0.2", "--rate", "10"]) == 1
-    assert "not available on FIGSTREAM_PROFILE=aws" in capsys.readouterr().err
-    assert not (tmp_path / "home").exists()
+    args = ["produce", "--duration", "1", "--rate", "8", "--seed", "3", "--bad-rate", "0"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"into the EventBridge bus {infra.event_bus_name}" in err
+    assert not (tmp_path / "home" / "landing").exists()  # nothing landed locally
+    lines = drained(infra, "postings") + drained(infra, "boards")
+    assert lines  # the events went through the bus and its rules into the queues
+    ids = {orjson.loads(line)["id"] for line in lines}
+    assert len(ids) >= 4

@@ -17,7 +17,7 @@ def test_defaults_and_names() -> None:
     assert config.bucket_name == "figstream-data"
     assert config.table_name("state") == "figstream-state"
     assert config.queue_name("postings", dlq=True) == "figstream-postings-dlq"
-    assert config.client_config().retries == {"mode": "adaptive", "max_attempts": 10}
+    assert config.client_config().retries == {"mode": "adaptive", "total_max_attempts": 10}
 
 
 def test_environment_wins() -> None:
@@ -34,7 +34,7 @@ def test_environment_wins() -> None:
     assert config.bucket_name == "acme-figstream"
     assert config.rule_name("boards") == "prod-eu-boards"
     assert config.client_config().region_name == "eu-west-1"
-    assert config.client_config().retries == {"mode": "standard", "max_attempts": 4}
+    assert config.client_config().retries == {"mode": "standard", "total_max_attempts": 4}
 
 
 @pytest.mark.parametrize(
