@@ -14,7 +14,7 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.bootstrap/bin/uv
 endif
 
-.PHONY: setup dev test lint format demo-data clean lambda-zip
+.PHONY: setup dev dev-aws test lint format demo-data clean lambda-zip
 
 $(CURDIR)/.bootstrap/bin/uv:
 	$(PYTHON) -m venv .bootstrap
@@ -37,6 +37,31 @@ dev: setup demo-data
 	.venv/bin/figstream produce --rate $(DEMO_RATE) --producer demo & producer=$$!; \
 	trap 'kill -INT $$producer 2>/dev/null; wait $$producer 2>/dev/null' EXIT INT TERM; \
 	.venv/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# The production profile on this machine: moto server on 127.0.0.1:$(MOTO_PORT) stands in for
+# AWS (S3, EventBridge, SQS, DynamoDB), the machine's Postgres holds the Dagster instance
+# (database $(PG_DB)), the ingest step's Lambda runs as a subprocess through Dagster Pipes, and
+# the live stream goes through the bus. A real account: docs/deploy-aws.md.
+MOTO_PORT ?= 5055
+PG_DB ?= figstream_dev
+AWS_DEV_ENV = FIGSTREAM_PROFILE=aws FIGSTREAM_AWS_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
+	AWS_ACCESS_KEY_ID=dev AWS_SECRET_ACCESS_KEY=dev AWS_DEFAULT_REGION=us-east-1 \
+	FIGSTREAM_LAMBDA_INVOKER=subprocess DAGSTER_HOME=$(FIGSTREAM_HOME)/dagster_home_aws \
+	DAGSTER_PG_HOST=127.0.0.1 DAGSTER_PG_PORT=5432 DAGSTER_PG_USER=postgres \
+	DAGSTER_PG_PASSWORD= DAGSTER_PG_DB=$(PG_DB)
+dev-aws: setup demo-data
+	mkdir -p "$(FIGSTREAM_HOME)/dagster_home_aws"
+	cp platform/aws/dagster.yaml "$(FIGSTREAM_HOME)/dagster_home_aws/dagster.yaml"
+	psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(PG_DB)'" \
+		| grep -q 1 || createdb -h 127.0.0.1 -U postgres $(PG_DB)
+	curl -sf http://127.0.0.1:$(MOTO_PORT)/moto-api/data.json >/dev/null || \
+		{ .venv/bin/moto_server -H 127.0.0.1 -p $(MOTO_PORT) >"$(FIGSTREAM_HOME)/moto.log" 2>&1 & \
+		  for i in $$(seq 50); do curl -sf http://127.0.0.1:$(MOTO_PORT)/moto-api/data.json \
+		  >/dev/null && break; sleep 0.2; done; }
+	$(AWS_DEV_ENV) .venv/bin/figstream aws setup
+	$(AWS_DEV_ENV) .venv/bin/figstream produce --rate $(DEMO_RATE) --producer demo & producer=$$!; \
+	trap 'kill -INT $$producer 2>/dev/null; wait $$producer 2>/dev/null' EXIT INT TERM; \
+	$(AWS_DEV_ENV) .venv/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 lint: setup
 	.venv/bin/ruff check .
