@@ -34,6 +34,10 @@ Names, where they are used, and why no public API serves:
   ``EngineEventData`` (``dagster._core.events``), in ``tests/test_run_launcher.py`` only: a run
   with a code origin, as a launcher receives it, and the engine event a run worker records its pid
   with. ``dg.reconstructable`` builds a job, not a repository origin with a working directory.
+- ``InstigatorType``, ``TickData``, ``TickStatus`` (``dagster._core.scheduler.instigation``), in
+  ``tests/test_instance_postgres.py`` only: a sensor tick written straight into the Postgres
+  schedule storage with a chosen age, to check the retention settings purge it; ticks are
+  only created by the daemon otherwise.
 
 Private members of public classes, used in place and checked by the same test:
 ``DefaultRunLauncher._instance`` (the instance a launcher serves, as every custom launcher
@@ -50,6 +54,7 @@ from dagster._core.events import EngineEventData
 from dagster._core.launcher import LaunchRunContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.origin import RepositoryPythonOrigin
+from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._utils.hosted_user_process import recon_repository_from_origin
@@ -60,9 +65,12 @@ __all__ = [
     "CheckRunHealthResult",
     "EngineEventData",
     "ExecuteRunArgs",
+    "InstigatorType",
     "LaunchRunContext",
     "ReconstructableRepository",
     "RepositoryPythonOrigin",
+    "TickData",
+    "TickStatus",
     "WorkerStatus",
     "execute_run_command",
     "recon_repository_from_origin",

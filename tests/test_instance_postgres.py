@@ -136,7 +136,7 @@ def test_runs_go_through_a_queue_with_a_limit_per_stream(home: Path) -> None:
 
 def test_sensor_ticks_round_trip_and_retention_is_bounded(home: Path) -> None:
     # Tick records have no public constructor: the daemon writes them with these types.
-    from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
+    from resources.dagster_internals import InstigatorType, TickData, TickStatus
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         retention = instance.get_tick_retention_settings(InstigatorType.SENSOR)
