@@ -121,7 +121,27 @@ def check_engine_event_data():
     )
 
 
+def check_tick_types():
+    import dagster as dg
+
+    tick = internals.TickData(
+        instigator_origin_id="origin",
+        instigator_name="s",
+        instigator_type=internals.InstigatorType.SENSOR,
+        status=internals.TickStatus.SKIPPED,
+        timestamp=1.0,
+        selector_id="selector",
+    )
+    assert tick.status is internals.TickStatus.SKIPPED, _moved("TickData", "changed its fields")
+    assert {"SKIPPED", "SUCCESS", "FAILURE", "STARTED"} <= set(internals.TickStatus.__members__)
+    assert internals.InstigatorType.SENSOR.value == "SENSOR"
+    assert dg.DagsterInstance  # the instance's schedule storage takes these ticks
+
+
 CHECKS = {
+    "InstigatorType": ("dagster._core.scheduler.instigation", check_tick_types),
+    "TickData": ("dagster._core.scheduler.instigation", check_tick_types),
+    "TickStatus": ("dagster._core.scheduler.instigation", check_tick_types),
     "PARENT_RUN_ID_TAG": ("dagster._core.storage.tags", check_tags),
     "RETRY_NUMBER_TAG": ("dagster._core.storage.tags", check_tags),
     "LaunchRunContext": ("dagster._core.launcher", check_launch_run_context),
