@@ -100,7 +100,8 @@ class AwsConfig:
         return self.bucket or f"{self.prefix}-data"
 
     def table_name(self, kind: str) -> str:
-        """A DynamoDB table: ``state`` (jobs, claims, registry, ...) or ``deadletters``."""
+        """A DynamoDB table: ``jobs``, ``claims``, ``registry``, ``mergers``, ``landing`` or
+        ``deadletters`` (``figstream.storage.dynamo_state.table_definitions``)."""
         return f"{self.prefix}-{kind}"
 
     def queue_name(self, stream: str, dlq: bool = False) -> str:

@@ -15,7 +15,7 @@ def test_defaults_and_names() -> None:
         "adaptive",
     )
     assert config.bucket_name == "figstream-data"
-    assert config.table_name("state") == "figstream-state"
+    assert config.table_name("jobs") == "figstream-jobs"
     assert config.queue_name("postings", dlq=True) == "figstream-postings-dlq"
     assert config.client_config().retries == {"mode": "adaptive", "total_max_attempts": 10}
 
