@@ -9,14 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assets.streaming import build_streaming_assets, stream_jobs
+from figstream.ingest.publish import Publisher
 from figstream.migration.ledger import parse_ledger
 from figstream.settings import streaming_settings
-from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
-from figstream.storage.objects import LocalObjectStore
-from figstream.storage.state import SqliteStateStore, state_path
+from figstream.storage.deadletter import DeadLetterStore
+from figstream.storage.objects import read_parquet
+from figstream.storage.state import StateStore
 from figstream.streaming import index_export
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
@@ -31,10 +31,23 @@ LEDGER = parse_ledger(
 
 
 class Harness:
-    def __init__(self, home: Path, monkeypatch, **settings) -> None:
+    """``profile="aws"`` needs the ``aws_config`` fixture first (the emulator and its
+    environment): the harness then creates the infrastructure (``figstream aws setup``), and
+    :meth:`publish` goes through EventBridge and SQS, which each sensor tick drains."""
+
+    def __init__(self, home: Path, monkeypatch, profile: str = "local", **settings) -> None:
         monkeypatch.setenv("FIGSTREAM_HOME", str(home))
         self.home = home
+        self.profile = profile
         self.settings = dataclasses.replace(streaming_settings(), **settings)
+        if profile == "aws":
+            from figstream.cli.aws import setup
+            from figstream.ingest.routing import Router
+            from figstream.settings import routing_path
+            from figstream.storage.aws import AwsConfig
+
+            self.aws = AwsConfig.from_env()
+            setup(self.aws, Router.from_file(routing_path()))
         self.jobs = stream_jobs()
         self.defs = dg.Definitions(
             assets=build_streaming_assets(LEDGER, self.settings),
@@ -43,9 +56,11 @@ class Harness:
                 stream_sensor(s, self.jobs[s], self.jobs["stats"], self.settings)
                 for s in ("postings", "boards")
             ],
-            resources=resources_for("local", LEDGER),
+            resources=resources_for(profile, LEDGER),
         )
-        self.resources = resources_for("local", LEDGER)
+        self.resources = resources_for(profile, LEDGER)
+        self.stores = self.resources["streaming"].stores()
+        self.objects = self.stores.objects
         self.instance = dg.DagsterInstance.ephemeral()
         self.cursors: dict[str, str | None] = {"postings": None, "boards": None}
 
@@ -90,18 +105,30 @@ class Harness:
         for partition in partitions:
             assert job.execute_in_process(partition_key=partition, instance=self.instance).success
 
-    def table(self, name: str) -> pa.Table:
-        files = sorted((self.home / "tables" / name).rglob("*.parquet"))
-        if not files:
-            return pa.table({})
-        return pa.concat_tables([pq.read_table(f) for f in files])
+    def publisher(self, producer: str = "test"):
+        """The profile's intake: landing batches (local), or the event bus, whose queues the
+        next ticks drain (aws)."""
+        if self.profile == "aws":
+            from figstream.ingest.eventbridge import EventBridgePublisher
 
-    def state(self) -> SqliteStateStore:
-        return SqliteStateStore(state_path(self.home))
+            return EventBridgePublisher(self.aws, producer=producer)
+        return Publisher(self.objects, producer=producer)
+
+    def publish(self, records: list, producer: str = "test") -> list[str]:
+        return self.publisher(producer).publish(records)
+
+    def table(self, name: str) -> pa.Table:
+        keys = [k for k in self.objects.list(f"tables/{name}/") if k.endswith(".parquet")]
+        if not keys:
+            return pa.table({})
+        return pa.concat_tables([read_parquet(self.objects, k) for k in keys])
+
+    def state(self) -> StateStore:
+        return self.stores.state
 
     def index(self) -> pa.Table:
         """The whole search index, as a consumer builds it from snapshot and changes."""
-        return index_export.current_index(LocalObjectStore(self.home))
+        return index_export.current_index(self.objects)
 
     def duplicates(self) -> pa.Table:
         """job_id, duplicate_of_job_id of every duplicate in the registry."""
@@ -111,5 +138,5 @@ class Harness:
             {"job_id": duplicates["job_id"], "duplicate_of_job_id": duplicates["duplicate_of"]}
         )
 
-    def dead_letters(self) -> SqliteDeadLetterStore:
-        return SqliteDeadLetterStore(deadletter_path(self.home))
+    def dead_letters(self) -> DeadLetterStore:
+        return self.stores.dead_letters
