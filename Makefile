@@ -51,7 +51,10 @@ AWS_DEV_ENV = FIGSTREAM_PROFILE=aws FIGSTREAM_AWS_ENDPOINT=http://127.0.0.1:$(MO
 	DAGSTER_PG_PASSWORD= DAGSTER_PG_DB=$(PG_DB)
 dev-aws: setup demo-data
 	mkdir -p "$(FIGSTREAM_HOME)/dagster_home_aws"
-	cp platform/aws/dagster.yaml "$(FIGSTREAM_HOME)/dagster_home_aws/dagster.yaml"
+	# No ECS here: backfills and the legacy night start on the local workers like streaming runs.
+	sed -e 's/backfills_on_ecs: true/backfills_on_ecs: false/' \
+		-e 's/ecs_jobs: \[legacy_nightly_job\]/ecs_jobs: []/' \
+		platform/aws/dagster.yaml > "$(FIGSTREAM_HOME)/dagster_home_aws/dagster.yaml"
 	psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(PG_DB)'" \
 		| grep -q 1 || createdb -h 127.0.0.1 -U postgres $(PG_DB)
 	curl -sf http://127.0.0.1:$(MOTO_PORT)/moto-api/data.json >/dev/null || \
