@@ -371,8 +371,11 @@ def ensure_tables(config: Any, dry_run: bool) -> list[str]:
 
 def _stale_rules(config: Any, streams: list[str]) -> list[str]:
     events = config.client("events")
+    pages = events.get_paginator("list_rules").paginate(
+        EventBusName=config.event_bus_name, NamePrefix=config.prefix
+    )
     try:
-        rules = events.list_rules(EventBusName=config.event_bus_name, NamePrefix=config.prefix)
+        rules = [rule for page in pages for rule in page.get("Rules", [])]
     except events.exceptions.ResourceNotFoundException:
         return []  # a dry run before the bus exists
     wanted = {config.rule_name(s) for s in streams}
@@ -380,7 +383,7 @@ def _stale_rules(config: Any, streams: list[str]) -> list[str]:
     return [
         f"rule {rule['Name']} on bus {config.event_bus_name} matches no stream of the routing "
         "file; it was left in place (delete it by hand if the stream is gone)"
-        for rule in rules.get("Rules", [])
+        for rule in rules
         if rule["Name"].startswith(config.prefix + "-") and rule["Name"] not in wanted
     ]
 
