@@ -78,7 +78,7 @@ format: setup
 # Two workers, a test file each at a time (a file's fixtures stay in one process): the slow
 # files wait on servers and daemons as much as they compute.
 test: lint
-	.venv/bin/pytest -n 2 --dist loadfile
+	.venv/bin/pytest -n 2 --dist loadfile --durations=25
 
 # The validate-batch Lambda's deployment package: dist/lambda.zip (lambdas/build_zip.py says
 # what it holds and which layer brings pyarrow).
