@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from figstream.cli.aws import add_aws
 from figstream.cli.bus import add_produce, add_publish
+from figstream.cli.cost import add_cost
 from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
 from figstream.cli.migration import add_migration
@@ -28,6 +29,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_replay,
     add_compact,
     add_aws,
+    add_cost,
 ]
 
 
