@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.cost import platform_cost
 from assets.legacy import GROUP as LEGACY_GROUP
 from assets.legacy import build_legacy_assets, legacy_job
 from assets.migration import build_migration_assets, feed_dump_mirror, new_assets_running
@@ -69,7 +70,7 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     purge = [run_history_sensor(streaming_settings, sorted(job.name for job in jobs.values()))]
     purge = purge if streaming_settings.run_purge_every_seconds else []
     return dg.Definitions(
-        assets=[*legacy_assets, *new_assets, *migration_assets],
+        assets=[*legacy_assets, *new_assets, *migration_assets, platform_cost],
         jobs=[*jobs.values(), *extra_jobs.values(), compaction],
         schedules=[schedule, *snapshots, compaction_schedule(compaction)],
         sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge],
