@@ -234,6 +234,42 @@ def redirect_chains(differences: Differences, context: Mapping[str, pa.Table]) -
     return Explained(_array_bool(legacy_mask), _array_bool(new_mask), _array_bool(diff_mask))
 
 
+def hostile_redirect_targets(
+    differences: Differences, context: Mapping[str, pa.Table]
+) -> Explained:
+    """Known legacy flaw: an open redirect. Legacy trusts the URL a producer put in a
+    posting; figstream refuses a target off the allow-list (and a hostile source) with a
+    reason and falls back to the next rule (``figstream.redirects.safe``).
+
+    ``context["refused"]`` is the day's refusals (from_url, to_url, rule, code). Explained:
+    a differing row whose only differing column is ``to_url`` and whose legacy target was
+    refused for that source; a row only in legacy whose pair was refused, or whose source
+    got no redirect (``source`` or ``none_safe``); with ``to_url`` in the key, a row only in
+    new whose source has such a legacy row.
+    """
+    refused = context.get("refused")
+    n = [t.num_rows for t in (differences.only_legacy, differences.only_new, differences.differing)]
+    if refused is None or refused.num_rows == 0:
+        return Explained(*(_false(k) for k in n))
+    pairs = {(r["from_url"], r["to_url"]) for r in refused.to_pylist()}
+    dropped = {r["from_url"] for r in refused.to_pylist() if r["rule"] in ("source", "none_safe")}
+    differing = [
+        r.get("differing_columns") == "to_url" and (r["from_url"], r.get("to_url_legacy")) in pairs
+        for r in differences.differing.to_pylist()
+    ]
+    only_legacy = [
+        (r.get("from_url"), r.get("to_url")) in pairs or r.get("from_url") in dropped
+        for r in differences.only_legacy.to_pylist()
+    ]
+    explained = {
+        r.get("from_url")
+        for r, hit in zip(differences.only_legacy.to_pylist(), only_legacy, strict=True)
+        if hit
+    }
+    only_new = [r.get("from_url") in explained for r in differences.only_new.to_pylist()]
+    return Explained(*(pa.array(m, pa.bool_()) for m in (only_legacy, only_new, differing)))
+
+
 def day_local_dedupe_redirects(
     differences: Differences, context: Mapping[str, pa.Table]
 ) -> Explained:
@@ -300,5 +336,6 @@ KNOWN_FLAWS: dict[str, FlawRule] = {
     "day_local_dedupe_stats": day_local_dedupe_stats,
     "no_validation": no_validation,
     "day_local_dedupe_redirects": day_local_dedupe_redirects,
+    "hostile_redirect_targets": hostile_redirect_targets,
     "redirect_chains": redirect_chains,
 }

@@ -29,7 +29,14 @@ import pyarrow.compute as pc
 from figstream.migration.parity import View
 from figstream.redirects import graph
 from figstream.redirects.graph import LEGACY_COLUMNS, REDIRECT_ORDER
-from figstream.redirects.steps import day_events, day_key, map_key, seo_redirects, shift_day
+from figstream.redirects.steps import (
+    day_events,
+    day_key,
+    map_key,
+    refused_key,
+    seo_redirects,
+    shift_day,
+)
 from figstream.storage.objects import read_parquet
 from figstream.streaming import daily, fragments, table_ops, tables
 from figstream.streaming import stores as streaming_stores
@@ -426,7 +433,8 @@ def render_redirects(day: str, stores: Stores, epoch_day: str) -> View:
     :func:`redirects.redirect_chains`) and the day's redirects computed both ways
     (``redirects_as_legacy``, ``redirects_as_new``, for
     :func:`redirects.day_local_dedupe_redirects`). A day not computed yet is computed first."""
-    if not (stores.objects.exists(day_key(day)) and stores.objects.exists(map_key(day))):
+    keys = (day_key(day), map_key(day), refused_key(day))
+    if not all(stores.objects.exists(key) for key in keys):
         seo_redirects(stores, [day], epoch_day)
     table = read_parquet(stores.objects, day_key(day)).cast(graph.REDIRECTS_SCHEMA)
     redirect_map = read_parquet(stores.objects, map_key(day)).cast(graph.MAP_SCHEMA)
@@ -435,6 +443,8 @@ def render_redirects(day: str, stores: Stores, epoch_day: str) -> View:
         "map": redirect_map,
         "redirects_as_new": view,
         "redirects_as_legacy": legacy_view(redirects_as_legacy(stores, day, epoch_day)),
+        # what the allow-list refused, for flaws.hostile_redirect_targets
+        "refused": read_parquet(stores.objects, refused_key(day)),
     }
     return View(table=view, context=context)
 

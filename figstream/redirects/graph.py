@@ -37,6 +37,8 @@ nothing but the rows' content, and re-applying a day changes nothing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from datetime import date, timedelta
 from urllib.parse import quote_plus
 
 import numpy as np
@@ -60,6 +62,15 @@ MAP_SCHEMA = pa.schema(
         *REDIRECTS_SCHEMA,  # to_url: the end of the chain, never itself redirected
         pa.field("hops", pa.int64()),  # single hops followed from from_url to to_url
         pa.field("next_url", pa.string()),  # the single hop made on from_url's day
+        pa.field("since", pa.string()),  # from_url's day (YYYY-MM-DD); null: imported, no day
+    ]
+)
+LOOPS_SCHEMA = pa.schema(
+    [
+        pa.field("from_url", pa.string()),
+        pa.field("next_url", pa.string()),  # the hop refused: it closed a loop
+        pa.field("reason", pa.string()),
+        pa.field("since", pa.string()),
     ]
 )
 LEGACY_COLUMNS = REDIRECTS_SCHEMA.names  # legacy redirects.csv
@@ -153,20 +164,25 @@ def _matches(rows: pa.Table, survivor: pa.Array, today_index: pa.Table) -> pa.Ar
     return one_chunk(found["url_min"])
 
 
-def day_redirects(
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        pa.field("from_url", pa.string()),
+        pa.field("source_board", pa.string()),  # the board of the posting that went away
+        pa.field("board", pa.string()),  # the board the redirect lands on
+        pa.field("reason", pa.string()),
+        pa.field("match", pa.string()),  # the same job on the surviving board, if any
+        pa.field("search", pa.string()),  # a search page for its title and location
+    ]
+)
+
+
+def redirect_candidates(
     yesterday_index: pa.Table, today_index: pa.Table, day_events: pa.Table
 ) -> pa.Table:
-    """The redirects created on a day, :data:`REDIRECTS_SCHEMA`, sorted by ``from_url``.
-
-    ``yesterday_index`` and ``today_index`` are the end-of-day search indexes
-    (:data:`figstream.streaming.tables.SEARCH_INDEX_COLUMNS`) of the day before and of the day;
-    ``day_events`` are the day's events (:data:`figstream.streaming.tables.EVENTS_SCHEMA`: postings,
-    expiries and mergers). Only postings in yesterday's index get a redirect, so one that
-    appeared and went away within the day gets none. Legacy semantics, kept exactly: a job
-    with an expiry event today is redirected even if it was re-posted later the same day
-    (:func:`collapse` then drops it, as a live page), and a survivor that was itself absorbed
-    today still gets the search URL.
-    """
+    """Every posting that went away on the day with its candidate targets in order of
+    preference, :data:`CANDIDATES_SCHEMA` sorted by ``from_url``: the same job on the
+    surviving board (mergers only; null where there is none), then a search page on the
+    board the redirect lands on. The rules are :func:`day_redirects`'s."""
     survivors = _survivors(day_events)
     expired = day_events.filter(pc.equal(day_events["event_type"], EXPIRED))["job_id"]
     jobs = yesterday_index.select(["job_id", "board", "title", "company", "location", "url"])
@@ -179,26 +195,77 @@ def day_redirects(
 
     merged = jobs.filter(pa.array(is_merged))
     survivor = survivor.filter(pa.array(is_merged))
-    matched = _matches(merged, survivor, today_index)
-    fallback = search_urls(survivor, merged["title"], merged["location"])
     gone = jobs.filter(pa.array(is_expired))
     parts = [
-        (merged["url"], pc.coalesce(matched, fallback), REASON_MERGED),
-        (gone["url"], search_urls(gone["board"], gone["title"], gone["location"]), REASON_EXPIRED),
+        (
+            merged,
+            survivor,
+            REASON_MERGED,
+            _matches(merged, survivor, today_index),
+            search_urls(survivor, merged["title"], merged["location"]),
+        ),
+        (
+            gone,
+            gone["board"],
+            REASON_EXPIRED,
+            pa.nulls(gone.num_rows, pa.string()),
+            search_urls(gone["board"], gone["title"], gone["location"]),
+        ),
     ]
     out = pa.concat_tables(
         [
             pa.table(
                 [
-                    one_chunk(src),
-                    one_chunk(dst),
-                    pa.repeat(pa.scalar(STATUS, pa.int64()), len(src)),
-                    pa.repeat(pa.scalar(reason), len(src)),
+                    one_chunk(rows["url"]),
+                    one_chunk(rows["board"]),
+                    one_chunk(board),
+                    pa.repeat(pa.scalar(reason), rows.num_rows),
+                    one_chunk(match),
+                    one_chunk(search),
                 ],
-                schema=REDIRECTS_SCHEMA,
+                schema=CANDIDATES_SCHEMA,
             )
-            for src, dst, reason in parts
+            for rows, board, reason, match, search in parts
         ]
+    )
+    return out.sort_by([("from_url", "ascending"), ("reason", "ascending")]).combine_chunks()
+
+
+def day_redirects(
+    yesterday_index: pa.Table, today_index: pa.Table, day_events: pa.Table
+) -> pa.Table:
+    """The redirects created on a day, :data:`REDIRECTS_SCHEMA`, sorted by ``from_url``, as
+    legacy makes them: every target trusted (the safe ones: :mod:`figstream.redirects.safe`).
+
+    ``yesterday_index`` and ``today_index`` are the end-of-day search indexes
+    (:data:`figstream.streaming.tables.SEARCH_INDEX_COLUMNS`) of the day before and of the day;
+    ``day_events`` are the day's events (:data:`figstream.streaming.tables.EVENTS_SCHEMA`: postings,
+    expiries and mergers). Only postings in yesterday's index get a redirect, so one that
+    appeared and went away within the day gets none. Legacy semantics, kept exactly: a job
+    with an expiry event today is redirected even if it was re-posted later the same day
+    (:func:`collapse` then drops it, as a live page), and a survivor that was itself absorbed
+    today still gets the search URL.
+    """
+    found = redirect_candidates(yesterday_index, today_index, day_events)
+    return redirects_table(
+        found["from_url"], pc.coalesce(found["match"], found["search"]), found["reason"]
+    )
+
+
+def redirects_table(
+    sources: pa.Array | pa.ChunkedArray,
+    targets: pa.Array | pa.ChunkedArray,
+    reasons: pa.Array | pa.ChunkedArray,
+) -> pa.Table:
+    """:data:`REDIRECTS_SCHEMA` rows (status 301) sorted by :data:`REDIRECT_ORDER`."""
+    out = pa.table(
+        [
+            one_chunk(sources),
+            one_chunk(targets),
+            pa.repeat(pa.scalar(STATUS, pa.int64()), len(sources)),
+            one_chunk(reasons),
+        ],
+        schema=REDIRECTS_SCHEMA,
     )
     return out.sort_by(REDIRECT_ORDER).combine_chunks()
 
@@ -228,6 +295,7 @@ def _edges(table: pa.Table) -> pa.Table:
             if "status" in names
             else pa.repeat(pa.scalar(STATUS, pa.int64()), n),
             "reason": one_chunk(table["reason"]) if "reason" in names else pa.nulls(n, pa.string()),
+            "since": one_chunk(table["since"]) if "since" in names else pa.nulls(n, pa.string()),
         }
     )
     out = out.filter(pc.and_(pc.is_valid(out["from_url"]), pc.is_valid(out["next_url"])))
@@ -252,15 +320,26 @@ def _roots(succ: np.ndarray) -> np.ndarray:
     return jump
 
 
-def _loop_minimum(succ: np.ndarray, on_loop: np.ndarray) -> np.ndarray:
-    """The smallest node index on the loop through each node of ``on_loop``."""
+def _loop_minimum(succ: np.ndarray, on_loop: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """The smallest ``rank`` (a permutation of the node indexes) on the loop through each
+    node of ``on_loop``."""
     n = len(succ)
     jump = np.where(succ >= 0, succ, np.arange(n))
-    smallest = np.arange(n)
+    smallest = rank.copy()
     for _ in range(_rounds(n)):
         smallest = np.minimum(smallest, smallest[jump])
         jump = jump[jump]
     return smallest[on_loop]
+
+
+def _newest_first(edges: pa.Table) -> np.ndarray:
+    """Each edge's rank, newest ``since`` first (null: oldest), then by ``from_url``."""
+    order = pa.table(
+        {"since": pc.fill_null(edges["since"], ""), "row": np.arange(edges.num_rows)}
+    ).sort_by([("since", "descending"), ("row", "ascending")])["row"]
+    rank = np.empty(edges.num_rows, np.int64)
+    rank[order.to_numpy()] = np.arange(edges.num_rows)
+    return rank
 
 
 def _lengths(succ: np.ndarray) -> np.ndarray:
@@ -274,8 +353,10 @@ def _lengths(succ: np.ndarray) -> np.ndarray:
     return total[:n]
 
 
-def _resolve(edges: pa.Table) -> pa.Table:
-    """Follow every single hop of ``edges`` (one per from_url, sorted) to the end of its chain."""
+def _resolve(edges: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Follow every single hop of ``edges`` (one per from_url, sorted) to the end of its chain;
+    also the hops refused because they closed a loop (:data:`LOOPS_SCHEMA`)."""
+    refused = [LOOPS_SCHEMA.empty_table()]
     while True:
         succ = pc.index_in(edges["next_url"], value_set=edges["from_url"])
         succ = pc.fill_null(succ, -1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -283,12 +364,15 @@ def _resolve(edges: pa.Table) -> pa.Table:
         looping = succ[roots] >= 0 if len(succ) else np.zeros(0, bool)
         if not looping.any():
             break
-        # Sorted by from_url, so the smallest index on a loop is its smallest URL: that URL
-        # stops being redirected and becomes the destination of the others.
+        # The newest hop on a loop closed it: it is refused (reported), so its URL stops being
+        # redirected and becomes the destination of the others.
+        rank = _newest_first(edges)
         keep = np.ones(edges.num_rows, bool)
-        keep[np.unique(_loop_minimum(succ, roots[looping]))] = False
+        node = np.argsort(rank)
+        keep[node[np.unique(_loop_minimum(succ, roots[looping], rank))]] = False
+        refused.append(edges.filter(pa.array(~keep)).select(LOOPS_SCHEMA.names))
         edges = edges.filter(pa.array(keep))
-    return pa.table(
+    resolved = pa.table(
         {
             "from_url": edges["from_url"],
             "to_url": edges["next_url"].take(pa.array(roots, pa.int64())),
@@ -296,9 +380,60 @@ def _resolve(edges: pa.Table) -> pa.Table:
             "reason": edges["reason"],
             "hops": pa.array(_lengths(succ), pa.int64()),
             "next_url": edges["next_url"],
+            "since": edges["since"],
         },
         schema=MAP_SCHEMA,
     )
+    loops = pa.concat_tables(refused).cast(LOOPS_SCHEMA).sort_by("from_url").combine_chunks()
+    return resolved, loops
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    map: pa.Table  # MAP_SCHEMA
+    loops: pa.Table  # LOOPS_SCHEMA: hops refused because they closed a loop
+    expired: int  # entries dropped by the expiry policy
+
+
+def expire(registry: pa.Table, day: str, keep_days: int) -> pa.Table:
+    """``registry`` without the redirects made ``keep_days`` or more days before ``day``
+    (those with a null ``since``, imported without a day, stay)."""
+    if "since" not in registry.column_names:
+        return registry
+    first = (date.fromisoformat(day) - timedelta(days=keep_days - 1)).isoformat()
+    kept = pc.fill_null(pc.greater_equal(registry["since"], first), True)
+    return registry.filter(kept)
+
+
+def collapse_day(
+    registry: pa.Table,
+    new: pa.Table,
+    *,
+    live: pa.Array | pa.ChunkedArray | None = None,
+    day: str | None = None,
+    keep_days: int | None = None,
+) -> Collapsed:
+    """:func:`collapse`, stamping ``new`` with ``day`` (its ``since``), first dropping what the
+    expiry policy (``keep_days``) retires on ``day``, and reporting the hops refused because
+    they closed a loop."""
+    expired = 0
+    if day is not None and keep_days is not None:
+        kept = expire(registry, day, keep_days)
+        expired, registry = registry.num_rows - kept.num_rows, kept
+    if day is not None:
+        new = new.append_column("since", pa.repeat(pa.scalar(day), new.num_rows))
+    fresh = _edges(new)
+    old = _edges(registry)
+    live_now = [fresh["next_url"]]
+    if live is not None:
+        live_now.append(one_chunk(live))
+    live_now = pc.unique(pa.chunked_array(live_now, pa.string()))
+    fresh = fresh.filter(pc.invert(pc.is_in(fresh["from_url"], value_set=live_now)))
+    replaced = pa.chunked_array([live_now, fresh["from_url"]], pa.string())
+    old = old.filter(pc.invert(pc.is_in(old["from_url"], value_set=replaced)))
+    edges = pa.concat_tables([old, fresh]).sort_by("from_url").combine_chunks()
+    resolved, loops = _resolve(edges)
+    return Collapsed(resolved.combine_chunks(), loops, expired)
 
 
 def collapse(
@@ -313,14 +448,4 @@ def collapse(
     single hops, so a URL that comes back re-routes every chain through it; that costs
     log2(map size) vectorised passes.
     """
-    fresh = _edges(new)
-    old = _edges(registry)
-    live_now = [fresh["next_url"]]
-    if live is not None:
-        live_now.append(one_chunk(live))
-    live_now = pc.unique(pa.chunked_array(live_now, pa.string()))
-    fresh = fresh.filter(pc.invert(pc.is_in(fresh["from_url"], value_set=live_now)))
-    replaced = pa.chunked_array([live_now, fresh["from_url"]], pa.string())
-    old = old.filter(pc.invert(pc.is_in(old["from_url"], value_set=replaced)))
-    edges = pa.concat_tables([old, fresh]).sort_by("from_url").combine_chunks()
-    return _resolve(edges).combine_chunks()
+    return collapse_day(registry, new, live=live).map

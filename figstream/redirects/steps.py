@@ -6,18 +6,25 @@ as of the end of the day (``tables/seo_redirects/_map/<day>.parquet``). Each day
 on the kept map of the day before, so a day can be recomputed alone (the same inputs give the
 same files) and a range is computed in order from the last kept map. A day whose predecessor
 has no kept map yet is reached by computing the missing days first, back to the epoch.
+
+Every target is checked against ``platform/redirects.yaml`` (:mod:`figstream.redirects.safe`);
+what is refused, and every hop refused for closing a loop, goes to the dead-letter store with
+its reason (stream ``seo_redirects``, the day as partition) and to
+``tables/seo_redirects/_refused/<day>.parquet`` (the parity check's context). The map drops the
+301s older than the policy's ``keep_301_days``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.redirects import graph
+from figstream.redirects import graph, safe
+from figstream.redirects.policy import RedirectPolicy, load_policy
 from figstream.storage.objects import read_parquet, write_parquet
 from figstream.streaming import daily, fragments, tables
 from figstream.streaming import stores as streaming_stores
@@ -31,6 +38,10 @@ def day_key(day: str) -> str:
 
 def map_key(day: str) -> str:
     return f"{PREFIX}/_map/{day}.parquet"
+
+
+def refused_key(day: str) -> str:
+    return f"{PREFIX}/_refused/{day}.parquet"
 
 
 def shift_day(day: str, days: int) -> str:
@@ -60,7 +71,10 @@ def read_map(stores: streaming_stores.Stores, day: str, epoch_day: str) -> pa.Ta
     key = map_key(day)
     if not stores.objects.exists(key):
         return None
-    return read_parquet(stores.objects, key).cast(graph.MAP_SCHEMA)
+    kept = read_parquet(stores.objects, key)
+    if "since" not in kept.column_names:  # kept before the expiry policy: no day known
+        kept = kept.append_column("since", pa.nulls(kept.num_rows, pa.string()))
+    return kept.select(graph.MAP_SCHEMA.names).cast(graph.MAP_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -68,13 +82,21 @@ class DayResult:
     redirects: pa.Table
     map: pa.Table
     rewritten: int  # map entries whose destination moved today (chains collapsed)
+    refused: pa.Table = field(default_factory=safe.REFUSED_SCHEMA.empty_table)  # and loop hops
+    fallbacks: dict[str, int] | None = None  # rule (match, search, home) -> redirects
+    expired: int = 0  # map entries dropped today by the expiry policy
 
 
 def seo_redirects_days(
-    stores: streaming_stores.Stores, days: Sequence[str], epoch_day: str
+    stores: streaming_stores.Stores,
+    days: Sequence[str],
+    epoch_day: str,
+    policy: RedirectPolicy | None = None,
 ) -> dict[str, DayResult]:
     """Compute ``days`` (and any day between them, or before them back to the last kept map,
-    since each map builds on the one before) in order; returns the days asked for."""
+    since each map builds on the one before) in order; returns the days asked for.
+    ``policy``: the allow-list and expiry (default ``platform/redirects.yaml``)."""
+    policy = policy or load_policy()
     if not days:
         return {}
     wanted = set(days)
@@ -89,12 +111,25 @@ def seo_redirects_days(
     current = first
     while current <= last:
         today = daily.end_of_day_index(stores, current, epoch_day)
-        new = graph.day_redirects(yesterday, today, day_events(stores, current))
-        collapsed = graph.collapse(previous, new, live=today["url"])
+        checked = safe.safe_day_redirects(yesterday, today, day_events(stores, current), policy)
+        new = checked.redirects
+        result = graph.collapse_day(
+            previous, new, live=today["url"], day=current, keep_days=policy.keep_301_days
+        )
+        collapsed = result.map
+        refused = pa.concat_tables([checked.refused, safe.loops_refused(result.loops)])
+        if refused.num_rows:
+            stores.dead_letters.add(
+                safe.dead_letters(refused, current), stream=safe.STREAM, partition_key=current
+            )
+        write_parquet(stores.objects, refused_key(current), refused)
         write_parquet(stores.objects, day_key(current), new)
         write_parquet(stores.objects, map_key(current), collapsed)
         if current in wanted:
-            out[current] = DayResult(new, collapsed, _rewritten(previous, collapsed))
+            rewritten = _rewritten(previous, collapsed)
+            out[current] = DayResult(
+                new, collapsed, rewritten, refused, checked.fallbacks, result.expired
+            )
         previous, yesterday = collapsed, today
         current = shift_day(current, 1)
     return out
