@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from figstream.streaming import table_ops, tables
+from figstream.streaming.chunks import by_hour
 from figstream.streaming.fragments import read_fragments, write_each
-from figstream.streaming.stores import Stores, by_hour
+from figstream.streaming.stores import Stores
 
 
 def clean(stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None) -> int:
-    """clean_postings fragments from the partitions' raw_events fragments, an hour at a time."""
-    return sum(by_hour(_clean, stores, partitions, batch_ids))
+    """clean_postings fragments from the partitions' raw_events fragments, an hour (or a
+    chunk of a busy hour's batches) at a time."""
+    return sum(by_hour(_clean, stores, partitions, batch_ids, ["raw_events"]))
 
 
 def _clean(stores: Stores, partitions: Sequence[str], batch_ids: list[str] | None) -> int:

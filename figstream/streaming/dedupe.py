@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.streaming import table_ops, tables
+from figstream.streaming.chunks import by_hour
 from figstream.streaming.convert import convert_old_state
 from figstream.streaming.fragments import read_fragments, write_each
 from figstream.streaming.registry import recompute_keys
-from figstream.streaming.stores import Stores, by_hour
+from figstream.streaming.stores import Stores
 
 TOUCHED = "touched_by_dedupe"  # per (hour, batch): job_id, event_time, batch_id
 
@@ -47,7 +48,7 @@ def dedupe(
     """Cross-board dedupe of the partitions' clean postings, an hour at a time (:func:`by_hour`)."""
     convert_old_state(stores)
     out = DedupeReport()
-    for report in by_hour(_dedupe, stores, partitions, batch_ids):
+    for report in by_hour(_dedupe, stores, partitions, batch_ids, ["clean_postings"]):
         out.add(report)
     return out
 

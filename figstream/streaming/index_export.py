@@ -29,8 +29,9 @@ from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.storage.sqlite import now_us
 from figstream.storage.state import INDEX_COLUMNS, JOB_SCHEMA
 from figstream.streaming import dedupe, jobs, tables
+from figstream.streaming.chunks import by_hour
 from figstream.streaming.fragments import read_fragments, write_each
-from figstream.streaming.stores import Stores, by_hour, release_arrow_memory
+from figstream.streaming.stores import Stores, release_arrow_memory
 
 CHANGES = "search_index"  # tables/search_index/<hour>/<batch_id>.parquet
 SNAPSHOTS = "tables/search_index_snapshot/"  # <day>.parquet
@@ -64,7 +65,9 @@ def export_changes(
 ) -> ChangesReport:
     """The partitions' index changes, an hour at a time (:func:`by_hour`)."""
     out = ChangesReport()
-    for report in by_hour(_export_changes, stores, partitions, batch_ids):
+    for report in by_hour(
+        _export_changes, stores, partitions, batch_ids, [jobs.TOUCHED, dedupe.TOUCHED]
+    ):
         out.add(report)
     return out
 

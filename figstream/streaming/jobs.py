@@ -24,10 +24,11 @@ import pyarrow.compute as pc
 
 from figstream.storage.state import JOB_SCHEMA, VERSIONED_SCHEMA, StateStore
 from figstream.streaming import table_ops, tables
+from figstream.streaming.chunks import by_hour
 from figstream.streaming.convert import convert_old_state
 from figstream.streaming.fragments import read_fragments, write_each
 from figstream.streaming.ingest import lag_seconds
-from figstream.streaming.stores import INGEST_TABLES, Stores, by_hour
+from figstream.streaming.stores import INGEST_TABLES, Stores
 
 TOUCHED = "touched_by_job_state"  # per (hour, batch): job_id, event_time, batch_id
 TOUCHED_SCHEMA = tables.TOUCHED_SCHEMA
@@ -143,7 +144,9 @@ def update_job_state(
     """Apply the partitions' new events to the job state, an hour at a time (:func:`by_hour`)."""
     convert_old_state(stores)
     out = StateReport()
-    for report in by_hour(_update_job_state, stores, partitions, batch_ids):
+    for report in by_hour(
+        _update_job_state, stores, partitions, batch_ids, list(INGEST_TABLES.values())
+    ):
         out.add(report)
     return out
 

@@ -8,11 +8,9 @@ run the very code the assets run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pyarrow as pa
 
@@ -87,29 +85,6 @@ class Stores:
         if profile() == "aws":
             return cls.aws(AwsConfig.from_env(), first_partition)
         return cls.local(home, first_partition)
-
-
-R = TypeVar("R")
-
-
-def by_hour(
-    step: Callable[[Stores, Sequence[str], list[str] | None], R],
-    stores: Stores,
-    partitions: Sequence[str],
-    batch_ids: Iterable[str] | None,
-) -> list[R]:
-    """Run ``step`` over a range of partitions (a backfill, a catch-up run) one hour at a time,
-    in order; returns its reports (one call with no partitions for an empty range). A run then
-    holds one hour's events, however long its range. The state merges are order-insensitive,
-    so the result is the one a single pass would give (and the one the sensor's hourly runs
-    give); the price is each touched bucket rewritten once per hour."""
-    ids = None if batch_ids is None else list(batch_ids)
-    hours = [[partition] for partition in sorted(partitions)] or [[]]
-    reports = []
-    for hour in hours:
-        reports.append(step(stores, hour, ids))
-        release_arrow_memory()
-    return reports
 
 
 def release_arrow_memory() -> None:
