@@ -6,7 +6,8 @@ beside the legacy nightly EC2 batch's for the same volume::
 
 Measured: the landing index, dead letters, landed bytes and state of the running profile's
 stores over the event-time window ``[T1, T2)`` (default: the 7 days before the current hour),
-scaled to a month. What-if: from ``--events-per-day``. ``--avg-event-bytes`` and
+scaled to a month. What-if: from ``--events-per-day``. ``--services-on ec2`` prices the
+always-on tasks on ECS on EC2 instead of Fargate. ``--avg-event-bytes`` and
 ``--bad-rate`` also override what was measured. Prices come from ``platform/prices.yaml``
 (``--prices``); a table more than a year older than ``--as-of`` (default: today) is warned
 about on stderr and in the output.
@@ -75,6 +76,12 @@ def add_cost(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="validate-batch milliseconds per invocation besides its events",
     )
+    parser.add_argument(
+        "--services-on",
+        choices=("fargate", "ec2"),
+        default=None,
+        help="where the webserver, daemon and code server run (default: fargate, as deployed)",
+    )
     parser.add_argument("--prices", type=Path, default=None, help="the price table to use")
     parser.add_argument(
         "--as-of", type=iso_date, default=None, help="judge the price table's age at this date"
@@ -124,7 +131,9 @@ def _run(args: argparse.Namespace) -> int:
     table = load_prices(args.prices)
     hours = float(table.hours_per_month)
     chosen = footprint(
-        lambda_memory_mb=args.lambda_memory_mb, lambda_fixed_ms=args.lambda_ms_per_invoke
+        lambda_memory_mb=args.lambda_memory_mb,
+        lambda_fixed_ms=args.lambda_ms_per_invoke,
+        services_on=args.services_on,
     )
     if args.events_per_day is not None:
         if args.start or args.end:

@@ -32,6 +32,7 @@ CHUNK_BYTES = 64 * 1024  # EventBridge and SQS bill each 64 KB chunk of a payloa
 SQS_BATCH = 10  # ReceiveMessage and DeleteMessageBatch carry at most ten messages
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a function one full vCPU at 1,769 MB
 GB = 1024**3
+SERVICES_ON = ("fargate", "ec2")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,12 @@ class Footprint:
     claim_item_bytes: float = 120.0
     dead_letter_overhead_bytes: float = 300.0  # a dead letter holds the original line too
     tasks: tuple[Task, ...] = DEFAULT_TASKS
+    # Where the always-on tasks run: Fargate (platform/aws/ecs/, the default) or ECS on EC2,
+    # as many m6a.xlarge (4 vCPU, 16 GiB) as hold their reservations, each with a root volume.
+    services_on: str = "fargate"
+    services_instance_vcpu: float = 4.0
+    services_instance_memory_gb: float = 16.0
+    services_volume_gb: float = 30.0
     # docs/deploy-aws.md: "db.t4g.medium is plenty for today's load"; RDS's 20 GB minimum.
     rds_storage_gb: float = 20.0
     # Legacy: bench/README.md transform bench (c), Luigi ~11k events/s on AMD EPYC in one
@@ -120,6 +127,10 @@ class Footprint:
             raise ValueError(
                 f"lambda memory must be within 128..10240 MB (Lambda's range), "
                 f"got {self.lambda_memory_mb}"
+            )
+        if self.services_on not in SERVICES_ON:
+            raise ValueError(
+                f"services_on must be one of {', '.join(SERVICES_ON)}, got {self.services_on!r}"
             )
         if self.legacy_events_per_second <= 0 or self.sensor_tick_seconds <= 0:
             raise ValueError("legacy events per second and the sensor tick must be > 0")
@@ -241,9 +252,6 @@ def usage(workload: Workload, footprint: Footprint, hours_per_month: float = 730
     lists = hours_per_month * 3600 / f.sensor_tick_seconds * w.streams
     gets = w.batch_hours * f.s3_gets_per_batch_hour
 
-    vcpu_hours = sum(t.vcpu for t in f.tasks) * hours_per_month
-    memory_hours = sum(t.memory_gb for t in f.tasks) * hours_per_month
-    tasks = ", ".join(f"{t.name} {t.vcpu:g} vCPU/{t.memory_gb:g} GB" for t in f.tasks)
     return [
         Meter("EventBridge", "PutEvents", "eventbridge_events", _count(put_events),
               f"{_fmt(w.events)} events x {chunks(w.avg_event_bytes)} chunk"),
@@ -266,12 +274,37 @@ def usage(workload: Workload, footprint: Footprint, hours_per_month: float = 730
         Meter("S3", "PUT and LIST", "s3_put_requests", _count(puts + lists),
               f"puts {_fmt(puts)}, landing lists {_fmt(lists)}"),
         Meter("S3", "GET", "s3_get_requests", _count(gets), f"{_fmt(gets)} object reads"),
-        Meter("ECS Fargate", "vCPU", "fargate_vcpu_hours", _amount(vcpu_hours), tasks),
-        Meter("ECS Fargate", "memory", "fargate_gb_hours", _amount(memory_hours), tasks),
+        *_services(f, hours_per_month),
         Meter("RDS Postgres", "instance", "rds_instance_hours", _amount(hours_per_month),
               "Dagster's run, event-log and schedule storage"),
         Meter("RDS Postgres", "storage", "rds_storage", _amount(f.rds_storage_gb),
               f"{f.rds_storage_gb:g} GB gp3"),
+    ]  # fmt: skip
+
+
+def _services(f: Footprint, hours_per_month: float) -> list[Meter]:
+    """The always-on tasks: Fargate bills what each task reserves; on EC2 the tasks share as
+    many instances as hold their vCPUs and memory."""
+    vcpu = sum(t.vcpu for t in f.tasks)
+    memory = sum(t.memory_gb for t in f.tasks)
+    tasks = ", ".join(f"{t.name} {t.vcpu:g} vCPU/{t.memory_gb:g} GB" for t in f.tasks)
+    if f.services_on == "fargate":
+        return [
+            Meter("ECS Fargate", "vCPU", "fargate_vcpu_hours", _amount(vcpu * hours_per_month),
+                  tasks),
+            Meter("ECS Fargate", "memory", "fargate_gb_hours",
+                  _amount(memory * hours_per_month), tasks),
+        ]  # fmt: skip
+    count = max(
+        1,
+        math.ceil(vcpu / f.services_instance_vcpu - 1e-9),
+        math.ceil(memory / f.services_instance_memory_gb - 1e-9),
+    )
+    return [
+        Meter("ECS on EC2", "instances", "ec2_services_instance_hours",
+              _amount(count * hours_per_month), f"{count} instance(s) for {tasks}"),
+        Meter("ECS on EC2", "volumes", "ebs_storage", _amount(count * f.services_volume_gb),
+              f"{count} x {f.services_volume_gb:g} GB gp3"),
     ]  # fmt: skip
 
 
@@ -283,7 +316,7 @@ def legacy_usage(workload: Workload, footprint: Footprint, hours_per_month: floa
     seconds = max(footprint.legacy_min_seconds, per_night / footprint.legacy_events_per_second)
     hours = nights * math.ceil(seconds) / 3600
     return [
-        Meter("EC2 (legacy)", "instance", "ec2_instance_hours", _amount(hours),
+        Meter("EC2 (legacy)", "instance", "ec2_legacy_instance_hours", _amount(hours),
               f"{nights:.2f} nights x {math.ceil(seconds):,} s for {_fmt(per_night)} events"),
         Meter("EC2 (legacy)", "volume", "ebs_storage", _amount(footprint.legacy_volume_gb),
               f"{footprint.legacy_volume_gb:g} GB gp3"),

@@ -51,7 +51,10 @@ prices:
   fargate_gb_hours: {price: 0.004445, per: 1, unit: GB-hour, source: s, read_on: 2026-12-03}
   rds_instance_hours: {price: 0.065, per: 1, unit: hour, source: s, read_on: 2026-12-03}
   rds_storage: {price: 0.115, per: 1, unit: GB-month, source: s, read_on: 2026-12-03}
-  ec2_instance_hours: {price: 0.0864, per: 1, unit: hour, source: s, read_on: 2026-12-03}
+  ec2_services_instance_hours: {price: 0.1728, per: 1, unit: hour, source: s,
+                                read_on: 2026-12-03}
+  ec2_legacy_instance_hours: {price: 0.0864, per: 1, unit: hour, source: s,
+                              read_on: 2026-12-03}
   ebs_storage: {price: 0.08, per: 1, unit: GB-month, source: s, read_on: 2026-12-03}
 """,
     "test-prices.yaml",
@@ -128,6 +131,22 @@ def test_a_month_priced_by_hand():
         ("EC2 (legacy)", "volume"): Decimal("8.00"),
     }
     assert result.difference == Decimal("109.31") - Decimal("8.04")
+
+
+def test_the_always_on_services_on_ec2_instead_of_fargate():
+    on_ec2 = replace(FOOTPRINT, services_on="ec2")
+    bill = estimate(WORKLOAD, on_ec2, TABLE).streaming
+    assert not [c for c in bill.charges if c.meter.service == "ECS Fargate"]
+    # 1 vCPU / 2 GB fits one m6a.xlarge: 720 h x $0.1728 = 124.416; 30 GB x $0.08 = 2.40
+    assert costs(bill)[("ECS on EC2", "instances")] == Decimal("124.42")
+    assert costs(bill)[("ECS on EC2", "volumes")] == Decimal("2.40")
+    # 9 vCPU need three 4-vCPU instances: 3 x 720 h x $0.1728 = 373.248
+    big = replace(on_ec2, tasks=(Task("a", 4.5, 8.0), Task("b", 4.5, 8.0)))
+    assert costs(estimate(WORKLOAD, big, TABLE).streaming)[("ECS on EC2", "instances")] == (
+        Decimal("373.25")
+    )
+    with pytest.raises(ValueError, match="services_on"):
+        replace(FOOTPRINT, services_on="lambda")
 
 
 def test_the_legacy_night_scales_with_the_volume():
