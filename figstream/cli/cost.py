@@ -13,9 +13,9 @@ always-on tasks on ECS on EC2 instead of Fargate. ``--avg-event-bytes`` and
 about on stderr and in the output.
 
 Bad inputs tried (see ``tests/figstream/cost/test_cost_cli.py``): ``--to`` not after
-``--from``, a window with a what-if, a home with no state store, a price table that is
-missing or malformed, a negative rate; each prints one ``figstream cost: error: ...`` line
-(or argparse's usage error) and no traceback.
+``--from``, a window with a what-if, a home with no state store, the aws profile before its
+tables exist, a price table that is missing or malformed, a negative rate; each prints one
+``figstream cost: error: ...`` line (or argparse's usage error) and no traceback.
 """
 
 from __future__ import annotations
@@ -92,9 +92,12 @@ def add_cost(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from figstream.cost.prices import PriceTableError
 
-    return (CostError, PriceTableError, ValueError, FileNotFoundError)
+    # the aws profile's stores before `figstream aws setup` (no table, no bucket)
+    return (CostError, PriceTableError, ValueError, FileNotFoundError, ClientError, BotoCoreError)
 
 
 def _measured(args: argparse.Namespace, hours_per_month: float):

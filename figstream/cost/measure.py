@@ -7,8 +7,10 @@ record counts; the dead-letter store the rejects per hour; a sample of the lande
 landing object or its archived copy) the bytes per line; the object store's listing the bytes
 held under ``landing/``, ``archive/`` and ``tables/`` (sizes of at most :data:`SIZE_SAMPLE`
 keys per area, scaled by the key count, since an S3 size is a HEAD each); the state store the
-jobs and registry rows held. The window's traffic is scaled to a month of
-``hours_per_month`` hours; what is held (bytes, rows) is taken as it is now.
+jobs and registry rows held (on DynamoDB two scans of those tables, which the daemon's role
+may make; DescribeTable's sizes would be cheaper but only the deployer may call it). The
+window's traffic is scaled to a month of ``hours_per_month`` hours; what is held (bytes, rows)
+is taken as it is now.
 
 The what-if (:func:`what_if`) derives the same figures from events per day, their size and the
 bad rate, with the ratios it needs for stored bytes stated in :data:`WHAT_IF_RATIOS`.

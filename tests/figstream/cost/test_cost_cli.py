@@ -110,6 +110,14 @@ def test_the_stale_table_warning_at_a_faked_date(tmp_path, capsys):
     assert json.loads(printed)["warning"] is None and err == ""
 
 
+def test_the_aws_profile_before_setup_is_one_clear_line(aws_config, capsys):
+    # FIGSTREAM_PROFILE=aws on the emulator, with no table or bucket made for this prefix
+    assert main(["cost", "--from", "2026-11-01", "--to", "2026-11-02"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("figstream cost: error:") and "Traceback" not in err
+    assert "ResourceNotFoundException" in err  # AWS's own reason, passed on
+
+
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
