@@ -51,6 +51,7 @@ OUTPUT = ROOT / "dist" / "lambda.zip"
 HANDLER_MODULES = (
     "lambdas.run",
     "lambdas.validate_batch",
+    "lambdas.redirect_edge",  # stdlib and figstream.redirects.keys only
     "figstream.storage.aws",
     "figstream.storage.s3_objects",  # imported when an event names the S3 store
 )

@@ -28,7 +28,7 @@ NEW_ASSETS: dict[str, tuple[str, ...]] = {
     "DedupePostings": ("deduped_postings", "board_mergers"),
     "ActiveJobs": ("search_index", "job_state", "search_index_snapshot", "board_daily_stats"),
     "BoardStats": ("board_daily_stats",),
-    "SeoRedirects": ("seo_redirects",),
+    "SeoRedirects": ("seo_redirects", "seo_redirects_nginx", "seo_redirects_cloudfront"),
 }
 
 

@@ -44,6 +44,14 @@ def refused_key(day: str) -> str:
     return f"{PREFIX}/_refused/{day}.parquet"
 
 
+def nginx_key(day: str) -> str:
+    return f"exports/seo_redirects/nginx/{day}.conf"
+
+
+def cloudfront_key(day: str, part: int) -> str:
+    return f"exports/seo_redirects/cloudfront/{day}/part-{part:05d}.json"
+
+
 def shift_day(day: str, days: int) -> str:
     return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
 
@@ -152,3 +160,13 @@ def seo_redirects(
     end-of-day indexes of ``day - 1`` and ``day`` and the day's events; writes the day's
     redirects and the collapsed map as of the end of the day."""
     return {day: r.redirects for day, r in seo_redirects_days(stores, days, epoch_day).items()}
+
+
+def day_map(
+    stores: streaming_stores.Stores, day: str, epoch_day: str, policy: RedirectPolicy | None = None
+) -> pa.Table:
+    """The kept map as of the end of ``day``, computed first if it is not kept yet."""
+    kept = read_map(stores, day, epoch_day)
+    if kept is None:
+        kept = seo_redirects_days(stores, [day], epoch_day, policy)[day].map
+    return kept

@@ -239,6 +239,7 @@ def table_definitions(config: AwsConfig) -> list[dict[str, Any]]:
             [("batch", {"stream_k": "HASH", "batch_k": "RANGE"}, "ALL")],
         ),
         _table(name(DEADLETTER_KIND), {"pk": "HASH"}),
+        _table(name("redirects"), {"pk": "HASH"}),  # figstream.storage.dynamo_redirects
     ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +19,19 @@ from streaming_harness import EPOCH, LEDGER, Harness
 
 from assets.redirects import build_redirect_assets
 from figstream.ingest.dataset import generate
-from figstream.ingest.generate import ABSORBED_BOARD, SURVIVING_BOARD
+from figstream.ingest.generate import ABSORBED_BOARD, BOARDS, SURVIVING_BOARD
 from figstream.migration import views
 from figstream.migration.flaws import day_local_dedupe_redirects, redirect_chains
 from figstream.migration.parity_report import Differences
 from figstream.migration.views import legacy_view
-from figstream.redirects import steps
+from figstream.redirects import safe, steps
 from figstream.redirects.graph import day_redirects
+from figstream.redirects.keys import edge_key
+from figstream.redirects.policy import load_policy
 from figstream.settings import streaming_settings
 from figstream.streaming import daily, stores
 from figstream.streaming.tables import SEARCH_INDEX_COLUMNS
+from lambdas import redirect_edge
 from legacy.pipeline import SeoRedirects
 from resources.luigi_runner import LuigiRunner
 
@@ -74,7 +79,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def materialised(world):
-    (asset,) = build_redirect_assets(LEDGER, streaming_settings())
+    asset = build_redirect_assets(LEDGER, streaming_settings())[0]
     results = {}
     for day in DAYS:
         result = dg.materialize(
@@ -286,7 +291,7 @@ def test_recomputing_days_alone_or_from_scratch_gives_the_same_files(world, mate
     # a backfill of the range is one run (BackfillPolicy.single_run), days in order
     for key in keys:
         objects.delete(key)
-    (asset,) = build_redirect_assets(LEDGER, streaming_settings())
+    asset = build_redirect_assets(LEDGER, streaming_settings())[0]
     result = dg.materialize(
         [asset],
         resources={"streaming": world.harness.resources["streaming"]},
@@ -319,3 +324,49 @@ def test_the_asset_sits_in_the_streaming_graph(world):
     }
     assert graph.get(key).group_name == "streaming"
     assert graph.get(key).backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_honest_data_has_nothing_refused_and_every_redirect_is_allowed(world, materialised):
+    policy = load_policy()
+    for day in DAYS:
+        assert materialised[day]["refused_in_run"].value == 0, day
+        assert materialised[day]["loops_refused"].value == 0
+    merger_day = materialised["2026-11-02"]
+    taken = sum(merger_day[f"fallback_{rule}"].value for rule in ("match", "search", "home"))
+    assert taken == merger_day["redirects_today"].value
+    assert merger_day["fallback_match"].value > 0  # the merger's jobs found on the survivor
+    redirect_map = steps.read_map(world.stores, DAYS[-1], EPOCH_DAY)
+    boards = set(BOARDS)
+    for target in redirect_map["to_url"].to_pylist():
+        assert any(policy.refusal(target, board) is None for board in boards), target
+    assert world.stores.dead_letters.count(stream=safe.STREAM) == 0
+
+
+def test_the_exports_hold_the_map_within_cloudfronts_limits(world, materialised):
+    assets = build_redirect_assets(LEDGER, streaming_settings())
+    day = "2026-11-03"
+    result = dg.materialize(
+        assets,
+        partition_key=day,
+        resources={"streaming": world.harness.resources["streaming"]},
+        selection=["seo_redirects_nginx", "seo_redirects_cloudfront"],
+    )
+    assert result.success
+    objects = world.stores.objects
+    redirect_map = steps.read_map(world.stores, day, EPOCH_DAY)
+    expected = {edge_key(r["from_url"]): r["to_url"] for r in redirect_map.to_pylist()}
+    assert expected, "the merger left redirects in the map"
+    nginx = objects.get(steps.nginx_key(day)).decode("ascii")
+    assert dict(re.findall(r'^    "([^"]+)" "([^"]+)";$', nginx, re.MULTILINE)) == expected
+    part = objects.get(steps.cloudfront_key(day, 0))
+    assert len(part) < 5 * 1024 * 1024
+    items = json.loads(part)["data"]
+    assert {i["key"]: i["value"] for i in items} == expected
+    meta = result.asset_materializations_for_node("seo_redirects_cloudfront")[0].metadata
+    assert meta["entries"].value == len(expected) and meta["files"].value == 1
+    # the edge function answers from the exported files
+    handler_map = redirect_edge.load_map(objects.root / steps.cloudfront_key(day, 0))
+    key, location = next(iter(expected.items()))
+    host, _, path = key.partition("/")
+    answer = redirect_edge.respond(handler_map, {"host": host, "path": "/" + path})
+    assert answer == {"status": 301, "location": location}
