@@ -18,6 +18,7 @@ import pytest
 from streaming_harness import EPOCH, LEDGER, Harness
 
 from assets.redirects import build_redirect_assets
+from figstream.events.envelope import format_time
 from figstream.ingest.dataset import generate
 from figstream.ingest.generate import ABSORBED_BOARD, BOARDS, SURVIVING_BOARD
 from figstream.migration import views
@@ -29,6 +30,7 @@ from figstream.redirects.graph import day_redirects
 from figstream.redirects.keys import edge_key
 from figstream.redirects.policy import load_policy
 from figstream.settings import streaming_settings
+from figstream.storage.dynamo_redirects import DynamoRedirectMap
 from figstream.streaming import daily, stores
 from figstream.streaming.tables import SEARCH_INDEX_COLUMNS
 from lambdas import redirect_edge
@@ -370,3 +372,58 @@ def test_the_exports_hold_the_map_within_cloudfronts_limits(world, materialised)
     host, _, path = key.partition("/")
     answer = redirect_edge.respond(handler_map, {"host": host, "path": "/" + path})
     assert answer == {"status": 301, "location": location}
+
+
+def _event(kind: str, board: str, at: dt.datetime, data: dict) -> dict:
+    return {"id": f"{kind}-{data.get('job_id')}-{at:%d}", "type": kind, "source": board,
+            "version": 1, "time": format_time(at), "data": data}  # fmt: skip
+
+
+def _posted(job_id: str, board: str, url: str, at: dt.datetime) -> dict:
+    data = {
+        "job_id": job_id,
+        "title": "Data Engineer",
+        "company": f"Co {job_id}",
+        "location": "Lisbon",
+        "employment_type": "full_time",
+        "remote": False,
+        "url": url,
+    }
+    return _event("job.posted", board, at, data)
+
+
+@pytest.mark.slow
+def test_on_aws_refusals_are_dynamodb_dead_letters_and_the_map_is_in_dynamodb(
+    aws_config, tmp_path, monkeypatch
+):
+    harness = Harness(tmp_path, monkeypatch, profile="aws")
+    day1 = dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC)
+    day2 = day1 + dt.timedelta(days=1)
+    hostile = "https://workwave.example@evil.test/jobs/w-1"  # passes the event schema
+    harness.publish(
+        [
+            _posted("w-1", "workwave", hostile, day1),
+            _posted("w-2", "workwave", "https://workwave.example/jobs/w-2", day1),
+        ]
+    )
+    harness.drain()
+    expiries = [
+        _event("job.expired", "workwave", day2, {"job_id": j, "reason": "filled"})
+        for j in ("w-1", "w-2")
+    ]
+    harness.publish(expiries)
+    harness.drain()
+    asset = build_redirect_assets(LEDGER, streaming_settings())[0]
+    result = dg.materialize(
+        [asset], partition_key="2026-11-02", resources={"streaming": harness.resources["streaming"]}
+    )
+    meta = result.asset_materializations_for_node("seo_redirects")[0].metadata
+    assert meta["refused_by_reason"].value == {"source_userinfo": 1}
+    assert meta["redirects_today"].value == 1 and meta["dynamodb_written"].value == 1
+    (letter,) = harness.dead_letters().list(stream=safe.STREAM)
+    assert type(harness.dead_letters()).__name__ == "DynamoDeadLetterStore"
+    assert letter.code == "source_userinfo" and hostile in letter.detail
+    published = DynamoRedirectMap(harness.aws)
+    search = "https://workwave.example/search?q=data+engineer&l=lisbon"
+    assert published.held() == {"workwave.example/jobs/w-2": search}
+    assert published.lookup("workwave.example/jobs/w-2") == search
