@@ -29,9 +29,16 @@ So ``to_url`` is what following legacy's single hops gives, and it is never itse
 Rule 2 makes loops impossible: a redirect added on day d points at a page live on day d, so
 that page's own redirect, if any, was added later; around a loop each redirect would be later
 than the one before it. A loop can only come from a registry not made by :func:`collapse`
-(e.g. imported legacy hops); it is broken at its smallest URL, which stops being redirected
-and becomes the others' destination. Rows are sorted by ``from_url``; the result depends on
-nothing but the rows' content, and re-applying a day changes nothing.
+(e.g. imported legacy hops); :func:`collapse_day` refuses its newest hop (``since``; the
+smallest URL among equals) and reports it, so that URL stops being redirected and becomes
+the others' destination. :func:`collapse_day` also applies the expiry policy: a redirect made
+``keep_days`` or more days before the day is dropped before the map is re-resolved. Rows are
+sorted by ``from_url``; the result depends on nothing but the rows' content, and re-applying
+a day changes nothing.
+
+Targets are not checked here: :mod:`figstream.redirects.safe` picks each posting's first safe
+candidate (:func:`redirect_candidates`) before the collapse, so every hop, and so every
+chain's end, is on an allowed host.
 """
 
 from __future__ import annotations
