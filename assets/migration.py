@@ -19,7 +19,14 @@ from collections.abc import Iterable, Sequence
 import dagster as dg
 import luigi
 
-from assets.legacy import FEED_DUMP_KEY, daily_partitions, legacy_key, task_key
+from assets.legacy import (
+    BACKFILL_POLICY,
+    FEED_DUMP_KEY,
+    daily_partitions,
+    legacy_key,
+    materialize_days,
+    task_key,
+)
 from assets.legacy import GROUP as LEGACY_GROUP
 from figstream.migration import layout, legacy_files, parity_check, publishing, views
 from figstream.migration.gate import status
@@ -68,6 +75,7 @@ def bridge_asset(
         deps=list(deps),
         kinds={"python", "csv"},
         tags={"figstream/layer": "bridge"},
+        backfill_policy=BACKFILL_POLICY,
         description=(
             f"{task} is retired: its Luigi op no longer runs. This bridge writes the output "
             f"{', '.join(needed_by)} still read(s), from the new implementation "
@@ -79,16 +87,18 @@ def bridge_asset(
         streaming: StreamingResources,
         migration: MigrationResource,
     ) -> dg.MaterializeResult:
-        day = context.partition_key
-        view = views.render_new(task, day, streaming.stores(), epoch)
-        paths = legacy_files.write_legacy_outputs(task, day, view, migration.root)
-        return dg.MaterializeResult(
-            metadata={
+        stores = streaming.stores()
+
+        def bridge(day: str) -> dict[str, object]:
+            view = views.render_new(task, day, stores, epoch)
+            paths = legacy_files.write_legacy_outputs(task, day, view, migration.root)
+            return {
                 "bridged_from": ", ".join(NEW_ASSETS[task]),
                 "rows": view.table.num_rows,
                 **{f"{p.stem}_path": dg.MetadataValue.path(str(p)) for p in paths},
             }
-        )
+
+        return materialize_days(context, bridge)
 
     return _bridge
 
@@ -127,6 +137,7 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(ledger),
         kinds={"json"},
         tags={"figstream/layer": "mirror"},
+        backfill_policy=BACKFILL_POLICY,
         description=(
             "The day's feed dump that legacy reads, mirrored from the landing zone so legacy "
             "and new read the same events (a dump the boards delivered is kept as it is)."
@@ -135,10 +146,12 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
     def feed_dump(
         context: dg.AssetExecutionContext, streaming: StreamingResources
     ) -> dg.MaterializeResult:
-        report = mirror_day(streaming.stores(), context.partition_key)
-        context.log.info(f"{context.partition_key}: {report.reason}")
-        return dg.MaterializeResult(
-            metadata={
+        stores = streaming.stores()
+
+        def mirror(day: str) -> dict[str, object]:
+            report = mirror_day(stores, day)
+            context.log.info(f"{day}: {report.reason}")
+            return {
                 "mirrored": report.written,
                 "reason": report.reason,
                 "records": report.records,
@@ -147,7 +160,8 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
                 "unattributed": report.by_board.get(UNATTRIBUTED, 0),
                 "cutoff_batch": str(report.cutoff),
             }
-        )
+
+        return materialize_days(context, mirror)
 
     return feed_dump
 

@@ -1,9 +1,10 @@
-"""After each nightly legacy run: compare, publish, refresh the ledger status.
+"""After each legacy run: compare, publish, refresh the ledger status.
 
-The parity and publish run is asked for when the legacy run for a day *ends*, whether it
-succeeded or failed: a legacy night that died on a bad record is exactly what the parity
-check must report (as a known legacy flaw), and consumers still get the day (from the new
-side, flagged) instead of a hole.
+The parity and publish run of a day is asked for when a run that materialised (or tried to)
+legacy partitions of that day *ends*, whether it succeeded or failed: the nightly job, and as
+much a backfill from the UI (one run over a range of days, or a run per day). A legacy night
+that died on a bad record is exactly what the parity check must report (as a known legacy
+flaw), and consumers still get the day (from the new side, flagged) instead of a hole.
 """
 
 from __future__ import annotations
@@ -14,7 +15,28 @@ import dagster as dg
 import orjson
 
 LEGACY_JOB = "legacy_nightly_job"
+LEGACY_PREFIX = "legacy"  # assets/legacy.py GROUP: every legacy asset key starts with it
 ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+MAX_DAYS_PER_TICK = 60  # parity runs asked for at most per tick; the cursor resumes the rest
+
+
+def legacy_days(run: dg.DagsterRun) -> list[str]:
+    """The daily partitions of legacy assets a run covered: its partition, or every day of its
+    partition range (a single-run backfill); none when it selected no legacy asset."""
+    selection = run.asset_selection
+    if run.job_name != LEGACY_JOB and not any(
+        key.path[0] == LEGACY_PREFIX for key in (selection or ())
+    ):
+        return []
+    tags = run.tags
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    if RANGE_START in tags and RANGE_END in tags:
+        first = dt.date.fromisoformat(tags[RANGE_START])
+        last = dt.date.fromisoformat(tags[RANGE_END])
+        return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+    return []
 
 
 def migration_jobs(nightly) -> dict[str, object]:
@@ -35,7 +57,7 @@ def migration_jobs(nightly) -> dict[str, object]:
 def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
     migration_job, status_job = jobs["migration"], jobs["status"]
 
-    def ended_since(context, job_name: str, after: float):
+    def ended_since(context, job_name: str | None, after: float, limit: int = 20):
         return context.instance.get_run_records(
             dg.RunsFilter(
                 job_name=job_name,
@@ -44,7 +66,7 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
             ),
             order_by="update_timestamp",
             ascending=True,
-            limit=20,
+            limit=limit,
         )
 
     @dg.sensor(
@@ -53,26 +75,31 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "When a nightly legacy run ends, runs parity and publishing for its day; when that "
-            "ends, refreshes the migration status."
+            "When a run of legacy assets ends (the nightly job or a backfill), runs parity and "
+            "publishing for each of its days; when that ends, refreshes the migration status."
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext):
         cursor = orjson.loads(context.cursor) if context.cursor else {}
         requests = []
         legacy_after = cursor.get(LEGACY_JOB, 0.0)
-        for record in ended_since(context, LEGACY_JOB, legacy_after):
+        # Every ended run (streaming runs too, so a page is wide), in update order; the
+        # cursor stops before a run whose days would pass the tick's cap.
+        for record in ended_since(context, None, legacy_after, limit=200):
+            run = record.dagster_run
+            days = legacy_days(run)
+            if days and len(requests) + len(days) > MAX_DAYS_PER_TICK and requests:
+                break
             legacy_after = max(legacy_after, record.update_timestamp.timestamp())
-            partition = record.dagster_run.tags.get("dagster/partition")
-            if partition is not None:
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"after:{record.dagster_run.run_id}",
-                        job_name=migration_job.name,
-                        partition_key=partition,
-                        tags={"figstream/after_legacy_run": record.dagster_run.run_id},
-                    )
+            requests += [
+                dg.RunRequest(
+                    run_key=f"after:{run.run_id}:{day}",
+                    job_name=migration_job.name,
+                    partition_key=day,
+                    tags={"figstream/after_legacy_run": run.run_id},
                 )
+                for day in days
+            ]
         migration_after = cursor.get(migration_job.name, 0.0)
         ended = ended_since(context, migration_job.name, migration_after)
         if ended:
@@ -83,7 +110,7 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
         cursor = {LEGACY_JOB: legacy_after, migration_job.name: migration_after}
         if not requests:
             return dg.SensorResult(
-                skip_reason="no nightly legacy or parity run has ended since the last tick",
+                skip_reason="no legacy or parity run has ended since the last tick",
                 cursor=orjson.dumps(cursor).decode(),
             )
         return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(cursor).decode())

@@ -83,3 +83,40 @@ def test_missing_feed_dump_is_reported_not_run(tmp_path, legacy_assets):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "MISSING_EXT" in failure.step_failure_data.user_failure_data.description
+
+
+def test_a_backfill_of_days_is_one_run_with_each_days_figures(tmp_path, legacy_assets):
+    """What the backfill daemon launches for a range (single-run policy): one run, each step
+    going through the days in order (ActiveJobs builds on the day before), each day's own
+    figures on an observation of its partition; the same files as a run per day."""
+    generate(tmp_path, start=EPOCH, days=3, events_per_day=300, seed=5, bad_rate=0.0)
+    assert all(a.backfill_policy == dg.BackfillPolicy.single_run() for a in legacy_assets)
+    result = dg.materialize(
+        legacy_assets,
+        resources={"luigi_runner": runner(tmp_path)},
+        tags={
+            "dagster/asset_partition_range_start": "2026-11-01",
+            "dagster/asset_partition_range_end": "2026-11-03",
+        },
+    )
+    assert result.success
+    observed = [
+        e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    stats = {o.partition: o.metadata for o in observed if o.asset_key.path[-1] == "board_stats"}
+    assert sorted(stats) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    one_by_one = tmp_path / "one-by-one"
+    generate(one_by_one, start=EPOCH, days=3, events_per_day=300, seed=5, bad_rate=0.0)
+    for day in sorted(stats):
+        rows = read_csv(tmp_path / "legacy" / day / "board_stats.csv")
+        assert stats[day]["board_stats_rows"].value == len(rows)
+        single = dg.materialize(
+            legacy_assets, partition_key=day, resources={"luigi_runner": runner(one_by_one)}
+        )
+        assert single.success
+        for name in ("active_jobs.csv", "board_stats.csv", "redirects.csv"):
+            assert read_csv(one_by_one / "legacy" / day / name) == read_csv(
+                tmp_path / "legacy" / day / name
+            )
