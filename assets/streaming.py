@@ -56,6 +56,21 @@ def ingest_asset(
         f"{settings.dead_letter_warn_rate:.1%} (platform/streaming.yaml)."
     ))  # fmt: skip
 
+    def batch_metadata(batch_ids: list[str]) -> dict[str, dg.MetadataValue]:
+        """The batches a materialisation took, for the UI: the first and last id (landing
+        order) and at most 20 (a catch-up run takes thousands); ``figstream trace EVENT_ID``
+        follows any event of them."""
+        ids = sorted(set(batch_ids))
+        if not ids:
+            return {}
+        shown = ids[:20]
+        more = f"\n\n... and {len(ids) - len(shown)} more" if len(ids) > len(shown) else ""
+        return {
+            "first_batch": dg.MetadataValue.text(ids[0]),
+            "last_batch": dg.MetadataValue.text(ids[-1]),
+            "batch_ids": dg.MetadataValue.md("\n".join(f"- `{b}`" for b in shown) + more),
+        }
+
     @dg.asset(
         name=name,
         group_name=GROUP,
@@ -85,11 +100,13 @@ def ingest_asset(
             context.partition_keys,
             config.batch_keys,
             _validator(context, streaming, stores, stream),
+            run_id=context.run.run_id,  # the trace index names the run of each delivery
         )
         totals = report.totals
         yield dg.MaterializeResult(
             metadata={
                 "batches": totals.batches,
+                **batch_metadata(totals.batch_ids),
                 "records": totals.records,
                 "materialised": totals.materialised,
                 "duplicates_dropped": totals.duplicates,

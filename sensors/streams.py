@@ -26,7 +26,7 @@ import dagster as dg
 
 from assets.streaming import config_ops
 from figstream.ingest.cursor import LandingCursor
-from figstream.ingest.landing import LANDING_PREFIX
+from figstream.ingest.landing import LANDING_PREFIX, parse_batch_key
 from figstream.settings import StreamingSettings
 from figstream.streaming import landing_index
 from figstream.streaming import stores as streaming_stores
@@ -56,10 +56,28 @@ LATE_PER_TICK = 50
 _KEPT_TAGS = (
     "figstream/stream",
     "figstream/batches",
+    "figstream/first_batch",
+    "figstream/last_batch",
     "dagster/max_runtime",
     "dagster/asset_partition_range_start",
     "dagster/asset_partition_range_end",
 )
+
+
+# Dagster's strict tag values are at most 63 characters of [A-Za-z0-9_.-]; batch ids are of
+# those characters, and a longer one (a 64-character producer) keeps its sortable prefix.
+TAG_VALUE_MAX = 63
+
+
+def _batch_tags(keys: list[str]) -> dict[str, str]:
+    """The run's batches, compactly: how many, and the first and last id in landing order (the
+    run config holds every key; a materialisation's metadata lists them)."""
+    ids = sorted(parse_batch_key(key)[1] for key in keys)
+    return {
+        "figstream/batches": str(len(ids)),
+        "figstream/first_batch": ids[0][:TAG_VALUE_MAX],
+        "figstream/last_batch": ids[-1][:TAG_VALUE_MAX],
+    }
 
 
 def _run_config(ops: list[str], keys: list[str]) -> dict:
@@ -298,7 +316,7 @@ def _stream_requests(
                     **tags,
                     "dagster/asset_partition_range_start": first,
                     "dagster/asset_partition_range_end": final,
-                    "figstream/batches": str(len(taken)),
+                    **_batch_tags(keys),
                 },
             )
         ]
@@ -308,7 +326,7 @@ def _stream_requests(
             job_name=job.name,
             partition_key=partition,
             run_config=_run_config(ops, keys),
-            tags={**tags, "figstream/batches": str(len(keys))},
+            tags={**tags, **_batch_tags(keys)},
         )
         for partition, keys in sorted(touched.items())
     ]

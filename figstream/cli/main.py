@@ -18,6 +18,7 @@ from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
 from figstream.cli.migration import add_migration
 from figstream.cli.replay import add_compact, add_replay
+from figstream.cli.trace import add_trace
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_generate,
@@ -30,6 +31,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_compact,
     add_aws,
     add_cost,
+    add_trace,
 ]
 
 

@@ -5,6 +5,8 @@
 - ``state``: the state store, the one copy of the state: event-id claims (expiring), job
   rows (conditional writes), board mergers, the dedupe registry, the landing index;
 - ``deadletter``: rejected records with their reason, and their replay;
+- ``trace`` (``dynamo_trace`` on aws): every delivery of every event by event id, durable
+  for 90 days, for ``figstream trace``;
 - ``sqlite``: the SQLite plumbing the state and dead-letter stores share (WAL, short
   transactions, Arrow <-> rows);
 - ``retention``: which old Dagster runs may be deleted (the rule; ``sensors/run_history`` acts).

@@ -240,12 +240,13 @@ def table_definitions(config: AwsConfig) -> list[dict[str, Any]]:
         ),
         _table(name(DEADLETTER_KIND), {"pk": "HASH"}),
         _table(name("redirects"), {"pk": "HASH"}),  # figstream.storage.dynamo_redirects
+        _table(name("trace"), hash_range),  # figstream.storage.dynamo_trace
     ]
 
 
 def ttl_settings(config: AwsConfig) -> dict[str, str]:
     """Table name -> its TTL attribute (UpdateTimeToLive)."""
-    return {config.table_name("claims"): TTL_ATTRIBUTE}
+    return {config.table_name(kind): TTL_ATTRIBUTE for kind in ("claims", "trace")}
 
 
 def ensure_tables(config: AwsConfig) -> list[str]:

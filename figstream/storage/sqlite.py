@@ -183,6 +183,19 @@ class SqliteDatabase:
             raise
 
 
+def delete_in_slices(db: SqliteDatabase, delete: str, stamp: int, limit: int) -> int:
+    """Run ``delete`` (bound to ``stamp`` and a slice size) in slices of at most 10,000 rows,
+    one short write transaction each, until it deletes nothing or ``limit`` rows are gone."""
+    deleted = 0
+    while deleted < limit:
+        with db.write() as conn:
+            count = conn.execute(delete, (stamp, min(10_000, limit - deleted))).rowcount
+        deleted += count
+        if not count:
+            break
+    return deleted
+
+
 def json_list(values: Iterable[str]) -> str:
     """One bound parameter for ``IN (SELECT value FROM json_each(?))``: no variable limit."""
     return json.dumps(list(values))

@@ -73,6 +73,7 @@ from figstream.storage.sqlite import (
     SqliteDatabase,
     chunks,
     conform,
+    delete_in_slices,
     from_rows,
     json_list,
     now_us,
@@ -511,19 +512,11 @@ class SqliteStateStore(StateStore):
         return dropped
 
     def purge_claims(self, now: int | None = None, limit: int = 100_000) -> int:
-        stamp = now_us() if now is None else now
-        purged = 0
-        while purged < limit:
-            with self._db.write() as conn:
-                deleted = conn.execute(
-                    "DELETE FROM event_claims WHERE event_id IN (SELECT event_id FROM"
-                    " event_claims WHERE expires_at <= ? LIMIT ?)",
-                    (stamp, min(10_000, limit - purged)),
-                ).rowcount
-            purged += deleted
-            if not deleted:
-                break
-        return purged
+        delete = (
+            "DELETE FROM event_claims WHERE event_id IN (SELECT event_id FROM"
+            " event_claims WHERE expires_at <= ? LIMIT ?)"
+        )
+        return delete_in_slices(self._db, delete, now_us() if now is None else now, limit)
 
     # job state
 

@@ -21,6 +21,8 @@ The steps, one module each, over the stores (``stores.Stores``):
 - ``daily``: ``board_daily_stats`` and end-of-day (event-time) views of the state;
 - ``compaction``, ``replay``: fragments compacted per hour, landing archived per day; a time
   range re-fed into its partitions;
+- ``trace``, ``trace_lookup``: each delivery's outcome recorded in the trace index as ingest
+  decides it; ``figstream trace``'s keyed lookup of where one event went;
 - ``convert``: a home written by an earlier version (state in Parquet) converted once;
 - ``fragments``, ``stores``: outputs per (hour, batch), hours and the store bundle the steps
   share.

@@ -19,7 +19,7 @@ from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.routing import Router
 from figstream.storage.objects import write_parquet
-from figstream.streaming import parse
+from figstream.streaming import parse, trace
 from figstream.streaming.landing_index import assign, split_lines
 from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, release_arrow_memory
 
@@ -82,19 +82,21 @@ def ingest_range(
     partitions: Sequence[str],
     batch_keys: Sequence[str] | None,
     validator: Validator | None = None,
+    run_id: str | None = None,
 ) -> RangeReport:
     """:func:`ingest` for each hour of ``partitions``: of the ``batch_keys`` the landing index
     holds for that hour (a sensor run over a range names every new batch), or, without
     ``batch_keys`` (a backfill), of every batch it holds. The dead-letter rate of an hour is its
     dead letters over every record the landing index counts for it, not only this run's.
-    ``validator`` validates an hour's batches elsewhere (see :func:`ingest`); default here."""
+    ``validator`` validates an hour's batches elsewhere (see :func:`ingest`); default here.
+    ``run_id``, the Dagster run's, goes into the trace index with each delivery."""
     out = RangeReport()
     named = set(batch_keys or ())
     for partition in partitions:
         indexed = stores.state.batches_for(stream, partition)
         keys = [k for k in indexed if k in named] if batch_keys else indexed
         validated = None if validator is None or not keys else validator(partition, sorted(keys))
-        out.totals.add(ingest(stores, stream, partition, keys, validated))
+        out.totals.add(ingest(stores, stream, partition, keys, validated, run_id))
         records = sum(stores.state.batch_counts(stream, partition).values())
         dead = stores.dead_letters.count(stream=stream, partition_key=partition)
         rate = dead / records if records else 0.0
@@ -145,6 +147,7 @@ def ingest(
     partition: str,
     batch_keys: Sequence[str],
     validated: Iterable[ValidatedBatch | None] | None = None,
+    run_id: str | None = None,
 ) -> IngestReport:
     """Validate, upcast and dedupe the stream's records of ``partition`` in ``batch_keys``.
 
@@ -154,7 +157,8 @@ def ingest(
     group at a time (:data:`CLAIM_GROUP_ROWS`) and each group's ids are claimed in one call.
     ``validated``, when given, is what :func:`validate_batch` made of each of the sorted
     ``batch_keys`` elsewhere (the ``validate-batch`` Lambda); the claims, fragments and dead
-    letters are then exactly the ones validating here would give.
+    letters are then exactly the ones validating here would give. Every delivery's outcome
+    goes into the trace index (:mod:`figstream.streaming.trace`) with ``run_id``.
     """
     if validated is None:
         validated = (
@@ -170,6 +174,7 @@ def ingest(
             for key in sorted(batch_keys)
         )
     report = IngestReport()
+    keys = {parse_batch_key(key)[1]: key for key in batch_keys}
     group: list[tuple[str, pa.Table, pa.Table]] = []
     held = 0
     for batch in validated:
@@ -179,10 +184,10 @@ def ingest(
         report.records += batch.records
         held += batch.records
         if held >= CLAIM_GROUP_ROWS:
-            _store_group(stores, stream, partition, group, report)
+            _store_group(stores, stream, partition, group, report, keys, run_id)
             group, held = [], 0
     if group:
-        _store_group(stores, stream, partition, group, report)
+        _store_group(stores, stream, partition, group, report, keys, run_id)
     release_arrow_memory()
     return report
 
@@ -196,16 +201,20 @@ def _store_group(
     partition: str,
     group: list[tuple[str, pa.Table, pa.Table]],
     report: IngestReport,
+    keys: dict[str, str],
+    run_id: str | None,
 ) -> None:
     """Claim a group of parsed batches' ids, valid events by event id and rejected records by
     their exact bytes (a bad record delivered twice is one bad event), in the order of the
-    batches; then write each batch's fragment and dead-letter the group's rejected records."""
+    batches; then write each batch's fragment, dead-letter the group's rejected records and
+    record every delivery's outcome in the trace index."""
     claims = []
     for batch_id, valid, rejected in group:
         claims.append((batch_id, claim_keys(partition, valid["event_id"])))
         claims.append((batch_id, _payload_ids(rejected).to_pylist()))
     owners = stores.state.claim_batches(claims)
     dead = []
+    traced = []
     for i, (batch_id, valid, rejected) in enumerate(group):
         kept = _claimed(batch_id, valid, claims[2 * i][1], owners[2 * i])
         key = fragment_key(INGEST_TABLES[stream], partition, batch_id)
@@ -220,9 +229,16 @@ def _store_group(
         )
         report.dead_lettered += new_rejected.num_rows
         report.event_times.append(kept["event_time"].combine_chunks())
+        traced.append(
+            trace.ClaimedBatch(
+                batch_id, keys.get(batch_id, batch_id), valid, claims[2 * i][1], owners[2 * i],
+                rejected, claims[2 * i + 1][1], owners[2 * i + 1],
+            )
+        )  # fmt: skip
     dead = [rows for rows in dead if rows.num_rows]
     if dead:
         stores.dead_letters.add(pa.concat_tables(dead), stream=stream, partition_key=partition)
+    trace.record_group(stores.state, stream, partition, traced, run_id)
 
 
 def claim_keys(partition: str, event_ids: pa.Array | pa.ChunkedArray) -> list[str]:

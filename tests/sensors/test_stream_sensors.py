@@ -7,6 +7,7 @@ already resumed twice, a cancelled run, and a failure too recent to judge.
 """
 
 import json
+import re
 import time
 
 import dagster as dg
@@ -283,3 +284,37 @@ def test_a_rollup_in_flight_holds_back_only_the_next_rollup(tmp_path, monkeypatc
         harness.instance.report_run_canceled(record.dagster_run)
     time.sleep(1.1)
     assert [r.job_name for r in requests(harness.tick("postings"))] == [job.name]
+
+
+STRICT_TAG_VALUE = re.compile(r"[A-Za-z0-9_.-]{0,63}")
+
+
+def _batch_ids(request: dg.RunRequest) -> list[str]:
+    keys = request.run_config["ops"]["raw_events"]["config"]["batch_keys"]
+    return sorted(parse_batch_key(key)[1] for key in keys)
+
+
+def test_a_runs_tags_name_its_stream_and_batches_within_dagsters_tag_limits(harness):
+    runs = [r for r in harness.tick("postings").run_requests if r.job_name == "postings_job"]
+    assert runs
+    for run in runs:
+        ids = _batch_ids(run)
+        assert run.tags["figstream/stream"] == "postings"
+        assert run.tags["figstream/batches"] == str(len(ids))
+        assert (run.tags["figstream/first_batch"], run.tags["figstream/last_batch"]) == (
+            ids[0],
+            ids[-1],
+        )
+        for key in ("figstream/first_batch", "figstream/last_batch", "figstream/batches"):
+            assert STRICT_TAG_VALUE.fullmatch(run.tags[key]), run.tags[key]
+
+
+def test_a_catch_up_runs_tags_name_the_first_and_last_batch_of_the_range(tmp_path, monkeypatch):
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=300, seed=5, bad_rate=0.0)
+    harness = Harness(tmp_path, monkeypatch, max_runs_per_tick=1)
+    [run] = [r for r in harness.tick("postings").run_requests if r.job_name == "postings_job"]
+    ids = _batch_ids(run)
+    assert len(ids) > 1
+    assert run.tags["figstream/batches"] == str(len(ids))
+    assert run.tags["figstream/first_batch"] == ids[0] != run.tags["figstream/last_batch"]
+    assert run.tags["figstream/last_batch"] == ids[-1]

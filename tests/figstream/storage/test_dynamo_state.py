@@ -56,7 +56,17 @@ def test_tables_are_created_once_on_demand_with_ttl_on_the_claims(aws_config):
     client = aws_config.client("dynamodb")
     prefix = f"{aws_config.prefix}-"
     assert sorted(names) == sorted(
-        prefix + k for k in ("jobs", "claims", "registry", "mergers", "landing", "deadletters")
+        prefix + k
+        for k in (
+            "jobs",
+            "claims",
+            "registry",
+            "mergers",
+            "landing",
+            "deadletters",
+            "redirects",
+            "trace",
+        )
     )
     for request in table_definitions(aws_config):
         held = client.describe_table(TableName=request["TableName"])["Table"]

@@ -1,0 +1,165 @@
+"""``figstream trace EVENT_ID``: every place one event went.
+
+    figstream trace EVENT_ID [--home HOME] [--webserver URL] [--json]
+
+Prints each delivery of the event (landing batch and line, stream, partition, outcome, and for
+a duplicate the batch whose delivery counted), the Dagster run that ingested it with its UI
+link (``--webserver``, default ``$FIGSTREAM_WEBSERVER_URL`` or http://127.0.0.1:3000), each
+asset it reached, its dead letter and reason, the job's resulting state and the search-index
+change it caused (:mod:`figstream.streaming.trace_lookup`). ``--json`` prints one JSON object
+for tools. On the local profile it reads ``HOME/state``; on the aws profile the DynamoDB
+tables and S3, wherever ``HOME``.
+
+Exit codes: 0 found; 1 an event the trace index holds no delivery of (never ingested, or past
+the index's retention), a home with no state store, or a store that cannot be read, each as one
+``figstream trace: error: ...`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from figstream.cli.args import guarded
+
+PROG = "figstream trace"
+
+
+class _UserError(Exception):
+    pass
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    return (_UserError, OSError)
+
+
+def add_trace(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "trace",
+        help="show every place one event went",
+        description=(
+            "Looks the event up in the trace index (a keyed read) and shows each delivery: "
+            "landing batch and line, stream, partition, outcome, the Dagster run (with a UI "
+            "link) and assets it reached, its dead letter, the job's state and the search-index "
+            "change it caused."
+        ),
+    )
+    parser.add_argument("event_id", metavar="EVENT_ID", help="the event's envelope id")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="data root (default: $FIGSTREAM_HOME or .figstream in the project)",
+    )
+    parser.add_argument(
+        "--webserver",
+        default=None,
+        help="Dagster webserver base for run links (default: $FIGSTREAM_WEBSERVER_URL or "
+        "http://127.0.0.1:3000)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object with every field")
+    parser.set_defaults(handler=guarded(PROG, _user_errors, "state store")(_run))
+
+
+def _stores(home: Path | None) -> Any:
+    from figstream.settings import data_home, profile
+    from figstream.storage.state import state_path
+    from figstream.streaming.trace_lookup import Sources
+
+    root = (home or data_home()).resolve()
+    if profile() != "aws" and not state_path(root).exists():
+        raise _UserError(f"no state store under {root} (nothing was ingested there)")
+    return Sources.for_profile(root)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from figstream.storage.trace import TRACE_TTL_DAYS
+    from figstream.streaming.trace_lookup import trace_event
+
+    found = trace_event(_stores(args.home), args.event_id, args.webserver)
+    if found is None:
+        raise _UserError(
+            f"event {args.event_id!r}: the trace index holds no delivery of it (never ingested "
+            f"here, or ingested more than {TRACE_TTL_DAYS} days ago)"
+        )
+    if args.json:
+        print(orjson.dumps(found).decode())
+    else:
+        print(render(found))
+    return 0
+
+
+def _printable(text: Any) -> str:
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _delivery_lines(n: int, total: int, d: dict[str, Any]) -> list[str]:
+    if d["counted"]:
+        verdict = f"{d['outcome']} (counted)"
+    else:
+        verdict = f"duplicate of the delivery in batch {d['duplicate_of_batch']} (not counted)"
+    lines = [
+        f"delivery {n} of {total}: {d['batch_key']} line {d['line']}",
+        f"  stream {d['stream']}, partition {d['partition']}: {verdict}",
+    ]
+    if d["reason"]:
+        lines.append(f"  reason: {d['reason']}")
+    if d["run"]:
+        lines.append(f"  run {d['run']['run_id']}  {d['run']['url']}")
+    else:
+        lines.append("  run: none recorded (ingested outside Dagster, e.g. figstream replay)")
+    if d["assets"]:
+        marks = ", ".join(f"{a['asset']} {'yes' if a['reached'] else 'no'}" for a in d["assets"])
+        lines.append(f"  assets reached: {marks}")
+    letter = d["dead_letter"]
+    if letter:
+        replay = f", replayed to {letter['replay_key']}" if letter["replay_key"] else ""
+        lines.append(
+            f"  dead letter {letter['id']}: {letter['code']}: {_printable(letter['detail'])}"
+            f"{replay}"
+        )
+    for change in d["search_index"]:
+        title = _printable(change["title"]) if change["title"] is not None else "-"
+        lines.append(
+            f"  search index: {change['op']} of {change['job_id']} ({title}) "
+            f"read at {change['changed_at']}"
+        )
+    if d.get("search_index_note"):
+        lines.append(f"  search index: {d['search_index_note']}")
+    return lines
+
+
+def render(found: dict[str, Any]) -> str:
+    """The human form of :func:`~figstream.streaming.trace_lookup.trace_event`'s result."""
+    head = f"event {_printable(found['event_id'])}"
+    facts = [found["event_type"], f"stream {found['stream']}"]
+    if found["job_id"]:
+        facts.append(f"job {_printable(found['job_id'])}")
+    lines = [f"{head} ({', '.join(f for f in facts if f)})"]
+    if found["board_merger"]:
+        merger = found["board_merger"]
+        lines.append(f"board {merger['absorbed_board']} merged into {merger['surviving_board']}")
+    deliveries = found["deliveries"]
+    lines.append(
+        f"{len(deliveries)} deliveries; counted: {', '.join(found['counted']) or 'none'}"
+        if len(deliveries) > 1
+        else f"1 delivery; counted: {', '.join(found['counted']) or 'none'}"
+    )
+    for n, d in enumerate(deliveries, 1):
+        lines += _delivery_lines(n, len(deliveries), d)
+    job = found["job"]
+    if job:
+        holds = ", ".join(job["this_event_holds"]) or "nothing (a later event decided it)"
+        lines.append(
+            f"job {_printable(job['job_id'])} now: {job['status']} on {job['board']}, updated "
+            f"{job['updated_at']}; this event holds: {holds}"
+        )
+    elif found["job_id"]:
+        lines.append(f"job {_printable(found['job_id'])}: no row in the state store (yet)")
+    return "\n".join(lines)

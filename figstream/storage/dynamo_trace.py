@@ -1,0 +1,104 @@
+"""The trace index on DynamoDB: :class:`DynamoTraceIndex`, the aws profile's
+:class:`~figstream.storage.trace.TraceIndex`, with the SQLite index's semantics call for call.
+
+One on-demand table, ``config.table_name("trace")`` (created with the state store's tables by
+``figstream aws setup``): partition key ``pk`` = ``#`` + event id, sort key ``sk`` =
+``<batch id>#<line, zero-padded>``, so an event's deliveries are one ``Query`` in (batch, line)
+order, whatever the table's size. A row holds :data:`~figstream.storage.trace.TRACE_SCHEMA`'s
+columns as plain attributes, ``expires_at`` in epoch seconds (rounded up) for DynamoDB's TTL
+reaper and ``expires_us``, which reads compare, so a row expires at the instant the SQLite
+index's does. Writes are ``BatchWriteItem`` puts (a retried run replaces its own rows); moto
+never reaps, so :meth:`DynamoTraceIndex.purge` deletes expired rows itself (a ``Scan``).
+
+Bad inputs tried (``tests/figstream/trace/test_trace_index.py``, run on both indexes): missing
+columns, nulls in key columns, an unknown outcome, a naive timestamp, an empty event id, a
+non-string id, NUL and non-ASCII text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from figstream.storage.aws import AwsConfig
+from figstream.storage.dynamo_state import THREADS, Dynamo, _key, _n, decode_rows, encode_rows
+from figstream.storage.sqlite import now_us
+from figstream.storage.trace import TRACE_SCHEMA, TRACE_TTL_S, TraceIndex, conform_both
+
+TRACE_KIND = "trace"
+
+
+def _sort_key(batch_id: str, line_no: int) -> dict[str, str]:
+    return {"S": f"{batch_id}#{line_no:012d}"}
+
+
+class DynamoTraceIndex(TraceIndex):
+    def __init__(self, config: AwsConfig, ttl_s: int = TRACE_TTL_S, threads: int = THREADS):
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s <= 0:
+            raise ValueError(f"ttl_s must be a positive number of seconds: {ttl_s!r}")
+        self.config = config
+        self.ttl_s = ttl_s
+        self.db = Dynamo(config, threads)
+        self.table = config.table_name(TRACE_KIND)
+
+    def __repr__(self) -> str:
+        return f"DynamoTraceIndex({self.config.prefix!r}, endpoint={self.config.endpoint_url!r})"
+
+    def request_counts(self) -> dict[str, int]:
+        """DynamoDB calls this index made, per operation."""
+        return self.db.counts()
+
+    def record(self, deliveries: pa.Table, batches: pa.Table) -> int:
+        deliveries, batches = conform_both(deliveries, batches)
+        if deliveries.num_rows == 0:
+            return 0
+        expires_us = now_us() + self.ttl_s * 1_000_000
+        ttl = _n(-(-expires_us // 1_000_000))
+        # Each item carries its batch's facts: one Query answers a lookup.
+        shared = {
+            (item["batch_id"]["S"], item["partition_key"]["S"]): item
+            for item in encode_rows(batches)
+        }
+        # One put per key: BatchWriteItem refuses two writes of a key in one call.
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in encode_rows(deliveries):
+            item.update(shared[(item["batch_id"]["S"], item["partition_key"]["S"])])
+            key = _key(item["event_id"]["S"])
+            sort = _sort_key(item["batch_id"]["S"], int(item["line_no"]["N"]))
+            item.update(pk=key, sk=sort, expires_at=ttl, expires_us=_n(expires_us))
+            latest[(key["S"], sort["S"])] = {"PutRequest": {"Item": item}}
+        self.db.batch_write(self.table, list(latest.values()))
+        return deliveries.num_rows
+
+    def deliveries(self, event_id: str, now: int | None = None) -> pa.Table:
+        if not isinstance(event_id, str):
+            raise ValueError(f"event id must be a string, got {type(event_id).__name__}")
+        stamp = now_us() if now is None else now
+        items = self.db.items(
+            "query",
+            TableName=self.table,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": _key(event_id)},
+            ConsistentRead=True,
+        )
+        live = [item for item in items if int(item["expires_us"]["N"]) > stamp]
+        return decode_rows(live, TRACE_SCHEMA)
+
+    def purge(self, now: int | None = None, limit: int = 100_000) -> int:
+        stamp = now_us() if now is None else now
+        purged = 0
+        for page in self.db.pages(
+            "scan",
+            TableName=self.table,
+            ProjectionExpression="pk, sk",
+            FilterExpression="expires_us <= :now",
+            ExpressionAttributeValues={":now": _n(stamp)},
+        ):
+            keys = [{"DeleteRequest": {"Key": item}} for item in page][: limit - purged]
+            if keys:
+                self.db.batch_write(self.table, keys)
+                purged += len(keys)
+            if purged >= limit:
+                break
+        return purged

@@ -1,0 +1,102 @@
+"""``figstream trace EVENT_ID``: the text and ``--json`` forms over a home the real streaming
+steps wrote (the core's steps, as a run executes them), and user errors.
+
+Bad inputs tried: an id never ingested, a home with no state store, a state file that is not
+a SQLite database, an id with control characters (escaped, never sent to the terminal raw).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import orjson
+import pytest
+from trace_cases import HOUR, posting
+
+from figstream.cli.trace import add_trace
+from figstream.ingest.publish import Publisher
+from figstream.storage.state import state_path
+from figstream.streaming import cleaning, dedupe, index_export, ingest, jobs, landing_index
+from figstream.streaming.stores import Stores
+
+
+def stream_run(stores: Stores, keys: list[str], run_id: str | None) -> None:
+    """One postings run's steps over ``keys``, as the postings job executes them."""
+    landing_index.index_landing(stores, "postings", keys)
+    ingest.ingest_range(stores, "postings", [HOUR], keys, run_id=run_id)
+    ids = [k.rsplit("/", 1)[1].removesuffix(".jsonl") for k in keys]
+    cleaning.clean(stores, [HOUR], ids)
+    dedupe.dedupe(stores, [HOUR], ids)
+    jobs.update_job_state(stores, [HOUR], ids)
+    index_export.export_changes(stores, [HOUR], ids)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    stores = Stores.local(tmp_path, "2026-10-01-00:00")
+    publisher = Publisher(stores.objects, producer="test")
+    first = publisher.publish([posting("ev-1", "job-1"), posting("bad\x1b[31m", "j", remote="x")])
+    stream_run(stores, first, "run-aaa")
+    again = publisher.publish([posting("ev-1", "job-1")])
+    stream_run(stores, again, None)
+    return tmp_path
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="figstream")
+    add_trace(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.handler(args)
+
+
+def test_the_text_form_shows_each_delivery_its_run_link_assets_and_the_jobs_state(home, capsys):
+    assert run("trace", "ev-1", "--home", str(home), "--webserver", "http://ui:3000") == 0
+    out = capsys.readouterr().out
+    assert "event ev-1 (job.posted, stream postings, job job-1)" in out
+    assert "2 deliveries; counted: " in out
+    assert f"partition {HOUR}: materialised (counted)" in out
+    assert "run run-aaa  http://ui:3000/runs/run-aaa" in out
+    assert "assets reached: raw_events yes, clean_postings yes, deduped_postings yes, " in out
+    assert "search index: upsert of job-1 (Trace Engineer)" in out
+    assert "duplicate of the delivery in batch " in out and "(not counted)" in out
+    assert "run: none recorded" in out  # the second delivery was ingested outside Dagster
+    assert "job job-1 now: active on alpha" in out and "this event holds: latest posting" in out
+
+
+def test_json_is_one_object_for_tools(home, capsys, monkeypatch):
+    monkeypatch.setenv("FIGSTREAM_WEBSERVER_URL", "https://dagster.example")
+    assert run("trace", "ev-1", "--home", str(home), "--json") == 0
+    found = orjson.loads(capsys.readouterr().out)
+    assert [d["outcome"] for d in found["deliveries"]] == ["materialised", "duplicate"]
+    assert found["runs"] == [{"run_id": "run-aaa", "url": "https://dagster.example/runs/run-aaa"}]
+    assert found["job"]["status"] == "active"
+
+
+def test_a_dead_letter_shows_its_reason_and_control_characters_are_escaped(home, capsys):
+    assert run("trace", "bad\x1b[31m", "--home", str(home)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "bad\\x1b[31m" in out
+    assert "dead_lettered (counted)" in out and "reason: wrong_type" in out
+    assert "dead letter " in out and ": wrong_type: " in out
+
+
+def test_an_unknown_event_is_one_error_line(home, capsys):
+    assert run("trace", "nope", "--home", str(home)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("figstream trace: error: event 'nope': the trace index holds no")
+    assert err.count("\n") == 1
+
+
+def test_a_home_with_no_state_store_is_an_error_and_creates_nothing(tmp_path, capsys):
+    assert run("trace", "ev-1", "--home", str(tmp_path)) == 1
+    assert "no state store under" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_state_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a database" * 100)
+    assert run("trace", "ev-1", "--home", str(tmp_path)) == 1
+    assert "cannot be read" in capsys.readouterr().err
