@@ -16,6 +16,7 @@ injection.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -68,6 +69,23 @@ class RedirectPolicy:
             return frozenset()
         own = (pattern.format(board=board) for pattern in self.hosts)
         return frozenset([*own, *self.board_hosts.get(board, ())])
+
+    def fingerprint(self) -> str:
+        """Changes whenever the policy does: a map checked under another one is checked again."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+    def board_of(self, url: str | None) -> str | None:
+        """The board whose allow-list holds ``url``'s host, if any (for a URL kept without
+        its board, e.g. in the map)."""
+        if not url:
+            return None
+        host = _host_part(url).lower()
+        for pattern in self.hosts:
+            regex = re.escape(pattern).replace(re.escape("{board}"), f"({BOARD.pattern})")
+            found = re.fullmatch(regex, host)
+            if found and found.groups():
+                return found.group(1)
+        return next((b for b, hosts in self.board_hosts.items() if host in hosts), None)
 
     def home_url(self, board: str | None) -> str | None:
         if not board or not BOARD.fullmatch(board):

@@ -31,13 +31,14 @@ from figstream.storage.state import TS
 
 STREAM = "seo_redirects"
 RULES = ("match", "search", "home")
-SOURCE, LOOP, NONE_SAFE = "source", "loop", "none_safe"
+SOURCE, LOOP, NONE_SAFE, RECHECK = "source", "loop", "none_safe", "recheck"
+POLICY_KEY = b"figstream_redirect_policy"  # the map's Parquet metadata: the policy it passed
 REFUSED_SCHEMA = pa.schema(
     [
         pa.field("from_url", pa.string()),
         pa.field("to_url", pa.string()),  # the refused target (the source itself for "source")
         pa.field("board", pa.string()),  # the board the redirect would land on
-        pa.field("rule", pa.string()),  # match | search | home | source | loop | none_safe
+        pa.field("rule", pa.string()),  # match|search|home|source|loop|none_safe|recheck
         pa.field("code", pa.string()),  # the reason code, e.g. target_other_host
         pa.field("reason", pa.string()),  # why from_url went away: expired | board_merged
     ]
@@ -119,6 +120,37 @@ def loops_refused(loops: pa.Table) -> pa.Table:
     )
 
 
+def recheck(redirect_map: pa.Table, policy: RedirectPolicy) -> tuple[pa.Table, pa.Table]:
+    """``redirect_map`` without the entries ``policy`` refuses, and those as
+    :data:`REFUSED_SCHEMA` (rule ``recheck``). For a map kept under another policy (or before
+    there was one): an allow-list that shrank, or a target legacy trusted, leaves the map
+    instead of being served for another year. A map already checked under ``policy`` (its
+    :data:`POLICY_KEY` metadata) is returned as it is, without a look at its rows."""
+    metadata = redirect_map.schema.metadata or {}
+    if metadata.get(POLICY_KEY) == policy.fingerprint().encode():
+        return redirect_map, REFUSED_SCHEMA.empty_table()
+    keep, refused = [], []
+    for row in redirect_map.select(["from_url", "next_url", "reason"]).to_pylist():
+        source, hop = row["from_url"], row["next_url"]
+        code = policy.refusal(source, policy.board_of(source))
+        role = "source"
+        if code is None:
+            role, code = "target", policy.refusal(hop, policy.board_of(hop))
+        keep.append(code is None)
+        if code is not None:
+            board = policy.board_of(hop)
+            refused.append((source, hop, board, RECHECK, f"{role}_{code}", row["reason"]))
+    table = pa.Table.from_pylist(
+        [dict(zip(REFUSED_SCHEMA.names, r, strict=True)) for r in refused], schema=REFUSED_SCHEMA
+    )
+    return redirect_map.filter(pa.array(keep, pa.bool_())), table
+
+
+def checked_under(redirect_map: pa.Table, policy: RedirectPolicy) -> pa.Table:
+    """``redirect_map`` marked as checked under ``policy`` (see :func:`recheck`)."""
+    return redirect_map.replace_schema_metadata({POLICY_KEY: policy.fingerprint().encode()})
+
+
 def dead_letters(refused: pa.Table, day: str) -> pa.Table:
     """Dead-letter rows (:data:`figstream.storage.deadletter.DEAD_LETTER_SCHEMA` less stream
     and partition) of a day's refusals: one batch per source URL, a line per rule."""
@@ -129,7 +161,7 @@ def dead_letters(refused: pa.Table, day: str) -> pa.Table:
         rows.append(
             {
                 "batch_id": f"{STREAM}/{day}/{digest}",
-                "line_no": [*RULES, SOURCE, LOOP, NONE_SAFE].index(r["rule"]),
+                "line_no": [*RULES, SOURCE, LOOP, NONE_SAFE, RECHECK].index(r["rule"]),
                 "event_id": None,
                 "event_time": None,
                 "code": r["code"],

@@ -82,7 +82,10 @@ def read_map(stores: streaming_stores.Stores, day: str, epoch_day: str) -> pa.Ta
     kept = read_parquet(stores.objects, key)
     if "since" not in kept.column_names:  # kept before the expiry policy: no day known
         kept = kept.append_column("since", pa.nulls(kept.num_rows, pa.string()))
-    return kept.select(graph.MAP_SCHEMA.names).cast(graph.MAP_SCHEMA)
+    metadata = kept.schema.metadata  # the policy it was checked under (safe.recheck)
+    return (
+        kept.select(graph.MAP_SCHEMA.names).cast(graph.MAP_SCHEMA).replace_schema_metadata(metadata)
+    )
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def seo_redirects_days(
     while previous is None:  # no kept map the day before: start earlier
         first = shift_day(first, -1)
         previous = read_map(stores, shift_day(first, -1), epoch_day)
+    previous, stale = safe.recheck(previous, policy)  # kept under another policy, if so
     yesterday = daily.end_of_day_index(stores, shift_day(first, -1), epoch_day)
     out = {}
     current = first
@@ -125,13 +129,15 @@ def seo_redirects_days(
             previous, new, live=today["url"], day=current, keep_days=policy.keep_301_days
         )
         collapsed = result.map
-        refused = pa.concat_tables([checked.refused, safe.loops_refused(result.loops)])
+        refused = pa.concat_tables([stale, checked.refused, safe.loops_refused(result.loops)])
+        stale = safe.REFUSED_SCHEMA.empty_table()
         if refused.num_rows:
             stores.dead_letters.add(
                 safe.dead_letters(refused, current), stream=safe.STREAM, partition_key=current
             )
         write_parquet(stores.objects, refused_key(current), refused)
         write_parquet(stores.objects, day_key(current), new)
+        collapsed = safe.checked_under(collapsed, policy)
         write_parquet(stores.objects, map_key(current), collapsed)
         if current in wanted:
             rewritten = _rewritten(previous, collapsed)

@@ -138,3 +138,14 @@ def test_a_malformed_policy_file_names_the_entry(tmp_path: Path, text, message):
     with pytest.raises(RedirectPolicyError, match=str(path)) as raised:
         load_policy(path)
     assert message in str(raised.value)
+
+
+def test_board_of_a_url_and_the_fingerprint():
+    policy = RedirectPolicy(board_hosts={"hireloop": ("careers.hireloop.example",)})
+    assert policy.board_of("https://Jobnest.example/jobs/1") == "jobnest"
+    assert policy.board_of("https://careers.hireloop.example/") == "hireloop"
+    assert policy.board_of("https://evil.test/") is None
+    assert policy.board_of("https://a.b.example/") is None  # a board name has no dot
+    assert policy.board_of(None) is None
+    assert policy.fingerprint() != POLICY.fingerprint()
+    assert RedirectPolicy().fingerprint() == POLICY.fingerprint()

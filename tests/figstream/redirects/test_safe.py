@@ -280,3 +280,32 @@ def test_the_parity_check_explains_a_refused_target_as_a_legacy_flaw():
         [legacy.filter(pc.not_equal(legacy["from_url"], honest["url"])), tampered]
     )
     assert compare(wrong, new, spec, KNOWN_FLAWS).verdict == "mismatch"
+
+
+def test_a_map_kept_under_another_policy_is_checked_again_once():
+    careers = RedirectPolicy(board_hosts={"hireloop": ("careers.hireloop.example",)})
+    day = graph.redirects_table(
+        pa.array(["https://jobnest.example/1", "https://jobnest.example/2", "https://evil.test/3"]),
+        pa.array(
+            [
+                "https://careers.hireloop.example/x",
+                "https://hireloop.example/y",
+                "https://hireloop.example/z",
+            ]
+        ),
+        pa.array(["board_merged"] * 3),
+    )
+    # kept before there was a policy: no metadata, so every row is looked at
+    kept = graph.collapse_day(graph.empty_map(), day, day="2026-11-02").map
+    under_careers, refused = safe.recheck(kept, careers)
+    assert under_careers.num_rows == 2
+    assert refused.select(["from_url", "rule", "code"]).to_pylist() == [
+        {"from_url": "https://evil.test/3", "rule": "recheck", "code": "source_other_host"}
+    ]
+    marked = safe.checked_under(under_careers, careers)
+    assert safe.recheck(marked, careers)[0] is marked  # checked already: rows not read
+    # the careers host leaves the allow-list: its redirect leaves the map
+    narrower, refused = safe.recheck(marked, POLICY)
+    assert narrower["from_url"].to_pylist() == ["https://jobnest.example/2"]
+    assert refused["code"].to_pylist() == ["target_other_host"]
+    assert refused["board"].to_pylist() == [None]  # careers.hireloop.example: no board's now
