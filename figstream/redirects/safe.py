@@ -10,7 +10,9 @@ users to any host. Here each posting that went away gets the first of its candid
 3. ``home``: that board's home page.
 
 Every candidate refused on the way is reported with its reason code (:data:`REFUSED_SCHEMA`),
-so a hostile target is visible even when a fallback took its place. A posting whose own URL
+so a hostile target is visible even when a fallback took its place. A candidate equal to the
+source itself (a job re-posted on the survivor under the very same URL) is a loop: refused as
+``redirect_loop``, with no fallback, since that page is live. A posting whose own URL
 (the source, which becomes a key of the CDN's map) is refused gets no redirect at all, and one
 whose every candidate is refused gets none either (``no_safe_target``); both are reported.
 :func:`dead_letters` turns the report into dead-letter rows (stream ``seo_redirects``, the day
@@ -75,13 +77,17 @@ def safe_redirects(candidates: pa.Table, policy: RedirectPolicy) -> SafeDay:
         for rule, url in options.items():
             if url is None and rule == "match":
                 continue  # no such job: not a refusal, just the next rule
+            if url == source:  # the page is live under the same URL: a loop, not a fallback
+                refused.append((source, url, board, LOOP, "redirect_loop", why))
+                break
             code = refusal(url, board)
             if code is None:
                 chosen = (rule, url)
                 break
             refused.append((source, url, board, rule, f"target_{code}", why))
         if chosen is None:
-            refused.append((source, None, board, NONE_SAFE, "no_safe_target", why))
+            if not refused or refused[-1][3] != LOOP or refused[-1][0] != source:
+                refused.append((source, None, board, NONE_SAFE, "no_safe_target", why))
             continue
         fallbacks[chosen[0]] += 1
         sources.append(source)

@@ -250,7 +250,10 @@ def test_every_source_resolves_in_one_hop_to_an_allowed_host(world, keep_days):
         oldest = (first + timedelta(days=offset - keep_days + 1)).isoformat()
         assert pc.all(pc.greater_equal(redirect_map["since"], oldest)).as_py() in (True, None)
         for code in checked.refused["code"].to_pylist():
-            assert code == "no_safe_target" or code.split("_", 1)[0] in ("source", "target")
+            assert code in ("no_safe_target", "redirect_loop") or code.split("_", 1)[0] in (
+                "source",
+                "target",
+            )
 
 
 def test_the_parity_check_explains_a_refused_target_as_a_legacy_flaw():
@@ -309,3 +312,15 @@ def test_a_map_kept_under_another_policy_is_checked_again_once():
     assert narrower["from_url"].to_pylist() == ["https://jobnest.example/2"]
     assert refused["code"].to_pylist() == ["target_other_host"]
     assert refused["board"].to_pylist() == [None]  # careers.hireloop.example: no board's now
+
+
+def test_a_target_equal_to_its_source_is_a_refused_loop_not_a_redirect():
+    old = posting("j1", "jobnest", url="https://jobnest.example/jobs/same")
+    twin = posting("h9", "hireloop", url="https://jobnest.example/jobs/same")
+    got = safe.safe_day_redirects(
+        index([old]), index([twin]), events([merger("jobnest", "hireloop")]), POLICY
+    )
+    assert got.redirects.num_rows == 0
+    assert got.refused.select(["rule", "code"]).to_pylist() == [
+        {"rule": "loop", "code": "redirect_loop"}
+    ]
