@@ -4,6 +4,8 @@ shapes, a request the map does not redirect, and a hostile location in a tampere
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -104,3 +106,20 @@ def test_a_map_file_not_in_the_import_format_is_refused(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError, match=r"map\.json"):
         redirect_edge.load_map(path)
+
+
+def test_the_handler_needs_nothing_but_the_stdlib_and_its_key_module():
+    """Lambda@Edge allows no layers: a bare interpreter (no site-packages) imports it."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import lambdas.redirect_edge; "
+        "print(' '.join(sorted(m for m in sys.modules "
+        "if m.split('.')[0] not in sys.stdlib_module_names)))"
+    )
+    root = str(Path(redirect_edge.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, root], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [
+        "__main__", "figstream", "figstream.redirects", "figstream.redirects.keys",
+        "lambdas", "lambdas.redirect_edge",
+    ]  # fmt: skip
