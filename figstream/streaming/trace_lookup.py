@@ -28,11 +28,11 @@ import pyarrow.compute as pc
 from figstream.settings import profile
 from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
-from figstream.storage.objects import LocalObjectStore, ObjectStore
+from figstream.storage.objects import LocalObjectStore, ObjectStore, read_parquet
 from figstream.storage.state import SqliteStateStore, StateStore, state_path
 from figstream.streaming import index_export, jobs, tables
 from figstream.streaming.fragments import read_fragments
-from figstream.streaming.stores import INGEST_TABLES, Stores
+from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key
 from figstream.streaming.trace import index_for
 
 WEBSERVER_ENV = "FIGSTREAM_WEBSERVER_URL"
@@ -40,6 +40,11 @@ DEFAULT_WEBSERVER = "http://127.0.0.1:3000"
 # The assets after ingest a stream's run materialises, and the table each reads its rows from.
 _POSTING_ASSETS = ("clean_postings", "deduped_postings")
 _EVENT_ID = pa.schema([pa.field("event_id", pa.string())])
+_JOB_ID = pa.schema([pa.field("job_id", pa.string())])
+_CHANGE = pa.schema(
+    [index_export.CHANGE_SCHEMA.field(n) for n in
+     ("job_id", "op", "board", "title", "location", "changed_at", "event_time")]
+)  # fmt: skip
 # What the ingest fragment tells of the event itself (the trace index keeps only where it went).
 _EVENT = pa.schema(
     [tables.EVENTS_SCHEMA.field(n) for n in
@@ -101,26 +106,32 @@ def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(v) for k, v in row.items()}
 
 
+def _rows(stores: AnyStores, table: str, partition: str, batch_id: str, schema: pa.Schema):
+    """The batch's rows of ``table`` in ``partition``, ``schema``'s columns only: its loose
+    fragment (one keyed read) or, once compacted, the hour's compacted file."""
+    key = fragment_key(table, partition, batch_id)
+    try:
+        return read_parquet(stores.objects, key, schema.names).cast(schema)
+    except (FileNotFoundError, KeyError, pa.ArrowInvalid):
+        return read_fragments(stores.objects, table, [partition], [batch_id], schema)
+
+
 def _holds(stores: AnyStores, table: str, partition: str, batch_id: str, event_id: str) -> bool:
-    rows = read_fragments(stores.objects, table, [partition], [batch_id], _EVENT_ID)
+    rows = _rows(stores, table, partition, batch_id, _EVENT_ID)
     return bool(pc.any(pc.equal(rows["event_id"], event_id)).as_py()) if rows.num_rows else False
 
 
 def _touched(stores: AnyStores, partition: str, batch_id: str, job_id: str | None) -> bool:
-    rows = read_fragments(stores.objects, jobs.TOUCHED, [partition], [batch_id],
-                          tables.TOUCHED_SCHEMA)  # fmt: skip
+    rows = _rows(stores, jobs.TOUCHED, partition, batch_id, _JOB_ID)
     if rows.num_rows == 0 or job_id is None:
         return rows.num_rows > 0
     return bool(pc.any(pc.equal(rows["job_id"], job_id)).as_py())
 
 
 def _changes(stores: AnyStores, partition: str, batch_id: str, job_id: str) -> list[dict]:
-    rows = read_fragments(
-        stores.objects, index_export.CHANGES, [partition], [batch_id], index_export.CHANGE_SCHEMA
-    )
+    rows = _rows(stores, index_export.CHANGES, partition, batch_id, _CHANGE)
     mine = rows.filter(pc.equal(rows["job_id"], job_id)) if rows.num_rows else rows
-    keep = ["job_id", "op", "board", "title", "location", "changed_at", "event_time"]
-    return [_plain_row(r) for r in mine.select(keep).to_pylist()]
+    return [_plain_row(r) for r in mine.to_pylist()]
 
 
 def _event(stores: AnyStores, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -128,7 +139,7 @@ def _event(stores: AnyStores, row: dict[str, Any]) -> dict[str, Any] | None:
     table = INGEST_TABLES.get(row["stream"])
     if table is None:
         return None
-    rows = read_fragments(stores.objects, table, [row["partition_key"]], [row["batch_id"]], _EVENT)
+    rows = _rows(stores, table, row["partition_key"], row["batch_id"], _EVENT)
     mine = rows.filter(pc.equal(rows["event_id"], row["event_id"])) if rows.num_rows else rows
     return mine.slice(0, 1).to_pylist()[0] if mine.num_rows else None
 
