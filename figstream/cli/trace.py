@@ -160,6 +160,11 @@ def render(found: dict[str, Any]) -> str:
             f"job {_printable(job['job_id'])} now: {job['status']} on {job['board']}, updated "
             f"{job['updated_at']}; this event holds: {holds}"
         )
+        if job["duplicate_of"]:
+            lines.append(
+                f"  a cross-board duplicate of {_printable(job['duplicate_of'])}: not in "
+                "deduped_postings, hidden from the search index"
+            )
     elif found["job_id"]:
         lines.append(f"job {_printable(found['job_id'])}: no row in the state store (yet)")
     return "\n".join(lines)

@@ -222,6 +222,9 @@ def _job(stores: AnyStores, job_id: str, event_id: str) -> dict[str, Any] | None
     keep = ["job_id", "board", "status", "title", "posted_at", "updated_at", "expired_at",
             "merged_into", "last_event_id", "last_event_time"]  # fmt: skip
     out = _plain_row({k: job.get(k) for k in keep})
+    registry = stores.state.first_postings([job_id]).to_pylist()
+    # A cross-board duplicate is hidden from the index (its deduped_postings row dropped).
+    out["duplicate_of"] = registry[0]["duplicate_of"] if registry else None
     out["this_event_holds"] = [
         what for column, what in _JOB_COMPONENTS.items() if job.get(column) == event_id
     ]

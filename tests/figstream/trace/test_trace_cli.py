@@ -38,7 +38,7 @@ def home(tmp_path: Path) -> Path:
     publisher = Publisher(stores.objects, producer="test")
     first = publisher.publish([posting("ev-1", "job-1"), posting("bad\x1b[31m", "j", remote="x")])
     stream_run(stores, first, "run-aaa")
-    again = publisher.publish([posting("ev-1", "job-1")])
+    again = publisher.publish([posting("ev-1", "job-1"), posting("ev-9", "job-9")])
     stream_run(stores, again, None)
     return tmp_path
 
@@ -100,3 +100,16 @@ def test_a_damaged_state_file_is_an_error_not_a_traceback(tmp_path, capsys):
     path.write_bytes(b"this is not a database" * 100)
     assert run("trace", "ev-1", "--home", str(tmp_path)) == 1
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_cross_board_duplicate_shows_why_it_is_not_in_the_index(home, capsys):
+    assert run("trace", "ev-9", "--home", str(home), "--json") == 0
+    found = orjson.loads(capsys.readouterr().out)
+    [delivery] = found["deliveries"]
+    reached = {a["asset"]: a["reached"] for a in delivery["assets"]}
+    assert reached == {"raw_events": True, "clean_postings": True, "deduped_postings": False,
+                       "job_state": True}  # fmt: skip
+    assert [c["op"] for c in delivery["search_index"]] == ["delete"]
+    assert found["job"]["duplicate_of"] == "job-1"
+    assert run("trace", "ev-9", "--home", str(home)) == 0
+    assert "a cross-board duplicate of job-1" in capsys.readouterr().out
