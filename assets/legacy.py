@@ -35,9 +35,23 @@ def daily_partitions(ledger: Ledger) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=ledger.legacy_epoch.isoformat())
 
 
-def _dep(requirement: graph.Requirement) -> dg.AssetDep:
+def _builds_on_itself(task: str, epoch: dt.date) -> bool:
+    """Whether a task requires its own earlier days (ActiveJobs: yesterday's snapshot)."""
+    task_cls = luigi.task_register.Register.get_task_cls(task)
+    return any(r.task == task and r.latest < 0 for r in graph.requirements(task_cls, epoch))
+
+
+def _dep(requirement: graph.Requirement, epoch: dt.date) -> dg.AssetDep:
     key = FEED_DUMP_KEY if requirement.external else task_key(requirement.task)
-    if requirement.same_day:
+    # Today's and earlier days of a task that builds on its own day before (SeoRedirects
+    # reads ActiveJobs of today and yesterday): today's partition already stands for the
+    # earlier ones. An offset dependency would cost a backfill a second run, which the
+    # backfill daemon launches only on its next 30-second tick after the first ends.
+    if requirement.same_day or (
+        requirement.latest == 0
+        and not requirement.external
+        and _builds_on_itself(requirement.task, epoch)
+    ):
         return dg.AssetDep(key)
     return dg.AssetDep(
         key,
@@ -107,7 +121,7 @@ def legacy_asset(
         key=legacy_key(task_cls),
         group_name=GROUP,
         partitions_def=partitions_def,
-        deps=[_dep(r) for r in graph.requirements(task_cls, epoch)],
+        deps=[_dep(r, epoch) for r in graph.requirements(task_cls, epoch)],
         kinds={"luigi", "csv"},
         description=(task_cls.__doc__ or task_cls.__name__).strip(),
         tags={"figstream/layer": "legacy"},

@@ -1,0 +1,246 @@
+"""A backfill of the legacy group through the UI's path, beside Luigi's own run of the same days.
+
+    .venv/bin/python bench/legacy_backfill_bench.py [--days 30] [--events-per-day 3000]
+        [--no-write]
+
+One generated history (``figstream.ingest.dataset.generate``, seed 7, no bad records, from the
+ledger's epoch), copied twice. The landing zone is removed from both copies: the stream sensors
+then have nothing to do, and the feed-dump mirror keeps the boards' dumps, as Luigi reads them.
+
+1. *Luigi alone*: one process, ``luigi.build`` of every legacy task for each day, in order (the
+   local scheduler, one worker), as the nightly batch ran on its EC2 box; timed.
+2. *Dagster*: ``dagster dev -w workspace.yaml`` on the other copy. The backfill is launched as the
+   UI's Materialize button launches it (GraphQL ``launchPartitionBackfill`` of the legacy group's
+   assets over the days), and timed until every day of every asset is materialised
+   (``materialised``), and until the backfill's status says so (``completed``: the backfill
+   daemon looks every 30 s, so this adds up to 30 s).
+
+Target (issue 16): ``materialised`` <= 3x Luigi alone. Results: ``bench/results/
+legacy_backfill.json`` and the legacy-backfill table of ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+from benchlib import (
+    BIN,
+    ROOT,
+    Recording,
+    add_record_args,
+    dagster_dev,
+    fmt,
+    logger,
+    record,
+    rerender,
+    temp_homes,
+    verdict,
+)
+
+BENCH = "legacy_backfill"
+log = logger(BENCH)
+SEED = 7
+TARGET = 3.0
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status numPartitions }
+  }
+}
+"""
+LEGACY_NODES = """
+{ assetNodes(group: {groupName: "legacy", repositoryName: "__repository__",
+                     repositoryLocationName: "figstream"}) {
+    assetKey { path } isMaterializable
+    assetPartitionStatuses { ... on TimePartitionStatuses {
+      ranges { status startKey endKey } } }
+} }
+"""
+
+
+def child_luigi(home: str, days: list[str], epoch: str) -> None:
+    """Luigi alone: every legacy task of each day, in day order, in this process."""
+    import luigi
+
+    from legacy.pipeline import TASKS
+    from resources.luigi_runner import LuigiRunner
+
+    LuigiRunner(data_root=home, epoch=epoch).configure()
+    began = time.perf_counter()
+    for day in days:
+        tasks = [task(date=date.fromisoformat(day)) for task in TASKS]
+        result = luigi.build(tasks, local_scheduler=True, workers=1, log_level="WARNING",
+                             detailed_summary=True)  # fmt: skip
+        if not result.scheduling_succeeded:
+            raise SystemExit(f"Luigi failed on {day}: {result.summary_text}")
+    print(json.dumps({"seconds": round(time.perf_counter() - began, 2)}))
+
+
+def graphql(port: int, query: str, **variables) -> dict:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        out = json.loads(response.read())
+    if out.get("errors"):
+        raise RuntimeError(out["errors"])
+    return out["data"]
+
+
+def covered(nodes: list[dict], first: str, last: str) -> bool:
+    """Every materialisable legacy asset has one materialised range holding ``first..last``."""
+    for node in nodes:
+        if not node["isMaterializable"]:
+            continue
+        ranges = (node["assetPartitionStatuses"] or {}).get("ranges") or []
+        if not any(
+            r["status"] == "MATERIALIZED" and r["startKey"] <= first and r["endKey"] >= last
+            for r in ranges
+        ):
+            return False
+    return True
+
+
+def dagster_backfill(env: dict, days: list[str], work: Path, timeout: float) -> dict:
+    with dagster_dev(ROOT / "workspace.yaml", env, work / "dagster.log") as proc:
+        port = int(proc.args[proc.args.index("-p") + 1])
+        nodes = graphql(port, LEGACY_NODES)["assetNodes"]
+        keys = [n["assetKey"] for n in nodes if n["isMaterializable"]]
+        params = {"assetSelection": keys, "partitionNames": days, "fromFailure": False}
+        began = time.monotonic()
+        launched = graphql(port, LAUNCH, params=params)["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill not launched: {launched}")
+        backfill_id = launched["backfillId"]
+        materialised = completed = None
+        status = "REQUESTED"
+        while time.monotonic() - began < timeout and completed is None:
+            time.sleep(0.5)
+            if materialised is None and covered(
+                graphql(port, LEGACY_NODES)["assetNodes"], days[0], days[-1]
+            ):
+                materialised = time.monotonic() - began
+            status = graphql(port, BACKFILL, id=backfill_id)["partitionBackfillOrError"]["status"]
+            if status not in ("REQUESTED", "CANCELING", "FAILING"):
+                completed = time.monotonic() - began
+    runs = run_summary(Path(env["DAGSTER_HOME"]))
+    return {
+        "assets": len(keys),
+        "status": status,
+        "materialised_seconds": None if materialised is None else round(materialised, 1),
+        "completed_seconds": None if completed is None else round(completed, 1),
+        **runs,
+    }
+
+
+def run_summary(dagster_home: Path) -> dict:
+    """The backfill's runs, from the instance after ``dagster dev`` stopped."""
+    code = (
+        "import json, dagster as dg\n"
+        "with dg.DagsterInstance.get() as i:\n"
+        "    rs = [r for r in i.get_run_records() if r.dagster_run.tags.get('dagster/backfill')]\n"
+        "    print(json.dumps({'runs': len(rs), 'run_seconds': [round(r.end_time - r.start_time, 1)"
+        " for r in rs if r.end_time and r.start_time], 'statuses': sorted({r.dagster_run.status"
+        ".value for r in rs})}))\n"
+    )
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code],
+        env={"DAGSTER_HOME": str(dagster_home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rows(result: dict) -> list[tuple[str, str, str]]:
+    n = result["days"]
+    ratio = result.get("ratio")
+    return [
+        (f"Luigi alone, {n} days, s", fmt(result["luigi_seconds"]), "-"),
+        (f"backfill through the daemon, {n} days, until materialised, s",
+         fmt(result["dagster"]["materialised_seconds"]), "-"),
+        (f"backfill, {n} days, until the backfill says completed, s",
+         fmt(result["dagster"]["completed_seconds"]), "-"),
+        (f"backfill / Luigi alone, {n} days", fmt(ratio, 2, "x"),
+         verdict(f"<= {TARGET:g}x", None if ratio is None else ratio <= TARGET)),
+        (f"runs of the backfill, {n} days", str(result["dagster"]["runs"]), "-"),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--events-per-day", type=int, default=3000)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--child-luigi", nargs=3, metavar=("HOME", "DAYS", "EPOCH"))
+    add_record_args(parser)
+    args = parser.parse_args()
+    if args.child_luigi:
+        home, days, epoch = args.child_luigi
+        child_luigi(home, days.split(","), epoch)
+        return
+    if args.rerender:
+        rerender(BENCH, rows)
+        return
+    from figstream.ingest.dataset import generate
+    from figstream.migration.ledger import load_ledger
+    from figstream.settings import ledger_path
+
+    recording = Recording(BENCH, args.wait_quiet)
+    epoch = load_ledger(ledger_path()).legacy_epoch
+    days = [(epoch + timedelta(days=n)).isoformat() for n in range(args.days)]
+    with tempfile.TemporaryDirectory(prefix="legacy-backfill-") as tmp:
+        work = Path(tmp)
+        env = temp_homes(work)
+        home = Path(env["FIGSTREAM_HOME"])
+        log(f"generating {args.days} days of {args.events_per_day:,} events")
+        generate(home, start=epoch, days=args.days, events_per_day=args.events_per_day,
+                 seed=SEED, bad_rate=0.0)  # fmt: skip
+        shutil.rmtree(home / "landing")
+        alone = work / "luigi_home"
+        shutil.copytree(home, alone)
+        log("Luigi alone")
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-luigi", str(alone), ",".join(days), str(epoch)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )  # fmt: skip
+        luigi_seconds = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+        log(f"Luigi alone: {luigi_seconds} s; now the backfill through dagster dev")
+        dagster = dagster_backfill(env, days, work, args.timeout)
+    took = dagster["materialised_seconds"]
+    result = {
+        **recording.header("full" if args.days >= 30 else "quick"),
+        "days": args.days,
+        "events_per_day": args.events_per_day,
+        "luigi_seconds": luigi_seconds,
+        "dagster": dagster,
+        "ratio": None if took is None else round(took / luigi_seconds, 2),
+        "target": f"<= {TARGET:g}x Luigi alone",
+    }
+    record(BENCH, result, rows, args.no_write)
+
+
+if __name__ == "__main__":
+    main()
