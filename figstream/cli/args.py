@@ -68,6 +68,8 @@ def guarded(
         def handler(args: argparse.Namespace) -> int:
             try:
                 return run(args)
+            except BrokenPipeError:
+                raise  # the reader went away: not an error (figstream.cli.main ends quietly)
             except sqlite3.DatabaseError as exc:
                 message = f"the {store} cannot be read: {exc}"
             except Exception as exc:

@@ -91,6 +91,13 @@ def _run_generate(args: argparse.Namespace) -> int:
             progress=args.progress,
             overwrite=args.overwrite,
         )
+    except FileExistsError:
+        print(
+            f"figstream generate: error: {args.out} already holds generated feeds or landing "
+            "batches: add --overwrite to replace them, or --out DIR to write another home",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as exc:
         print(f"figstream generate: error: {exc}", file=sys.stderr)
         return 1

@@ -73,6 +73,9 @@ def add_dlq(subparsers: argparse._SubParsersAction) -> None:
         "--limit", type=int_at_least(1), default=100, help="at most N records (default: 100)"
     )
     list_.add_argument("--all", action="store_true", help="include replayed records")
+    list_.add_argument(
+        "--oldest", action="store_true", help="oldest first (default: the newest first)"
+    )
     list_.add_argument("--json", action="store_true", help="JSON lines with every field")
     list_.set_defaults(handler=_guarded(_run_list))
 
@@ -209,7 +212,13 @@ def _run_list(args: argparse.Namespace) -> int:
             print("no dead letters (no dead-letter store yet)")
         return 0
     filters = {"stream": args.stream, "partition_key": args.partition}
-    records = store.list(code=args.code, include_replayed=args.all, limit=args.limit, **filters)
+    records = store.list(
+        code=args.code,
+        include_replayed=args.all,
+        limit=args.limit,
+        newest_first=not args.oldest,
+        **filters,
+    )
     if args.json:
         out = sys.stdout.buffer
         for record in records:
@@ -236,7 +245,8 @@ def _run_list(args: argparse.Namespace) -> int:
         rows.append([_printable(cell) for cell in row])
     print(_table(rows))
     more = f"; raise --limit to see more than {args.limit}" if total > len(records) else ""
-    print(f"\n{len(records)} of {total} {which}{more}")
+    order = "oldest" if args.oldest else "newest"
+    print(f"\n{len(records)} of {total} {which}, {order} first{more}")
     return 0
 
 

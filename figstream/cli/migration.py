@@ -121,8 +121,8 @@ def _run_status(args: argparse.Namespace) -> int:
         print(f"{'':<{width}}  parity: {describe_streak(row.streak, row.required)}")
         if row.last is not None:
             print(
-                f"{'':<{width}}  last diff: {row.last.partition_key} {row.last.verdict}: "
-                f"{row.last.summary}"
+                # the summary starts with the verdict ("clean: 3,000 rows match")
+                f"{'':<{width}}  last check: {row.last.partition_key} {row.last.summary}"
             )
         print(f"{'':<{width}}  next: {row.next_step}")
     return 0

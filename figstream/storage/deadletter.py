@@ -130,8 +130,10 @@ class DeadLetterStore(ABC):
         partition_key: str | None = None,
         include_replayed: bool = False,
         limit: int | None = 100,
+        newest_first: bool = False,
     ) -> builtins.list[DeadLetter]:
-        """Matching records, oldest first (then by batch and line); ``limit=None``: all."""
+        """Matching records, oldest first (then by batch and line), or the newest first (what
+        a person looking for what just went wrong wants); ``limit=None``: all."""
 
     @abstractmethod
     def count(
@@ -268,12 +270,14 @@ class SqliteDeadLetterStore(DeadLetterStore):
         partition_key: str | None = None,
         include_replayed: bool = False,
         limit: int | None = 100,
+        newest_first: bool = False,
     ) -> builtins.list[DeadLetter]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit}")
         where, params = _filters(code, stream, partition_key, include_replayed)
         sql = f"SELECT {COLUMNS} FROM dead_letters{where}"
-        sql += " ORDER BY dead_lettered_at, batch_id, line_no"
+        order = " DESC" if newest_first else ""
+        sql += f" ORDER BY dead_lettered_at{order}, batch_id{order}, line_no{order}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -190,6 +190,7 @@ class DynamoDeadLetterStore(DeadLetterStore):
         partition_key: str | None = None,
         include_replayed: bool = False,
         limit: int | None = 100,
+        newest_first: bool = False,
     ) -> builtins.list[DeadLetter]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit}")
@@ -199,7 +200,8 @@ class DynamoDeadLetterStore(DeadLetterStore):
                 int(i["dead_lettered_at"]["N"]),
                 i["batch_id"]["S"],
                 int(i["line_no"]["N"]),
-            )
+            ),
+            reverse=newest_first,
         )
         return [self._record(item) for item in items[:limit]]
 

@@ -81,8 +81,25 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 1
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds generated" in err and "--overwrite" in err and "--out" in err
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`figstream ... | head`: no traceback, no error line, exit 0 (the pipe's reader is gone
+    before the command writes a line)."""
+    script = ROOT / ".venv" / "bin" / "figstream"
+    proc = subprocess.Popen(
+        [str(script), "migration", "status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"FIGSTREAM_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""
 
 
 def test_console_script_runs_without_dagster(tmp_path):

@@ -88,26 +88,32 @@ def test_list_prints_a_table_with_truncated_detail(home, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "STREAM", "PARTITION", "CODE", "DETAIL", "EVENT_ID"]
+    # The newest first: what a user looking for what just went wrong wants to see.
+    assert [line.split()[0] for line in lines[1:4]] == ["b2:1", "b1:2", "b1:1"]
+    assert "wrong_type" in lines[3] and "evt-1" in lines[3]
+    assert "x" * 57 + "..." in lines[1] and LONG not in out
+    assert lines[-1] == "3 of 3 outstanding dead letters, newest first"
+    assert run("dlq", "list", "--home", str(home), "--oldest") == 0
+    lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:4]] == ["b1:1", "b1:2", "b2:1"]
-    assert "wrong_type" in lines[1] and "evt-1" in lines[1]
-    assert "x" * 57 + "..." in lines[3] and LONG not in out
-    assert lines[-1] == "3 of 3 outstanding dead letters"
+    assert lines[-1] == "3 of 3 outstanding dead letters, oldest first"
 
 
 def test_list_filters_and_limit(home, capsys):
     assert run("dlq", "list", "--home", str(home), "--code", "unknown_version") == 0
     out = capsys.readouterr().out
-    assert "b1:2" in out and "b1:1" not in out and out.endswith("1 of 1 outstanding dead letters\n")
+    assert "b1:2" in out and "b1:1" not in out and out.endswith("1 of 1 outstanding dead letters, newest first\n")
     assert run("dlq", "list", "--home", str(home), "--partition", "2025-03-01-11:00") == 0
     assert "b2:1" in capsys.readouterr().out
     assert run("dlq", "list", "--home", str(home), "--stream", "other") == 0
     assert capsys.readouterr().out == "no outstanding dead letters\n"
     assert run("dlq", "list", "--home", str(home), "--limit", "1") == 0
-    assert "1 of 3 outstanding dead letters; raise --limit" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "b2:1" in out and "1 of 3 outstanding dead letters, newest first; raise --limit" in out
 
 
 def test_list_json_lines_keep_the_exact_payload(home, capsys):
-    assert run("dlq", "list", "--home", str(home), "--json") == 0
+    assert run("dlq", "list", "--home", str(home), "--json", "--oldest") == 0
     records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in records] == ["b1:1", "b1:2", "b2:1"]
     assert records[0]["payload_encoding"] == "utf-8"

@@ -178,6 +178,7 @@ def test_list_filters_and_counts(dlq):
     assert ids(dlq.list(stream="jobs", code="wrong_type")) == ["b1:1"]
     assert ids(dlq.list(partition_key="2025-03-01-11:00")) == ["b1:10"]
     assert ids(dlq.list(limit=2)) == ["b1:1", "b1:2"]
+    assert ids(dlq.list(limit=2, newest_first=True)) == ["b3:1", "b1:10"]
     assert ids(dlq.list(limit=None)) == ids(dlq.list())
     assert dlq.list(code="nope") == []
     with pytest.raises(ValueError):
