@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.storage.sqlite import now_us
 from figstream.storage.state import INDEX_COLUMNS, JOB_SCHEMA
-from figstream.streaming import dedupe, jobs, tables
+from figstream.streaming import dedupe, jobs, tables, trace
 from figstream.streaming.chunks import by_hour
 from figstream.streaming.fragments import read_fragments, write_each
 from figstream.streaming.stores import Stores, release_arrow_memory
@@ -155,6 +155,7 @@ class SnapshotReport:
     preview: list[dict]
     claims_purged: int = 0
     snapshots_deleted: int = 0
+    trace_purged: int = 0  # trace-index deliveries past their horizon
 
 
 def snapshot_key(day: str) -> str:
@@ -164,8 +165,8 @@ def snapshot_key(day: str) -> str:
 def export_snapshot(stores: Stores, day: str, keep: int = 7) -> SnapshotReport:
     """Every row the site shows, streamed from the store in job_id order into the day's
     snapshot (one page of the store in memory at a time), ``as_of`` in its metadata; then the
-    store's expired event claims are purged (the TTL reaper), and snapshots beyond the
-    ``keep`` latest days deleted."""
+    store's expired event claims and trace deliveries are purged (the TTL reaper), and
+    snapshots beyond the ``keep`` latest days deleted."""
     as_of = now_us()
     key = snapshot_key(day)
     rows, preview = 0, []
@@ -181,12 +182,13 @@ def export_snapshot(stores: Stores, day: str, keep: int = 7) -> SnapshotReport:
             writer.write_table(page)
     release_arrow_memory()
     purged = stores.state.purge_claims()
+    traced = trace.index_for(stores.state).purge()
     kept = sorted(stores.objects.list(SNAPSHOTS))
     old = kept[:-keep] if keep > 0 else []
     for stale in old:
         stores.objects.delete(stale)
     when = datetime.fromtimestamp(as_of / 1e6, UTC)
-    return SnapshotReport(key, rows, when, preview, purged, len(old))
+    return SnapshotReport(key, rows, when, preview, purged, len(old), traced)
 
 
 def snapshot_as_of(objects: ObjectStore, key: str) -> int:

@@ -8,6 +8,7 @@ integer.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,3 +191,18 @@ def test_aws_setup_creates_the_trace_table_with_its_ttl(aws_config):
     assert [(k["AttributeName"], k["KeyType"]) for k in keys] == [("pk", "HASH"), ("sk", "RANGE")]
     ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+
+
+def test_the_daily_snapshot_reaps_expired_deliveries_and_keeps_the_rest(tmp_path):
+    from figstream.streaming import index_export
+    from figstream.streaming.stores import Stores
+
+    stores = Stores.local(tmp_path, "2026-10-01-00:00")
+    index = index_for(stores.state)
+    index.record(*rows({"event_id": "old", "batch_id": "b1", "line_no": 1},
+                       {"event_id": "new", "batch_id": "b1", "line_no": 2}))  # fmt: skip
+    with sqlite3.connect(index.path) as conn:  # "old" was written past the horizon ago
+        conn.execute("UPDATE event_trace SET expires_at = 1 WHERE event_id = 'old'")
+    report = index_export.export_snapshot(stores, "2026-11-02")
+    assert report.trace_purged == 1
+    assert index.deliveries("old").num_rows == 0 and index.deliveries("new").num_rows == 1
