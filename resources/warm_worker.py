@@ -194,6 +194,11 @@ class Zygote:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            # Its own process group (in the same session): a Ctrl-C of `dagster dev` (the
+            # terminal's foreground group) reaches neither the zygote (no KeyboardInterrupt
+            # traceback) nor the runs it forked, which finish what they started instead of
+            # failing mid-step; the zygote then ends when its launcher goes (end of input).
+            process_group=0,
         )
         self.ready_info: dict | None = None
 

@@ -23,11 +23,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def session_pids(sid: int) -> list[int]:
+    """Live processes of a session (``ps -s``), zombies left out."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-s", str(sid)], capture_output=True, text=True, check=False
+    ).stdout
+    rows = (line.split() for line in out.splitlines())
+    return [int(pid) for pid, stat in rows if not stat.startswith("Z")]
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """Stop a process and everything it started: SIGTERM to its group, then SIGKILL."""
+    """Stop a process and everything it started: SIGTERM to its group, then SIGKILL; then
+    whatever is left of its session (started with ``start_new_session``), such as the run
+    workers a warm zygote forked in a process group of its own."""
     if proc.poll() is not None:
         return
-    pgid = os.getpgid(proc.pid)
+    pgid, sid = os.getpgid(proc.pid), os.getsid(proc.pid)
+    try:
+        _stop_group(proc, pgid, grace)
+    finally:
+        if sid == proc.pid:  # a session leader: nothing outside what it started shares it
+            for pid in session_pids(sid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _stop_group(proc: subprocess.Popen, pgid: int, grace: float) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pgid, sig)
