@@ -19,6 +19,7 @@ from figstream.cli.data import add_demo_data, add_generate
 from figstream.cli.dlq import add_dlq
 from figstream.cli.migration import add_migration
 from figstream.cli.replay import add_compact, add_replay
+from figstream.cli.schema import add_schema
 from figstream.cli.trace import add_trace
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -33,6 +34,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_aws,
     add_cost,
     add_trace,
+    add_schema,
 ]
 
 

@@ -4,13 +4,29 @@ Models are strict (no silent coercion of ``"42"`` into ``42``), so a mistyped fi
 rejection with a reason rather than a quiet guess. Unknown extra fields are ignored: producers
 may add fields before consumers know them, which is what lets a schema change roll out
 without downtime.
+
+``job.posted``/``job.updated`` v2 replace v1's flat ``salary_min``/``salary_max``/``currency``
+with a ``salary`` range object (with a ``period``) and v1's one ``location`` string with
+``{city, region, country_code}`` (ISO 3166-1 alpha-2). Every v2 location renders as a valid v1
+string (see :mod:`figstream.events.geo`), so a v2 event always downcasts to a valid v1 one for
+legacy. :data:`COMPATIBILITY` gives each type its mode (:mod:`figstream.events.compatibility`
+writes the rules down).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from figstream.events.geo import ISO_COUNTRIES, render_location
 
 MAX_SALARY = 5_000_000
 
@@ -23,6 +39,19 @@ Board = Annotated[
 ]
 Salary = Annotated[int, Field(ge=0, le=MAX_SALARY)]
 EmploymentType = Literal["full_time", "part_time", "contract", "internship", "temporary"]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+SalaryPeriod = Literal["year", "month", "week", "day", "hour"]
+Url = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://[^\s]+$")]
+MAX_LOCATION = 200  # a v1 location's length: every v2 location must render within it
+
+
+def _iso_country(value: str) -> str:
+    if value not in ISO_COUNTRIES:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+CountryCode = Annotated[str, AfterValidator(_iso_country)]
 
 
 class _Data(BaseModel):
@@ -40,8 +69,8 @@ class JobPostingV1(_Data):
     remote: bool
     salary_min: Salary | None = None
     salary_max: Salary | None = None
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
-    url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://[^\s]+$")]
+    currency: Currency = "USD"
+    url: Url
 
     @model_validator(mode="after")
     def _salary_range(self) -> JobPostingV1:
@@ -59,6 +88,59 @@ class JobPostedV1(JobPostingV1):
 
 
 class JobUpdatedV1(JobPostingV1):
+    pass
+
+
+class LocationV2(_Data):
+    """Where the job is; ``region`` is a state or province, ``country_code`` ISO 3166-1."""
+
+    city: Text
+    region: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    country_code: CountryCode | None = None
+
+
+class SalaryRangeV2(_Data):
+    """A salary range; either bound may be unknown, the currency and period never are."""
+
+    min: Salary | None = None
+    max: Salary | None = None
+    currency: Currency
+    period: SalaryPeriod
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SalaryRangeV2:
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise ValueError(f"salary max {self.max} < salary min {self.min}")
+        return self
+
+
+class JobPostingV2(_Data):
+    """v1's posting with a structured location and a salary range object."""
+
+    job_id: JobId
+    title: Text
+    company: Text
+    location: LocationV2
+    employment_type: EmploymentType
+    remote: bool
+    salary: SalaryRangeV2 | None = None
+    url: Url
+
+    @model_validator(mode="after")
+    def _renders_as_v1(self) -> JobPostingV2:
+        rendered = render_location(self.location.model_dump())
+        if len(rendered) > MAX_LOCATION:
+            raise ValueError(
+                f"location renders as {len(rendered)} characters for v1, over {MAX_LOCATION}"
+            )
+        return self
+
+
+class JobPostedV2(JobPostingV2):
+    pass
+
+
+class JobUpdatedV2(JobPostingV2):
     pass
 
 
@@ -83,6 +165,14 @@ class BoardMergedV1(_Data):
 REGISTRY: dict[tuple[str, int], type[_Data]] = {
     ("job.posted", 1): JobPostedV1,
     ("job.updated", 1): JobUpdatedV1,
+    ("job.posted", 2): JobPostedV2,
+    ("job.updated", 2): JobUpdatedV2,
     ("job.expired", 1): JobExpiredV1,
     ("board.merged", 1): BoardMergedV1,
 }
+
+# Each type's compatibility mode (the rules: figstream.events.compatibility). BACKWARD, the
+# Glue/Confluent default, unless a type says otherwise. The postings are FULL: the platform
+# reads v1 through the upcaster and legacy, a v1 reader, gets v2 through the downcaster.
+COMPATIBILITY: dict[str, str] = {"job.posted": "FULL", "job.updated": "FULL"}
+DEFAULT_COMPATIBILITY = "BACKWARD"

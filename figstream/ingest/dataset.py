@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 from tqdm import tqdm
 
+from figstream.events.postings import legacy_line
 from figstream.ingest.generate import (
     BOARDS,
     DAY,
@@ -199,12 +200,16 @@ def generate(
     progress: bool | None = None,
     batch_seconds: float = 3600.0,
     overwrite: bool = False,
+    schema_version: int = 1,
+    schema_from_day: int = 0,
 ) -> GenerateSummary:
     """Simulate the boards and write the feed dump, the landing zone and the manifest.
 
     The same arguments give byte-identical feed and landing files (with the same Faker
     version); the manifest differs only in ``elapsed_seconds``. ``root/feeds`` and
     ``root/landing`` must be absent or empty unless ``overwrite`` removes them first.
+    ``schema_version=2`` lands postings from ``schema_from_day`` on as v2; the feed dump gets
+    them downcast to v1, since legacy reads v1.
     """
     check_args(
         days=days,
@@ -224,7 +229,18 @@ def generate(
             shutil.rmtree(directory)
     root.mkdir(parents=True, exist_ok=True)
 
-    stream = EventStream(start, days, events_per_day, seed, bad_rate, clean_days)
+    stream = EventStream(
+        start,
+        days,
+        events_per_day,
+        seed,
+        bad_rate,
+        clean_days,
+        schema_version=schema_version,
+        schema_from_day=schema_from_day,
+    )
+    # Legacy reads v1: the feed dump gets each v2 posting downcast, as the mirror writes it.
+    to_feed = legacy_line if schema_version > 1 else bytes
     delivery = random.Random(f"figstream/delivery/{seed}")
     feeds = _FeedWriter(feeds_dir)
     landing = _LandingWriter(landing_dir, batch_size, batch_seconds)
@@ -239,7 +255,7 @@ def generate(
     try:
         for record in stream:
             t = record.time_us
-            feeds.add(day_iso(t // DAY), record.board, record.line)
+            feeds.add(day_iso(t // DAY), record.board, to_feed(record.line))
             draw = delivery.random()
             if draw < LATE_HOURS_RATE:
                 arrival = t + delivery.randrange(HOUR, 6 * HOUR)

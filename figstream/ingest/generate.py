@@ -1,7 +1,9 @@
 """A deterministic, realistic, multi-board job-event stream, written the two ways it is consumed.
 
 One seeded simulation of job boards produces events (postings, updates, expiries, one board
-merger, cross-board duplicates, a share of corrupted records). The same events are written as
+merger, cross-board duplicates, a share of corrupted records). With ``schema_version=2`` the
+postings from ``schema_from_day`` on are emitted as v2 (a producer switching mid-stream); the
+content is the same, upcast. The same events are written as
 
 * the legacy nightly feed dump: ``feeds/{event date}/{board}.jsonl`` plus a ``_SUCCESS`` marker
   per day, which the Luigi pipeline reads; and
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from figstream.events.postings import upcast_record
 from figstream.events.schemas import REGISTRY
 
 BOARDS = ("hireloop", "jobnest", "workwave", "talentpool", "careerhub")
@@ -45,6 +48,9 @@ SALARY_BANDS = {
 }
 SALARY_CAP = 900_000
 EXPIRY_REASONS = ("filled", "expired", "withdrawn")
+
+# The posting schema versions a producer can emit (v2: salary range, structured location).
+SCHEMA_VERSIONS = (1, 2)
 
 # Expected ``figstream.events.validation`` reason code for each kind of corruption.
 BAD_KINDS: dict[str, str] = {
@@ -202,7 +208,10 @@ def corrupt_record(env: dict[str, Any], kind: str, rng: random.Random) -> bytes:
         env["type"] = "job.deleted"
     elif kind == "unknown_version":
         registered = {v for (t, v) in REGISTRY if t == env["type"]}
-        env["version"] = rng.choice([v for v in (2, 99) if v not in registered] or [1000])
+        # The same draw whatever is registered (the rest of the stream stays put); a drawn
+        # version that is registered becomes the next one, still unknown.
+        version = rng.choice((2, 99))
+        env["version"] = max(registered) + 1 if version in registered else version
     elif kind == "absurd_value":
         what = rng.choice(["time", "salary", "range"] if posting else ["time"])
         if what == "time":
@@ -255,10 +264,15 @@ class EventStream:
         clean_days: int = 0,
         pools: Pools | None = None,
         merger_day: int | None = None,
+        schema_version: int = 1,
+        schema_from_day: int = 0,
     ) -> None:
         check_args(
             days=days, events_per_day=events_per_day, bad_rate=bad_rate, clean_days=clean_days
         )
+        check_args(schema_version=schema_version, schema_from_day=schema_from_day)
+        # Postings from schema_from_day on are emitted at schema_version (the producer's switch).
+        self.schema_version, self.schema_from_day = schema_version, schema_from_day
         self.start, self.days, self.events_per_day = start, days, events_per_day
         self.seed, self.bad_rate, self.clean_days = seed, bad_rate, clean_days
         self.pools = pools or build_pools(seed)
@@ -290,6 +304,9 @@ class EventStream:
         def new_id() -> str:
             return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
+        switch_us = self.start_us + self.schema_from_day * DAY
+        upgrade = self.schema_version == 2
+
         def finish(env: dict[str, Any], t: int, protected: bool = False) -> Record:
             # A clean day still draws (and discards) its corruptions, so clean_days never shifts
             # which later events are corrupted, nor how.
@@ -312,6 +329,9 @@ class EventStream:
                     )
                 return Record(line, t, env["source"], env["id"], env["type"], kind)
             by_type[env["type"]] = by_type.get(env["type"], 0) + 1
+            if upgrade and t >= switch_us:
+                # a v2 producer; its bad records above stay v1-shaped, the reasons the same
+                env = upcast_record(env)
             return Record(orjson.dumps(env), t, env["source"], env["id"], env["type"], None)
 
         def posting_event(job: list[Any], event_type: str, t: int) -> Record:
@@ -488,3 +508,7 @@ def check_args(**kwargs: Any) -> None:
         raise ValueError("batch_size must be >= 1")
     if kwargs.get("batch_seconds", 1) <= 0:
         raise ValueError("batch_seconds must be > 0")
+    if kwargs.get("schema_version", 1) not in SCHEMA_VERSIONS:
+        raise ValueError(f"schema_version must be one of {SCHEMA_VERSIONS}")
+    if kwargs.get("schema_from_day", 0) < 0:
+        raise ValueError("schema_from_day must be >= 0")

@@ -6,7 +6,8 @@ every record the landing index assigns to one of the day's hours (both streams),
 distinct record bytes (a re-delivery is the same event), in arrival order, then
 ``_SUCCESS``. A record without a readable ``source`` (malformed JSON, say) goes to
 ``_unattributed.jsonl``: legacy reads every ``*.jsonl`` and dies on it, which is the legacy
-flaw the parity check reports as such.
+flaw the parity check reports as such. Legacy reads v1 only, so a v2 posting is written as its
+v1 downcast (``figstream.events.postings.legacy_line``).
 
 A dump that figstream did not write (no ``_MIRROR.json``: it came from the boards or the
 generator) is left alone. A mirrored dump is rewritten on each run, so records that landed
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import orjson
 import pyarrow as pa
 
+from figstream.events.postings import legacy_line
 from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
 from figstream.streaming.fragments import batch_ids_in, read_fragments
@@ -90,7 +92,7 @@ def mirror_day(stores: Stores, day: str) -> MirrorReport:
                 report.redeliveries += 1
                 continue
             seen.add(line)
-            lines_by_board[_board(line)].append(line)
+            lines_by_board[_board(line)].append(legacy_line(line))  # v2 postings as v1
     for name in stores.objects.list(prefix):
         stale = name.rsplit("/", 1)[1]
         if stale.endswith(".jsonl") and stale[: -len(".jsonl")] not in lines_by_board:

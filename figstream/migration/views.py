@@ -67,6 +67,7 @@ STATS_COLUMNS = (
     "avg_salary_min",
 )
 
+LEGACY_VERSION = 1  # the schema version of every event legacy receives
 Renderer = Callable[[str, Stores, str], View]
 
 
@@ -101,6 +102,12 @@ def _cents(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _legacy_version(values):
+    """Legacy reads v1 only: the platform hands it every later version downcast (the feed
+    mirror, ``events.postings.legacy_line``), so its rows say v1 where the new side's say v2."""
+    return pc.if_else(pc.greater(values, LEGACY_VERSION), LEGACY_VERSION, values)
+
+
 def _column(table: pa.Table, name: str, n: int) -> pa.ChunkedArray | pa.Array:
     return table[name] if name in table.column_names else pa.nulls(n, pa.string())
 
@@ -113,6 +120,8 @@ def render_events(events: pa.Table) -> pa.Table:
         values = _column(events, name, n)
         if name == "event_time":
             out[name] = _times(values)
+        elif name == "version":
+            out[name] = _text(_legacy_version(values))
         elif name == "remote":
             out[name] = _flags(values)
         else:

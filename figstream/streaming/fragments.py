@@ -67,7 +67,7 @@ def read_fragments(
     partition, then batch id, then each batch's own order, whether compacted or not."""
     batch_ids = None if batch_ids is None else list(batch_ids)
     tables = [
-        part.select(schema.names).cast(schema)
+        evolved(part, schema)
         for partition in partitions
         for part in _partition_parts(objects, table, partition, batch_ids)
     ]
@@ -96,7 +96,9 @@ def _partition_parts(
     if not parts:
         return [rows]
     # Interleave by batch id, as the fragments would have been read before compaction.
-    merged = pa.concat_tables([rows, *(t.cast(rows.schema) for _, t in parts)])
+    every = [rows, *(t for _, t in parts)]
+    widest = _common_schema(every)
+    merged = pa.concat_tables([evolved(t, widest) for t in every])
     return [merged.take(pc.sort_indices(merged["batch_id"]))]  # a stable sort
 
 
@@ -147,7 +149,7 @@ def compact_hour(objects: ObjectStore, table: str, partition: str) -> HourCompac
         kept = pc.invert(pc.is_in(old["batch_id"], pa.array(sorted(loose), pa.string())))
         parts.insert(0, old.filter(kept))
     schema = _common_schema(parts)
-    rows = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts])
+    rows = pa.concat_tables([evolved(p, schema) for p in parts])
     rows = rows.take(pc.sort_indices(rows["batch_id"]))  # stable: each batch keeps its order
     batches = sorted(held | loose.keys())
     rows = rows.replace_schema_metadata(
@@ -177,6 +179,14 @@ COMPACTED_ROW_GROUP = 64_000  # rows per row group: a read of a few batches skip
 def _common_schema(parts: list[pa.Table]) -> pa.Schema:
     """The widest of the parts' schemas (an empty fragment may have fewer columns)."""
     return max((p.schema for p in parts), key=lambda s: len(s.names))
+
+
+def evolved(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``part`` in ``schema``; a column added since it was written (v2's) reads as nulls."""
+    n = part.num_rows
+    names = set(part.column_names)
+    columns = [part[f.name] if f.name in names else pa.nulls(n, f.type) for f in schema]
+    return pa.table(columns, names=schema.names).cast(schema)
 
 
 def batch_id_of(key: str) -> str:

@@ -300,7 +300,9 @@ def parse_batch(data: bytes, batch_id: str, upcasters: Upcasters = UPCASTERS) ->
     """Split one landed batch (JSON lines) into valid events and rejected records.
 
     ``valid`` follows :data:`EVENTS_SCHEMA`: the flattened envelope, ``data`` upcast to the
-    latest version, nulls where a column does not apply. ``rejected`` follows
+    latest version and flattened (v1 and v2 postings come out alike), nulls where a column does
+    not apply. A version that is not registered (a future v3) is rejected as
+    ``unknown_version``. ``rejected`` follows
     :data:`REJECTED_SCHEMA`: ``validate``'s code and detail, the line's bytes, and the event
     id and time wherever the line still yields them. Blank lines are not records.
     """
@@ -555,6 +557,7 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
         envelope = {k: pa.concat_arrays([p[0][k] for p in pieces]) for k in pieces[0][0]}
         table = pa.concat_tables([p[1] for p in pieces]) if len(pieces) > 1 else pieces[0][1]
         latest, table = upcasters.upcast(event_type, event_version, table)
+        table = upcasters.flatten(event_type, latest, table)
         outputs.append(_output(event_type, latest, envelope, table))
     valid = pa.concat_tables(outputs) if outputs else empty(EVENTS_SCHEMA)
     rejected_table = pa.Table.from_pylist(

@@ -180,7 +180,7 @@ def clean_postings(events: pa.Table) -> pa.Table:
         n for n in events.column_names if n not in ("reason", "absorbed_board", "surviving_board")
     ]
     rows = events.select(names).filter(pc.is_in(events["event_type"], pa.array(POSTING_TYPES)))
-    text = {name: normalise_text(rows[name]) for name in ("title", "company", "location")}
+    text = {n: normalise_text(rows[n]) for n in ("title", "company", "location", "city", "region")}
     columns = {name: rows[name] for name in rows.column_names}
     columns.update(text)
     columns["board"] = rows["source"]

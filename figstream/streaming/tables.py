@@ -1,6 +1,10 @@
 """The shapes of the streaming tables: event types, and the Arrow schema of every table.
 
-Times are ``timestamp[us, tz=UTC]``.
+Times are ``timestamp[us, tz=UTC]``. Events of every schema version materialise as rows of one
+shape: ``data`` is upcast to the latest version and flattened (``figstream.events.postings``).
+v2 postings add ``salary_period``, ``city``, ``region`` and ``country_code``; v1's columns stay,
+derived for v2 rows (``location`` is the v1 rendering of the structured location). Fragments
+written before the v2 columns existed read back with those columns null (``fragments``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ DATA_COLUMNS = [
     pa.field("salary_max", pa.int64()),
     pa.field("currency", pa.string()),
     pa.field("url", pa.string()),
+    pa.field("salary_period", pa.string()),
+    pa.field("city", pa.string()),
+    pa.field("region", pa.string()),
+    pa.field("country_code", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("absorbed_board", pa.string()),
     pa.field("surviving_board", pa.string()),
@@ -56,7 +64,7 @@ POSTINGS_SCHEMA = pa.schema(
         *(EVENTS_SCHEMA.field(n) for n in ("event_id", "event_type", "source", "version")),
         EVENTS_SCHEMA.field("event_time"),
         pa.field("board", pa.string()),
-        *DATA_COLUMNS[:10],
+        *DATA_COLUMNS[:-3],  # the posting fields: all but the expiry's and the merger's
         pa.field("dedupe_key", pa.string()),
         pa.field("batch_id", pa.string()),
         pa.field("line_no", pa.int64()),

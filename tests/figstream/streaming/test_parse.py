@@ -49,13 +49,14 @@ from hypothesis import strategies as st
 from transform_cases import FAST, T0, edge_times, texts, time_strings
 
 from figstream.events.envelope import Envelope, format_time
-from figstream.events.schemas import REGISTRY
+from figstream.events.upcasters import UPCASTERS
 from figstream.events.validation import validate
 from figstream.ingest.dataset import generate
 from figstream.ingest.generate import BAD_KINDS
 from figstream.streaming import parse
 from figstream.streaming.parse import parse_batch, parse_batches
 from figstream.streaming.tables import (
+    DATA_COLUMNS,
     EVENTS_SCHEMA,
     REJECTED_SCHEMA,
 )
@@ -263,32 +264,18 @@ def raw_lines(draw) -> bytes:
 
 
 def _envelope_row(envelope: Envelope) -> dict:
-    """The flattened row of an envelope: its model's fields (defaults filled), nulls elsewhere."""
-    model = REGISTRY[(envelope.type, envelope.version)]
+    """The flattened row of an envelope: its data upcast to the latest version and flattened
+    (defaults filled), nulls elsewhere."""
+    version, flat = UPCASTERS.flat_data(envelope)
     row = {
         "event_id": envelope.id,
         "event_type": envelope.type,
         "source": envelope.source,
-        "version": envelope.version,
+        "version": version,
         "event_time": envelope.time,
     }
-    for name in (
-        "job_id",
-        "title",
-        "company",
-        "location",
-        "employment_type",
-        "remote",
-        "salary_min",
-        "salary_max",
-        "currency",
-        "url",
-        "reason",
-        "absorbed_board",
-        "surviving_board",
-    ):
-        field = model.model_fields.get(name)
-        row[name] = None if field is None else envelope.data.get(name, field.default)
+    for field in DATA_COLUMNS:
+        row[field.name] = flat.get(field.name)
     return row
 
 
@@ -420,7 +407,7 @@ WIRE_EDGES: list[tuple[bytes, str | None]] = [
     (GOOD.replace(b'"version":1', b'"version":18446744073709551617'), "wrong_type"),
     (GOOD.replace(b'"version":1', b'"version":1.0'), "wrong_type"),
     (GOOD.replace(b'"version":1', b'"version":true'), "wrong_type"),
-    (orjson.dumps({**POSTING, "version": 2}), "unknown_version"),
+    (orjson.dumps({**POSTING, "version": 3}), "unknown_version"),
     (_with_data(currency=...), None),  # missing: the default
     (_with_data(currency=None), "wrong_type"),  # null is not missing
     (_with_data(salary_min=..., salary_max=...), None),
