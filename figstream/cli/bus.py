@@ -13,6 +13,8 @@ Bad inputs tried (see tests/figstream/test_publish.py): a missing input file, bl
 (skipped and counted), invalid UTF-8 and truncated JSON lines (landed unchanged), CRLF line
 endings (landed with the ``\\r``, which JSON treats as whitespace), and non-numeric or
 out-of-range ``--rate``, ``--duration``, ``--bad-rate``, ``--batch-size`` and ``--producer``.
+``produce --schema-version 2`` emits job.posted/job.updated as v2 (the producer side of a
+schema rollout); the other types and bad records are as at v1.
 """
 
 from __future__ import annotations
@@ -166,8 +168,27 @@ def add_produce(subparsers: argparse._SubParsersAction) -> None:
                         help="share of corrupted records, 0..1 (default: 0.005)")  # fmt: skip
     parser.add_argument("--flush-interval", type=positive(float), default=1.0,
                         help="seconds between landed batches (default: 1)")  # fmt: skip
+    parser.add_argument("--schema-version", type=int, choices=(1, 2), default=1,
+                        help="the job.posted/job.updated schema version to emit (default: 1; "
+                        "2: salary range and structured location)")  # fmt: skip
     _add_common(parser, default_producer="demo")
     parser.set_defaults(handler=_run_produce)
+
+
+class _Upgrading:
+    """A publisher that emits v2 postings: each valid v1 posting line is upcast on the way out
+    (``figstream.events.postings.upgrade_line``); counters and names are the wrapped one's."""
+
+    def __init__(self, publisher) -> None:
+        self._publisher = publisher
+
+    def publish(self, records):
+        from figstream.events.postings import upgrade_line
+
+        return self._publisher.publish([upgrade_line(line) for line in records])
+
+    def __getattr__(self, name: str):
+        return getattr(self._publisher, name)
 
 
 def _run_produce(args: argparse.Namespace) -> int:
@@ -197,8 +218,10 @@ def _run_produce(args: argparse.Namespace) -> int:
     aws = profile() == "aws"
     store = None if aws else _store(args)
     publisher = _publisher(args, args.producer or "demo") if aws else None
+    if args.schema_version == 2:
+        publisher = _Upgrading(publisher or _publisher(args, args.producer or "demo"))
     target = f"the EventBridge bus {publisher.bus}" if aws else store.root / "landing"
-    print(f"producing {args.rate:g} events/s into {target}"
+    print(f"producing {args.rate:g} events/s (postings v{args.schema_version}) into {target}"
           + ("" if args.duration else "; Ctrl-C stops"), file=sys.stderr)  # fmt: skip
     try:
         stats = produce(

@@ -195,3 +195,17 @@ def legacy_line(line: bytes) -> bytes:
     if isinstance(validate(record), Rejection):
         return orjson.dumps(_loose_downcast(record))
     return orjson.dumps(downcast_record(record))
+
+
+def upgrade_line(line: bytes) -> bytes:
+    """One producer line as a v2 producer writes it: a valid v1 posting upcast to v2, every
+    other line (other types, bad records) unchanged, so bad records keep their reasons."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line
+    if type(record) is not dict or record.get("type") not in POSTING_TYPES:
+        return line
+    if record.get("version") != 1 or isinstance(validate(record), Rejection):
+        return line
+    return orjson.dumps(upcast_record(record))
