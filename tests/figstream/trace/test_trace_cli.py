@@ -8,17 +8,21 @@ a SQLite database, an id with control characters (escaped, never sent to the ter
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 from trace_cases import HOUR, posting
 
 from figstream.cli.trace import add_trace
 from figstream.ingest.publish import Publisher
 from figstream.storage.state import state_path
+from figstream.storage.trace import BATCH_SCHEMA, DELIVERY_SCHEMA
 from figstream.streaming import cleaning, dedupe, index_export, ingest, jobs, landing_index
 from figstream.streaming.stores import Stores
+from figstream.streaming.trace import index_for
 
 
 def stream_run(stores: Stores, keys: list[str], run_id: str | None) -> None:
@@ -113,3 +117,56 @@ def test_a_cross_board_duplicate_shows_why_it_is_not_in_the_index(home, capsys):
     assert found["job"]["duplicate_of"] == "job-1"
     assert run("trace", "ev-9", "--home", str(home)) == 0
     assert "a cross-board duplicate of job-1" in capsys.readouterr().out
+
+
+def test_on_the_aws_profile_it_reads_the_dynamodb_index(aws_config, tmp_path, capsys):
+    from figstream.cli.aws import setup
+    from figstream.ingest.routing import Router
+    from figstream.settings import routing_path
+    from figstream.streaming.trace_lookup import Sources
+
+    setup(aws_config, Router.from_file(routing_path()))
+    deliveries = pa.Table.from_pylist(
+        [
+            {
+                "event_id": "ev-7",
+                "batch_id": "b1",
+                "line_no": 3,
+                "partition_key": HOUR,
+                "outcome": "materialised",
+                "counted_batch": None,
+                "reason": None,
+            },
+            {
+                "event_id": "ev-7",
+                "batch_id": "b2",
+                "line_no": 1,
+                "partition_key": HOUR,
+                "outcome": "duplicate",
+                "counted_batch": "b1",
+                "reason": None,
+            },
+        ],
+        schema=DELIVERY_SCHEMA,
+    )
+    batches = pa.Table.from_pylist(
+        [
+            {
+                "batch_id": b,
+                "partition_key": HOUR,
+                "batch_key": f"landing/2026-11-02/{b}.jsonl",
+                "stream": "postings",
+                "run_id": "run-x",
+                "recorded_at": datetime.now(UTC),
+            }
+            for b in ("b1", "b2")
+        ],
+        schema=BATCH_SCHEMA,
+    )
+    index_for(Sources.for_profile(tmp_path).state).record(deliveries, batches)
+    # --home is not read on aws: the tables and bucket are the profile's, wherever HOME is.
+    assert run("trace", "ev-7", "--home", str(tmp_path / "nowhere")) == 0
+    out = capsys.readouterr().out
+    assert "delivery 1 of 2: landing/2026-11-02/b1.jsonl line 3" in out
+    assert "materialised (counted)" in out and "assets reached: raw_events no" in out
+    assert "duplicate of the delivery in batch b1 (not counted)" in out
