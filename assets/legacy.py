@@ -130,8 +130,10 @@ def legacy_asset(
     def _asset(
         context: dg.AssetExecutionContext, luigi_runner: LuigiRunner
     ) -> dg.MaterializeResult:
-        def build(day: str) -> dict[str, object]:
-            run = luigi_runner.build(task_cls, dt.date.fromisoformat(day))
+        days = sorted(context.partition_keys)
+        runs = luigi_runner.build_days(task_cls, [dt.date.fromisoformat(d) for d in days])
+        for day in days:
+            run = runs[dt.date.fromisoformat(day)]
             if not run.succeeded:
                 raise dg.Failure(
                     description=(
@@ -142,8 +144,10 @@ def legacy_asset(
                         "luigi_log_tail": dg.MetadataValue.text("\n".join(run.log_tail[-60:])),
                     },
                 )
-            context.log.info(run.summary)
-            return _metadata(run)
+        context.log.info(runs[dt.date.fromisoformat(days[-1])].summary)
+
+        def build(day: str) -> dict[str, object]:
+            return _metadata(runs[dt.date.fromisoformat(day)])
 
         return materialize_days(context, build)
 
