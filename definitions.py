@@ -34,7 +34,7 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     new_assets = new_assets_running(
         ledger,
         [
-            *build_streaming_assets(ledger, streaming_settings),
+            *build_streaming_assets(ledger, streaming_settings, profile),
             *build_redirect_assets(ledger, streaming_settings),
         ],
     )

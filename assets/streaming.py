@@ -49,7 +49,11 @@ def _batch_ids(config: BatchSelection) -> list[str] | None:
 
 
 def ingest_asset(
-    name: str, stream: str, partitions_def: dg.PartitionsDefinition, settings: StreamingSettings
+    name: str,
+    stream: str,
+    partitions_def: dg.PartitionsDefinition,
+    settings: StreamingSettings,
+    kinds: frozenset[str] | set[str] = frozenset({"parquet"}),
 ) -> dg.AssetsDefinition:
     check = dg.AssetCheckSpec("dead_letter_rate", asset=name, description=(
         f"Share of the partition's records that were dead-lettered; warns above "
@@ -75,7 +79,7 @@ def ingest_asset(
         name=name,
         group_name=GROUP,
         partitions_def=partitions_def,
-        kinds={"parquet"},
+        kinds=set(kinds),
         check_specs=[check],
         backfill_policy=dg.BackfillPolicy.single_run(),
         freshness_policy=_freshness(settings),
@@ -156,19 +160,28 @@ def _freshness(settings: StreamingSettings) -> dg.FreshnessPolicy:
     )
 
 
-def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
+# What each profile stores the tables and the state in: the kinds the UI shows must say what
+# runs (the local profile has no DynamoDB; the aws profile has no SQLite).
+TABLE_KINDS = {"local": {"parquet"}, "aws": {"parquet", "s3"}}
+STATE_KINDS = {"local": {"sqlite"}, "aws": {"dynamodb"}}
+
+
+def build_streaming_assets(
+    ledger: Ledger, settings: StreamingSettings, profile: str = "local"
+) -> list:
+    tables, state = TABLE_KINDS[profile], STATE_KINDS[profile]
     hourly = hourly_partitions(ledger)
     daily = daily_partitions(ledger)
     freshness = _freshness(settings)
     common = {"group_name": GROUP, "freshness_policy": freshness}
 
-    raw_events = ingest_asset("raw_events", "postings", hourly, settings)
-    board_mergers = ingest_asset("board_mergers", "boards", hourly, settings)
+    raw_events = ingest_asset("raw_events", "postings", hourly, settings, tables)
+    board_mergers = ingest_asset("board_mergers", "boards", hourly, settings, tables)
 
     @dg.asset(
         deps=[raw_events],
         partitions_def=hourly,
-        kinds={"parquet"},
+        kinds=tables,
         backfill_policy=dg.BackfillPolicy.single_run(),
         **common,
     )
@@ -182,7 +195,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     @dg.asset(
         deps=[clean_postings],
         partitions_def=hourly,
-        kinds={"parquet"},
+        kinds=tables,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=STATE_POOL,
         **common,
@@ -205,7 +218,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     @dg.asset(
         deps=[raw_events, board_mergers],
         partitions_def=hourly,
-        kinds={"sqlite"},
+        kinds=state,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=STATE_POOL,
         **common,
@@ -224,7 +237,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     @dg.asset(
         deps=[job_state, deduped_postings],
         partitions_def=hourly,
-        kinds={"parquet"},
+        kinds=tables,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=STATE_POOL,
         **common,
@@ -250,7 +263,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     @dg.asset(
         deps=[search_index],
         partitions_def=daily,
-        kinds={"parquet"},
+        kinds=tables,
         group_name=GROUP,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
@@ -282,7 +295,7 @@ def build_streaming_assets(ledger: Ledger, settings: StreamingSettings) -> list:
     @dg.asset(
         deps=[raw_events, board_mergers, job_state],
         partitions_def=daily,
-        kinds={"parquet"},
+        kinds=tables,
         group_name=GROUP,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )

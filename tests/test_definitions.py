@@ -161,6 +161,12 @@ def test_the_aws_profile_loads_the_same_assets_sensors_and_jobs(defs, monkeypatc
     assert type(streaming.dead_letters).__name__ == "DynamoDeadLetterResource"
     assert streaming.state.aws.prefix == "defs-check"
     assert streaming.state.aws.endpoint_url == "http://127.0.0.1:1"
+    # The kinds the UI shows say what each profile runs on.
+    graph, local = aws.resolve_asset_graph(), defs.resolve_asset_graph()
+    job_state = dg.AssetKey("job_state")
+    assert graph.get(job_state).kinds == {"dynamodb"} and local.get(job_state).kinds == {"sqlite"}
+    raw = dg.AssetKey("raw_events")
+    assert graph.get(raw).kinds == {"parquet", "s3"} and local.get(raw).kinds == {"parquet"}
 
 
 def test_the_aws_profile_passes_dagster_validation(figstream_env):
