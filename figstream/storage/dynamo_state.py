@@ -241,6 +241,7 @@ def table_definitions(config: AwsConfig) -> list[dict[str, Any]]:
         _table(name(DEADLETTER_KIND), {"pk": "HASH"}),
         _table(name("redirects"), {"pk": "HASH"}),  # figstream.storage.dynamo_redirects
         _table(name("trace"), hash_range),  # figstream.storage.dynamo_trace
+        _table(name("books"), hash_range),  # figstream.storage.dynamo_books
     ]
 
 

@@ -19,7 +19,7 @@ from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.routing import Router
 from figstream.storage.objects import write_parquet
-from figstream.streaming import parse, trace
+from figstream.streaming import books, parse, trace
 from figstream.streaming.landing_index import assign, split_lines
 from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, release_arrow_memory
 
@@ -72,6 +72,7 @@ class RangeReport:
     """What :func:`ingest_range` did over a range of hours, and its worst hour's dead letters."""
 
     totals: IngestReport = field(default_factory=IngestReport)
+    hours: dict[str, IngestReport] = field(default_factory=dict)  # each hour's own figures
     worst_dead_letter_rate: float = 0.0
     worst_partition: str | None = None
 
@@ -96,7 +97,8 @@ def ingest_range(
         indexed = stores.state.batches_for(stream, partition)
         keys = [k for k in indexed if k in named] if batch_keys else indexed
         validated = None if validator is None or not keys else validator(partition, sorted(keys))
-        out.totals.add(ingest(stores, stream, partition, keys, validated, run_id))
+        out.hours[partition] = ingest(stores, stream, partition, keys, validated, run_id)
+        out.totals.add(out.hours[partition])
         records = sum(stores.state.batch_counts(stream, partition).values())
         dead = stores.dead_letters.count(stream=stream, partition_key=partition)
         rate = dead / records if records else 0.0
@@ -207,8 +209,9 @@ def _store_group(
     """Claim a group of parsed batches' ids, valid events by event id and rejected records by
     their exact bytes (a bad record delivered twice is one bad event), in the order of the
     batches; then write each batch's fragment, dead-letter the group's rejected records and
-    record every delivery's outcome in the trace index."""
+    record every delivery's outcome in the trace index, then book each batch's counts."""
     claims = []
+    booked = []
     for batch_id, valid, rejected in group:
         claims.append((batch_id, claim_keys(partition, valid["event_id"])))
         claims.append((batch_id, _payload_ids(rejected).to_pylist()))
@@ -228,6 +231,11 @@ def _store_group(
             valid.num_rows - kept.num_rows + rejected.num_rows - new_rejected.num_rows
         )
         report.dead_lettered += new_rejected.num_rows
+        booked.append(books.BatchEntry(
+            batch_id, keys.get(batch_id, batch_id), valid.num_rows + rejected.num_rows,
+            kept.num_rows, valid.num_rows - kept.num_rows + rejected.num_rows
+            - new_rejected.num_rows, new_rejected.num_rows,
+        ))  # fmt: skip
         report.event_times.append(kept["event_time"].combine_chunks())
         traced.append(
             trace.ClaimedBatch(
@@ -239,6 +247,8 @@ def _store_group(
     if dead:
         stores.dead_letters.add(pa.concat_tables(dead), stream=stream, partition_key=partition)
     trace.record_group(stores.state, stream, partition, traced, run_id)
+    # Booked last: a batch's books say what its durable outputs hold (figstream.streaming.books).
+    books.record_batches(stores.state, stream, partition, booked, run_id)
 
 
 def claim_keys(partition: str, event_ids: pa.Array | pa.ChunkedArray) -> list[str]:

@@ -66,6 +66,7 @@ def test_tables_are_created_once_on_demand_with_ttl_on_the_claims(aws_config):
             "deadletters",
             "redirects",
             "trace",
+            "books",
         )
     )
     for request in table_definitions(aws_config):
