@@ -42,8 +42,6 @@ HOME_COUNTRY = "US"  # v1's implicit country: never written in a v1 string
 
 _FOREIGN = pa.array(sorted(ISO_COUNTRIES - {HOME_COUNTRY}))
 _US_REGIONS = pa.array(sorted(US_REGIONS))
-_THREE = r"^(?P<city>[^,]+), (?P<region>[^,]+), (?P<cc>[A-Z]{2})$"
-_TWO = r"^(?P<head>.+), (?P<tail>[A-Z]{2})$"
 LOCATION_TYPE = pa.struct(
     [
         pa.field("city", pa.string(), nullable=False),
@@ -58,27 +56,42 @@ def _true(mask: pa.Array) -> pa.Array:
 
 
 def split_locations(strings: pa.Array | pa.ChunkedArray) -> pa.StructArray:
-    """v1 location strings as :data:`LOCATION_TYPE` structs (null where the string is null)."""
+    """v1 location strings as :data:`LOCATION_TYPE` structs (null where the string is null).
+
+    String kernels, not regular expressions: the last four characters say whether a string
+    ends in ``", XX"`` with XX a code, and only the few foreign ones are split further.
+    """
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
-    three = pc.extract_regex(strings, _THREE)
-    two = pc.extract_regex(strings, _TWO)
-    cc3, tail = pc.struct_field(three, "cc"), pc.struct_field(two, "tail")
-    is_three = _true(pc.is_in(cc3, _FOREIGN))
-    is_state = pc.and_not(_true(pc.is_in(tail, _US_REGIONS)), is_three)
-    is_foreign = pc.and_not(pc.and_not(_true(pc.is_in(tail, _FOREIGN)), is_three), is_state)
-    head = pc.struct_field(two, "head")
+    tail = pc.utf8_slice_codeunits(strings, -2)
+    head = pc.utf8_slice_codeunits(strings, 0, -4)
+    shaped = _true(
+        pc.and_(
+            pc.equal(pc.utf8_slice_codeunits(strings, -4, -2), ", "),
+            pc.greater_equal(pc.utf8_length(strings), 5),
+        )
+    )
+    foreign = pc.and_(shaped, _true(pc.is_in(tail, _FOREIGN)))
+    # "City, Region, CC": the head splits at its one comma into two non-empty parts
+    candidates = pc.and_(foreign, _true(pc.equal(pc.count_substring(head, ","), 1)))
+    city3 = region3 = pa.nulls(len(strings), pa.string())
+    if pc.any(candidates).as_py():  # rare (non-US, with a region): split in Python
+        pairs = [h.split(", ") for h in pc.filter(head, candidates).to_pylist()]
+        pairs = [p if len(p) == 2 and p[0] and p[1] else [None, None] for p in pairs]
+        city3 = pc.replace_with_mask(
+            city3, candidates, pa.array([p[0] for p in pairs], pa.string())
+        )
+        region3 = pc.replace_with_mask(
+            region3, candidates, pa.array([p[1] for p in pairs], pa.string())
+        )
     null = pa.scalar(None, pa.string())
-    city = pc.if_else(
-        is_three,
-        pc.struct_field(three, "city"),
-        pc.if_else(pc.or_(is_state, is_foreign), head, strings),
-    )
-    region = pc.if_else(
-        is_three, pc.struct_field(three, "region"), pc.if_else(is_state, tail, null)
-    )
+    is_three = pc.is_valid(city3)
+    is_state = pc.and_not(pc.and_(shaped, _true(pc.is_in(tail, _US_REGIONS))), is_three)
+    is_foreign = pc.and_not(pc.and_not(foreign, is_three), is_state)
+    city = pc.if_else(is_three, city3, pc.if_else(pc.or_(is_state, is_foreign), head, strings))
+    region = pc.if_else(is_three, region3, pc.if_else(is_state, tail, null))
     country = pc.if_else(
-        is_three, cc3, pc.if_else(is_state, HOME_COUNTRY, pc.if_else(is_foreign, tail, null))
+        is_three, tail, pc.if_else(is_state, HOME_COUNTRY, pc.if_else(is_foreign, tail, null))
     )
     return pa.StructArray.from_arrays(
         [city, region, country], fields=list(LOCATION_TYPE), mask=pc.is_null(strings)

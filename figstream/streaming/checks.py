@@ -8,9 +8,11 @@ the Arrow buffers or as ``pyarrow.compute`` kernels, with a Python loop only ove
 value that needs one.
 
 :data:`FAST_CHECKS` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
-without a fast check is still correct, only slower. :func:`event_times` checks and converts
-envelope times with Arrow's own ISO-8601 cast. ``tests/figstream/streaming/test_parse.py``
-checks the equivalence with ``validate`` with hypothesis.
+without a fast check is still correct, only slower. v2 postings' nested ``location`` and
+``salary`` arrive as struct columns; their checks read the children. :func:`event_times`
+checks and converts envelope times with Arrow's own ISO-8601 cast.
+``tests/figstream/streaming/test_parse.py`` checks the equivalence with ``validate`` with
+hypothesis (for v2: ``tests/figstream/events/test_parse_v2.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.events.schemas import MAX_SALARY, REGISTRY, EmploymentType
+from figstream.events.geo import ISO_COUNTRIES
+from figstream.events.schemas import MAX_SALARY, REGISTRY, EmploymentType, SalaryPeriod
 from figstream.events.validation import EARLIEST, LATEST
 from figstream.streaming.tables import EXPIRED, MERGED, POSTED, TS, UPDATED
 
@@ -37,6 +40,10 @@ _CURRENCY_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _URL_BYTES = bytes(range(0x21, 0x7F))
 _EMPLOYMENT_TYPES = pa.array(get_args(EmploymentType))
 _EXPIRY_REASONS = pa.array(["filled", "expired", "withdrawn"])
+_COUNTRIES = pa.array(sorted(ISO_COUNTRIES))
+_SALARY_PERIODS = pa.array(get_args(SalaryPeriod))
+_LOCATION_PARTS = ("city", "region", "country_code")
+_SALARY_PARTS = ("min", "max", "currency", "period")
 
 
 def validity(array: pa.Array) -> np.ndarray:
@@ -104,9 +111,8 @@ def _salary_ok(array: pa.Array) -> np.ndarray:
     return ~valid | ((values >= 0) & (values <= MAX_SALARY))
 
 
-def _posting_v1(c: dict[str, pa.Array]) -> np.ndarray:
-    low, low_valid = int_values(c["salary_min"])
-    high, high_valid = int_values(c["salary_max"])
+def _posting(c: dict[str, pa.Array]) -> np.ndarray:
+    """The fields v1 and v2 postings share."""
     url = c["url"]
     url_len = _byte_length(url)
     scheme = (_np(pc.starts_with(url, "http://")) & (url_len > 7)) | (
@@ -117,17 +123,52 @@ def _posting_v1(c: dict[str, pa.Array]) -> np.ndarray:
         & _only_bytes(c["job_id"], _JOB_ID_BYTES)
         & sized(c["title"], 1, 200)
         & sized(c["company"], 1, 200)
-        & sized(c["location"], 1, 200)
         & _is_in(c["employment_type"], _EMPLOYMENT_TYPES)
         & validity(c["remote"])
-        & _salary_ok(c["salary_min"])
-        & _salary_ok(c["salary_max"])
-        & ~(low_valid & high_valid & (high < low))
-        & sized(c["currency"], 3, 3)
-        & _only_bytes(c["currency"], _CURRENCY_BYTES)
         & sized(url, 1, 500)
         & _only_bytes(url, _URL_BYTES)
         & scheme
+    )
+
+
+def _salaries(low: pa.Array, high: pa.Array, currency: pa.Array) -> np.ndarray:
+    low_values, low_valid = int_values(low)
+    high_values, high_valid = int_values(high)
+    return (
+        _salary_ok(low)
+        & _salary_ok(high)
+        & ~(low_valid & high_valid & (high_values < low_values))
+        & sized(currency, 3, 3)
+        & _only_bytes(currency, _CURRENCY_BYTES)
+    )
+
+
+def _posting_v1(c: dict[str, pa.Array]) -> np.ndarray:
+    return (
+        _posting(c)
+        & sized(c["location"], 1, 200)
+        & _salaries(c["salary_min"], c["salary_max"], c["currency"])
+    )
+
+
+def _optional(array: pa.Array, ok: np.ndarray) -> np.ndarray:
+    return ~validity(array) | ok
+
+
+def _posting_v2(c: dict[str, pa.Array]) -> np.ndarray:
+    location, salary = c["location"], c["salary"]
+    city, region, country = (pc.struct_field(location, n) for n in _LOCATION_PARTS)
+    # bytes >= characters, so the rendered v1 string's bound is conservative
+    rendered = _byte_length(city) + _byte_length(region) + 8
+    low, high, currency, period = (pc.struct_field(salary, n) for n in _SALARY_PARTS)
+    money = _salaries(low, high, currency) & _is_in(period, _SALARY_PERIODS)
+    return (
+        _posting(c)
+        & sized(city, 1, 200)
+        & _optional(region, sized(region, 1, 100))
+        & _optional(country, _is_in(country, _COUNTRIES))
+        & (rendered <= 200)
+        & (~validity(salary) | money)
     )
 
 
@@ -154,6 +195,8 @@ def _merged_v1(c: dict[str, pa.Array]) -> np.ndarray:
 FAST_CHECKS: dict[tuple[str, int], Callable[[dict[str, pa.Array]], np.ndarray]] = {
     (POSTED, 1): _posting_v1,
     (UPDATED, 1): _posting_v1,
+    (POSTED, 2): _posting_v2,
+    (UPDATED, 2): _posting_v2,
     (EXPIRED, 1): _expired_v1,
     (MERGED, 1): _merged_v1,
 }
