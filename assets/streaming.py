@@ -12,10 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.compute as pc
 
+from assets import books as books_checks
 from figstream.ingest.landing import parse_batch_key
 from figstream.migration.ledger import Ledger
 from figstream.settings import StreamingSettings
-from figstream.streaming import cleaning, dedupe, index_export, ingest, landing_index
+from figstream.streaming import books, cleaning, dedupe, index_export, ingest, landing_index
 from figstream.streaming import daily as streaming_daily
 from figstream.streaming import jobs as streaming_jobs
 from figstream.streaming.stores import Stores
@@ -59,6 +60,7 @@ def ingest_asset(
         f"Share of the partition's records that were dead-lettered; warns above "
         f"{settings.dead_letter_warn_rate:.1%} (platform/streaming.yaml)."
     ))  # fmt: skip
+    checks = [check, *books_checks.check_specs(name)]
 
     def batch_metadata(batch_ids: list[str]) -> dict[str, dg.MetadataValue]:
         """The batches a materialisation took, for the UI: the first and last id (landing
@@ -80,7 +82,7 @@ def ingest_asset(
         group_name=GROUP,
         partitions_def=partitions_def,
         kinds=set(kinds),
-        check_specs=[check],
+        check_specs=checks,
         backfill_policy=dg.BackfillPolicy.single_run(),
         freshness_policy=_freshness(settings),
         tags={"figstream/stream": stream},
@@ -107,17 +109,30 @@ def ingest_asset(
             run_id=context.run.run_id,  # the trace index names the run of each delivery
         )
         totals = report.totals
-        yield dg.MaterializeResult(
-            metadata={
-                "batches": totals.batches,
-                **batch_metadata(totals.batch_ids),
-                "records": totals.records,
-                "materialised": totals.materialised,
-                "duplicates_dropped": totals.duplicates,
-                "dead_lettered": totals.dead_lettered,
-                **totals.lag_seconds(),
+        hours = [books.hour_books(stores, stream, p) for p in context.partition_keys]
+        if len(hours) == 1:
+            metadata = books_checks.hour_metadata(report.hours[hours[0].partition], hours[0])
+        else:
+            # A range run (catch-up, backfill): each hour's figures on its own partition.
+            for hour in hours:
+                context.log_event(dg.AssetObservation(
+                    asset_key=context.asset_key, partition=hour.partition,
+                    metadata=books_checks.hour_metadata(report.hours[hour.partition], hour),
+                ))  # fmt: skip
+            metadata = {
+                "hours": len(hours),
+                "first_partition": hours[0].partition,
+                "last_partition": hours[-1].partition,
+                "per_hour": "each hour's figures are on its partition's observation",
+                "dead_letters_by_reason": books_checks.by_reason_table(
+                    [h for h in hours if h.by_reason][: books_checks.SHOWN_HOURS]
+                ),
             }
+        yield dg.MaterializeResult(
+            metadata={"batches": totals.batches, **batch_metadata(totals.batch_ids), **metadata}
         )
+        yield books_checks.books_result(stream, hours)
+        yield books_checks.dead_letters_result(stores.dead_letters, stream, hours)
         yield dg.AssetCheckResult(
             check_name="dead_letter_rate",
             passed=report.worst_dead_letter_rate <= settings.dead_letter_warn_rate,
