@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from figstream.cli.aws import add_aws
+from figstream.cli.books import add_books
 from figstream.cli.bus import add_produce, add_publish
 from figstream.cli.cost import add_cost
 from figstream.cli.data import add_demo_data, add_generate
@@ -34,6 +35,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_aws,
     add_cost,
     add_trace,
+    add_books,
     add_schema,
 ]
 
