@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "figstream" / "streaming"))
 from test_parse import STAGES, check_equivalence, first_stage, good_records  # noqa: E402
 
-from figstream.events.postings import upcast_record  # noqa: E402
+from figstream.events.geo import ISO_COUNTRIES  # noqa: E402
+from figstream.events.postings import downcast_data, legacy_line, upcast_record  # noqa: E402
+from figstream.events.schemas import JobPostedV1  # noqa: E402
+from figstream.events.validation import Rejection, validate  # noqa: E402
+from figstream.streaming.parse import parse_batch  # noqa: E402
 
 odd = st.sampled_from([None, 1, 2.0, True, "", [], {}, "x" * 201, 2**64])
 countries = st.sampled_from(["DE", "US", "GB", "UK", "de", "XX", "D", "DEU", None, 49])
@@ -95,3 +99,49 @@ def v2_lines(draw) -> bytes:
 def test_v2_lines_parse_exactly_as_validate_says(stage, lines):
     with first_stage(stage):
         check_equivalence([("b-1", b"\n".join(lines))])
+
+
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
+
+
+@st.composite
+def valid_v2_lines(draw) -> bytes:
+    low, high = sorted(draw(st.lists(st.integers(0, 5_000_000), min_size=2, max_size=2)))
+    salary = {
+        "min": draw(st.none() | st.just(low)),
+        "max": draw(st.none() | st.just(high)),
+        "currency": draw(st.sampled_from(["USD", "EUR", "GBP"])),
+        "period": draw(st.sampled_from(["year", "month", "week", "day", "hour"])),
+    }
+    location = {
+        "city": draw(names),
+        "region": draw(st.none() | names),
+        "country_code": draw(st.none() | st.sampled_from(sorted(ISO_COUNTRIES))),
+    }
+    data = {
+        "job_id": "aa-1",
+        "title": draw(names),
+        "company": "Acme",
+        "location": location,
+        "employment_type": "contract",
+        "remote": draw(st.booleans()),
+        "salary": draw(st.none() | st.just(salary)),
+        "url": "https://hireloop.example/jobs/1",
+    }
+    record = {"id": "e-1", "type": "job.updated", "source": "hireloop", "version": 2,
+              "time": "2026-11-20T10:00:00Z", "data": data}  # fmt: skip
+    return orjson.dumps(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_v2_lines())
+def test_every_valid_v2_downcasts_to_a_valid_v1_for_legacy(line):
+    envelope = validate(line)
+    assert not isinstance(envelope, Rejection), envelope
+    v1 = downcast_data(envelope.data)
+    JobPostedV1.model_validate(v1)  # raises if legacy would get an invalid v1
+    assert orjson.loads(legacy_line(line))["data"] == v1
+    (row,) = parse_batch(line, "b-1").valid.to_pylist()  # and the platform's row agrees
+    assert (row["location"], row["salary_min"], row["currency"]) == (
+        v1["location"], v1["salary_min"], v1["currency"]
+    )  # fmt: skip
