@@ -156,7 +156,18 @@ class HourBooks:
 def fragment_rows(objects: ObjectStore, table: str, partition: str) -> dict[str, int]:
     """Rows per batch id in a partition's fragments of ``table``: each loose fragment's from
     its Parquet footer, the compacted object's (batches no loose fragment overrides) from its
-    ``batch_id`` column; a batch the compacted object holds with no rows counts 0."""
+    ``batch_id`` column; a batch the compacted object holds with no rows counts 0. A fragment
+    that a compaction folded in and deleted between the listing and its read is read again
+    from the compacted object (written before the fragments are deleted)."""
+    for _ in range(2):
+        try:
+            return _fragment_rows(objects, table, partition)
+        except FileNotFoundError:
+            continue
+    return _fragment_rows(objects, table, partition)
+
+
+def _fragment_rows(objects: ObjectStore, table: str, partition: str) -> dict[str, int]:
     listed = objects.list(f"tables/{table}/{partition}/")
     counts: dict[str, int] = {}
     compacted = None
@@ -180,11 +191,25 @@ def fragment_rows(objects: ObjectStore, table: str, partition: str) -> dict[str,
 def hour_books(
     stores: Stores, stream: str, partition: str, booked: pa.Table | None = None
 ) -> HourBooks:
-    """The books of one (stream, hour); ``booked``: its rows of the books when already read."""
-    out = HourBooks(stream, partition)
-    landed = stores.state.batch_counts(stream, partition)
+    """The books of one (stream, hour); ``booked``: its rows of the books when already read
+    (read before the landing index: a batch is indexed before it is booked, so every booked
+    batch is in the index read after). An hour that does not balance is read again once when
+    a batch landed meanwhile: its run may have stored dead letters between the reads."""
     if booked is None:
         booked = books_for(stores.state).partition(stream, partition)
+    landed = stores.state.batch_counts(stream, partition)
+    out = _hour_books(stores, stream, partition, booked, landed)
+    if out.problems and stores.state.batch_counts(stream, partition) != landed:
+        booked = books_for(stores.state).partition(stream, partition)
+        out = _hour_books(stores, stream, partition, booked, stores.state.batch_counts(
+            stream, partition))  # fmt: skip
+    return out
+
+
+def _hour_books(
+    stores: Stores, stream: str, partition: str, booked: pa.Table, landed: dict[str, int]
+) -> HourBooks:
+    out = HourBooks(stream, partition)
     rows = {r["batch_id"]: r for r in booked.to_pylist()}
     if not landed and not rows:
         return out

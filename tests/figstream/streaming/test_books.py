@@ -126,6 +126,23 @@ def test_a_landed_batch_not_ingested_yet_is_pending_not_an_imbalance(stores):
     assert hour.status == "balanced"
 
 
+def test_a_batch_ingested_while_the_hour_is_read_is_read_again_not_reported(stores, monkeypatch):
+    booked = books.books_for(stores.state).partition("postings", HOUR)  # read before it landed
+    before = stores.state.batch_counts("postings", HOUR)
+    late = land(stores, [[posting(6, 6), BAD + b" "]], start=3)
+    ingest.ingest_range(stores, "postings", [HOUR], late)  # its fragment and dead letter
+    real, calls = stores.state.batch_counts, []
+
+    def racing(stream: str, partition: str) -> dict[str, int]:
+        calls.append(partition)
+        return before if len(calls) == 1 else real(stream, partition)
+
+    monkeypatch.setattr(stores.state, "batch_counts", racing)
+    hour = books.hour_books(stores, "postings", HOUR, booked)
+    assert hour.balanced and (hour.landed, hour.dead_lettered) == (13, 3)
+    assert len(calls) == 3  # the stale read, the check that the index moved, the fresh read
+
+
 def test_a_compacted_hour_balances_and_a_lost_compacted_row_is_found(stores):
     report = compaction.compact_fragments(stores, ARRIVAL + timedelta(days=1), 3600)
     assert any(h.table == "raw_events" and h.fragments == 3 for h in report.hours)
