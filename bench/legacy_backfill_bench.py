@@ -7,8 +7,8 @@ One generated history (``figstream.ingest.dataset.generate``, seed 7, no bad rec
 ledger's epoch), copied twice. The landing zone is removed from both copies: the stream sensors
 then have nothing to do, and the feed-dump mirror keeps the boards' dumps, as Luigi reads them.
 
-1. *Luigi alone*: one process, one ``luigi.build`` of every legacy task of every day (the local
-   scheduler, one worker): Luigi at its best on the same box; timed.
+1. *Luigi alone*: one process, a ``luigi.build`` of every legacy task per day, in day order (the
+   local scheduler, one worker): Luigi at its best on the same box; timed.
 2. *Dagster*: ``dagster dev -w workspace.yaml`` on the other copy. The backfill is launched as the
    UI's Materialize button launches it (GraphQL ``launchPartitionBackfill`` of the legacy group's
    assets over the days), and timed until every day of every asset is materialised
@@ -87,12 +87,14 @@ def child_luigi(home: str, days: list[str], epoch: str) -> None:
 
     LuigiRunner(data_root=home, epoch=epoch).configure()
     began = time.perf_counter()
-    # One build of every task of every day: Luigi at its best (its scheduler orders the days).
-    tasks = [task(date=date.fromisoformat(day)) for day in days for task in TASKS]
-    result = luigi.build(tasks, local_scheduler=True, workers=1, log_level="WARNING",
-                         detailed_summary=True)  # fmt: skip
-    if not result.scheduling_succeeded or not all(t.complete() for t in tasks):
-        raise SystemExit(f"Luigi failed: {result.summary_text}")
+    # A build per day, every task of the day: Luigi at its best (one build of all 30 days' tasks
+    # took 88.6 s where a build per day took 57.5 s, same machine and load).
+    for day in days:
+        tasks = [task(date=date.fromisoformat(day)) for task in TASKS]
+        result = luigi.build(tasks, local_scheduler=True, workers=1, log_level="WARNING",
+                             detailed_summary=True)  # fmt: skip
+        if not result.scheduling_succeeded or not all(t.complete() for t in tasks):
+            raise SystemExit(f"Luigi failed on {day}: {result.summary_text}")
     print(json.dumps({"seconds": round(time.perf_counter() - began, 2)}))
 
 

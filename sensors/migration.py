@@ -18,7 +18,24 @@ LEGACY_JOB = "legacy_nightly_job"
 LEGACY_PREFIX = "legacy"  # assets/legacy.py GROUP: every legacy asset key starts with it
 ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-MAX_DAYS_PER_TICK = 60  # parity runs asked for at most per tick; the cursor resumes the rest
+# Parity runs in flight at most: a backfill of a month must not start 30 runs at once on a
+# 2-core machine. The days waiting are kept in the cursor, oldest first.
+MAX_PARITY_IN_FLIGHT = 4
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def backfill_running(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether the backfill that launched ``run`` (if any) may still launch runs."""
+    backfill_id = run.tags.get("dagster/backfill")
+    if backfill_id is None:
+        return False
+    backfill = instance.get_backfill(backfill_id)
+    return backfill is not None and backfill.status.value in ("REQUESTED", "CANCELING")
 
 
 def legacy_days(run: dg.DagsterRun) -> list[str]:
@@ -83,23 +100,33 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
         cursor = orjson.loads(context.cursor) if context.cursor else {}
         requests = []
         legacy_after = cursor.get(LEGACY_JOB, 0.0)
-        # Every ended run (streaming runs too, so a page is wide), in update order; the
-        # cursor stops before a run whose days would pass the tick's cap.
+        pending: list[list[str]] = cursor.get("pending", [])  # [run id, day], oldest first
+        # Every ended run (streaming runs too, so a page is wide), in update order. A run of a
+        # backfill still going waits (with every run after it) until the backfill is done, so
+        # parity compares days whose every legacy task has run.
         for record in ended_since(context, None, legacy_after, limit=200):
             run = record.dagster_run
             days = legacy_days(run)
-            if days and len(requests) + len(days) > MAX_DAYS_PER_TICK and requests:
+            if days and backfill_running(context.instance, run):
                 break
             legacy_after = max(legacy_after, record.update_timestamp.timestamp())
-            requests += [
+            pending += [[run.run_id, day] for day in days]
+        in_flight = len(
+            context.instance.get_run_ids(
+                dg.RunsFilter(job_name=migration_job.name, statuses=IN_PROGRESS)
+            )
+        )
+        take = max(MAX_PARITY_IN_FLIGHT - in_flight, 0)
+        for run_id, day in pending[:take]:
+            requests.append(
                 dg.RunRequest(
-                    run_key=f"after:{run.run_id}:{day}",
+                    run_key=f"after:{run_id}:{day}",
                     job_name=migration_job.name,
                     partition_key=day,
-                    tags={"figstream/after_legacy_run": run.run_id},
+                    tags={"figstream/after_legacy_run": run_id},
                 )
-                for day in days
-            ]
+            )
+        pending = pending[take:]
         migration_after = cursor.get(migration_job.name, 0.0)
         ended = ended_since(context, migration_job.name, migration_after)
         if ended:
@@ -107,10 +134,14 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
             requests.append(
                 dg.RunRequest(run_key=f"status:{migration_after}", job_name=status_job.name)
             )
-        cursor = {LEGACY_JOB: legacy_after, migration_job.name: migration_after}
+        cursor = {LEGACY_JOB: legacy_after, migration_job.name: migration_after, "pending": pending}
         if not requests:
             return dg.SensorResult(
-                skip_reason="no legacy or parity run has ended since the last tick",
+                skip_reason=(
+                    f"{len(pending)} days wait for parity runs in flight to end"
+                    if pending
+                    else "no legacy or parity run has ended since the last tick"
+                ),
                 cursor=orjson.dumps(cursor).decode(),
             )
         return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(cursor).decode())

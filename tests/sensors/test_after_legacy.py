@@ -77,7 +77,8 @@ def parity_days(result) -> list[str]:
     return sorted(r.partition_key for r in result.run_requests if r.job_name.startswith("migr"))
 
 
-def test_parity_follows_nightly_and_backfilled_legacy_runs(instance) -> None:
+def test_parity_follows_nightly_and_backfilled_legacy_runs(instance, monkeypatch) -> None:
+    monkeypatch.setattr(sensors_migration, "MAX_PARITY_IN_FLIGHT", 10)
     DEFS.resolve_job_def(NIGHTLY.name).execute_in_process(
         instance=instance, partition_key="2026-11-01"
     )
@@ -96,12 +97,19 @@ def test_parity_follows_nightly_and_backfilled_legacy_runs(instance) -> None:
     assert not again.run_requests
 
 
-def test_a_tick_takes_a_bounded_number_of_days_and_resumes(instance, monkeypatch) -> None:
-    monkeypatch.setattr(sensors_migration, "MAX_DAYS_PER_TICK", 4)
+def test_parity_runs_in_flight_are_bounded_and_the_rest_wait(instance, monkeypatch) -> None:
+    monkeypatch.setattr(sensors_migration, "MAX_PARITY_IN_FLIGHT", 4)
     for first, last in (("2026-11-01", "2026-11-03"), ("2026-11-04", "2026-11-06")):
         materialize(instance, [legacy_clean], None, **dict(zip(RANGE, (first, last), strict=True)))
     result, cursor = tick(instance)
-    assert parity_days(result) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert parity_days(result) == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    assert len(orjson.loads(cursor)["pending"]) == 2
+    # Three parity runs not finished yet: one more may start.
+    job = DEFS.resolve_job_def("migration_nightly_job")
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
+        instance.create_run_for_job(job, tags={"dagster/partition": day})
     result, cursor = tick(instance, cursor)
-    assert parity_days(result) == ["2026-11-04", "2026-11-05", "2026-11-06"]
-    assert orjson.loads(cursor)["legacy_nightly_job"] > 0
+    assert parity_days(result) == ["2026-11-05"]
+    assert orjson.loads(cursor)["pending"] == [
+        [orjson.loads(cursor)["pending"][0][0], "2026-11-06"]
+    ]
