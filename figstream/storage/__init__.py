@@ -7,6 +7,8 @@
 - ``deadletter``: rejected records with their reason, and their replay;
 - ``trace`` (``dynamo_trace`` on aws): every delivery of every event by event id, durable
   for 90 days, for ``figstream trace``;
+- ``books`` (``dynamo_books`` on aws): per (stream, hour, batch), what ingest did with the
+  batch's records, for the ``books`` check and ``figstream books``;
 - ``sqlite``: the SQLite plumbing the state and dead-letter stores share (WAL, short
   transactions, Arrow <-> rows);
 - ``retention``: which old Dagster runs may be deleted (the rule; ``sensors/run_history`` acts).

@@ -23,6 +23,8 @@ The steps, one module each, over the stores (``stores.Stores``):
   range re-fed into its partitions;
 - ``trace``, ``trace_lookup``: each delivery's outcome recorded in the trace index as ingest
   decides it; ``figstream trace``'s keyed lookup of where one event went;
+- ``books``: per (stream, hour), landed = materialised + dead-lettered + duplicates, from
+  what ingest booked per batch held against the landing index, fragments and dead letters;
 - ``convert``: a home written by an earlier version (state in Parquet) converted once;
 - ``fragments``, ``stores``: outputs per (hour, batch), hours and the store bundle the steps
   share.
