@@ -35,7 +35,7 @@ def backfill_running(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     if backfill_id is None:
         return False
     backfill = instance.get_backfill(backfill_id)
-    return backfill is not None and backfill.status.value in ("REQUESTED", "CANCELING")
+    return backfill is not None and backfill.status.value in ("REQUESTED", "CANCELING", "FAILING")
 
 
 def legacy_days(run: dg.DagsterRun) -> list[str]:
