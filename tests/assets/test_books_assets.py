@@ -4,7 +4,8 @@ and observations say, driven by the real sensors and jobs (in process, an epheme
 Cases: a sensor run of one hour (its figures and dead letters by reason on the
 materialisation, the ``books`` check passing, ``dead_letters`` warning with the ``figstream
 dlq`` command), an imbalance planted in an hour (a fragment deleted, then another batch of the
-hour lands: the run's ``books`` check fails naming the hour, the batch and how much), a
+hour lands: the run's ``books`` check fails naming the hour, the batch and how much; on both
+profiles), a
 replayed dead letter (no longer waiting), and a range run (each hour's figures on its own
 partition's observation, none on the materialisation).
 """
@@ -86,9 +87,19 @@ def test_a_run_shows_its_hour_its_books_and_its_dead_letters_by_reason(harness):
     assert found["dead_letters"].metadata["replayed"].value == 1
 
 
-def test_an_imbalance_in_the_hour_fails_the_next_runs_books_check_naming_it(harness):
-    [first_key] = harness.publish([posting("ev-1", "job-1"), posting("ev-2", "job-2")])
+@pytest.fixture(params=["local", "aws"])
+def either(request, tmp_path, monkeypatch) -> Harness:
+    """A harness on each profile (aws: S3, DynamoDB, EventBridge and SQS on moto server)."""
+    if request.param == "aws":
+        request.getfixturevalue("aws_config")
+    return Harness(tmp_path, monkeypatch, profile=request.param, max_runs_per_tick=1000)
+
+
+def test_an_imbalance_in_the_hour_fails_the_next_runs_books_check_naming_it(either):
+    harness = either
+    harness.publish([posting("ev-1", "job-1"), posting("ev-2", "job-2")])
     sensor_runs(harness)
+    [first_key] = harness.objects.list("landing/")  # on aws the sensor drained it from SQS
     first = first_key.rsplit("/", 1)[1].removesuffix(".jsonl")
     harness.objects.delete(fragment_key("raw_events", HOUR, first))  # a lost fragment
     harness.publish([posting("ev-3", "job-3")])
