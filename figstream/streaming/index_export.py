@@ -109,7 +109,7 @@ def _export_changes(
     return ChangesReport(upserts, changes.num_rows - upserts, shown.to_pylist())
 
 
-JOBS_PER_READ = 20_000  # jobs whose index rows are read from the store at once
+JOBS_PER_READ = 5_000  # jobs whose index rows are read at once (20k: 664 MiB on a 5M-event day)
 
 
 def _changes(stores: Stores, touched: pa.Table, changed_at: int) -> pa.Table:
