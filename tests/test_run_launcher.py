@@ -9,7 +9,6 @@ import, a run cancelled mid-step, the launcher going away with a run in flight.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -208,28 +207,17 @@ def _args(instance, run) -> str:
     )
 
 
-def test_a_ctrl_c_of_dagster_dev_lets_the_run_in_flight_finish(warm_launcher, code):
-    """Ctrl-C in a terminal sends SIGINT to its foreground process group: dagster dev's, here
-    the test's own (its handler catches it). The zygote and the runs it forks are in a group
-    of their own (same session), so the run in flight finishes instead of ending as an
-    unexpected termination, and the zygote prints no KeyboardInterrupt."""
+def test_a_ctrl_c_of_dagster_dev_does_not_reach_the_warm_runs(warm_launcher, code):
+    """Ctrl-C in a terminal sends SIGINT to its foreground process group: dagster dev's, whose
+    launchers run in it (here the test's group). The zygote, and the runs it forks (a fork
+    keeps its parent's group), are in a group of their own in the same session, so that
+    signal reaches neither, and a run in flight finishes. (The signal itself is not sent:
+    pytest's workers share its group.)"""
     instance, launcher = warm_launcher
     zygote = _ready(launcher, code)
-    assert os.getpgid(zygote.process.pid) != os.getpgid(0)
+    assert os.getpgid(zygote.process.pid) == zygote.process.pid != os.getpgid(0)
     assert os.getsid(zygote.process.pid) == os.getsid(0)
-    run = _create_run(instance, code, code.parent / "out.json", sleep=3)
+    run = _create_run(instance, code, code.parent / "out.json", sleep=1)
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
-    deadline = time.monotonic() + 60
-    while instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.STARTED:
-        assert time.monotonic() < deadline, "the run never started"
-        time.sleep(0.2)
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
-    try:
-        os.killpg(os.getpgid(0), signal.SIGINT)
-        time.sleep(0.5)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert received  # the terminal's group got it ...
-    assert zygote.process.poll() is None  # ... the zygote did not
     assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert json.loads((code.parent / "out.json").read_text())["ppid"] == zygote.process.pid
