@@ -60,9 +60,11 @@ string (or a null) where a list of ids belongs, 50,000 ids in one filter.
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -747,3 +749,26 @@ class SqliteStateStore(StateStore):
                 (stream, batch_key),
             ).fetchall()
         return [row[0] for row in rows]
+
+
+_T = TypeVar("_T")
+_BESIDE: weakref.WeakKeyDictionary[StateStore, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def beside(
+    state: StateStore, name: str, local: Callable[[Path], _T], aws: Callable[[Any], _T]
+) -> _T:
+    """A store kept beside ``state`` (the trace index, the books), opened once per store
+    object: ``local(path)`` on the SQLite state store's file, or ``aws(config)`` over the
+    DynamoDB store's config (a callable, so the caller can import boto3 code lazily)."""
+    opened = _BESIDE.setdefault(state, {})
+    if name not in opened:
+        if isinstance(state, SqliteStateStore):
+            opened[name] = local(state.path)
+        else:
+            from figstream.storage.dynamo_state import DynamoStateStore
+
+            if not isinstance(state, DynamoStateStore):
+                raise TypeError(f"no {name} for a {type(state).__name__}")
+            opened[name] = aws(state.config)
+    return opened[name]

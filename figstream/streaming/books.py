@@ -22,7 +22,6 @@ at least the booked ones (the pending batches' may already be stored).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,30 +34,21 @@ from figstream.ingest.landing import parse_batch_key
 from figstream.storage.books import BOOK_SCHEMA, BooksLedger, SqliteBooks
 from figstream.storage.objects import ObjectStore
 from figstream.storage.sqlite import now_us
-from figstream.storage.state import SqliteStateStore, StateStore
+from figstream.storage.state import StateStore, beside
 from figstream.streaming.fragments import COMPACTED, batch_id_of, compacted_batches
 from figstream.streaming.stores import INGEST_TABLES, Stores, hour_key
 
-_LEDGERS: weakref.WeakKeyDictionary[StateStore, BooksLedger] = weakref.WeakKeyDictionary()
+
+def _dynamo_books(config) -> BooksLedger:
+    from figstream.storage.dynamo_books import DynamoBooks
+
+    return DynamoBooks(config)
 
 
 def books_for(state: StateStore) -> BooksLedger:
     """The books beside ``state``: a table in the SQLite state store's file, or the ``books``
     table of the DynamoDB store's account and prefix. Opened once per store object."""
-    held = _LEDGERS.get(state)
-    if held is not None:
-        return held
-    if isinstance(state, SqliteStateStore):
-        ledger: BooksLedger = SqliteBooks(state.path)
-    else:
-        from figstream.storage.dynamo_books import DynamoBooks
-        from figstream.storage.dynamo_state import DynamoStateStore
-
-        if not isinstance(state, DynamoStateStore):
-            raise TypeError(f"no books for a {type(state).__name__}")
-        ledger = DynamoBooks(state.config)
-    _LEDGERS[state] = ledger
-    return ledger
+    return beside(state, "books", SqliteBooks, _dynamo_books)
 
 
 @dataclass(frozen=True)

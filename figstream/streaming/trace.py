@@ -11,7 +11,6 @@ What ``figstream trace`` reads back from it is in :mod:`figstream.streaming.trac
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.storage.sqlite import now_us
-from figstream.storage.state import SqliteStateStore, StateStore
+from figstream.storage.state import StateStore, beside
 from figstream.storage.trace import (
     BATCH_SCHEMA,
     DELIVERY_SCHEMA,
@@ -29,26 +28,17 @@ from figstream.storage.trace import (
     TraceIndex,
 )
 
-_INDEXES: weakref.WeakKeyDictionary[StateStore, TraceIndex] = weakref.WeakKeyDictionary()
+
+def _dynamo_index(config) -> TraceIndex:
+    from figstream.storage.dynamo_trace import DynamoTraceIndex
+
+    return DynamoTraceIndex(config)
 
 
 def index_for(state: StateStore) -> TraceIndex:
     """The trace index beside ``state``: a table in the SQLite state store's file, or the
     ``trace`` table of the DynamoDB store's account and prefix. Opened once per store object."""
-    held = _INDEXES.get(state)
-    if held is not None:
-        return held
-    if isinstance(state, SqliteStateStore):
-        index: TraceIndex = SqliteTraceIndex(state.path)
-    else:
-        from figstream.storage.dynamo_state import DynamoStateStore
-        from figstream.storage.dynamo_trace import DynamoTraceIndex
-
-        if not isinstance(state, DynamoStateStore):
-            raise TypeError(f"no trace index for a {type(state).__name__}")
-        index = DynamoTraceIndex(state.config)
-    _INDEXES[state] = index
-    return index
+    return beside(state, "trace index", SqliteTraceIndex, _dynamo_index)
 
 
 @dataclass(frozen=True)
