@@ -766,9 +766,8 @@ def beside(
         if isinstance(state, SqliteStateStore):
             opened[name] = local(state.path)
         else:
-            from figstream.storage.dynamo_state import DynamoStateStore
-
-            if not isinstance(state, DynamoStateStore):
+            config = getattr(state, "config", None)  # the DynamoDB store's AwsConfig
+            if config is None:
                 raise TypeError(f"no {name} for a {type(state).__name__}")
-            opened[name] = aws(state.config)
+            opened[name] = aws(config)
     return opened[name]
