@@ -24,7 +24,15 @@ $(CURDIR)/.bootstrap/bin/uv:
 	$(UV) sync --locked
 	touch $@
 
-setup: .venv/.synced
+# The browser test (tests/test_ui_browser.py) drives Debian's headless Chromium through
+# Playwright: `playwright install` would download a browser build, which CI cannot.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+
+setup: .venv/.synced $(CHROMIUM)
 
 demo-data: setup
 	.venv/bin/figstream demo-data
