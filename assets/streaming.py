@@ -7,7 +7,9 @@ landing index holds for it. Both write the same per-batch fragments, so they agr
 """
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -24,6 +26,7 @@ from resources.stores import StreamingResources
 
 GROUP = "streaming"
 STATE_POOL = "figstream_state"
+R = TypeVar("R")
 
 
 class BatchSelection(dg.Config):
@@ -110,27 +113,27 @@ def ingest_asset(
         )
         totals = report.totals
         hours = [books.hour_books(stores, stream, p) for p in context.partition_keys]
+
+        def figures(hour: books.HourBooks) -> dict[str, object]:
+            own = report.hours[hour.partition]
+            return {"batches": own.batches, **books_checks.hour_metadata(own, hour)}
+
         if len(hours) == 1:
-            metadata = books_checks.hour_metadata(report.hours[hours[0].partition], hours[0])
+            metadata = figures(hours[0])
         else:
             # A range run (catch-up, backfill): each hour's figures on its own partition.
             for hour in hours:
                 context.log_event(dg.AssetObservation(
                     asset_key=context.asset_key, partition=hour.partition,
-                    metadata=books_checks.hour_metadata(report.hours[hour.partition], hour),
+                    metadata=figures(hour),
                 ))  # fmt: skip
             metadata = {
-                "hours": len(hours),
-                "first_partition": hours[0].partition,
-                "last_partition": hours[-1].partition,
-                "per_hour": "each hour's figures are on its partition's observation",
+                **range_metadata(context.partition_keys, {"batches": totals.batches}),
                 "dead_letters_by_reason": books_checks.by_reason_table(
                     [h for h in hours if h.by_reason][: books_checks.SHOWN_HOURS]
                 ),
             }
-        yield dg.MaterializeResult(
-            metadata={"batches": totals.batches, **batch_metadata(totals.batch_ids), **metadata}
-        )
+        yield dg.MaterializeResult(metadata={**batch_metadata(totals.batch_ids), **metadata})
         yield books_checks.books_result(stream, hours)
         yield books_checks.dead_letters_result(stores.dead_letters, stream, hours)
         yield dg.AssetCheckResult(
@@ -159,6 +162,44 @@ def _validator(
     if validator is not None:
         context.log.info(f"validating in Lambda {validation.function_name} ({validation.invoker})")
     return validator
+
+
+def range_metadata(partitions: list[str], totals: dict[str, int]) -> dict[str, object]:
+    """What a range run's materialisation says: Dagster gives every hour of the range one
+    with the same metadata, so it names the range and its totals (``range_*``, never a name
+    an hour's own figure plots under); each hour's figures are on its observation."""
+    return {
+        "hours": len(partitions),
+        "first_partition": partitions[0],
+        "last_partition": partitions[-1],
+        "per_hour": "each hour's figures are on its partition's observation",
+        **{f"range_{name}": value for name, value in totals.items()},
+    }
+
+
+def hour_by_hour(
+    context: dg.AssetExecutionContext,
+    step: Callable[[list[str]], R],
+    figures: Callable[[R], dict[str, object]],
+) -> dg.MaterializeResult:
+    """Run a step (given the hours to do) one hour at a time, as its own ``by_hour`` would,
+    and report each hour's own figures: on the materialisation of a one-hour run, on an
+    AssetObservation of each hour of a range run (a catch-up, a backfill), whose
+    materialisation then carries the range's counts as ``range_*`` (:func:`range_metadata`)."""
+    partitions = list(context.partition_keys)
+    by_hour = {partition: figures(step([partition])) for partition in partitions}
+    if len(partitions) == 1:
+        return dg.MaterializeResult(metadata=by_hour[partitions[0]])
+    totals: dict[str, int] = {}
+    for partition, metadata in by_hour.items():
+        context.log_event(
+            dg.AssetObservation(asset_key=context.asset_key, partition=partition, metadata=metadata)
+        )
+        for name, value in metadata.items():
+            # Counts add up over the range; a lag or a preview does not.
+            if type(value) is int:
+                totals[name] = totals.get(name, 0) + value
+    return dg.MaterializeResult(metadata=range_metadata(partitions, totals))
 
 
 def _preview(rows: list[dict]) -> dg.MetadataValue:
@@ -204,8 +245,10 @@ def build_streaming_assets(
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """job.posted / job.updated events with normalised text and a cross-board dedupe key."""
-        rows = cleaning.clean(streaming.stores(), context.partition_keys, _batch_ids(config))
-        return dg.MaterializeResult(metadata={"rows": rows})
+        stores, ids = streaming.stores(), _batch_ids(config)
+        return hour_by_hour(
+            context, lambda hours: cleaning.clean(stores, hours, ids), lambda n: {"rows": n}
+        )
 
     @dg.asset(
         deps=[clean_postings],
@@ -219,15 +262,17 @@ def build_streaming_assets(
         context: dg.AssetExecutionContext, config: BatchSelection, streaming: StreamingResources
     ) -> dg.MaterializeResult:
         """Postings with cross-board duplicates removed (the earliest posting of a job wins)."""
-        report = dedupe.dedupe(streaming.stores(), context.partition_keys, _batch_ids(config))
-        return dg.MaterializeResult(
-            metadata={
+        stores, ids = streaming.stores(), _batch_ids(config)
+        return hour_by_hour(
+            context,
+            lambda hours: dedupe.dedupe(stores, hours, ids),
+            lambda report: {
                 "postings": report.postings,
                 "kept": report.kept,
                 "first_postings_registered": report.registered,
                 "keys_recomputed": report.keys_recomputed,
                 "duplicates_changed": report.duplicates_changed,
-            }
+            },
         )
 
     @dg.asset(
@@ -244,10 +289,12 @@ def build_streaming_assets(
         """Current state per job id in the state store, from exactly this hour's new events:
         each of a job's components last writer wins by (event time, event id), written back
         as one conditional write per changed job. Re-running an hour changes nothing."""
-        report = streaming_jobs.update_job_state(
-            streaming.stores(), context.partition_keys, _batch_ids(config)
+        stores, ids = streaming.stores(), _batch_ids(config)
+        return hour_by_hour(
+            context,
+            lambda hours: streaming_jobs.update_job_state(stores, hours, ids),
+            lambda report: report.metadata(),
         )
-        return dg.MaterializeResult(metadata=report.metadata())
 
     @dg.asset(
         deps=[job_state, deduped_postings],
@@ -263,16 +310,16 @@ def build_streaming_assets(
         """The hour's changes to the search index (upserts and deletes of the jobs the hour's
         events touched), which is what a search engine ingests; see search_index_snapshot
         for the whole index."""
-        report = index_export.export_changes(
-            streaming.stores(), context.partition_keys, _batch_ids(config)
-        )
-        return dg.MaterializeResult(
-            metadata={
+        stores, ids = streaming.stores(), _batch_ids(config)
+        return hour_by_hour(
+            context,
+            lambda hours: index_export.export_changes(stores, hours, ids),
+            lambda report: {
                 "upserts": report.upserts,
                 "deletes": report.deletes,
                 "path": dg.MetadataValue.path(f"tables/{index_export.CHANGES}/"),
                 "preview": _preview(report.preview),
-            }
+            },
         )
 
     @dg.asset(

@@ -131,6 +131,7 @@ def test_a_range_run_puts_each_hours_figures_on_its_partitions_observation(harne
         e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+        and e.asset_key == dg.AssetKey("raw_events")
     }
     assert set(observed) == {HOUR, OTHER_HOUR}
     assert observed[HOUR].metadata["records"].value == 2
