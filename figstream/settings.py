@@ -81,6 +81,8 @@ def routing_path() -> Path:
 class StreamingSettings:
     max_batches_per_tick: int = 400
     max_runs_per_tick: int = 6
+    live_hours: int = 2
+    history_hours_per_run: int = 24
     max_runs_in_flight: int = 1
     overlap_max_bytes: int = 1_000_000
     max_run_seconds: int = 900

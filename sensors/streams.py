@@ -30,6 +30,7 @@ from figstream.ingest.landing import LANDING_PREFIX, parse_batch_key
 from figstream.settings import StreamingSettings
 from figstream.streaming import landing_index
 from figstream.streaming import stores as streaming_stores
+from figstream.streaming.stores import HOUR_FORMAT
 from resources.dagster_internals import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
 from resources.stores import StreamingResources
 
@@ -51,10 +52,17 @@ RESUME_HORIZON = dt.timedelta(days=1)  # failures older than this are left to an
 # SQLite) and keeps at most LATE_PER_TICK late batches in the cursor for the next tick.
 RECONCILE_KEYS_PER_TICK = 1000
 LATE_PER_TICK = 50
+# The lane of a stream's run: live (what the sensor takes, at once) or history (a catch-up's
+# older hours, one run in flight at a time, below the live runs' priority for the state pool).
+LANE_TAG, LIVE, HISTORY = "figstream/lane", "live", "history"
+PRIORITY_TAG, HISTORY_PRIORITY = "dagster/priority", "-1"
+HISTORY_CHUNKS_PER_TICK = 8  # owed chunks a tick looks at (empty ones are skipped over)
 # Tags a resumed run keeps: those the sensor set (the partition is set by partition_key). Not
 # what the launcher or Dagster added at launch (figstream/worker, retry and failure tags).
 _KEPT_TAGS = (
     "figstream/stream",
+    LANE_TAG,
+    PRIORITY_TAG,
     "figstream/batches",
     "figstream/first_batch",
     "figstream/last_batch",
@@ -113,10 +121,14 @@ def stream_sensor(
         # Only the stream's own runs hold it back: a daily rollup in flight (which recomputes
         # its days, so its cost grows with the day) runs beside them instead of stalling the
         # stream for as long as it takes.
+        # History runs (a catch-up's older hours) go one at a time beside the live ones: they
+        # neither hold the live runs back nor count towards max_runs_in_flight.
         in_flight = dg.RunsFilter(
             job_name=job.name, tags={"figstream/stream": stream}, statuses=IN_FLIGHT
         )
-        busy = context.instance.get_run_records(in_flight, limit=settings.max_runs_in_flight + 1)
+        records = context.instance.get_run_records(in_flight, limit=settings.max_runs_in_flight + 4)
+        history_busy = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == HISTORY]
+        busy = [r for r in records if r.dagster_run.tags.get(LANE_TAG) != HISTORY]
         stores = streaming.stores()
         # aws: what EventBridge queued for the stream lands as one batch first (durable before
         # the messages are deleted), and this tick's listing takes it like any landed batch.
@@ -141,12 +153,17 @@ def stream_sensor(
             reason = (
                 f"{len(busy)} runs of {stream} in flight (latest {run.run_id}, {run.status.value})"
             )
+            if not history_busy:
+                history, cursor = _history_requests(stores, stream, job, ops, cursor, settings, now)
+                if history:
+                    context.log.info(f"{reason}; requesting the next chunk of history")
+                    return dg.SensorResult(run_requests=history, cursor=cursor.dumps())
             return _skip(reason, found, cursor, before)
 
         requests = _resume_requests(context.instance, stream, settings)
         # Daily rollups owed by earlier ticks: requested only now that no run of the stream
         # is in flight, so they see those runs' output; at most once per configured interval.
-        idle = not busy
+        idle = not busy and not history_busy
         if (
             stats_job is not None
             and idle
@@ -159,6 +176,9 @@ def stream_sensor(
 
         taken = sorted({*new, *late})
         if not taken:
+            if not history_busy:
+                history, cursor = _history_requests(stores, stream, job, ops, cursor, settings, now)
+                requests += history
             if requests:
                 return dg.SensorResult(run_requests=requests, cursor=cursor.dumps())
             reason = f"no new batches after {cursor.watermark or 'the start'}"
@@ -167,10 +187,26 @@ def stream_sensor(
         # The index is durable before the cursor moves past these batches.
         touched = landing_index.index_landing(stores, stream, taken)
         cursor = replace(cursor.advance(new, lookback), late=cursor.late - set(late))
-        cursor.days_due |= {_day(p) for p in touched}
         if late:
             context.log.info(f"{stream}: taking {_late_note(late)} the reconciliation found")
+        if len(touched) > settings.max_runs_per_tick:
+            # A catch-up: the live hours now, the history owed and requested a chunk at a time.
+            floor = _live_floor(now, settings)
+            history = {p: keys for p, keys in touched.items() if p < floor}
+            touched = {p: keys for p, keys in touched.items() if p >= floor}
+            cursor = cursor.owe_history(history, [k for keys in history.values() for k in keys])
+            if history:
+                context.log.info(
+                    f"{stream}: catch-up of {len(history)} history hours "
+                    f"({min(history)} to {max(history)}) owed, {len(touched)} live hours now"
+                )
+        cursor.days_due |= {_day(p) for p in touched}
         requests += _stream_requests(stream, job, ops, touched, taken, settings)
+        if not history_busy:
+            history_requests, cursor = _history_requests(
+                stores, stream, job, ops, cursor, settings, now
+            )
+            requests += history_requests
         if not requests:
             return dg.SensorResult(
                 skip_reason=f"{len(taken)} new batches ({len(late)} late), none with {stream} "
@@ -301,10 +337,14 @@ def _stream_requests(
     last = taken[-1].rsplit("/", 1)[1]
     # A run left STARTED by a hard crash (its worker gone with the host) would count as in
     # flight forever; run monitoring cancels a streaming run that outlives this.
-    tags = {"figstream/stream": stream, "dagster/max_runtime": str(settings.max_run_seconds)}
+    tags = {
+        "figstream/stream": stream,
+        "dagster/max_runtime": str(settings.max_run_seconds),
+        LANE_TAG: LIVE,
+    }
     if len(touched) > settings.max_runs_per_tick:
-        # A catch-up (history landing at once): one run over the touched range instead of a
-        # run per hour; each hour still reads only the batches the index holds for it.
+        # More live hours than runs a tick (max_runs_per_tick below live_hours): one run over
+        # the range; each hour still reads only the batches the index holds for it.
         first, final = min(touched), max(touched)
         keys = sorted({k for batch in touched.values() for k in batch})
         return [
@@ -330,6 +370,67 @@ def _stream_requests(
         )
         for partition, keys in sorted(touched.items())
     ]
+
+
+def _live_floor(now: float, settings: StreamingSettings) -> str:
+    """The oldest live hour: the clock's hour and the ``live_hours - 1`` before it."""
+    hour = dt.datetime.fromtimestamp(now, dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return (hour - dt.timedelta(hours=settings.live_hours - 1)).strftime(HOUR_FORMAT)
+
+
+def _history_requests(
+    stores: streaming_stores.Stores,
+    stream: str,
+    job,
+    ops: list[str],
+    cursor: LandingCursor,
+    settings: StreamingSettings,
+    now: float,
+) -> tuple[list[dg.RunRequest], LandingCursor]:
+    """The next chunk of the history the cursor owes, as one run (none when nothing is owed):
+    at most ``history_hours_per_run`` hours, over the batches the landing index holds for them
+    within the owed key range. Called only while no history run of the stream is in flight."""
+    for _ in range(HISTORY_CHUNKS_PER_TICK):  # empty chunks (gaps) are passed over
+        if not cursor.history:
+            return [], cursor
+        first, last, lo, hi = cursor.history
+        start = dt.datetime.strptime(first, HOUR_FORMAT)
+        hours = [
+            hour
+            for n in range(settings.history_hours_per_run)
+            if (hour := (start + dt.timedelta(hours=n)).strftime(HOUR_FORMAT)) <= last
+        ]
+        cursor = cursor.history_after(hours[-1])
+        owed = {
+            hour: keys
+            for hour in hours
+            if (keys := [k for k in stores.state.batches_for(stream, hour) if lo <= k <= hi])
+        }
+        if not owed:
+            continue
+        cursor.days_due |= {_day(p) for p in owed}
+        keys = sorted({k for batch in owed.values() for k in batch})
+        start_hour, end_hour = min(owed), max(owed)
+        tags = {
+            "figstream/stream": stream,
+            "dagster/max_runtime": str(settings.max_run_seconds),
+            LANE_TAG: HISTORY,
+            PRIORITY_TAG: HISTORY_PRIORITY,
+            **_batch_tags(keys),
+        }
+        if start_hour != end_hour:
+            tags["dagster/asset_partition_range_start"] = start_hour
+            tags["dagster/asset_partition_range_end"] = end_hour
+        last_id = parse_batch_key(hi)[1]
+        request = dg.RunRequest(
+            run_key=f"{stream}:history:{start_hour}...{end_hour}:{last_id}",
+            job_name=job.name,
+            partition_key=start_hour if start_hour == end_hour else None,
+            run_config=_run_config(ops, keys),
+            tags=tags,
+        )
+        return [request], cursor
+    return [], cursor
 
 
 def _rollup_in_flight(instance, stream: str, stats_job) -> bool:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, time, timedelta
 from figstream.ingest.landing import LANDING_PREFIX, key_floor, parse_batch_key
 
 DEFAULT_LOOKBACK = timedelta(minutes=2)
+HOUR_FORMAT = "%Y-%m-%d-%H:00"  # Dagster's hourly partition keys
 
 
 @dataclass
@@ -38,6 +39,9 @@ class LandingCursor:
     reconcile_after: str = ""
     reconciled_at: float = 0.0
     late: set[str] = field(default_factory=set)
+    # History owed (a catch-up's hours older than the live ones, requested a chunk at a time):
+    # [first hour not yet requested, last hour, lowest key, highest key of the batches owed].
+    history: list[str] = field(default_factory=list)
 
     @classmethod
     def loads(cls, raw: str | None) -> LandingCursor:
@@ -52,6 +56,7 @@ class LandingCursor:
             reconcile_after=data.get("reconcile_after", ""),
             reconciled_at=float(data.get("reconciled_at", 0.0)),
             late=set(data.get("late", [])),
+            history=list(data.get("history", [])),
         )
 
     def dumps(self) -> str:
@@ -67,6 +72,8 @@ class LandingCursor:
             data["reconcile_after"] = self.reconcile_after
         if self.late:
             data["late"] = sorted(self.late)
+        if self.history:
+            data["history"] = self.history
         return json.dumps(data)
 
     def start_after(self, lookback: timedelta = DEFAULT_LOOKBACK) -> str:
@@ -114,6 +121,32 @@ class LandingCursor:
         return replace(
             self, reconcile_after=resume_after, reconciled_at=began, late=self.late | set(found)
         )
+
+    def owe_history(self, hours: Iterable[str], keys: Iterable[str]) -> LandingCursor:
+        """The cursor owing the batches ``keys`` of the history ``hours`` too.
+
+        One span of hours and one key range, whatever the number of batches: a chunk of hours
+        is later run over the batches the landing index holds for them within the key range.
+        Merging two spans may name batches an earlier run took (idempotent: run again)."""
+        hours, keys = sorted(hours), sorted(keys)
+        if not hours or not keys:
+            return self
+        span = [hours[0], hours[-1], keys[0], keys[-1]]
+        if self.history:
+            first, last, lo, hi = self.history
+            span = [min(first, span[0]), max(last, span[1]), min(lo, span[2]), max(hi, span[3])]
+        return replace(self, history=span)
+
+    def history_after(self, hour: str) -> LandingCursor:
+        """The cursor once the history up to ``hour`` has been requested."""
+        if not self.history or hour >= self.history[1]:
+            return replace(self, history=[])
+        return replace(self, history=[max(self.history[0], _next_hour(hour)), *self.history[1:]])
+
+
+def _next_hour(hour: str) -> str:
+    moment = datetime.strptime(hour, HOUR_FORMAT) + timedelta(hours=1)
+    return moment.strftime(HOUR_FORMAT)
 
 
 def _arrival(key: str) -> datetime:

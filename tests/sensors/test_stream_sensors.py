@@ -172,15 +172,18 @@ def test_boards_sensor_only_requests_hours_with_mergers(harness):
     assert set(runs[0].run_config["ops"]) == {"board_mergers", "job_state", "search_index"}
 
 
-def test_a_catch_up_becomes_one_run_over_the_touched_range(tmp_path, monkeypatch):
+def test_a_catch_up_becomes_range_runs_of_a_day_one_after_another(tmp_path, monkeypatch):
     generate(tmp_path, start=EPOCH, days=2, events_per_day=300, seed=4, bad_rate=0.0)
     harness = Harness(tmp_path, monkeypatch)
-    result = harness.tick("postings")
-    [run] = [r for r in result.run_requests if r.job_name == "postings_job"]
-    start = run.tags["dagster/asset_partition_range_start"]
-    end = run.tags["dagster/asset_partition_range_end"]
-    assert start.startswith("2026-11-01") and end.startswith("2026-11-0") and start < end
-    harness.run(run)
+    ranges = []
+    while runs := [r for r in requests(harness.tick("postings")) if r.job_name == "postings_job"]:
+        [run] = runs  # one history run at a time
+        start = run.tags["dagster/asset_partition_range_start"]
+        end = run.tags["dagster/asset_partition_range_end"]
+        assert run.tags["figstream/lane"] == "history" and start < end
+        ranges.append((start, end))
+        harness.run(run)
+    assert [(s[:10], e[:10]) for s, e in ranges] == [("2026-11-01",) * 2, ("2026-11-02",) * 2]
     raw = harness.table("raw_events")
     manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
     assert raw.num_rows == manifest["events"] - manifest["events_by_type"]["board.merged"]
