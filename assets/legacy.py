@@ -23,8 +23,10 @@ FEED_DUMP_KEY = dg.AssetKey([GROUP, "feed_dump"])
 
 
 def task_key(task: str) -> dg.AssetKey:
-    """``ActiveJobs`` -> ``legacy/active_jobs``."""
-    return dg.AssetKey([GROUP, graph.asset_name(task)])
+    """``ActiveJobs`` -> ``legacy/legacy_active_jobs``. The UI labels a node with the last part
+    of its key only, so that part names the side: ``clean_postings`` is also a streaming asset,
+    ``parity/parity_clean_postings`` their comparison."""
+    return dg.AssetKey([GROUP, f"{GROUP}_{graph.asset_name(task)}"])
 
 
 def legacy_key(task_cls: type[luigi.Task]) -> dg.AssetKey:

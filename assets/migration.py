@@ -4,11 +4,11 @@ The rules live in the core, this module declares what they decide:
 
 * ``figstream.migration.layout``: per stage, which new assets run, which tasks get a parity
   check and which retired tasks need a bridge (``legacy.graph`` says who reads whose output);
-* ``figstream.migration.parity_check``: the verdict of ``parity/<task>`` for a day and its
+* ``figstream.migration.parity_check``: the verdict of ``parity/parity_<task>`` for a day and its
   ``parity_with_legacy`` check (a legacy night that died on a bad record warns, not fails);
-* ``figstream.migration.publishing``: which side ``published/<name>`` reads, per the ledger
-  *at run time* (a rollback takes effect at the next run), and the flagged fallback to the
-  other side when the authoritative one has nothing for the day.
+* ``figstream.migration.publishing``: which side ``published/published_<name>`` reads, per the
+  ledger *at run time* (a rollback takes effect at the next run), and the flagged fallback to
+  the other side when the authoritative one has nothing for the day.
 
 A retired task with no Luigi reader stays as a spec, so its past materialisations stay
 visible; one with readers becomes a bridge that writes its output from the new side.
@@ -169,7 +169,7 @@ def feed_dump_mirror(ledger: Ledger) -> dg.AssetsDefinition:
 def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinition:
     task = task_cls.__name__
     epoch = ledger.legacy_epoch.isoformat()
-    key = dg.AssetKey(["parity", graph.asset_name(task)])
+    key = dg.AssetKey(["parity", f"parity_{graph.asset_name(task)}"])  # a unique label
     check = dg.AssetCheckSpec(
         PARITY_CHECK,
         asset=key,
@@ -235,7 +235,7 @@ def published_asset(name: str, ledger: Ledger, present: set[dg.AssetKey]) -> dg.
     ]
 
     @dg.asset(
-        key=dg.AssetKey(["published", name]),
+        key=dg.AssetKey(["published", f"published_{name}"]),  # a unique label in the UI
         group_name="published",
         partitions_def=daily_partitions(ledger),
         deps=deps,

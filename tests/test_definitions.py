@@ -9,11 +9,11 @@ from conftest import BIN, ROOT
 from legacy.pipeline import TASKS
 
 LEGACY_KEYS = {
-    "legacy/extract_feeds": {"legacy/feed_dump"},
-    "legacy/clean_postings": {"legacy/extract_feeds"},
-    "legacy/dedupe_postings": {"legacy/clean_postings"},
+    "legacy/legacy_extract_feeds": {"legacy/feed_dump"},
+    "legacy/legacy_clean_postings": {"legacy/legacy_extract_feeds"},
+    "legacy/legacy_dedupe_postings": {"legacy/legacy_clean_postings"},
     # ActiveJobs builds on yesterday's snapshot, exactly as its requires() says.
-    "legacy/active_jobs": {"legacy/dedupe_postings", "legacy/active_jobs"},
+    "legacy/legacy_active_jobs": {"legacy/legacy_dedupe_postings", "legacy/legacy_active_jobs"},
 }
 
 
@@ -28,17 +28,15 @@ def defs() -> dg.Definitions:
 def test_local_profile_loads_every_legacy_task(defs):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    expected = {
-        f"legacy/{t}"
+    expected = {"legacy/feed_dump"} | {
+        f"legacy/legacy_{t}"
         for t in (
-            "feed_dump",
             "extract_feeds",
             "clean_postings",
             "dedupe_postings",
             "active_jobs",
             "board_stats",
             "seo_redirects",
-            "feed_dump",
         )
     }
     assert expected <= keys
@@ -53,29 +51,31 @@ def test_local_profile_loads_every_legacy_task(defs):
 def test_nightly_job_runs_every_legacy_task(defs):
     job = defs.resolve_job_def("legacy_nightly_job")
     assert set(job.graph.node_names()) == {
-        f"legacy__{t}"
-        for t in (
-            "feed_dump",
-            "extract_feeds",
-            "clean_postings",
-            "dedupe_postings",
-            "active_jobs",
-            "board_stats",
-            "seo_redirects",
-        )
+        "legacy__feed_dump",
+        *(
+            f"legacy__legacy_{t}"
+            for t in (
+                "extract_feeds",
+                "clean_postings",
+                "dedupe_postings",
+                "active_jobs",
+                "board_stats",
+                "seo_redirects",
+            )
+        ),
     }
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
 
 
 def test_self_dependency_maps_to_the_previous_day(defs):
     graph = defs.resolve_asset_graph()
-    key = dg.AssetKey(["legacy", "active_jobs"])
+    key = dg.AssetKey(["legacy", "legacy_active_jobs"])
     mapping = graph.get_partition_mapping(key, key)
     assert isinstance(mapping, dg.TimeWindowPartitionMapping)
     assert (mapping.start_offset, mapping.end_offset) == (-1, -1)
     # SeoRedirects reads ActiveJobs of today and yesterday: today's stands for both, so a
     # backfill of the group is one run (an offset dependency would make it two).
-    redirects = dg.AssetKey(["legacy", "seo_redirects"])
+    redirects = dg.AssetKey(["legacy", "legacy_seo_redirects"])
     same_day = graph.get_partition_mapping(redirects, key)
     assert not isinstance(same_day, dg.TimeWindowPartitionMapping) or (
         same_day.start_offset,

@@ -157,14 +157,14 @@ def platform(data, tmp_path, monkeypatch) -> Platform:
 def test_two_tasks_through_every_stage_and_a_rollback(platform: Platform, capsys):
     p = platform
     # Everything at legacy: Luigi only, no new asset, consumers read legacy.
-    assert "raw_events" not in p.keys and "parity/clean_postings" not in p.keys
+    assert "raw_events" not in p.keys and "parity/parity_clean_postings" not in p.keys
     for n in (1, 2):
         p.night(day(n))
 
     # CleanPostings: shadow. The new assets it needs run; legacy stays authoritative.
     assert p.cli("advance", "CleanPostings") == 0
     p.reload()
-    assert {"raw_events", "clean_postings", "parity/clean_postings"} <= p.keys
+    assert {"raw_events", "clean_postings", "parity/parity_clean_postings"} <= p.keys
     assert "deduped_postings" not in p.keys
     p.stream([day(n) for n in range(1, 6)])
     for n in (3, 4):
@@ -176,16 +176,16 @@ def test_two_tasks_through_every_stage_and_a_rollback(platform: Platform, capsys
     assert p.cli("advance", "CleanPostings") == 0  # -> migrated
     assert p.cli("advance", "CleanPostings") == 0  # -> retired
     p.reload()
-    bridge = p.defs.resolve_assets_def(dg.AssetKey(["legacy", "clean_postings"]))
+    bridge = p.defs.resolve_assets_def(dg.AssetKey(["legacy", "legacy_clean_postings"]))
     assert bridge.tags_by_key[bridge.key]["figstream/layer"] == "bridge"
 
     # Retired: Luigi's CleanPostings no longer runs, the bridge feeds DedupePostings.
     p.stream([day(6)])
     legacy, _ = p.night(day(6))
-    (bridged,) = legacy.asset_materializations_for_node("legacy__clean_postings")
+    (bridged,) = legacy.asset_materializations_for_node("legacy__legacy_clean_postings")
     assert bridged.metadata["bridged_from"].value.startswith("clean_postings")
     assert (p.home / "legacy" / day(6) / "cleaned.csv").exists()
-    dedupe = legacy.asset_materializations_for_node("legacy__dedupe_postings")[0]
+    dedupe = legacy.asset_materializations_for_node("legacy__legacy_dedupe_postings")[0]
     assert dedupe.metadata["luigi_status"].value == "SUCCESS"
 
     # DedupePostings: shadow from the epoch, three clean days, migrated, then rolled back.
@@ -205,13 +205,13 @@ def test_two_tasks_through_every_stage_and_a_rollback(platform: Platform, capsys
     # bridged (validated) cleaned.csv, so the retired task shields it: it runs and is in parity.
     p.stream([BAD_DAY])
     legacy, _ = p.night(BAD_DAY)
-    assert legacy.asset_materializations_for_node("legacy__dedupe_postings")
+    assert legacy.asset_materializations_for_node("legacy__legacy_dedupe_postings")
     assert p.parity("DedupePostings", BAD_DAY) in ("clean", "explained")
 
     # Roll CleanPostings back from retired: its Luigi op returns at once.
     assert p.cli("rollback", "CleanPostings") == 0
     p.reload()
-    restored = p.defs.resolve_assets_def(dg.AssetKey(["legacy", "clean_postings"]))
+    restored = p.defs.resolve_assets_def(dg.AssetKey(["legacy", "legacy_clean_postings"]))
     assert "luigi" in restored.specs_by_key[restored.key].kinds
 
     # The UI's view of the ledger: the status asset says what the CLI says.
@@ -254,10 +254,12 @@ def test_a_night_legacy_dies_on_is_reported_and_consumers_get_the_new_side(platf
     for task in ("CleanPostings", "ActiveJobs"):
         assert p.parity(task, BAD_DAY) == "legacy_failed"
     check = next(
-        c for c in result.get_asset_check_evaluations() if c.asset_key.path[-1] == "clean_postings"
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key.path[-1] == "parity_clean_postings"
     )
     assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert "known legacy flaw" in str(check.metadata["summary"].value)
-    (published,) = result.asset_materializations_for_node("published__search_index")
+    (published,) = result.asset_materializations_for_node("published__published_search_index")
     assert published.metadata["source"].value == "new"
     assert published.metadata["fallback"].value is True

@@ -65,16 +65,16 @@ def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path)
     assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", entries
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in body["data"]["assetNodes"]}
-    boards = nodes["legacy/board_stats"]
+    boards = nodes["legacy/legacy_board_stats"]
     assert boards["groupName"] == "legacy" and boards["isPartitioned"]
     assert {"/".join(d["path"]) for d in boards["dependencyKeys"]} == {
-        "legacy/active_jobs",
-        "legacy/dedupe_postings",
+        "legacy/legacy_active_jobs",
+        "legacy/legacy_dedupe_postings",
     }
-    assert {"/".join(d["path"]) for d in nodes["legacy/extract_feeds"]["dependencyKeys"]} == {
-        "legacy/feed_dump"
-    }
-    assert "parity/clean_postings" in nodes and "clean_postings" in nodes
+    assert {
+        "/".join(d["path"]) for d in nodes["legacy/legacy_extract_feeds"]["dependencyKeys"]
+    } == {"legacy/feed_dump"}
+    assert "parity/parity_clean_postings" in nodes and "clean_postings" in nodes
 
     # Roll every task back to legacy through the CLI, reloading through this webserver.
     for task in ("ExtractFeeds", "CleanPostings", "DedupePostings", "ActiveJobs", "BoardStats",
@@ -88,5 +88,5 @@ def test_webserver_serves_the_legacy_asset_graph(spawn, figstream_env, tmp_path)
         assert "Reloaded code location 'figstream'" in done.stdout, done.stdout
     body = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=60).json()
     nodes = {"/".join(n["assetKey"]["path"]) for n in body["data"]["assetNodes"]}
-    assert "parity/clean_postings" not in nodes and "clean_postings" not in nodes
-    assert "legacy/clean_postings" in nodes
+    assert "parity/parity_clean_postings" not in nodes and "clean_postings" not in nodes
+    assert "legacy/legacy_clean_postings" in nodes

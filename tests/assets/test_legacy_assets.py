@@ -42,7 +42,7 @@ def test_materialise_every_legacy_asset_for_two_days(tmp_path, legacy_assets):
             legacy_assets, partition_key=day, resources={"luigi_runner": runner(tmp_path)}
         )
         assert result.success
-    materialised = result.asset_materializations_for_node("legacy__board_stats")
+    materialised = result.asset_materializations_for_node("legacy__legacy_board_stats")
     metadata = materialised[0].metadata
     stats = read_csv(tmp_path / "legacy" / "2026-11-02" / "board_stats.csv")
     assert metadata["board_stats_rows"].value == len(stats) >= 4
@@ -56,7 +56,9 @@ def test_a_bad_record_fails_the_step_with_luigis_summary(tmp_path, legacy_assets
     summary = generate(tmp_path, start=EPOCH, days=1, events_per_day=300, seed=3, bad_rate=0.05)
     manifest = json.loads((tmp_path / "generate-manifest.json").read_text())
     assert manifest["bad_by_kind"]["malformed_json"] > 0, summary
-    extract = next(a for a in legacy_assets if a.key == dg.AssetKey(["legacy", "extract_feeds"]))
+    extract = next(
+        a for a in legacy_assets if a.key == dg.AssetKey(["legacy", "legacy_extract_feeds"])
+    )
     result = dg.materialize(
         [extract],
         partition_key="2026-11-01",
@@ -73,7 +75,9 @@ def test_a_bad_record_fails_the_step_with_luigis_summary(tmp_path, legacy_assets
 
 
 def test_missing_feed_dump_is_reported_not_run(tmp_path, legacy_assets):
-    extract = next(a for a in legacy_assets if a.key == dg.AssetKey(["legacy", "extract_feeds"]))
+    extract = next(
+        a for a in legacy_assets if a.key == dg.AssetKey(["legacy", "legacy_extract_feeds"])
+    )
     result = dg.materialize(
         [extract],
         partition_key="2026-11-05",
@@ -105,7 +109,9 @@ def test_a_backfill_of_days_is_one_run_with_each_days_figures(tmp_path, legacy_a
         for e in result.all_events
         if e.event_type_value == "ASSET_OBSERVATION"
     ]
-    stats = {o.partition: o.metadata for o in observed if o.asset_key.path[-1] == "board_stats"}
+    stats = {
+        o.partition: o.metadata for o in observed if o.asset_key.path[-1] == "legacy_board_stats"
+    }
     assert sorted(stats) == ["2026-11-01", "2026-11-02", "2026-11-03"]
     one_by_one = tmp_path / "one-by-one"
     generate(one_by_one, start=EPOCH, days=3, events_per_day=300, seed=5, bad_rate=0.0)

@@ -43,9 +43,11 @@ def test_all_legacy_has_luigi_only_and_consumers_still_published():
     defs = build()
     assert not {"raw_events", "clean_postings", "search_index"} & keys(defs)
     assert not any(k.startswith("parity/") for k in keys(defs))
-    assert {"published/search_index", "published/board_stats", "published/seo_redirects"} <= keys(
-        defs
-    )
+    assert {
+        "published/published_search_index",
+        "published/published_board_stats",
+        "published/published_seo_redirects",
+    } <= keys(defs)
     assert {s.name for s in defs.sensors} == {"after_legacy_sensor", "run_history_sensor"}
     schedule = defs.resolve_schedule_def("legacy_nightly_schedule")
     assert schedule.job_name == "legacy_nightly_job"
@@ -59,11 +61,11 @@ def test_shadow_and_migrated_run_both_and_check_parity(stage):
     # the new asset, what it reads, and the parity asset with its check
     assert {"deduped_postings", "clean_postings", "raw_events", "board_mergers"} <= present
     assert "search_index" not in present and "seo_redirects" not in present
-    assert layer(defs, "legacy/dedupe_postings") == "legacy"  # Luigi still runs
-    parity = defs.resolve_assets_def(dg.AssetKey(["parity", "dedupe_postings"]))
+    assert layer(defs, "legacy/legacy_dedupe_postings") == "legacy"  # Luigi still runs
+    parity = defs.resolve_assets_def(dg.AssetKey(["parity", "parity_dedupe_postings"]))
     assert [c.name for c in parity.check_specs] == ["parity_with_legacy"]
     nightly = defs.resolve_job_def("migration_nightly_job")
-    assert "parity__dedupe_postings" in nightly.graph.node_names()
+    assert "parity__parity_dedupe_postings" in nightly.graph.node_names()
     assert {s.name for s in defs.sensors} == {
         "postings_sensor", "boards_sensor", "after_legacy_sensor", "run_history_sensor"
     }  # fmt: skip
@@ -71,15 +73,18 @@ def test_shadow_and_migrated_run_both_and_check_parity(stage):
 
 def test_retired_becomes_a_bridge_while_luigi_downstream_needs_it_else_a_spec():
     defs = build(CleanPostings="retired")
-    assert layer(defs, "legacy/clean_postings") == "bridge"
-    assert "legacy__clean_postings" in defs.resolve_job_def("legacy_nightly_job").graph.node_names()
-    assert "parity/clean_postings" not in keys(defs)
+    assert layer(defs, "legacy/legacy_clean_postings") == "bridge"
+    assert (
+        "legacy__legacy_clean_postings"
+        in defs.resolve_job_def("legacy_nightly_job").graph.node_names()
+    )
+    assert "parity/parity_clean_postings" not in keys(defs)
 
     # SeoRedirects: nothing in Luigi reads it, so retiring it leaves a spec (history stays).
     defs = build(SeoRedirects="retired")
-    assert layer(defs, "legacy/seo_redirects") == "retired"
+    assert layer(defs, "legacy/legacy_seo_redirects") == "retired"
     nightly = defs.resolve_job_def("legacy_nightly_job").graph.node_names()
-    assert "legacy__seo_redirects" not in nightly and "legacy__board_stats" in nightly
+    assert "legacy__legacy_seo_redirects" not in nightly and "legacy__legacy_board_stats" in nightly
     assert "seo_redirects" in keys(defs)
 
 
@@ -104,3 +109,14 @@ def test_after_legacy_sensor_asks_parity_for_the_day_a_legacy_run_ended(tmp_path
         assert request.partition_key == "2026-11-03"
         with dg.build_sensor_context(instance=instance, cursor=out.cursor) as context:
             assert sensor(context).run_requests == []  # asked once
+
+
+@pytest.mark.parametrize("stage", ["legacy", "shadow", "migrated", "retired"])
+def test_every_asset_has_a_label_of_its_own(stage):
+    """The UI labels a lineage node with the last part of its key only: a legacy task, the
+    new asset replacing it, their parity check and the published output must not share it."""
+    defs = build(**dict.fromkeys(NAMES, stage))
+    labels: dict[str, list[str]] = {}
+    for key in defs.resolve_asset_graph().get_all_asset_keys():
+        labels.setdefault(key.path[-1], []).append(key.to_user_string())
+    assert not {label: ks for label, ks in labels.items() if len(ks) > 1}
