@@ -135,10 +135,15 @@ class AwsConfig:
 
     def s3_filesystem(self) -> Any:
         """pyarrow's S3 filesystem on the same endpoint (it ignores ``AWS_ENDPOINT_URL``, so
-        the endpoint and scheme are passed explicitly)."""
+        the endpoint and scheme are passed explicitly) and with the same number of tries: the
+        AWS SDK for C++'s standard retry strategy (throttling and 5xx, exponential back-off;
+        it has no adaptive mode, so ``adaptive`` maps onto it too)."""
         from pyarrow import fs
 
-        options: dict[str, Any] = {"region": self.region}
+        options: dict[str, Any] = {
+            "region": self.region,
+            "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts),
+        }
         if self.endpoint_url:
             url = urlparse(self.endpoint_url)
             options.update(endpoint_override=url.netloc, scheme=url.scheme)
