@@ -66,11 +66,22 @@ def _decode(raw: bytes | str | dict) -> dict | Rejection:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # orjson reports lone surrogates (a broken encoding) as a decode error too.
-        code = "bad_encoding" if "surrogate" in str(exc) else "malformed_json"
-        return Rejection(code, str(exc))
+        if "surrogate" in str(exc):
+            return Rejection("bad_encoding", str(exc))
+        return Rejection("malformed_json", _not_json(exc))
     if not isinstance(record, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def _not_json(exc: orjson.JSONDecodeError) -> str:
+    """Where the line stops being JSON, and what is there. orjson guesses a misspelt literal
+    from the first letter ("invalid literal, expected 'null'" for a line of text starting
+    with n), which misleads more than it helps."""
+    reason = "unexpected text" if exc.msg.startswith("invalid literal") else exc.msg
+    near = exc.doc[exc.pos : exc.pos + 24]
+    where = f"line {exc.lineno} column {exc.colno}"
+    return f"not JSON: {reason} at {where}" + (f", near {near!r}" if near else "")
 
 
 def _check_envelope(record: dict) -> Rejection | None:
