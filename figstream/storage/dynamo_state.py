@@ -18,6 +18,11 @@ mergers     board                           none (a handful: ``Scan``)   ``PutIt
                                                                           (merged_at, event id)
 landing     (stream, partition) / batch    ``batch`` (stream,           ``PutItem``: absent
                                             batch + partition)
+days        shard of the job id /          ``day`` (day, sk), ``board``  ``PutItem``:
+            job id NUL day                  (board, sk): KEYS_ONLY        ``attribute_not_exists``
+                                                                          or ``version = :read``
+merger_days board / day                     none (a handful: ``Scan``)   ``PutItem``: the later
+                                                                          (merged_at, event id)
 ==========  ==============================  ============================  ======================
 
 Why it is built this way:
@@ -83,17 +88,21 @@ from figstream.storage.aws import AwsConfig
 from figstream.storage.sqlite import conform, now_us
 from figstream.storage.state import (
     CLAIM_TTL_S,
+    DAY_SCHEMA,
+    DAY_VERSIONED_SCHEMA,
     INDEX_COLUMNS,
     INDEX_ROW_SCHEMA,
     JOB_SCHEMA,
     JOB_STATE_SCHEMA,
+    MERGER_DAY_SCHEMA,
     MERGER_SCHEMA,
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
     StateStore,
-    check_statuses,
+    day_keys,
     id_list,
     landing_entries,
+    versioned_rows,
 )
 
 JOB_SHARDS = 16  # fixed for a table's life: a job's shard is part of its key
@@ -103,7 +112,7 @@ BATCH_WRITE = 25  # BatchWriteItem's limit
 TRANSACT = 100  # TransactWriteItems' limit
 UNPROCESSED_ROUNDS = 8  # resends of unprocessed items before a call gives up
 CLAIM_MODES = ("put", "transact")
-STATE_KINDS = ("jobs", "claims", "registry", "mergers", "landing")
+STATE_KINDS = ("jobs", "claims", "registry", "mergers", "landing", "days", "merger_days")
 DEADLETTER_KIND = "deadletters"
 TTL_ATTRIBUTE = "expires_at"  # on the claims table
 P = "#"  # key prefix: DynamoDB refuses empty strings as keys
@@ -238,6 +247,15 @@ def table_definitions(config: AwsConfig) -> list[dict[str, Any]]:
             hash_range,
             [("batch", {"stream_k": "HASH", "batch_k": "RANGE"}, "ALL")],
         ),
+        _table(
+            name("days"),
+            hash_range,
+            [
+                ("day", {"day_k": "HASH", "sk": "RANGE"}, "KEYS_ONLY"),
+                ("board", {"board_k": "HASH", "sk": "RANGE"}, "KEYS_ONLY"),
+            ],
+        ),
+        _table(name("merger_days"), hash_range),
         _table(name(DEADLETTER_KIND), {"pk": "HASH"}),
         _table(name("redirects"), {"pk": "HASH"}),  # figstream.storage.dynamo_redirects
         _table(name("trace"), hash_range),  # figstream.storage.dynamo_trace
@@ -584,10 +602,7 @@ class DynamoStateStore(StateStore):
         return self._jobs(id_list(job_ids, "get_jobs"))
 
     def put_jobs(self, rows: pa.Table) -> list[str]:
-        table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
-        check_statuses(table, "put_jobs")
-        if pc.any(pc.less(table["version"], 0)).as_py():
-            raise ValueError("put_jobs: version must be >= 0")
+        table = versioned_rows(rows, VERSIONED_SCHEMA, "put_jobs")
         items = encode_rows(table)
         jobs = table["job_id"].to_pylist()
         refused: set[int] = set()
@@ -597,11 +612,15 @@ class DynamoStateStore(StateStore):
         return [jobs[i] for i in sorted(refused)]
 
     def _put_job(self, job_id: str, item: dict[str, Any]) -> bool:
+        return self._put_versioned("jobs", self._job_key(job_id), item)
+
+    def _put_versioned(self, kind: str, key: dict[str, Any], item: dict[str, Any]) -> bool:
+        """``PutItem`` of a row read at ``version`` (0: absent), only if it still is."""
         read = int(item.pop("version")["N"])
-        item.update(self._job_key(job_id), version=_n(read + 1))
+        item.update(key, version=_n(read + 1))
         if "board" in item:
             item["board_k"] = _key(item["board"]["S"])
-        request: dict[str, Any] = {"TableName": self.tables["jobs"], "Item": item}
+        request: dict[str, Any] = {"TableName": self.tables[kind], "Item": item}
         if read == 0:
             request["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
@@ -658,10 +677,12 @@ class DynamoStateStore(StateStore):
             out.append(part.select(JOB_STATE_SCHEMA.names).cast(JOB_STATE_SCHEMA))
         return pa.concat_tables([JOB_STATE_SCHEMA.empty_table(), *out]).combine_chunks()
 
-    def _shard_items(self, name: str, page_rows: int) -> Iterator[dict[str, Any]]:
+    def _shard_items(
+        self, name: str, page_rows: int, kind: str = "jobs"
+    ) -> Iterator[dict[str, Any]]:
         for page in self.db.pages(
             "query",
-            TableName=self.tables["jobs"],
+            TableName=self.tables[kind],
             KeyConditionExpression="pk = :s",
             ExpressionAttributeValues={":s": _s(name)},
             ConsistentRead=True,
@@ -695,19 +716,151 @@ class DynamoStateStore(StateStore):
         table = conform(rows, MERGER_SCHEMA, "put_mergers")
         stored = 0
         for row, item in zip(table.to_pylist(), encode_rows(table), strict=True):
-            item["pk"] = _key(row["board"])
-            response = self.db.conditional(
-                "put_item",
-                TableName=self.tables["mergers"],
-                Item=item,
-                ConditionExpression=_NEWER_MERGER,
-                ExpressionAttributeValues={
-                    ":at": item["merged_at"],
-                    ":id": item["merger_event_id"],
-                },
-            )
-            stored += not (response or {}).get("Failed")
+            stored += self._put_merger("mergers", {"pk": _key(row["board"])}, item)
         return stored
+
+    def _put_merger(self, kind: str, key: dict[str, Any], item: dict[str, Any]) -> bool:
+        """``PutItem`` of a merger, only if it is later than the one stored under ``key``."""
+        response = self.db.conditional(
+            "put_item",
+            TableName=self.tables[kind],
+            Item={**item, **key},
+            ConditionExpression=_NEWER_MERGER,
+            ExpressionAttributeValues={":at": item["merged_at"], ":id": item["merger_event_id"]},
+        )
+        return not (response or {}).get("Failed")
+
+    # day components
+
+    _DAY_FLAG = {"pk": _s("#meta"), "sk": _s("#day_rows_done")}  # no shard is named "#meta"
+
+    @staticmethod
+    def _day_key(job_id: str, day: str) -> dict[str, Any]:
+        # NUL sorts first, so a job's rows are contiguous and in day order under its shard.
+        return {"pk": _s(shard(job_id)), "sk": _key(f"{job_id}\x00{day}")}
+
+    def get_job_days(self, keys: Iterable[tuple[str, str]]) -> pa.Table:
+        wanted = day_keys(keys, "get_job_days")
+        items = self.db.batch_get(self.tables["days"], [self._day_key(*k) for k in wanted])
+        rows = decode_rows(items, DAY_VERSIONED_SCHEMA)
+        return rows.sort_by([("job_id", "ascending"), ("day", "ascending")])
+
+    def put_job_days(self, rows: pa.Table) -> list[tuple[str, str]]:
+        table = versioned_rows(rows, DAY_VERSIONED_SCHEMA, "put_job_days")
+        items = encode_rows(table)
+        keys = list(zip(table["job_id"].to_pylist(), table["day"].to_pylist(), strict=True))
+        refused: set[int] = set()
+        for round_ in in_rounds(list(range(len(keys))), lambda i: "\x00".join(keys[i])):
+            done = self.db.each(lambda i: self._put_day(keys[i], items[i]), round_)
+            refused.update(i for i, ok in zip(round_, done, strict=True) if not ok)
+        return [keys[i] for i in sorted(refused)]
+
+    def _put_day(self, key: tuple[str, str], item: dict[str, Any]) -> bool:
+        return self._put_versioned("days", {**self._day_key(*key), "day_k": _key(key[1])}, item)
+
+    def _job_day_items(self, job_id: str, until: str) -> list[dict[str, Any]]:
+        items = self.db.items(
+            "query",
+            TableName=self.tables["days"],
+            KeyConditionExpression="pk = :s AND sk BETWEEN :a AND :b",
+            ExpressionAttributeValues={
+                ":s": _s(shard(job_id)),
+                ":a": _key(f"{job_id}\x00"),
+                ":b": _key(f"{job_id}\x00{until}"),
+            },
+            ConsistentRead=True,
+        )
+        return [i for i in items if i["job_id"]["S"] == job_id]
+
+    def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:
+        """One ``Query`` per job (its rows up to ``until``), fanned out."""
+        ids = id_list(job_ids, "job_days")
+        parts = self.db.each(lambda j: self._job_day_items(j, until), ids)
+        rows = decode_rows([i for part in parts for i in part], DAY_SCHEMA)
+        return rows.sort_by([("job_id", "ascending"), ("day", "ascending")])
+
+    def _index_ids(self, index: str, attribute: str, value: str, batch_rows: int):
+        batch: list[str] = []
+        last = None
+        for page in self.db.pages(
+            "query",
+            TableName=self.tables["days"],
+            IndexName=index,
+            KeyConditionExpression=f"{attribute} = :v",
+            ExpressionAttributeValues={":v": _key(value)},
+            Limit=min(batch_rows, 1000),
+        ):
+            for item in page:
+                job_id = item["sk"]["S"][1:].rsplit("\x00", 1)[0]
+                if job_id != last:  # the index is in sk order: a job's rows are together
+                    batch.append(job_id)
+                    last = job_id
+            while len(batch) >= batch_rows:
+                yield batch[:batch_rows]
+                batch = batch[batch_rows:]
+        if batch:
+            yield batch
+
+    def day_job_ids(self, day: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        return self._index_ids("day", "day_k", day, batch_rows)
+
+    def board_day_job_ids(self, board: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        return self._index_ids("board", "board_k", board, batch_rows)
+
+    def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
+        """The shards queried in key order and merged, as :meth:`iter_jobs` does."""
+        streams = [self._shard_items(f"s{i:02d}", 1000, "days") for i in range(JOB_SHARDS)]
+        batch: list[dict[str, Any]] = []
+        jobs, last = 0, None
+        for item in heapq.merge(*streams, key=lambda item: item["sk"]["S"]):
+            job_id = item["job_id"]["S"]
+            if job_id != last:
+                if jobs >= batch_jobs:
+                    yield self._days_until(batch, until)
+                    batch, jobs = [], 0
+                jobs, last = jobs + 1, job_id
+            batch.append(item)
+        if batch:
+            yield self._days_until(batch, until)
+
+    @staticmethod
+    def _days_until(items: list[dict[str, Any]], until: str) -> pa.Table:
+        rows = decode_rows(items, DAY_SCHEMA)
+        return rows.filter(pc.less_equal(rows["day"], until))
+
+    def put_merger_days(self, rows: pa.Table) -> int:
+        table = conform(rows, MERGER_DAY_SCHEMA, "put_merger_days")
+        stored = 0
+        for row, item in zip(table.to_pylist(), encode_rows(table), strict=True):
+            key = {"pk": _key(row["board"]), "sk": _s(row["day"])}
+            stored += self._put_merger("merger_days", key, item)
+        return stored
+
+    def merger_days(self, until: str) -> pa.Table:
+        items = self.db.items("scan", TableName=self.tables["merger_days"], ConsistentRead=True)
+        rows = decode_rows(items, MERGER_DAY_SCHEMA)
+        rows = rows.filter(pc.less_equal(rows["day"], until))
+        return rows.sort_by([("board", "ascending"), ("day", "ascending")])
+
+    def day_rows_pending(self) -> bool:
+        """A ``GetItem`` of the done flag; without it, a store with jobs is pending (one
+        ``Scan`` of one item), and one without is flagged done (it has nothing to build)."""
+        if getattr(self, "_days_done", False):
+            return False
+        if self.db.batch_get(self.tables["days"], [self._DAY_FLAG], "pk"):
+            self._days_done = True
+            return False
+        held = self.db.call(
+            "scan", TableName=self.tables["jobs"], Limit=1, ProjectionExpression="pk"
+        )
+        if held.get("Items"):
+            return True
+        self.day_rows_done()
+        return False
+
+    def day_rows_done(self) -> None:
+        self.db.call("put_item", TableName=self.tables["days"], Item=dict(self._DAY_FLAG))
+        self._days_done = True
 
     # the dedupe registry
 

@@ -59,6 +59,7 @@ string (or a null) where a list of ids belongs, 50,000 ids in one filter.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import weakref
 from abc import ABC, abstractmethod
@@ -126,6 +127,11 @@ JOB_SCHEMA = pa.schema(
 )
 # get_jobs/put_jobs: a row and the version it was read at (0: the job was not stored).
 VERSIONED_SCHEMA = JOB_SCHEMA.append(pa.field("version", pa.int64(), nullable=False))
+# A job's day component (put_job_days/get_job_days): the join of its events of one UTC day
+# of event time only, in a job row's columns; the state as of the end of a day is the join of
+# its rows of that day and before (status and merged_* are the day's alone: derive them again).
+DAY_SCHEMA = JOB_SCHEMA.insert(1, pa.field("day", pa.string(), nullable=False))
+DAY_VERSIONED_SCHEMA = DAY_SCHEMA.append(pa.field("version", pa.int64(), nullable=False))
 MERGER_SCHEMA = pa.schema(
     [
         pa.field("board", pa.string(), nullable=False),
@@ -134,6 +140,8 @@ MERGER_SCHEMA = pa.schema(
         pa.field("merger_event_id", pa.string(), nullable=False),
     ]
 )
+# A board's mergers of one day (put_merger_days): the latest of the day wins.
+MERGER_DAY_SCHEMA = MERGER_SCHEMA.insert(1, pa.field("day", pa.string(), nullable=False))
 # The dedupe registry: each job's first job.posted, and the job whose duplicate it is.
 REGISTRY_SCHEMA = pa.schema(
     [
@@ -232,6 +240,53 @@ class StateStore(ABC):
         """Store mergers, last writer wins per board by (merged_at, merger_event_id).
         Returns the number stored."""
 
+    # day components: the state as of the end of any day in event time
+
+    @abstractmethod
+    def get_job_days(self, keys: Iterable[tuple[str, str]]) -> pa.Table:
+        """:data:`DAY_VERSIONED_SCHEMA` rows of the stored (job_id, day) keys, by key."""
+
+    @abstractmethod
+    def put_job_days(self, rows: pa.Table) -> list[tuple[str, str]]:
+        """Store :data:`DAY_VERSIONED_SCHEMA` rows, each only if its (job_id, day) is still at
+        ``version`` (0: not stored yet), as :meth:`put_jobs` does. Returns the keys refused."""
+
+    @abstractmethod
+    def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:
+        """:data:`DAY_SCHEMA` rows of the given jobs with ``day <= until``, by (job_id, day)."""
+
+    @abstractmethod
+    def day_job_ids(self, day: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        """The jobs with a row of ``day``, in job_id order, ``batch_rows`` at a time."""
+
+    @abstractmethod
+    def board_day_job_ids(self, board: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        """The jobs any of whose day rows names ``board`` (a superset of the board's jobs as
+        of any day), ``batch_rows`` at a time."""
+
+    @abstractmethod
+    def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
+        """Every :data:`DAY_SCHEMA` row with ``day <= until`` by (job_id, day), a batch of
+        ``batch_jobs`` jobs at a time (a job's rows never split over two batches)."""
+
+    @abstractmethod
+    def put_merger_days(self, rows: pa.Table) -> int:
+        """Store :data:`MERGER_DAY_SCHEMA` rows, last writer wins per (board, day) by
+        (merged_at, merger_event_id). Returns the number stored."""
+
+    @abstractmethod
+    def merger_days(self, until: str) -> pa.Table:
+        """Every :data:`MERGER_DAY_SCHEMA` row with ``day <= until``, by (board, day)."""
+
+    @abstractmethod
+    def day_rows_pending(self) -> bool:
+        """Whether the store holds jobs whose day rows were never written (a store an earlier
+        version wrote): ``figstream.streaming.daily.convert_day_rows`` builds them."""
+
+    @abstractmethod
+    def day_rows_done(self) -> None:
+        """Record that the day rows are built (:meth:`day_rows_pending` is False after)."""
+
     # the dedupe registry
 
     @abstractmethod
@@ -309,6 +364,16 @@ def id_list(values: Iterable[str] | None, what: str) -> list[str]:
     return ids
 
 
+def day_keys(keys: Iterable[tuple[str, str]], what: str) -> list[tuple[str, str]]:
+    """(job_id, day) keys checked and deduplicated, in the order given."""
+    if isinstance(keys, str) or keys is None:
+        raise TypeError(f"{what} must be an iterable of (job_id, day) pairs")
+    out = list(dict.fromkeys(tuple(k) for k in keys))
+    if not all(len(k) == 2 and all(isinstance(v, str) for v in k) for k in out):
+        raise ValueError(f"{what}: keys must be (job_id, day) pairs of strings")
+    return out
+
+
 def landing_entries(
     entries: Iterable[tuple[str, str, int]],
 ) -> dict[tuple[str, str], int]:
@@ -327,6 +392,15 @@ def landing_entries(
     return wanted
 
 
+def versioned_rows(rows: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """Rows to write at the version read, checked: the schema, statuses, versions >= 0."""
+    table = conform(rows, schema, what)
+    check_statuses(table, what)
+    if pc.any(pc.less(table["version"], 0)).as_py():
+        raise ValueError(f"{what}: version must be >= 0")
+    return table
+
+
 def check_statuses(table: pa.Table, what: str) -> None:
     bad = pc.invert(pc.is_in(table["status"], pa.array(STATUSES)))
     if pc.any(bad).as_py():
@@ -343,10 +417,8 @@ _VISIBLE = (
     "j.status = 'active' AND NOT EXISTS (SELECT 1 FROM registry r JOIN job_state o"
     " ON o.job_id = r.duplicate_of WHERE r.job_id = j.job_id AND o.status = 'active')"
 )
-_DDL = f"""
-CREATE TABLE IF NOT EXISTS job_state (
-    job_id TEXT PRIMARY KEY NOT NULL,
-    board TEXT, title TEXT, company TEXT, location TEXT, employment_type TEXT,
+# A job row's columns after its key (job rows and day rows alike), and its version.
+_ROW_COLUMNS = f"""board TEXT, title TEXT, company TEXT, location TEXT, employment_type TEXT,
     remote INTEGER, salary_min INTEGER, salary_max INTEGER, currency TEXT, url TEXT,
     dedupe_key TEXT,
     status TEXT NOT NULL CHECK (status IN {STATUSES!r}),
@@ -354,7 +426,11 @@ CREATE TABLE IF NOT EXISTS job_state (
     expired_at INTEGER, expired_reason TEXT, expiry_event_id TEXT,
     merged_into TEXT, merged_at INTEGER, merger_event_id TEXT,
     last_event_time INTEGER NOT NULL, last_event_id TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL"""
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS job_state (
+    job_id TEXT PRIMARY KEY NOT NULL,
+    {_ROW_COLUMNS}
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_state_board ON job_state (board);
 CREATE TABLE IF NOT EXISTS mergers (
@@ -386,6 +462,21 @@ CREATE TABLE IF NOT EXISTS landing_index (
     PRIMARY KEY (stream, partition_key, batch_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS landing_index_batch ON landing_index (stream, batch_key);
+CREATE TABLE IF NOT EXISTS job_days (
+    job_id TEXT NOT NULL, day TEXT NOT NULL,
+    {_ROW_COLUMNS},
+    PRIMARY KEY (job_id, day)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_days_day ON job_days (day);
+CREATE INDEX IF NOT EXISTS job_days_board ON job_days (board);
+CREATE TABLE IF NOT EXISTS merger_days (
+    board TEXT NOT NULL, day TEXT NOT NULL,
+    merged_into TEXT NOT NULL, merged_at INTEGER NOT NULL, merger_event_id TEXT NOT NULL,
+    PRIMARY KEY (board, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_flags (
+    name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 # A new job (read at version 0) is inserted only if absent; a known one is updated only at the
@@ -419,6 +510,24 @@ ON CONFLICT (job_id) DO UPDATE SET
     event_time = excluded.event_time, event_id = excluded.event_id
 WHERE (excluded.event_time, excluded.event_id) < (registry.event_time, registry.event_id)
 """
+_DAY_COLUMNS = DAY_SCHEMA.names
+_INSERT_DAY = f"""
+INSERT INTO job_days ({", ".join(_DAY_COLUMNS)}, version)
+VALUES ({", ".join("?" * len(_DAY_COLUMNS))}, 1) ON CONFLICT (job_id, day) DO NOTHING
+"""
+_UPDATE_DAY = f"""
+UPDATE job_days SET {", ".join(f"{c} = ?" for c in _DAY_COLUMNS[2:])}, version = version + 1
+WHERE job_id = ? AND day = ? AND version = ?
+"""
+_PUT_MERGER_DAY = """
+INSERT INTO merger_days VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (board, day) DO UPDATE SET
+    merged_into = excluded.merged_into, merged_at = excluded.merged_at,
+    merger_event_id = excluded.merger_event_id
+WHERE (excluded.merged_at, excluded.merger_event_id)
+    > (merger_days.merged_at, merger_days.merger_event_id)
+"""
+_DAY_ROWS_PENDING = "day_rows_pending"
 _CLAIM = """
 INSERT INTO event_claims VALUES (?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
@@ -447,13 +556,21 @@ class SqliteStateStore(StateStore):
         * its ``job_state`` table held a serving copy of the state kept in Parquet buckets
           (no components, no version): it is dropped, and the buckets are converted into the
           new table (``figstream.streaming.convert``);
-        * its event claims never expired: each now expires ``claim_ttl_s`` after its claim.
+        * its event claims never expired: each now expires ``claim_ttl_s`` after its claim;
+        * it held no day rows (``job_days``): flagged, so that the next state step builds them
+          from the kept ingest fragments (``figstream.streaming.daily.convert_day_rows``).
         """
 
         def columns(table: str) -> set[str]:
             return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
         held = columns("job_state")
+        if held and not columns("job_days"):  # written before the day rows: build them once
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS store_flags"
+                " (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            conn.execute("INSERT OR REPLACE INTO store_flags VALUES (?, 1)", (_DAY_ROWS_PENDING,))
         if held and "version" not in held:
             conn.execute("DROP TABLE job_state")
         held = columns("event_claims")
@@ -541,10 +658,7 @@ class SqliteStateStore(StateStore):
         return self._keyed(select, "job_id", id_list(job_ids, "get_jobs"), VERSIONED_SCHEMA)
 
     def put_jobs(self, rows: pa.Table) -> list[str]:
-        table = conform(rows, VERSIONED_SCHEMA, "put_jobs")
-        check_statuses(table, "put_jobs")
-        if pc.any(pc.less(table["version"], 0)).as_py():
-            raise ValueError("put_jobs: version must be >= 0")
+        table = versioned_rows(rows, VERSIONED_SCHEMA, "put_jobs")
         refused: list[str] = []
         values = to_rows(table)
         for chunk in chunks(values):
@@ -623,12 +737,112 @@ class SqliteStateStore(StateStore):
         return from_rows(rows, MERGER_SCHEMA)
 
     def put_mergers(self, rows: pa.Table) -> int:
-        table = conform(rows, MERGER_SCHEMA, "put_mergers")
+        return self._put_each(_PUT_MERGER, conform(rows, MERGER_SCHEMA, "put_mergers"))
+
+    def _put_each(self, sql: str, table: pa.Table) -> int:
+        """``sql`` for each row in one write transaction (a handful of rows); rows changed."""
         stored = 0
         with self._db.write() as conn:
             for row in to_rows(table):
-                stored += conn.execute(_PUT_MERGER, row).rowcount
+                stored += conn.execute(sql, row).rowcount
         return stored
+
+    # day components
+
+    def get_job_days(self, keys: Iterable[tuple[str, str]]) -> pa.Table:
+        wanted = day_keys(keys, "get_job_days")
+        columns = ", ".join([*_DAY_COLUMNS, "version"])
+        sql = (
+            f"SELECT {columns} FROM job_days WHERE (job_id, day) IN (SELECT"
+            " json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+        )
+        params = [(json.dumps(chunk),) for chunk in chunks(wanted, 10_000)]
+        return from_rows(self._read_sorted(sql, params), DAY_VERSIONED_SCHEMA)
+
+    def _read_sorted(self, sql: str, params: Iterable[tuple]) -> list[tuple]:
+        """The rows of ``sql`` under each parameter tuple, in one read, by (job_id, day)."""
+        rows: list[tuple] = []
+        with self._db.read() as conn:
+            for values in params:
+                rows += conn.execute(sql, values).fetchall()
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return rows
+
+    def put_job_days(self, rows: pa.Table) -> list[tuple[str, str]]:
+        table = versioned_rows(rows, DAY_VERSIONED_SCHEMA, "put_job_days")
+        refused: list[tuple[str, str]] = []
+        for chunk in chunks(to_rows(table)):
+            with self._db.write() as conn:
+                for row in chunk:
+                    *day_row, version = row
+                    if version == 0:
+                        cursor = conn.execute(_INSERT_DAY, day_row)
+                    else:
+                        cursor = conn.execute(_UPDATE_DAY, (*day_row[2:], *day_row[:2], version))
+                    if not cursor.rowcount:
+                        refused.append((day_row[0], day_row[1]))
+        return refused
+
+    def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:
+        ids = id_list(job_ids, "job_days")
+        sql = (
+            f"SELECT {', '.join(_DAY_COLUMNS)} FROM job_days WHERE job_id IN"
+            " (SELECT value FROM json_each(?)) AND day <= ?"
+        )
+        params = [(json_list(chunk), until) for chunk in chunks(ids, 20_000)]
+        return from_rows(self._read_sorted(sql, params), DAY_SCHEMA)
+
+    def _ids(self, sql: str, params: tuple, batch_rows: int) -> Iterator[list[str]]:
+        after = ""
+        while True:
+            with self._db.read() as conn:
+                ids = [r[0] for r in conn.execute(sql, (*params, after, batch_rows)).fetchall()]
+            if not ids:
+                return
+            yield ids
+            after = ids[-1]
+
+    def day_job_ids(self, day: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        sql = "SELECT job_id FROM job_days WHERE day = ? AND job_id > ? ORDER BY job_id LIMIT ?"
+        return self._ids(sql, (day,), batch_rows)
+
+    def board_day_job_ids(self, board: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
+        sql = (
+            "SELECT DISTINCT job_id FROM job_days WHERE board = ? AND job_id > ?"
+            " ORDER BY job_id LIMIT ?"
+        )
+        return self._ids(sql, (board,), batch_rows)
+
+    def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
+        page = "SELECT DISTINCT job_id FROM job_days WHERE job_id > ? ORDER BY job_id LIMIT ?"
+        for ids in self._ids(page, (), batch_jobs):
+            rows = self.job_days(ids, until)
+            if rows.num_rows:
+                yield rows
+
+    def put_merger_days(self, rows: pa.Table) -> int:
+        table = conform(rows, MERGER_DAY_SCHEMA, "put_merger_days")
+        return self._put_each(_PUT_MERGER_DAY, table)
+
+    def merger_days(self, until: str) -> pa.Table:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT board, day, merged_into, merged_at, merger_event_id FROM merger_days"
+                " WHERE day <= ? ORDER BY board, day",
+                (until,),
+            ).fetchall()
+        return from_rows(rows, MERGER_DAY_SCHEMA)
+
+    def day_rows_pending(self) -> bool:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT value FROM store_flags WHERE name = ?", (_DAY_ROWS_PENDING,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def day_rows_done(self) -> None:
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM store_flags WHERE name = ?", (_DAY_ROWS_PENDING,))
 
     # the dedupe registry
 

@@ -12,6 +12,12 @@ for the jobs of a board a merger absorbs), whatever the size of the state.
 
 The jobs each hour's events touched are kept per (hour, batch) in ``touched_by_job_state``, so
 that the ``search_index`` step writes exactly their changes.
+
+Each event is also folded into its job's *day row* (:func:`apply_to_days`): the join of that
+job's events of that UTC day of event time alone, written the same way (conditionally on the
+version read), and each merger into its board's day. A late event touches only its own day's
+row. The state as of the end of a day is the join of the rows of that day and before, which is
+what the daily rollups and the parity views read (:mod:`figstream.streaming.daily`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from figstream.storage.state import JOB_SCHEMA, VERSIONED_SCHEMA, StateStore
+from figstream.storage.state import (
+    DAY_VERSIONED_SCHEMA,
+    JOB_SCHEMA,
+    MERGER_DAY_SCHEMA,
+    VERSIONED_SCHEMA,
+    StateStore,
+)
 from figstream.streaming import table_ops, tables
 from figstream.streaming.chunks import by_hour
 from figstream.streaming.convert import convert_old_state
@@ -139,11 +151,119 @@ def apply_to_jobs(
     raise ConflictError(f"{len(pending)} jobs kept changing under this run, e.g. {pending[0]}")
 
 
+DAY_SEP = "\x1f"  # joins job_id and day into one fold key (a day is the last 10 characters)
+
+
+def day_of(times: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The UTC day (``YYYY-MM-DD``) of each time."""
+    return pc.strftime(times, format="%Y-%m-%d", locale="C")
+
+
+def _day_keyed(job_ids: pa.Array, days: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(job_ids, days, DAY_SEP)
+
+
+def apply_to_days(state: StateStore, events: pa.Table) -> int:
+    """Fold job events (no board.merged) into the day rows of their (job, event day), each
+    written conditionally on the version read, refused ones read and folded again, as
+    :func:`apply_to_jobs` does for the job rows. Returns the writes refused and redone."""
+    events = events.filter(pc.is_valid(events["job_id"]))
+    if events.num_rows == 0:
+        return 0
+    keyed = events.set_column(
+        events.schema.get_field_index("job_id"),
+        "job_id",
+        _day_keyed(events["job_id"], day_of(events["event_time"])),
+    )
+    pending = pc.unique(keyed["job_id"])
+    retried = 0
+    for _ in range(MAX_ATTEMPTS):
+        if len(pending) == 0:
+            return retried
+        keys = [(k[:-11], k[-10:]) for k in pending.to_pylist()]
+        before = state.get_job_days(keys)
+        folded = before.set_column(0, "job_id", _day_keyed(before["job_id"], before["day"]))
+        before_rows = job_rows(folded)
+        mine = keyed.filter(pc.is_in(keyed["job_id"], pending))
+        after = table_ops.apply_job_state(before_rows, mine)
+        after = after.filter(pc.equal(after["kind"], "job"))
+        changed = after.filter(pc.invert(pc.is_in(_fingerprint(after), _fingerprint(before_rows))))
+        versions = dict(
+            zip(folded["job_id"].to_pylist(), folded["version"].to_pylist(), strict=True)
+        )
+        keys_changed = changed["job_id"]
+        version = pa.array([versions.get(k, 0) for k in keys_changed.to_pylist()], pa.int64())
+        rows = changed.drop_columns(["kind"])
+        rows = rows.set_column(0, "job_id", pc.utf8_slice_codeunits(keys_changed, 0, -11))
+        rows = rows.add_column(1, "day", pc.utf8_slice_codeunits(keys_changed, -10))
+        rows = rows.append_column("version", version)
+        refused = state.put_job_days(rows.cast(DAY_VERSIONED_SCHEMA))
+        retried += len(refused)
+        pending = pa.array([job + DAY_SEP + day for job, day in refused], pa.string())
+    raise ConflictError(f"{len(pending)} job days kept changing under this run")
+
+
+def merger_day_rows(merged: pa.Table) -> pa.Table:
+    """board.merged events as :data:`MERGER_DAY_SCHEMA` rows (the day of the merger)."""
+    return pa.table(
+        {
+            "board": merged["absorbed_board"],
+            "day": day_of(merged["event_time"]),
+            "merged_into": merged["surviving_board"],
+            "merged_at": merged["event_time"],
+            "merger_event_id": merged["event_id"],
+        }
+    ).cast(MERGER_DAY_SCHEMA)
+
+
+END_OF_DAY_COPIES = "tables/board_daily_stats/_end_of_day/"  # an earlier version's copies
+
+
+def convert_day_rows(stores: Stores) -> int:
+    """Once, on a store an earlier version wrote (:meth:`StateStore.day_rows_pending`): build
+    the day rows from the kept ingest fragments, hour by hour, then delete the daily full
+    copies of the state and registry that version kept. Idempotent, so a conversion cut short
+    is done again. Returns the events replayed (0: nothing to convert, a flag read)."""
+    state = stores.state
+    if not state.day_rows_pending():
+        return 0
+    replayed = 0
+    hours = sorted(
+        {
+            key.split("/")[2]
+            for table in INGEST_TABLES.values()
+            for key in stores.objects.list(f"tables/{table}/")
+            if key.count("/") >= 3
+        }
+    )
+    for hour in hours:
+        events = pa.concat_tables(
+            [
+                read_fragments(stores.objects, table, [hour], None, tables.EVENTS_SCHEMA)
+                for table in INGEST_TABLES.values()
+            ]
+        )
+        is_merger = pc.equal(events["event_type"], tables.MERGED)
+        if pc.any(is_merger).as_py():
+            state.put_merger_days(merger_day_rows(events.filter(is_merger)))
+        others = events.filter(pc.invert(is_merger))
+        job_ids = pc.unique(others["job_id"]).drop_null()
+        for start in range(0, len(job_ids), JOBS_PER_APPLY):
+            ids = job_ids.slice(start, JOBS_PER_APPLY)
+            apply_to_days(state, others.filter(pc.is_in(others["job_id"], ids)))
+        replayed += events.num_rows
+    for key in stores.objects.list(END_OF_DAY_COPIES):
+        stores.objects.delete(key)
+    state.day_rows_done()
+    return replayed
+
+
 def update_job_state(
     stores: Stores, partitions: Sequence[str], batch_ids: Iterable[str] | None
 ) -> StateReport:
     """Apply the partitions' new events to the job state, an hour at a time (:func:`by_hour`)."""
     convert_old_state(stores)
+    convert_day_rows(stores)
     out = StateReport()
     for report in by_hour(
         _update_job_state, stores, partitions, batch_ids, list(INGEST_TABLES.values())
@@ -168,6 +288,7 @@ def _update_job_state(
     is_merger = pc.equal(events["event_type"], tables.MERGED)
     merged, others = events.filter(is_merger), events.filter(pc.invert(is_merger))
     if merged.num_rows:  # the board's merger first, so the jobs below meet it
+        state.put_merger_days(merger_day_rows(merged))
         state.put_mergers(
             pa.table(
                 {
@@ -185,6 +306,7 @@ def _update_job_state(
         ids = job_ids.slice(start, JOBS_PER_APPLY)
         mine = others.filter(pc.is_in(others["job_id"], ids))
         report.add(apply_to_jobs(state, ids, mine, mergers))
+        report.retried += apply_to_days(state, mine)
     touched = [others.select(TOUCHED_SCHEMA.names)]
     # The jobs of each absorbed board turn merged as of the merger (every time the hour runs:
     # a crash after the merger was stored must not leave them behind).

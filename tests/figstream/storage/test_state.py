@@ -25,8 +25,11 @@ from hypothesis import strategies as st
 from figstream.storage.dynamo_state import DynamoStateStore, ensure_tables
 from figstream.storage.sqlite import CHUNK_ROWS
 from figstream.storage.state import (
+    DAY_SCHEMA,
+    DAY_VERSIONED_SCHEMA,
     JOB_SCHEMA,
     JOB_STATE_SCHEMA,
+    MERGER_DAY_SCHEMA,
     MERGER_SCHEMA,
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
@@ -323,6 +326,63 @@ def test_mergers_last_writer_wins_per_board(store):
     assert [(r["board"], r["merged_into"]) for r in got] == [("beta", "gamma"), ("x", "y")]
     with pytest.raises(ValueError, match="'merged_into' has nulls"):
         store.put_mergers(mergers(("z", None, T0, "m4")))
+
+
+def day_rows(*rows: tuple[str, str, str, int]) -> pa.Table:
+    """(job_id, day, board, version) day rows."""
+    out = []
+    for job_id, day, board, version in rows:
+        row = job_row(job_id, T0, f"e-{job_id}-{day}", board=board, version=version)
+        out.append({**row, "day": day})
+    return pa.Table.from_pylist(out, schema=DAY_VERSIONED_SCHEMA)
+
+
+def test_day_rows_are_written_at_the_version_read_and_read_by_job_day_and_board(store):
+    days = ["2025-03-01", "2025-03-02", "2025-03-03"]
+    # a job id that is a prefix of another: its rows stay its own
+    written = day_rows(
+        *((job, day, "hireloop", 0) for job in ("j1", "j1 b", "j2") for day in days[:2]),
+        ("j2", days[2], "jobly", 0),
+    )
+    assert store.put_job_days(written) == []
+    assert store.put_job_days(day_rows(("j1", days[0], "hireloop", 0))) == [("j1", days[0])]
+    got = store.get_job_days([("j1", days[0]), ("j2", days[2]), ("nope", days[0])])
+    assert list(zip(got["job_id"].to_pylist(), got["day"].to_pylist(), strict=True)) == [
+        ("j1", days[0]), ("j2", days[2]),
+    ]  # fmt: skip
+    assert got["version"].to_pylist() == [1, 1]
+    again = day_rows(("j1", days[0], "hireloop", 1), ("j2", days[2], "jobly", 0))
+    assert store.put_job_days(again) == [("j2", days[2])]  # stale version: refused
+    assert store.get_job_days([("j1", days[0])])["version"].to_pylist() == [2]
+    until = store.job_days(["j1", "j2"], days[1])
+    assert until.schema == DAY_SCHEMA
+    assert until["job_id"].to_pylist() == ["j1", "j1", "j2", "j2"]
+    assert until["day"].to_pylist() == days[:2] * 2
+    assert [i for chunk in store.day_job_ids(days[1], batch_rows=2) for i in chunk] == [
+        "j1", "j1 b", "j2",
+    ]  # fmt: skip
+    assert [i for c in store.board_day_job_ids("jobly") for i in c] == ["j2"]
+    batches = list(store.iter_job_days(days[2], batch_jobs=2))
+    assert [b["job_id"].to_pylist() for b in batches] == [
+        ["j1", "j1", "j1 b", "j1 b"], ["j2", "j2", "j2"],
+    ]  # fmt: skip
+    assert [b.num_rows for b in store.iter_job_days(days[0])] == [3]
+
+
+def test_merger_days_keep_the_latest_merger_of_each_board_and_day(store):
+    def rows(*values: tuple) -> pa.Table:
+        names = MERGER_DAY_SCHEMA.names
+        return pa.Table.from_pylist(
+            [dict(zip(names, v, strict=True)) for v in values], MERGER_DAY_SCHEMA
+        )
+
+    day1, day2 = "2025-03-01", "2025-03-02"
+    early, late = T0, T0 + timedelta(hours=1)
+    assert store.put_merger_days(rows(("b", day1, "x", late, "m2"), ("b", day2, "y", late, "m3")))
+    assert store.put_merger_days(rows(("b", day1, "z", early, "m1"))) == 0  # earlier: lost
+    held = store.merger_days(day2)
+    assert held["merged_into"].to_pylist() == ["x", "y"]
+    assert store.merger_days(day1)["merger_event_id"].to_pylist() == ["m2"]
 
 
 def first_posting(job: str, key: str, minutes: int, event_id: str) -> dict:
