@@ -11,9 +11,10 @@ from assets.streaming import build_streaming_assets, snapshot_schedule, stream_j
 from figstream import settings
 from figstream.events.upcasters import check_registry
 from figstream.migration.ledger import Ledger, load_ledger
+from figstream.storage.state import state_path
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
-from sensors.maintenance import compaction_job, compaction_schedule
+from sensors.maintenance import checkpoint_sensor, compaction_job, compaction_schedule
 from sensors.migration import migration_jobs, migration_sensors
 from sensors.run_history import run_history_sensor
 from sensors.streams import stream_sensor
@@ -69,11 +70,14 @@ def build_definitions(ledger: Ledger, profile: str = "local") -> dg.Definitions:
     # Old streaming runs deleted (0 seconds turns it off); the jobs are the sensors' own.
     purge = [run_history_sensor(streaming_settings, sorted(job.name for job in jobs.values()))]
     purge = purge if streaming_settings.run_purge_every_seconds else []
+    # The SQLite stores' checkpoints, off the runs' path (on the aws profile, DynamoDB needs
+    # none and the sensor finds no WAL, but both profiles keep the same sensors).
+    checkpoints = [checkpoint_sensor(state_path(settings.data_home()).parent)]
     return dg.Definitions(
         assets=[*legacy_assets, *new_assets, *migration_assets, platform_cost],
         jobs=[*jobs.values(), *extra_jobs.values(), compaction],
         schedules=[schedule, *snapshots, compaction_schedule(compaction)],
-        sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge],
+        sensors=[*stream_sensors, *migration_sensors(extra_jobs), *purge, *checkpoints],
         resources=resources_for(profile, ledger),
         # Steps run one after another in the run's own process: a step's own work is well
         # under a second (a Luigi task, a parity check), and a process per step cost 10-16 s
