@@ -137,6 +137,7 @@ def stream_sensor(
             context.log.info(f"{stream}: queue drained: {drained.to_dict()}")
         cursor = LandingCursor.loads(context.cursor)
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
+        cursor = cursor.resolve(listed, lookback, lambda keys: _indexed(stores, stream, keys))
         new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
         # Late batches an earlier tick's reconciliation found are taken now, like new ones; a
         # slice of the sweep runs even while runs are in flight (it requests nothing).
@@ -239,6 +240,11 @@ def _reconcile(
         max_found=room,
     )
     return cursor.reconciled(sweep.found, sweep.resume_after, now), sweep.found
+
+
+def _indexed(stores: streaming_stores.Stores, stream: str, keys: list[str]) -> set[str]:
+    """Those of ``keys`` the landing index holds for the stream (one point read each)."""
+    return {key for key in keys if stores.state.partitions_for(stream, key)}
 
 
 def _late_note(keys: list[str]) -> str:
@@ -404,7 +410,13 @@ def _history_requests(
         owed = {
             hour: keys
             for hour in hours
-            if (keys := [k for k in stores.state.batches_for(stream, hour) if lo <= k <= hi])
+            if (
+                keys := [
+                    k
+                    for k in stores.state.batches_for(stream, hour)
+                    if lo <= parse_batch_key(k)[1] <= hi
+                ]
+            )
         }
         if not owed:
             continue
@@ -421,9 +433,8 @@ def _history_requests(
         if start_hour != end_hour:
             tags["dagster/asset_partition_range_start"] = start_hour
             tags["dagster/asset_partition_range_end"] = end_hour
-        last_id = parse_batch_key(hi)[1]
         request = dg.RunRequest(
-            run_key=f"{stream}:history:{start_hour}...{end_hour}:{last_id}",
+            run_key=f"{stream}:history:{start_hour}...{end_hour}:{hi}",
             job_name=job.name,
             partition_key=start_hour if start_hour == end_hour else None,
             run_config=_run_config(ops, keys),

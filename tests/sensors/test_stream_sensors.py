@@ -321,3 +321,26 @@ def test_a_catch_up_runs_tags_name_the_first_and_last_batch_of_the_range(tmp_pat
     assert run.tags["figstream/batches"] == str(len(ids))
     assert run.tags["figstream/first_batch"] == ids[0] != run.tags["figstream/last_batch"]
     assert run.tags["figstream/last_batch"] == ids[-1]
+
+
+def test_a_batch_a_dead_tick_indexed_is_still_taken(harness):
+    """A tick that indexed a batch and died before its cursor was saved: the landing index
+    holds the batch, yet the next tick (from the saved cursor) still requests its run."""
+    import datetime as dt
+
+    from figstream.ingest.landing import batch_key
+    from figstream.streaming import landing_index
+
+    harness.tick("postings")
+    saved = harness.cursors["postings"]
+    arrival, _ = parse_batch_key(LandingCursor.loads(saved).watermark)
+    # Visible out of order, a few seconds below the watermark (within the look-back).
+    late = batch_key(arrival - dt.timedelta(seconds=5), "slow", 1)
+    record = {**_posting(harness, "dead-tick-1"), "time": arrival.isoformat()}
+    LocalObjectStore(harness.home).put(late, json.dumps(record).encode())
+    landing_index.index_landing(harness.stores, "postings", [late])  # the dead tick's work
+    result = harness.tick("postings")
+    runs = [r for r in requests(result) if r.job_name == "postings_job"]
+    taken = [k for r in runs for k in r.run_config["ops"]["raw_events"]["config"]["batch_keys"]]
+    assert late in taken
+    assert len(result.cursor) <= 300
