@@ -245,3 +245,17 @@ def test_migration_status_reads_cleanly_into_a_pipe(tmp_path):
     )
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 2, done
     assert "Broken pipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_dg_check_defs_loads_the_code_location(figstream_env):
+    """`.venv/bin/dg check defs`, as the README says: [tool.dg] points dg at definitions.py."""
+    done = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"],
+        cwd=ROOT,
+        env=figstream_env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully." in done.stdout + done.stderr
