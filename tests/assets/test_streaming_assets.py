@@ -47,7 +47,8 @@ def generated_day(home, profile: str) -> None:
     generate(home, start=EPOCH, days=1, seed=21, **DAY[profile])
 
 
-@pytest.fixture(scope="module", params=["local", "aws"])
+# The aws day goes through EventBridge, SQS and DynamoDB on moto server: `make test-slow`.
+@pytest.fixture(scope="module", params=["local", pytest.param("aws", marks=pytest.mark.slow)])
 def streamed(request, tmp_path_factory):
     """One streamed day per profile, shared by the tests below (the replay test, which adds
     an event, runs last)."""
@@ -188,7 +189,7 @@ def test_daily_stats_carried_day_to_day_equal_a_rebuild_from_scratch(tmp_path, m
     harness = Harness(tmp_path, monkeypatch)
     harness.drain()
     stores = harness.resources["streaming"].stores()
-    # Recompute only the last day: it starts from the kept end-of-day state of the day before.
+    # Recompute only the last day: it starts from the kept stats of the day before.
     carried = daily.board_daily_stats(stores, ["2026-11-03"], "2026-11-01")["2026-11-03"]
     events = pa.concat_tables([harness.table("raw_events"), harness.table("board_mergers")])
     of_day = events.filter(

@@ -34,13 +34,13 @@ BOARDS = ["alpha", "beta", "gamma", "delta"]
 MINUTES_PER_DAY = 24 * 60
 
 
-def generated(seed: int) -> tuple[Events, list[list[dict]]]:
+def generated(seed: int, jobs: int = 150) -> tuple[Events, list[list[dict]]]:
     """~4 days of events of 150 jobs on four boards (the fifth day quiet), shuffled into
     batches that each hold events of several days."""
     rng = random.Random(seed)
     events = Events()
     span = 4 * MINUTES_PER_DAY
-    for n in range(150):
+    for n in range(jobs):
         board, job = rng.choice(BOARDS), f"job-{n:04d}"
         posted = rng.uniform(0, span - 60)
         text = rng.randrange(len(TEXTS))
@@ -89,10 +89,10 @@ def every_event(events: Events, seen: list[dict]) -> pa.Table:
     return events.table(seen, "all")
 
 
-def loaded(home: Path, seed: int):
+def loaded(home: Path, seed: int, state=None, jobs: int = 150):
     """Stores that ran every batch of :func:`generated`, and every event."""
-    stores = make_stores(home)
-    events, batches = generated(seed)
+    stores = make_stores(home, state)
+    events, batches = generated(seed, jobs)
     for n, rows in enumerate(batches):
         run(stores, land(stores, events.table(rows, f"b{n:02d}")), f"b{n:02d}")
     return stores, every_event(events, events.rows)
@@ -168,3 +168,26 @@ def test_a_home_without_day_rows_is_converted_once(tmp_path: Path) -> None:
     # once: a second open of the converted file finds nothing to do
     assert not SqliteStateStore(state_path(tmp_path)).day_rows_pending()
     assert streaming_jobs.convert_day_rows(stores) == 0
+
+
+@pytest.fixture
+def dynamo_state(aws_config):
+    from figstream.storage.dynamo_state import DynamoStateStore, ensure_tables
+
+    ensure_tables(aws_config)
+    return DynamoStateStore(aws_config)
+
+
+def test_on_dynamodb_stats_and_end_of_day_state_equal_a_full_replay(
+    tmp_path: Path, dynamo_state
+) -> None:
+    stores, everything = loaded(tmp_path, 51, dynamo_state, jobs=40)
+    assert not stores.state.day_rows_pending()
+    got = daily.board_daily_stats(stores, DAYS, EPOCH)
+    for day in DAYS:
+        assert got[day].equals(replayed_stats(everything, day)), day
+    day = DAYS[2]
+    upto = everything.filter(pc.less(everything["event_time"], pa.scalar(daily._day_end(day))))
+    assert daily.end_of_day_state(stores, day, EPOCH)[0].equals(
+        table_ops.apply_job_state(None, upto)
+    )
