@@ -178,6 +178,7 @@ def dynamo_state(aws_config):
     return DynamoStateStore(aws_config)
 
 
+@pytest.mark.slow  # moto server
 def test_on_dynamodb_stats_and_end_of_day_state_equal_a_full_replay(
     tmp_path: Path, dynamo_state
 ) -> None:
