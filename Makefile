@@ -14,7 +14,7 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.bootstrap/bin/uv
 endif
 
-.PHONY: setup dev dev-aws test lint format demo-data clean lambda-zip
+.PHONY: setup dev dev-aws test test-slow lint format demo-data clean lambda-zip
 
 $(CURDIR)/.bootstrap/bin/uv:
 	$(PYTHON) -m venv .bootstrap
@@ -83,10 +83,15 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-# Two workers, a test file each at a time (a file's fixtures stay in one process): the slow
-# files wait on servers and daemons as much as they compute.
+# Two workers, a test file each at a time (a file's fixtures stay in one process). `make test`
+# leaves out the end-to-end tests marked `slow` (real dagster dev, daemons, webserver, long
+# moto-backed scenarios); `make test-slow` runs exactly those. .ci/run runs both.
+PYTEST := .venv/bin/pytest -n 2 --dist loadfile --durations=25
 test: lint
-	.venv/bin/pytest -n 2 --dist loadfile --durations=25
+	$(PYTEST) -m "not slow"
+
+test-slow: setup
+	$(PYTEST) -m slow
 
 # The validate-batch Lambda's deployment package: dist/lambda.zip (lambdas/build_zip.py says
 # what it holds and which layer brings pyarrow).

@@ -252,6 +252,7 @@ def _wait(instance, run_id: str, timeout: float = 90.0) -> dg.DagsterRun:
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")
 
 
+@pytest.mark.slow  # a warm worker process, real runs, ECS on moto server
 def test_a_legacy_night_launches_on_ecs_and_a_stream_run_in_a_warm_worker(
     home: Path, tmp_path: Path, aws_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

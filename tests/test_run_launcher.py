@@ -125,6 +125,7 @@ def warm_launcher(tmp_path):
     instance.run_launcher.dispose()
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_runs_fork_from_the_pre_loaded_worker_and_see_each_ledger_edit(warm_launcher, code):
     instance, launcher = warm_launcher
     zygote = _ready(launcher, code)
@@ -145,6 +146,7 @@ def test_runs_fork_from_the_pre_loaded_worker_and_see_each_ledger_edit(warm_laun
     assert launcher.check_run_worker_health(run).status == WorkerStatus.FAILED  # it exited
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_edited_code_retires_the_warm_worker_and_the_next_one_has_the_edit(warm_launcher, code):
     instance, launcher = warm_launcher
     first = _ready(launcher, code)
@@ -162,6 +164,7 @@ def test_edited_code_retires_the_warm_worker_and_the_next_one_has_the_edit(warm_
     assert json.loads((code.parent / "out.json").read_text())["lib"] == 2
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_a_location_that_fails_to_import_falls_back_and_is_not_retried_at_once(warm_launcher, code):
     _, launcher = warm_launcher
     (code / "location_lib.py").write_text("raise RuntimeError('broken on purpose')\n")
@@ -175,6 +178,7 @@ def test_a_location_that_fails_to_import_falls_back_and_is_not_retried_at_once(w
     assert pid is None and "failed to start recently" in why
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_a_warm_run_is_cancelled_by_terminate(warm_launcher, code):
     instance, launcher = warm_launcher
     _ready(launcher, code)
@@ -189,6 +193,7 @@ def test_a_warm_run_is_cancelled_by_terminate(warm_launcher, code):
     assert not (code.parent / "out.json").exists()
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_runs_outlive_the_launcher_that_started_them(warm_launcher, code):
     instance, launcher = warm_launcher
     zygote = _ready(launcher, code)
@@ -207,6 +212,7 @@ def _args(instance, run) -> str:
     )
 
 
+@pytest.mark.slow  # a warm worker process and real runs forked from it
 def test_a_ctrl_c_of_dagster_dev_does_not_reach_the_warm_runs(warm_launcher, code):
     """Ctrl-C in a terminal sends SIGINT to its foreground process group: dagster dev's, whose
     launchers run in it (here the test's group). The zygote, and the runs it forks (a fork
