@@ -90,8 +90,9 @@ PYTEST := .venv/bin/pytest -n 2 --dist loadfile --durations=25
 test: lint
 	$(PYTEST) -m "not slow"
 
+# Files whose tests start dagster dev first (tests/conftest.py), not the files with most tests.
 test-slow: setup
-	$(PYTEST) -m slow
+	$(PYTEST) -m slow --no-loadscope-reorder
 
 # The validate-batch Lambda's deployment package: dist/lambda.zip (lambdas/build_zip.py says
 # what it holds and which layer brings pyarrow).

@@ -70,6 +70,15 @@ def _stop_group(proc: subprocess.Popen, pgid: int, grace: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a test that starts real processes (the ``spawn`` fixture: ``dagster dev``,
+    the webserver) run first, the rest in collection order. They are the longest files: under
+    ``make test-slow`` (``--no-loadscope-reorder``: xdist hands files out in this order) one
+    that started last would run on while the other worker has nothing left to do."""
+    heavy = {item.path for item in items if "spawn" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: a file's tests stay together
+
+
 @pytest.fixture
 def spawn() -> Iterator:
     """Start processes in their own process group; stop exactly those groups afterwards."""
