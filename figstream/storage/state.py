@@ -511,6 +511,10 @@ ON CONFLICT (job_id) DO UPDATE SET
 WHERE (excluded.event_time, excluded.event_id) < (registry.event_time, registry.event_id)
 """
 _DAY_COLUMNS = DAY_SCHEMA.names
+_DAY_KEYS_IN = (  # one bound parameter: a JSON list of [job_id, day] pairs
+    "(job_id, day) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
+    " FROM json_each(?))"
+)
 _INSERT_DAY = f"""
 INSERT INTO job_days ({", ".join(_DAY_COLUMNS)}, version)
 VALUES ({", ".join("?" * len(_DAY_COLUMNS))}, 1) ON CONFLICT (job_id, day) DO NOTHING
@@ -752,10 +756,7 @@ class SqliteStateStore(StateStore):
     def get_job_days(self, keys: Iterable[tuple[str, str]]) -> pa.Table:
         wanted = day_keys(keys, "get_job_days")
         columns = ", ".join([*_DAY_COLUMNS, "version"])
-        sql = (
-            f"SELECT {columns} FROM job_days WHERE (job_id, day) IN (SELECT"
-            " json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
-        )
+        sql = f"SELECT {columns} FROM job_days WHERE {_DAY_KEYS_IN}"
         params = [(json.dumps(chunk),) for chunk in chunks(wanted, 10_000)]
         return from_rows(self._read_sorted(sql, params), DAY_VERSIONED_SCHEMA)
 
@@ -772,15 +773,29 @@ class SqliteStateStore(StateStore):
         table = versioned_rows(rows, DAY_VERSIONED_SCHEMA, "put_job_days")
         refused: list[tuple[str, str]] = []
         for chunk in chunks(to_rows(table)):
+            keys = [row[:2] for row in chunk]
             with self._db.write() as conn:
-                for row in chunk:
-                    *day_row, version = row
-                    if version == 0:
-                        cursor = conn.execute(_INSERT_DAY, day_row)
+                # The versions checked and the rows written under one write lock, so the
+                # writes can go as two executemany calls instead of a statement a row.
+                held = dict(
+                    ((job, day), version)
+                    for job, day, version in conn.execute(
+                        f"SELECT job_id, day, version FROM job_days WHERE {_DAY_KEYS_IN}",
+                        (json.dumps(keys),),
+                    )
+                )
+                inserts, updates = [], []
+                for key, row in zip(keys, chunk, strict=True):
+                    if held.get(key, 0) != row[-1]:
+                        refused.append(key)
+                        continue
+                    held[key] = row[-1] + 1  # a second row of the key in this call is refused
+                    if row[-1] == 0:
+                        inserts.append(row[:-1])
                     else:
-                        cursor = conn.execute(_UPDATE_DAY, (*day_row[2:], *day_row[:2], version))
-                    if not cursor.rowcount:
-                        refused.append((day_row[0], day_row[1]))
+                        updates.append((*row[2:-1], *key, row[-1]))
+                conn.executemany(_INSERT_DAY, inserts)
+                conn.executemany(_UPDATE_DAY, updates)
         return refused
 
     def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:

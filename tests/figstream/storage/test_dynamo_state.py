@@ -63,6 +63,8 @@ def test_tables_are_created_once_on_demand_with_ttl_on_the_claims(aws_config):
             "registry",
             "mergers",
             "landing",
+            "days",
+            "merger_days",
             "deadletters",
             "redirects",
             "trace",
