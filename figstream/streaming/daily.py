@@ -40,13 +40,6 @@ JOBS_PER_BATCH = 5_000  # touched jobs folded at once
 _NO_EVENTS = tables.empty(tables.EVENTS_SCHEMA)
 
 
-def read_snapshot(objects: ObjectStore, key: str, schema: pa.Schema) -> pa.Table:
-    """A kept table, or an empty one when there is none."""
-    if not objects.exists(key):
-        return tables.empty(schema)
-    return read_parquet(objects, key).select(schema.names).cast(schema)
-
-
 def stats_key(day: str) -> str:
     return f"tables/board_daily_stats/{day}.parquet"
 
