@@ -289,8 +289,14 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
     """Job ids whose streamed state differs from a recompute over every materialised event,
     and job ids in exactly one of the streamed and the recomputed search index."""
     events = materialised(home)
-    expected = table_ops.apply_job_state(None, events)
     streamed = jobs.read_state(SqliteStateStore(state_path(home)))
+    return drift_of(events, streamed, search_index(home))
+
+
+def drift_of(events: pa.Table, streamed: pa.Table, index_ids: set[str]) -> tuple[set, set]:
+    """:func:`drift` of any profile: ``events`` every materialised event, ``streamed`` the
+    stored job state, ``index_ids`` the job ids of the search index a consumer builds."""
+    expected = table_ops.apply_job_state(None, events)
     columns = ["kind", "job_id", "status", "last_event_id", "title", "merged_into"]
 
     def rows(table: pa.Table) -> dict[str, dict]:
@@ -301,7 +307,7 @@ def drift(home: Path) -> tuple[set[str], set[str]]:
     differing = {job for job in want.keys() | have.keys() if want.get(job) != have.get(job)}
     duplicates = table_ops.dedupe_postings(table_ops.clean_postings(events)).duplicates
     index = set(table_ops.search_index(expected, duplicates)["job_id"].to_pylist())
-    return differing, index ^ search_index(home)
+    return differing, index ^ index_ids
 
 
 def search_index(home: Path) -> set[str]:
