@@ -48,7 +48,9 @@ def test_all_legacy_has_luigi_only_and_consumers_still_published():
         "published/published_board_stats",
         "published/published_seo_redirects",
     } <= keys(defs)
-    assert {s.name for s in defs.sensors} == {"after_legacy_sensor", "run_history_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "after_legacy_sensor", "run_history_sensor", "sqlite_checkpoint_sensor"
+    }  # fmt: skip
     schedule = defs.resolve_schedule_def("legacy_nightly_schedule")
     assert schedule.job_name == "legacy_nightly_job"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -67,7 +69,8 @@ def test_shadow_and_migrated_run_both_and_check_parity(stage):
     nightly = defs.resolve_job_def("migration_nightly_job")
     assert "parity__parity_dedupe_postings" in nightly.graph.node_names()
     assert {s.name for s in defs.sensors} == {
-        "postings_sensor", "boards_sensor", "after_legacy_sensor", "run_history_sensor"
+        "postings_sensor", "boards_sensor", "after_legacy_sensor", "run_history_sensor",
+        "sqlite_checkpoint_sensor",
     }  # fmt: skip
 
 
