@@ -9,10 +9,11 @@ when an upgrade moves or changes it. What has a public equivalent is used public
 
 Names, where they are used, and why no public API serves:
 
-- ``PARENT_RUN_ID_TAG``, ``RETRY_NUMBER_TAG`` (``dagster._core.storage.tags``), in
-  ``sensors/streams.py``: the tags run retries put on a retried run. Dagster exports no run-tag
-  constant but ``MAX_RUNTIME_SECONDS_TAG``; importing them keeps the sensor's resumes on the
-  same tags as the retry daemon's.
+- ``PARENT_RUN_ID_TAG``, ``RETRY_NUMBER_TAG``, ``RUN_KEY_TAG`` (``dagster._core.storage.tags``),
+  in ``sensors/streams.py``: the tags run retries put on a retried run, and the run key the
+  sensor daemon puts on a sensor's run (a stranded run is launched again by it). Dagster
+  exports no run-tag constant but ``MAX_RUNTIME_SECONDS_TAG``; importing them keeps the
+  sensor on the same tags as the daemons'.
 - ``LaunchRunContext``, ``CheckRunHealthResult``, ``WorkerStatus``
   (``dagster._core.launcher``), in ``resources/run_launcher.py``: the argument and return types
   of the run-launcher methods that ``LocalRunLauncher`` overrides. ``RunLauncher`` is a
@@ -55,13 +56,14 @@ from dagster._core.launcher import LaunchRunContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.origin import RepositoryPythonOrigin
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG, RUN_KEY_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._utils.hosted_user_process import recon_repository_from_origin
 
 __all__ = [
     "PARENT_RUN_ID_TAG",
     "RETRY_NUMBER_TAG",
+    "RUN_KEY_TAG",
     "CheckRunHealthResult",
     "EngineEventData",
     "ExecuteRunArgs",

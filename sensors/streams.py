@@ -20,6 +20,7 @@ again itself (:func:`_resume_requests`), so a crash never needs an operator to b
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import dagster as dg
@@ -31,7 +32,7 @@ from figstream.settings import StreamingSettings
 from figstream.streaming import landing_index
 from figstream.streaming import stores as streaming_stores
 from figstream.streaming.stores import HOUR_FORMAT
-from resources.dagster_internals import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG
+from resources.dagster_internals import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG, RUN_KEY_TAG
 from resources.stores import StreamingResources
 
 IN_FLIGHT = [
@@ -127,6 +128,15 @@ def stream_sensor(
             job_name=job.name, tags={"figstream/stream": stream}, statuses=IN_FLIGHT
         )
         records = context.instance.get_run_records(in_flight, limit=settings.max_runs_in_flight + 4)
+        stranded = _stranded_requests(records, settings)
+        if stranded:
+            # Launched again by their own run keys (the daemon launches a NOT_STARTED run it
+            # finds under a requested key instead of creating one); nothing else this tick.
+            keys = ", ".join(r.run_key or "" for r in stranded)
+            context.log.info(
+                f"{stream}: launching runs a dead tick created but never launched: {keys}"
+            )
+            return dg.SensorResult(run_requests=stranded, cursor=context.cursor)
         history_busy = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == HISTORY]
         busy = [r for r in records if r.dagster_run.tags.get(LANE_TAG) != HISTORY]
         stores = streaming.stores()
@@ -270,6 +280,40 @@ def _trickle(stores: streaming_stores.Stores, new: list[str], settings: Streamin
         if total > settings.overlap_max_bytes:
             return False
     return True
+
+
+def _stranded_requests(
+    records: Sequence[dg.RunRecord], settings: StreamingSettings
+) -> list[dg.RunRequest]:
+    """The stream's runs a tick created but never launched, requested again by their run keys.
+
+    The daemon creates a sensor's run (NOT_STARTED) and then launches it; killed in between,
+    it leaves a run that counts as in flight for ever and holds the stream back, and a later
+    tick does not ask for the same run key again (its cursor has moved on, or the batches are
+    taken under another key). With the default run coordinator a run is NOT_STARTED for a
+    moment only, so one still NOT_STARTED ``resume_failed_after_seconds`` after it was created
+    is such a leftover. Requesting its run key again makes the daemon launch that very run
+    (``Run ... already created with the run key``), with its own batches, partition and tags.
+    """
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settings.resume_failed_after_seconds)
+    out = []
+    for record in records:
+        run = record.dagster_run
+        key = run.tags.get(RUN_KEY_TAG)
+        if run.status != dg.DagsterRunStatus.NOT_STARTED or not key:
+            continue
+        if record.create_timestamp > cutoff:
+            continue
+        out.append(
+            dg.RunRequest(
+                run_key=key,
+                job_name=run.job_name,
+                run_config=run.run_config,
+                partition_key=run.tags.get("dagster/partition"),
+                tags={k: v for k, v in run.tags.items() if k in _KEPT_TAGS},
+            )
+        )
+    return out
 
 
 def _resume_requests(

@@ -52,6 +52,9 @@ def check_tags():
     assert internals.RETRY_NUMBER_TAG == "dagster/retry_number", _moved(
         "RETRY_NUMBER_TAG", f"is now {internals.RETRY_NUMBER_TAG!r}"
     )
+    assert internals.RUN_KEY_TAG == "dagster/run_key", _moved(
+        "RUN_KEY_TAG", f"is now {internals.RUN_KEY_TAG!r}"
+    )
 
 
 def check_launch_run_context():
@@ -144,6 +147,7 @@ CHECKS = {
     "TickStatus": ("dagster._core.scheduler.instigation", check_tick_types),
     "PARENT_RUN_ID_TAG": ("dagster._core.storage.tags", check_tags),
     "RETRY_NUMBER_TAG": ("dagster._core.storage.tags", check_tags),
+    "RUN_KEY_TAG": ("dagster._core.storage.tags", check_tags),
     "LaunchRunContext": ("dagster._core.launcher", check_launch_run_context),
     "CheckRunHealthResult": ("dagster._core.launcher.base", check_health_result),
     "WorkerStatus": ("dagster._core.launcher.base", check_health_result),

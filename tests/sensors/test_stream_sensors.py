@@ -344,3 +344,39 @@ def test_a_batch_a_dead_tick_indexed_is_still_taken(harness):
     taken = [k for r in runs for k in r.run_config["ops"]["raw_events"]["config"]["batch_keys"]]
     assert late in taken
     assert len(result.cursor) <= 300
+
+
+def test_a_run_a_dead_tick_created_but_never_launched_is_requested_again_by_its_key(
+    tmp_path, monkeypatch
+):
+    """The daemon killed between creating a sensor's run and launching it leaves a
+    NOT_STARTED run that would count as in flight for ever. Once it is older than
+    resume_failed_after_seconds the sensor asks for its run key again (and nothing else that
+    tick), which makes the daemon launch that very run; a younger one is left alone."""
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=200, seed=5, bad_rate=0.0)
+    harness = Harness(tmp_path, monkeypatch, max_runs_per_tick=1000, resume_failed_after_seconds=2)
+    first = [r for r in harness.tick("postings").run_requests if r.job_name == "postings_job"]
+    stranded_request, *rest = first
+    job = harness.defs.resolve_job_def(stranded_request.job_name)
+    stranded = harness.instance.create_run_for_job(
+        job_def=job,
+        run_config=stranded_request.run_config,
+        tags={
+            **stranded_request.tags,
+            "dagster/partition": stranded_request.partition_key,
+            "dagster/run_key": stranded_request.run_key,
+        },
+    )
+    assert stranded.status == dg.DagsterRunStatus.NOT_STARTED
+    # Too young to tell from a run being launched right now: the tick goes on as usual.
+    assert not [
+        r for r in requests(harness.tick("postings")) if r.run_key == stranded_request.run_key
+    ]
+    time.sleep(2.2)
+    result = harness.tick("postings")
+    [again] = requests(result)
+    assert again.run_key == stranded_request.run_key
+    assert again.job_name == stranded_request.job_name
+    assert again.partition_key == stranded_request.partition_key
+    assert again.tags["figstream/batches"] == stranded_request.tags["figstream/batches"]
+    assert not rest or all(r.run_key != again.run_key for r in rest)
