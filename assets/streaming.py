@@ -355,7 +355,7 @@ def build_streaming_assets(
     epoch_day = ledger.legacy_epoch.isoformat()
 
     @dg.asset(
-        deps=[raw_events, board_mergers, job_state],
+        deps=[raw_events, board_mergers, deduped_postings, job_state],
         partitions_def=daily,
         kinds=tables,
         group_name=GROUP,
