@@ -50,7 +50,8 @@ BOARDS = ("hireloop", "jobnest", "workwave", "talentpool", "careerhub")
 
 
 def seed_state(path: Path, jobs: int) -> dict[str, float]:
-    """``jobs`` job rows, their registry rows and two claims each, written by SQL alone."""
+    """``jobs`` job rows, a day row, their registry rows and two claims each, written by SQL
+    alone."""
     import sqlite3
 
     from figstream.storage.state import SqliteStateStore
@@ -78,6 +79,16 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
                {now_us} - (n.i % 30) * {day_us}, printf('%032x', n.i), 1
         FROM n JOIN b ON b.k = n.i % {len(BOARDS)}
         """
+    )
+    # Each job's day row (the store keeps one per job and day it had events): the day of its
+    # last event, so the day rows are as many as the jobs, the least a real history holds.
+    from figstream.storage.state import DAY_SCHEMA
+
+    day_columns = ", ".join(DAY_SCHEMA.names)
+    row_columns = ", ".join(n for n in DAY_SCHEMA.names if n not in ("job_id", "day"))
+    conn.execute(
+        f"INSERT INTO job_days ({day_columns}, version) SELECT job_id,"
+        f" date(last_event_time / 1000000, 'unixepoch'), {row_columns}, 1 FROM job_state"
     )
     dups = jobs // 10  # the last 10% share their key with a job of the first 10%
     conn.execute(
