@@ -24,6 +24,9 @@ import pytest
 from conftest import BIN, ROOT
 
 README = ROOT / "README.md"
+# End to end: every README command in a subprocess on a generated, replayed home (minutes on
+# the 2-core machine). `make test-slow` runs it, in CI too.
+pytestmark = pytest.mark.slow
 # The start of a command (``.venv/bin/`` and leading VAR=value dropped) -> why it is not run.
 EXCLUDED = {
     "make dev": "starts dagster dev; tests/test_ui_browser.py drives a real one in a browser",
