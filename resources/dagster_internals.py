@@ -40,6 +40,15 @@ Names, where they are used, and why no public API serves:
   schedule storage with a chosen age, to check the retention settings purge it; ticks are
   only created by the daemon otherwise.
 
+- ``DefsStateStorage`` and its context variable ``_current_storage``
+  (``dagster._core.storage.defs_state.base``), in ``tests/conftest.py`` only, through
+  :func:`forget_defs_state_storage`:
+  ``DagsterInstance.__enter__`` makes its defs-state storage the current one (a context
+  variable) and ``__exit__`` never resets it, so after a test's ``with dg.instance_for_test()``
+  every later definitions load in that process asks a disposed instance (``Attempted to
+  resolve undefined DagsterInstance weakref``, or its deleted temp dir). Tests reset it between
+  tests; nothing public can.
+
 Private members of public classes, used in place and checked by the same test:
 ``DefaultRunLauncher._instance`` (the instance a launcher serves, as every custom launcher
 reaches it) and ``DefaultRunLauncher._run_ids`` (the runs its ``join`` waits for; a pre-loaded
@@ -56,6 +65,7 @@ from dagster._core.launcher import LaunchRunContext
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.origin import RepositoryPythonOrigin
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
+from dagster._core.storage.defs_state.base import DefsStateStorage, _current_storage
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG, RUN_KEY_TAG
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._utils.hosted_user_process import recon_repository_from_origin
@@ -65,6 +75,7 @@ __all__ = [
     "RETRY_NUMBER_TAG",
     "RUN_KEY_TAG",
     "CheckRunHealthResult",
+    "DefsStateStorage",
     "EngineEventData",
     "ExecuteRunArgs",
     "InstigatorType",
@@ -74,6 +85,12 @@ __all__ = [
     "TickData",
     "TickStatus",
     "WorkerStatus",
+    "_current_storage",
     "execute_run_command",
     "recon_repository_from_origin",
 ]
+
+
+def forget_defs_state_storage() -> None:
+    """No current defs-state storage, as before any instance was entered (see above)."""
+    _current_storage.set(None)

@@ -79,6 +79,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.path not in heavy)  # stable: a file's tests stay together
 
 
+@pytest.fixture(autouse=True)
+def _no_disposed_instance_in_context() -> Iterator[None]:
+    """Each test starts and ends with no current defs-state storage: Dagster leaves a disposed
+    instance's there after ``with dg.instance_for_test()`` (resources/dagster_internals.py),
+    and a later test's definitions load would ask it."""
+    from resources.dagster_internals import forget_defs_state_storage
+
+    forget_defs_state_storage()
+    yield
+    forget_defs_state_storage()
+
+
 @pytest.fixture
 def spawn() -> Iterator:
     """Start processes in their own process group; stop exactly those groups afterwards."""

@@ -57,6 +57,17 @@ def check_tags():
     )
 
 
+def check_defs_state_storage():
+    with dg.instance_for_test() as instance:
+        assert internals.DefsStateStorage.get() is instance.defs_state_storage, _moved(
+            "DefsStateStorage.get()", "no longer what DagsterInstance.__enter__ sets"
+        )
+    internals.forget_defs_state_storage()
+    assert internals.DefsStateStorage.get() is None, _moved(
+        "_current_storage", "is no longer the current storage's context variable"
+    )
+
+
 def check_launch_run_context():
     run = dg.DagsterRun(job_name="j", run_id="r1")
     context = internals.LaunchRunContext(dagster_run=run, workspace=None)
@@ -148,6 +159,8 @@ CHECKS = {
     "PARENT_RUN_ID_TAG": ("dagster._core.storage.tags", check_tags),
     "RETRY_NUMBER_TAG": ("dagster._core.storage.tags", check_tags),
     "RUN_KEY_TAG": ("dagster._core.storage.tags", check_tags),
+    "_current_storage": ("dagster._core.storage.defs_state.base", check_defs_state_storage),
+    "DefsStateStorage": ("dagster._core.storage.defs_state.base", check_defs_state_storage),
     "LaunchRunContext": ("dagster._core.launcher", check_launch_run_context),
     "CheckRunHealthResult": ("dagster._core.launcher.base", check_health_result),
     "WorkerStatus": ("dagster._core.launcher.base", check_health_result),
