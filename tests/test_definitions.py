@@ -25,20 +25,17 @@ def defs() -> dg.Definitions:
     return definitions.defs
 
 
+# The Luigi tasks by the names their assets carry (legacy/legacy_<name>).
+LEGACY_TASKS = (
+    "extract_feeds", "clean_postings", "dedupe_postings", "active_jobs", "board_stats",
+    "seo_redirects",
+)  # fmt: skip
+
+
 def test_local_profile_loads_every_legacy_task(defs):
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    expected = {"legacy/feed_dump"} | {
-        f"legacy/legacy_{t}"
-        for t in (
-            "extract_feeds",
-            "clean_postings",
-            "dedupe_postings",
-            "active_jobs",
-            "board_stats",
-            "seo_redirects",
-        )
-    }
+    expected = {"legacy/feed_dump"} | {f"legacy/legacy_{t}" for t in LEGACY_TASKS}
     assert expected <= keys
     assert len(TASKS) == 6
     for key, parents in LEGACY_KEYS.items():
@@ -52,17 +49,7 @@ def test_nightly_job_runs_every_legacy_task(defs):
     job = defs.resolve_job_def("legacy_nightly_job")
     assert set(job.graph.node_names()) == {
         "legacy__feed_dump",
-        *(
-            f"legacy__legacy_{t}"
-            for t in (
-                "extract_feeds",
-                "clean_postings",
-                "dedupe_postings",
-                "active_jobs",
-                "board_stats",
-                "seo_redirects",
-            )
-        ),
+        *(f"legacy__legacy_{t}" for t in LEGACY_TASKS),
     }
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
 
