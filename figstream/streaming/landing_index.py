@@ -93,6 +93,21 @@ def assign(
 NO_PARTITION = ""  # index entry of a batch that holds none of a stream's records
 
 
+def split_batch_keys(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(landing batch keys, the other keys) of a listing of the landing zone. An object there
+    that is not named as a batch (a stray file, a compressed copy, a tool's marker) is no
+    batch: reading it as one would raise on every tick. Callers report the others."""
+    batches, others = [], []
+    for key in keys:
+        try:
+            parse_batch_key(key)
+        except ValueError:
+            others.append(key)
+        else:
+            batches.append(key)
+    return batches, others
+
+
 def index_landing(stores: Stores, stream: str, keys: Sequence[str]) -> dict[str, list[str]]:
     """Record in the landing index which hours of ``stream`` each batch touches.
 
@@ -131,10 +146,11 @@ def reconcile_slice(
     """
     listed = stores.objects.list(LANDING_PREFIX, start_after=start_after, limit=limit)
     found: list[str] = []
+    batches = set(split_batch_keys(listed)[0])
     for key in listed:
         if key >= end:
             return Sweep(found, "")
-        if not stores.state.partitions_for(stream, key):
+        if key in batches and not stores.state.partitions_for(stream, key):
             found.append(key)
             if len(found) >= max_found:
                 return Sweep(found, key)
@@ -143,9 +159,11 @@ def reconcile_slice(
 
 def catch_up_index(stores: Stores, stream: str) -> int:
     """Index every landed batch the index has not seen (a backfill before any sensor tick,
-    or a batch that became visible later than the sensors' look-back). Returns how many."""
+    or a batch that became visible later than the sensors' look-back). Returns how many.
+    Objects under ``landing/`` that are not batches are left alone (the sensors report them)."""
     seen = stores.state.indexed_batches(stream)
-    missing = [k for k in stores.objects.list(LANDING_PREFIX) if k not in seen]
+    batches, _ = split_batch_keys(stores.objects.list(LANDING_PREFIX))
+    missing = [k for k in batches if k not in seen]
     if missing:
         index_landing(stores, stream, missing)
     return len(missing)
