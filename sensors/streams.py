@@ -12,6 +12,10 @@ against the landing index, at most :data:`RECONCILE_KEYS_PER_TICK` keys a tick, 
 ticks from the cursor. What a slice finds waits in the cursor and is taken on the next tick
 exactly like new batches, so the index is never written ahead of the cursor that owes the runs.
 
+An object under ``landing/`` that is not named as a batch (a stray file, a compressed copy) is
+never read or indexed: each tick that lists it logs a warning naming it, and takes the batches
+beside it as usual (it used to fail every tick, wedging the stream).
+
 A run that failed is retried by Dagster's run retries (``run_retries`` in the instance config).
 A failure that the retry daemon never handled (it was killed between the failure and its
 retry, say) would leave the run's batches unprocessed for good: the sensor requests such a run
@@ -147,6 +151,11 @@ def stream_sensor(
             context.log.info(f"{stream}: queue drained: {drained.to_dict()}")
         cursor = LandingCursor.loads(context.cursor)
         listed = stores.objects.list(LANDING_PREFIX, start_after=cursor.start_after(lookback))
+        listed, strays = landing_index.split_batch_keys(listed)
+        if strays:
+            # Not a batch: never read, never indexed; said on every tick it is listed, so an
+            # operator moves it away (or lands its records as a batch).
+            context.log.warning(_stray_note(strays))
         cursor = cursor.resolve(listed, lookback, lambda keys: _indexed(stores, stream, keys))
         new = cursor.new_keys(listed)[: settings.max_batches_per_tick]
         # Late batches an earlier tick's reconciliation found are taken now, like new ones; a
@@ -255,6 +264,14 @@ def _reconcile(
 def _indexed(stores: streaming_stores.Stores, stream: str, keys: list[str]) -> set[str]:
     """Those of ``keys`` the landing index holds for the stream (one point read each)."""
     return {key for key in keys if stores.state.partitions_for(stream, key)}
+
+
+def _stray_note(keys: list[str]) -> str:
+    return (
+        f"{len(keys)} objects under {LANDING_PREFIX} are not landing batches and are left "
+        f"unread (first {keys[0]!r}; a batch is named {LANDING_PREFIX}YYYY-MM-DD/"
+        "YYYYMMDDTHHMMSSffffffZ-[producer-]NNNNNN.jsonl)"
+    )
 
 
 def _late_note(keys: list[str]) -> str:

@@ -20,6 +20,7 @@ from figstream.storage.state import StateStore
 from figstream.streaming import index_export
 from legacy.pipeline import TASKS
 from resources.profiles import resources_for
+from resources.stores import ObjectStoreResource
 from sensors.streams import stream_sensor
 
 EPOCH = dt.date(2026, 11, 1)
@@ -35,7 +36,16 @@ class Harness:
     environment): the harness then creates the infrastructure (``figstream aws setup``), and
     :meth:`publish` goes through EventBridge and SQS, which each sensor tick drains."""
 
-    def __init__(self, home: Path, monkeypatch, profile: str = "local", **settings) -> None:
+    def __init__(
+        self,
+        home: Path,
+        monkeypatch,
+        profile: str = "local",
+        objects: ObjectStoreResource | None = None,
+        **settings,
+    ) -> None:
+        """``objects``: the object store resource to run with instead of the profile's (a
+        store that injects faults, say)."""
         monkeypatch.setenv("FIGSTREAM_HOME", str(home))
         self.home = home
         self.profile = profile
@@ -49,6 +59,10 @@ class Harness:
             self.aws = AwsConfig.from_env()
             setup(self.aws, Router.from_file(routing_path()))
         self.jobs = stream_jobs()
+        self.resources = resources_for(profile, LEDGER)
+        if objects is not None:
+            streaming = self.resources["streaming"]
+            self.resources["streaming"] = streaming.model_copy(update={"objects": objects})
         self.defs = dg.Definitions(
             assets=build_streaming_assets(LEDGER, self.settings),
             jobs=list(self.jobs.values()),
@@ -56,9 +70,8 @@ class Harness:
                 stream_sensor(s, self.jobs[s], self.jobs["stats"], self.settings)
                 for s in ("postings", "boards")
             ],
-            resources=resources_for(profile, LEDGER),
+            resources=self.resources,
         )
-        self.resources = resources_for(profile, LEDGER)
         self.stores = self.resources["streaming"].stores()
         self.objects = self.stores.objects
         self.instance = dg.DagsterInstance.ephemeral()
@@ -75,15 +88,20 @@ class Harness:
         return result
 
     def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        result = self.attempt(request)
+        assert result.success
+        return result
+
+    def attempt(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """Run ``request`` and return its result, whether it succeeded or failed."""
         job = self.defs.resolve_job_def(request.job_name)
-        result = job.execute_in_process(
+        return job.execute_in_process(
             run_config=request.run_config or {},
             partition_key=request.partition_key,
             instance=self.instance,
             tags=request.tags,
+            raise_on_error=False,
         )
-        assert result.success
-        return result
 
     def drain(self) -> list[dg.RunRequest]:
         """Tick every sensor and run what it asks until nothing new is requested."""
