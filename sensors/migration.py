@@ -110,7 +110,10 @@ def migration_sensors(jobs: dict[str, object]) -> list[dg.SensorDefinition]:
             if days and backfill_running(context.instance, run):
                 break
             legacy_after = max(legacy_after, record.update_timestamp.timestamp())
-            pending += [[run.run_id, day] for day in days]
+            # A backfill's runs (its range run, then legacy_active_jobs's own) cover the same
+            # days: a day already waiting needs one parity run, not one per legacy run.
+            waiting = {day for _, day in pending}
+            pending += [[run.run_id, day] for day in days if day not in waiting]
         in_flight = len(
             context.instance.get_run_ids(
                 dg.RunsFilter(job_name=migration_job.name, statuses=IN_PROGRESS)
