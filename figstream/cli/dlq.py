@@ -11,7 +11,9 @@ live in ``HOME/state/deadletter.sqlite`` and replays land through
 ``Publisher(LocalObjectStore(HOME), producer="dlq-replay")``; on the aws profile they live in
 DynamoDB and replays go back through the event bus, as any producer's events do.
 User errors (an unknown id, an unreadable fix file, a damaged database) print one
-``figstream dlq: error: ...`` line and exit 1, never a traceback.
+``figstream dlq: error: ...`` line and exit 1, never a traceback. ``replay`` refuses a
+``conflicting_redelivery`` (the first version of its event id stays materialised) unless its
+``--fix`` gives it a new event id, and exits 1 when a record it was named by id is refused.
 
 Bad inputs tried (see ``tests/figstream/test_dlq_cli.py``): an unknown id for show and replay,
 ``--fix`` without ``=``, a fix file that does not exist, ``--limit 0`` and ``--limit x``, a home
@@ -91,7 +93,10 @@ def add_dlq(subparsers: argparse._SubParsersAction) -> None:
             "Selects the --id records, the --fix records and every outstanding record with "
             "--code; with none of them, every outstanding record. Each is re-validated (its fix "
             "where given); those that pass land as one new batch and are marked replayed, the "
-            "rest stay with their new reason. Records replayed before are skipped."
+            "rest stay with their new reason. Records replayed before are skipped. A "
+            "conflicting_redelivery (a second version of an event id whose first version stays "
+            "materialised) is refused unless its --fix gives it a new event id; exit 1 when a "
+            "record named by --id or --fix is refused."
         ),
     )
     replay.add_argument(
@@ -323,7 +328,12 @@ def _run_replay(args: argparse.Namespace) -> int:
         print(f"already replayed, skipped: {len(report.already_replayed)}")
         for id_ in report.already_replayed:
             print(f"  {id_}")
-    return 0
+    if report.refused:
+        print(f"refused (left in the store): {len(report.refused)}")
+        for id_, why in report.refused.items():
+            print(f"  {id_}  {_short(why, 200)}")
+    # Asked for by id and refused: the user's request was not carried out.
+    return 1 if report.refused.keys() & {*args.ids, *fixes} else 0
 
 
 class _LazyPublisher:

@@ -8,7 +8,9 @@ the first add's stream, partition and time stay. Conservation counts
 
 :func:`replay` re-validates selected records (with a fix where one is given), re-publishes
 those that now pass into the landing zone as one new batch and marks them replayed with its
-landing key; the rest stay, with their new reason reported. :class:`DeadLetterStore` is the
+landing key; the rest stay, with their new reason reported. A conflicting redelivery (a valid
+event whose id was delivered before with other content) is refused unless a fix gives it a new
+event id. :class:`DeadLetterStore` is the
 interface; :class:`SqliteDeadLetterStore` is the local implementation (WAL, busy timeout,
 short transactions: see :mod:`figstream.storage.state`) and a DynamoDB one will follow
 (``add`` is a put with ``attribute_not_exists(id)``, ``mark_replayed`` an update with
@@ -62,6 +64,10 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The reason of a valid event whose id was delivered before with other content (the ingest
+# step's: figstream.streaming.ingest). Not a validation failure: the record is valid, and the
+# first version of its event id stays materialised, so replay refuses it (see replay()).
+CONFLICTING_REDELIVERY = "conflicting_redelivery"
 
 
 def deadletter_path(home: Path | None = None) -> Path:
@@ -346,10 +352,34 @@ class ReplayReport:
     landing_keys: tuple[str, ...] = ()
     still_failing: dict[str, Rejection] = field(default_factory=dict)  # id -> new reason
     already_replayed: tuple[str, ...] = ()  # selected, but replayed before: left alone
+    refused: dict[str, str] = field(default_factory=dict)  # id -> why (a conflicting version)
 
     @property
     def selected(self) -> int:
-        return len(self.published) + len(self.still_failing) + len(self.already_replayed)
+        return (len(self.published) + len(self.still_failing) + len(self.already_replayed)
+                + len(self.refused))  # fmt: skip
+
+
+def _refusal(record: DeadLetter, fix: bytes | str | None, checked: Any) -> str | None:
+    """Why a conflicting redelivery may not be replayed as it is (None: it may). Its event
+    id's first version stays materialised, so the same id would only be dead-lettered again
+    (or, fixed back to the first version, dropped as a duplicate): it lands only as another
+    event, under a new id the user's fix gives it."""
+    if record.code != CONFLICTING_REDELIVERY:
+        return None
+    if fix is None:
+        return (
+            f"a conflicting redelivery of event {record.event_id}, whose first version stays "
+            f"materialised; to land it as another event, replay it with a fix that gives it a "
+            f"new event id"
+        )
+    if getattr(checked, "id", None) == record.event_id:
+        return (
+            f"the fix keeps event id {record.event_id}, whose first version stays "
+            f"materialised; give it a new event id (to change the event, publish a "
+            f"job.updated)"
+        )
+    return None
 
 
 def _one_line(payload: bytes) -> bytes:
@@ -380,6 +410,11 @@ def replay(
     the new reason reported. The rest go to ``publisher.publish`` as one batch and are then marked
     replayed with the landing key(s).
 
+    A ``conflicting_redelivery`` (:data:`CONFLICTING_REDELIVERY`: a valid event whose id was
+    delivered before with other content) is refused, reported in ``refused`` and left in the
+    store, unless its fix gives it a new event id: the first version of its id stays
+    materialised, so replaying it under that id would only dead-letter it again.
+
     Publishing before marking makes delivery at-least-once: a crash between the two (or two
     concurrent replays of the same records) lands the same events twice. That cannot create
     duplicate materialised events, because every consumer dedupes by event id
@@ -404,6 +439,7 @@ def replay(
 
     passed: builtins.list[tuple[str, bytes]] = []
     failing: dict[str, Rejection] = {}
+    refused: dict[str, str] = {}
     already = []
     for id_, record in selected.items():
         if record.replayed:
@@ -413,7 +449,10 @@ def replay(
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         result = validate(payload)
-        if isinstance(result, Rejection):
+        why = _refusal(record, fixes.get(id_), result)
+        if why is not None:
+            refused[id_] = why
+        elif isinstance(result, Rejection):
             failing[id_] = result
         else:
             passed.append((id_, _one_line(payload)))
@@ -428,4 +467,5 @@ def replay(
         landing_keys=tuple(keys),
         still_failing=failing,
         already_replayed=tuple(already),
+        refused=refused,
     )

@@ -41,6 +41,8 @@ Why it is built this way:
   kept), integers and microsecond times ``N`` (exact as integers: no floats, no ``Decimal``
   surprises, since the low-level client hands numbers back as strings), booleans ``BOOL``; a
   null is an absent attribute.
+* A claim holds its claimant's batch and content digest (``digest``, absent for a claim made
+  without one), which a failed condition hands back (``ALL_OLD``) with no second read.
 * A claim holds ``expires_at`` in epoch seconds (rounded up), the attribute DynamoDB's TTL
   reaper reads, and ``expires_us`` in microseconds, which the condition reads, so a claim
   expires at exactly the instant the SQLite store's does. moto never reaps, so
@@ -98,7 +100,9 @@ from figstream.storage.state import (
     MERGER_SCHEMA,
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
+    Claims,
     StateStore,
+    claim_lists,
     day_keys,
     id_list,
     landing_entries,
@@ -116,6 +120,7 @@ STATE_KINDS = ("jobs", "claims", "registry", "mergers", "landing", "days", "merg
 DEADLETTER_KIND = "deadletters"
 TTL_ATTRIBUTE = "expires_at"  # on the claims table
 P = "#"  # key prefix: DynamoDB refuses empty strings as keys
+ClaimPair = tuple[str, tuple[str, "str | None"]]  # claim key, (batch id, digest)
 
 
 class DynamoError(RuntimeError):
@@ -466,16 +471,16 @@ class DynamoStateStore(StateStore):
 
     # event claims
 
-    def claim_batches(
-        self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
-    ) -> list[dict[str, str]]:
-        wanted = [id_list(event_ids, "claim_batches") for _, event_ids in claims]
+    def claim_versions(
+        self, claims: Sequence[Claims], now: int | None = None
+    ) -> list[dict[str, tuple[str, str | None]]]:
+        wanted = claim_lists(claims)
         stamp = now_us() if now is None else now
         expires = stamp + self.claim_ttl_s * 1_000_000
-        first: dict[str, str] = {}  # an id's first claimant in this call claims it
+        first: dict[str, tuple[str, str | None]] = {}  # an id's first claimant in this call
         for i, ids in enumerate(wanted):
-            for event_id in ids:
-                first.setdefault(event_id, claims[i][0])
+            for event_id, digest in ids.items():
+                first.setdefault(event_id, (claims[i][0], digest))
         pairs = list(first.items())
         if self.claim_mode == "transact":
             owners = self._claim_transact(pairs, stamp, expires)
@@ -484,50 +489,55 @@ class DynamoStateStore(StateStore):
             owners = dict(zip(first, results, strict=True))
         return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
 
-    def _claim_item(self, event_id: str, batch_id: str, stamp: int, expires: int) -> dict:
-        return {
+    def _claim_item(self, pair: ClaimPair, stamp: int, expires: int) -> dict:
+        event_id, (batch_id, digest) = pair
+        item = {
             "pk": _key(event_id),
             "batch_id": _s(batch_id),
             "claimed_at": _n(stamp),
             "expires_us": _n(expires),
             TTL_ATTRIBUTE: _n(-(-expires // 1_000_000)),  # epoch seconds, rounded up
         }
+        if digest is not None:
+            item["digest"] = _s(digest)
+        return item
 
     _CLAIM_CONDITION = "attribute_not_exists(pk) OR expires_us <= :now"
 
-    def _claim_put(self, pair: tuple[str, str], stamp: int, expires: int) -> str:
-        event_id, batch_id = pair
+    def _claim_put(self, pair: ClaimPair, stamp: int, expires: int) -> tuple[str, str | None]:
         response = self.db.conditional(
             "put_item",
             TableName=self.tables["claims"],
-            Item=self._claim_item(event_id, batch_id, stamp, expires),
+            Item=self._claim_item(pair, stamp, expires),
             ConditionExpression=self._CLAIM_CONDITION,
             ExpressionAttributeValues={":now": _n(stamp)},
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         if response is None or not response.get("Failed"):
-            return batch_id
-        return self._owner(event_id, response.get("Item"))
+            return pair[1]
+        return self._owner(pair[0], response.get("Item"))
 
-    def _owner(self, event_id: str, item: dict | None) -> str:
+    def _owner(self, event_id: str, item: dict | None) -> tuple[str, str | None]:
         if item is None:  # an emulator that does not return the item: read it
             got = self.db.batch_get(self.tables["claims"], [{"pk": _key(event_id)}])
             item = got[0]
-        return item["batch_id"]["S"]
+        return item["batch_id"]["S"], item["digest"]["S"] if "digest" in item else None
 
     def _claim_transact(
-        self, pairs: list[tuple[str, str]], stamp: int, expires: int
-    ) -> dict[str, str]:
-        owners: dict[str, str] = {}
+        self, pairs: list[ClaimPair], stamp: int, expires: int
+    ) -> dict[str, tuple[str, str | None]]:
+        owners: dict[str, tuple[str, str | None]] = {}
         chunks = [pairs[i : i + TRANSACT] for i in range(0, len(pairs), TRANSACT)]
         for part in self.db.each(lambda c: self._transact(c, stamp, expires), chunks):
             owners.update(part)
         return owners
 
-    def _transact(self, pairs: list[tuple[str, str]], stamp: int, expires: int) -> dict[str, str]:
+    def _transact(
+        self, pairs: list[ClaimPair], stamp: int, expires: int
+    ) -> dict[str, tuple[str, str | None]]:
         """One TransactWriteItems of conditional puts; when it is cancelled, the ids whose
         condition failed are owned by their stored claim and the rest go again."""
-        owners: dict[str, str] = {}
+        owners: dict[str, tuple[str, str | None]] = {}
         pending = list(pairs)
         for attempt in range(UNPROCESSED_ROUNDS + 1):
             if not pending:
@@ -536,13 +546,13 @@ class DynamoStateStore(StateStore):
                 {
                     "Put": {
                         "TableName": self.tables["claims"],
-                        "Item": self._claim_item(event_id, batch_id, stamp, expires),
+                        "Item": self._claim_item(pair, stamp, expires),
                         "ConditionExpression": self._CLAIM_CONDITION,
                         "ExpressionAttributeValues": {":now": _n(stamp)},
                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                 }
-                for event_id, batch_id in pending
+                for pair in pending
             ]
             try:
                 self.db.call("transact_write_items", TransactItems=puts)

@@ -4,11 +4,14 @@
 One on-demand table, ``config.table_name("trace")`` (created with the state store's tables by
 ``figstream aws setup``): partition key ``pk`` = ``#`` + event id, sort key ``sk`` =
 ``<batch id>#<line, zero-padded>``, so an event's deliveries are one ``Query`` in (batch, line)
-order, whatever the table's size. A row holds :data:`~figstream.storage.trace.TRACE_SCHEMA`'s
-columns as plain attributes, ``expires_at`` in epoch seconds (rounded up) for DynamoDB's TTL
-reaper and ``expires_us``, which reads compare, so a row expires at the instant the SQLite
-index's does. Writes are ``BatchWriteItem`` puts (a retried run replaces its own rows); moto
-never reaps, so :meth:`DynamoTraceIndex.purge` deletes expired rows itself (a ``Scan``).
+order, whatever the table's size; the ingest step's look-up of the materialised deliveries
+of its event ids (:meth:`DynamoTraceIndex.materialised`) is one such ``Query`` per id,
+through the thread pool, as the claims are one ``PutItem`` per id. A row holds
+:data:`~figstream.storage.trace.TRACE_SCHEMA`'s columns as plain attributes, ``expires_at``
+in epoch seconds (rounded up) for DynamoDB's TTL reaper and ``expires_us``, which reads
+compare, so a row expires at the instant the SQLite index's does. Writes are
+``BatchWriteItem`` puts (a retried run replaces its own rows); moto never reaps, so
+:meth:`DynamoTraceIndex.purge` deletes expired rows itself (a ``Scan``).
 
 Bad inputs tried (``tests/figstream/trace/test_trace_index.py``, run on both indexes): missing
 columns, nulls in key columns, an unknown outcome, a naive timestamp, an empty event id, a
@@ -17,6 +20,7 @@ non-string id, NUL and non-ASCII text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +28,14 @@ import pyarrow as pa
 from figstream.storage.aws import AwsConfig
 from figstream.storage.dynamo_state import THREADS, Dynamo, _key, _n, decode_rows, encode_rows
 from figstream.storage.sqlite import now_us
-from figstream.storage.trace import TRACE_SCHEMA, TRACE_TTL_S, TraceIndex, conform_both
+from figstream.storage.state import id_list
+from figstream.storage.trace import (
+    MATERIALISED_SCHEMA,
+    TRACE_SCHEMA,
+    TRACE_TTL_S,
+    TraceIndex,
+    conform_both,
+)
 
 TRACE_KIND = "trace"
 
@@ -84,6 +95,25 @@ class DynamoTraceIndex(TraceIndex):
         )
         live = [item for item in items if int(item["expires_us"]["N"]) > stamp]
         return decode_rows(live, TRACE_SCHEMA)
+
+    def materialised(self, event_ids: Sequence[str], since: int) -> pa.Table:
+        ids = id_list(event_ids, "materialised")
+        floor = _n(since + self.ttl_s * 1_000_000)
+
+        def query(event_id: str) -> list[dict[str, Any]]:
+            return self.db.items(
+                "query",
+                TableName=self.table,
+                KeyConditionExpression="pk = :p",
+                FilterExpression="outcome = :m AND expires_us >= :f",
+                ExpressionAttributeValues={
+                    ":p": _key(event_id), ":m": {"S": "materialised"}, ":f": floor,
+                },
+                ConsistentRead=True,
+            )  # fmt: skip
+
+        items = [item for found in self.db.each(query, ids) for item in found]
+        return decode_rows(items, MATERIALISED_SCHEMA)
 
     def purge(self, now: int | None = None, limit: int = 100_000) -> int:
         stamp = now_us() if now is None else now

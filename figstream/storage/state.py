@@ -8,10 +8,11 @@ implementation:
 ======================  ===========================================  ==========================
 operation               semantics                                    DynamoDB
 ======================  ===========================================  ==========================
-``claim_batches``       first claimant wins per claim key (an event  ``PutItem`` with
-                        id scoped by its hour); a claim expires      ``attribute_not_exists OR
-                        after ``claim_ttl_s`` (the ``expires_at``    expires_at < :now``
-                        TTL attribute)
+``claim_versions`` /    first claimant wins per claim key (an event  ``PutItem`` with
+``claim_batches``       id scoped by its hour), and the claim keeps  ``attribute_not_exists OR
+                        the digest of the claimant's content; a      expires_at < :now``,
+                        claim expires after ``claim_ttl_s`` (the     ``ALL_OLD`` on failure
+                        ``expires_at`` TTL attribute)
 ``drop_claims`` /       delete claims / the expired ones             ``BatchWriteItem`` / TTL
 ``purge_claims``
 ``get_jobs``            the rows of the jobs a step touches, with    ``BatchGetItem``
@@ -182,15 +183,25 @@ class StateStore(ABC):
 
     # event claims
 
-    @abstractmethod
     def claim_batches(
         self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
     ) -> list[dict[str, str]]:
-        """Claim the event ids of landed batches, given as (batch_id, event_ids), first
-        claimant wins; a batch claiming again (a retry, a backfill) gets its own claims back,
-        and a claim older than :attr:`claim_ttl_s` is gone (a redelivery after it is new). An
-        earlier entry claims first. ``now`` (µs since the epoch) defaults to the clock.
-        Returns, per entry, the owning batch of each distinct id given."""
+        """:meth:`claim_versions` without digests: per entry, the owning batch of each id."""
+        owned = self.claim_versions(claims, now)
+        return [{key: owner for key, (owner, _) in entry.items()} for entry in owned]
+
+    @abstractmethod
+    def claim_versions(
+        self, claims: Sequence[Claims], now: int | None = None
+    ) -> list[dict[str, tuple[str, str | None]]]:
+        """Claim the event ids of landed batches, given as (batch_id, event_ids) or
+        (batch_id, event_ids, digests), ``digests[i]`` the digest of the content of the event
+        of ``event_ids[i]``; first claimant wins and its digest stays with the claim. A batch
+        claiming again (a retry, a backfill) gets its own claims back, and a claim older than
+        :attr:`claim_ttl_s` is gone (a redelivery after it is new). An earlier entry claims
+        first, and of one id given twice in an entry its first digest counts. ``now`` (µs
+        since the epoch) defaults to the clock. Returns, per entry, the owner of each distinct
+        id given: (owning batch, its digest; None for a claim made without one)."""
 
     @abstractmethod
     def drop_claims(self, keys: Iterable[str]) -> int:
@@ -355,6 +366,33 @@ class StateStore(ABC):
         (indexed under the partition ``""``)."""
 
 
+# A claim_versions entry: (batch_id, event_ids) or (batch_id, event_ids, digests).
+Claims = tuple[str, Iterable[str]] | tuple[str, Iterable[str], Iterable[str]]
+
+
+def claim_lists(claims: Sequence[Claims]) -> list[dict[str, str | None]]:
+    """Each entry's distinct ids in order, each with its first digest (None without one);
+    ``TypeError``/``ValueError`` say what is wrong."""
+    out = []
+    for entry in claims:
+        ids = entry[1]
+        if isinstance(ids, str) or ids is None:
+            raise TypeError(f"claim_batches: ids must be an iterable of ids, not {type(ids)}")
+        ids = list(ids)
+        digests = list(entry[2]) if len(entry) > 2 else [None] * len(ids)
+        if len(digests) != len(ids):
+            raise ValueError(f"claim_batches: {len(ids)} ids but {len(digests)} digests")
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError("claim_batches: ids must be non-null strings")
+        if not all(d is None or isinstance(d, str) for d in digests):
+            raise ValueError("claim_batches: digests must be strings or None")
+        wanted: dict[str, str | None] = {}
+        for key, digest in zip(ids, digests, strict=True):
+            wanted.setdefault(key, digest)
+        out.append(wanted)
+    return out
+
+
 def id_list(values: Iterable[str] | None, what: str) -> list[str]:
     if isinstance(values, str) or values is None:
         raise TypeError(f"{what} must be an iterable of ids, not {type(values).__name__}")
@@ -450,7 +488,8 @@ CREATE TABLE IF NOT EXISTS event_claims (
     event_id TEXT PRIMARY KEY NOT NULL,
     batch_id TEXT NOT NULL,
     claimed_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    digest TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_claims_expiry ON event_claims (expires_at);
 CREATE TABLE IF NOT EXISTS landing_index (
@@ -533,10 +572,11 @@ WHERE (excluded.merged_at, excluded.merger_event_id)
 """
 _DAY_ROWS_PENDING = "day_rows_pending"
 _CLAIM = """
-INSERT INTO event_claims VALUES (?, ?, ?, ?)
+INSERT INTO event_claims (event_id, batch_id, claimed_at, expires_at, digest)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
     batch_id = excluded.batch_id, claimed_at = excluded.claimed_at,
-    expires_at = excluded.expires_at
+    expires_at = excluded.expires_at, digest = excluded.digest
 WHERE event_claims.expires_at <= excluded.claimed_at
 """
 
@@ -561,6 +601,8 @@ class SqliteStateStore(StateStore):
           (no components, no version): it is dropped, and the buckets are converted into the
           new table (``figstream.streaming.convert``);
         * its event claims never expired: each now expires ``claim_ttl_s`` after its claim;
+        * its event claims held no digest: they keep none (a claim without a digest cannot
+          tell a conflicting redelivery from a duplicate, so it counts every one a duplicate);
         * it held no day rows (``job_days``): flagged, so that the next state step builds them
           from the kept ingest fragments (``figstream.streaming.daily.convert_day_rows``).
         """
@@ -586,43 +628,48 @@ class SqliteStateStore(StateStore):
                 "UPDATE event_claims SET expires_at = claimed_at + ?",
                 (self.claim_ttl_s * 1_000_000,),
             )
+        if columns("event_claims") and "digest" not in columns("event_claims"):
+            conn.execute("ALTER TABLE event_claims ADD COLUMN digest TEXT")
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
 
     # event claims
 
-    def claim_batches(
-        self, claims: Sequence[tuple[str, Iterable[str]]], now: int | None = None
-    ) -> list[dict[str, str]]:
-        wanted = [id_list(event_ids, "claim_batches") for _, event_ids in claims]
+    def claim_versions(
+        self, claims: Sequence[Claims], now: int | None = None
+    ) -> list[dict[str, tuple[str, str | None]]]:
+        wanted = claim_lists(claims)
         stamp = now_us() if now is None else now
         expires = stamp + self.claim_ttl_s * 1_000_000
         # Inserted in event-id order (stable, so of two batches in this call holding one id the
         # earlier still claims it first): random ids in arrival order dirty a page of the
         # B-tree an id, spilled from the cache and dirtied again, as the table grows.
         inserts = sorted(
-            ((event_id, claims[i][0]) for i, ids in enumerate(wanted) for event_id in ids),
-            key=lambda pair: pair[0],
+            (
+                (event_id, claims[i][0], digest)
+                for i, ids in enumerate(wanted)
+                for event_id, digest in ids.items()
+            ),
+            key=lambda row: row[0],
         )
-        owners: dict[str, str] = {}
+        owners: dict[str, tuple[str, str | None]] = {}
         # One write transaction, so one commit and fsync, for all the batches.
         with self._db.write() as conn:
             for chunk in chunks(inserts):
                 inserted = conn.executemany(
-                    _CLAIM, [(event_id, batch_id, stamp, expires) for event_id, batch_id in chunk]
+                    _CLAIM, [(key, batch, stamp, expires, digest) for key, batch, digest in chunk]
                 ).rowcount
                 if inserted == len(chunk):  # every id new (or expired): each is its inserter's
-                    owners.update(chunk)
+                    owners.update((key, (batch, digest)) for key, batch, digest in chunk)
                     continue
-                owners.update(
-                    conn.execute(
-                        "SELECT event_id, batch_id FROM event_claims"
-                        " WHERE event_id IN (SELECT value FROM json_each(?))",
-                        (json_list(event_id for event_id, _ in chunk),),
-                    ).fetchall()
-                )
-        return [{event_id: owners[event_id] for event_id in ids} for ids in wanted]
+                rows = conn.execute(
+                    "SELECT event_id, batch_id, digest FROM event_claims"
+                    " WHERE event_id IN (SELECT value FROM json_each(?))",
+                    (json_list(key for key, _, _ in chunk),),
+                ).fetchall()
+                owners.update((key, (batch, digest)) for key, batch, digest in rows)
+        return [{key: owners[key] for key in ids} for ids in wanted]
 
     def drop_claims(self, keys: Iterable[str]) -> int:
         dropped = 0

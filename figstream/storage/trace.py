@@ -24,6 +24,7 @@ key); the DynamoDB table is :class:`figstream.storage.dynamo_trace.DynamoTraceIn
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,12 +32,15 @@ import pyarrow as pa
 from figstream.storage.sqlite import (
     BUSY_TIMEOUT_S,
     SqliteDatabase,
+    chunks,
     conform,
     delete_in_slices,
     from_rows,
+    json_list,
     now_us,
     to_rows,
 )
+from figstream.storage.state import id_list
 
 TS = pa.timestamp("us", tz="UTC")
 TRACE_TTL_DAYS = 90
@@ -70,6 +74,11 @@ BATCH_SCHEMA = pa.schema(
 TRACE_SCHEMA = pa.schema([*DELIVERY_SCHEMA, *(f for f in BATCH_SCHEMA if f.name not in
                                                  ("batch_id", "partition_key"))])  # fmt: skip
 _KEY = ("event_id", "batch_id", "line_no")
+# What materialised() returns: each event's materialised deliveries, where they went.
+MATERIALISED_SCHEMA = pa.schema(
+    [TRACE_SCHEMA.field(n) for n in ("event_id", "stream", "partition_key", "batch_id",
+                                      "line_no")]
+)  # fmt: skip
 
 
 def check_outcomes(rows: pa.Table) -> None:
@@ -110,6 +119,13 @@ class TraceIndex(ABC):
         order; empty when the index holds none."""
 
     @abstractmethod
+    def materialised(self, event_ids: Sequence[str], since: int) -> pa.Table:
+        """The ``materialised`` deliveries of ``event_ids`` (:data:`MATERIALISED_SCHEMA`)
+        written at or after ``since`` (µs since the epoch), in no particular order: the
+        ingest step's look-up of an event id across hours and streams (a keyed read per id,
+        ``Query`` on DynamoDB), before it materialises a version of an event."""
+
+    @abstractmethod
     def purge(self, now: int | None = None, limit: int = 100_000) -> int:
         """Delete up to ``limit`` expired deliveries; returns how many."""
 
@@ -144,6 +160,13 @@ _SELECT = (
     " d.reason, b.batch_key, b.stream, b.run_id, b.recorded_at FROM event_trace d"
     " JOIN trace_batches b USING (batch_id, partition_key)"
     " WHERE d.event_id = ? AND d.expires_at > ? ORDER BY d.batch_id, d.line_no"
+)
+
+_MATERIALISED = (
+    "SELECT d.event_id, b.stream, d.partition_key, d.batch_id, d.line_no FROM event_trace d"
+    " JOIN trace_batches b USING (batch_id, partition_key)"
+    " WHERE d.event_id IN (SELECT value FROM json_each(?)) AND d.outcome = 'materialised'"
+    " AND d.expires_at >= ?"
 )
 
 
@@ -181,6 +204,17 @@ class SqliteTraceIndex(TraceIndex):
         with self._db.read() as conn:
             rows = conn.execute(_SELECT, (event_id, now_us() if now is None else now)).fetchall()
         return from_rows(rows, TRACE_SCHEMA)
+
+    def materialised(self, event_ids: Sequence[str], since: int) -> pa.Table:
+        ids = id_list(event_ids, "materialised")
+        rows: list[tuple] = []
+        # A row written at ``since`` expires ttl_s later; the rows' pages are the ones the
+        # ingest step's record() dirties right after, through this same connection's cache.
+        floor = since + self.ttl_s * 1_000_000
+        with self._db.read() as conn:
+            for chunk in chunks(ids, 20_000):
+                rows += conn.execute(_MATERIALISED, (json_list(chunk), floor)).fetchall()
+        return from_rows(rows, MATERIALISED_SCHEMA)
 
     def purge(self, now: int | None = None, limit: int = 100_000) -> int:
         # A scan of the table (no index on expires_at): a daily reap, off the ingest path.

@@ -2,7 +2,19 @@
 
 Each batch is parsed, its events' ids are claimed (the first batch to claim an id owns it, so
 a duplicate delivery is materialised once), and every rejected record is dead-lettered with its
-reason. Conservation: events landed = events materialised + events dead-lettered.
+reason. Conservation: events landed = events materialised + events dead-lettered + duplicates.
+
+A redelivery is a duplicate only when it is the same event. Each claim carries the digest of
+its event's canonical content (:func:`content_digests`), so a delivery of a claimed id with
+other content is a ``conflicting_redelivery``
+(:data:`figstream.storage.deadletter.CONFLICTING_REDELIVERY`): dead-lettered whole, with the
+first delivery's batch, line and digest in its detail, while the first version stays
+materialised. A version whose event time moved to another hour carries another hour's claim
+key, so before an event is materialised its id is looked up in the trace index
+(:meth:`figstream.storage.trace.TraceIndex.materialised`, keyed by event id, within the
+claims' horizon): materialised in another hour or stream, it is a conflicting redelivery too.
+Both checks decide the same way on a retry or a backfill of the same batch, so re-landing
+stays idempotent.
 """
 
 from __future__ import annotations
@@ -12,16 +24,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from figstream.ingest.archive import read_batch
 from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.routing import Router
+from figstream.storage.deadletter import CONFLICTING_REDELIVERY
 from figstream.storage.objects import write_parquet
 from figstream.streaming import books, parse, trace
 from figstream.streaming.landing_index import assign, split_lines
 from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, release_arrow_memory
+from figstream.streaming.tables import REJECTED_SCHEMA, empty
 
 # --- ingest: raw_events (postings) and board_mergers (boards) ---------------------------------
 
@@ -31,17 +46,18 @@ class IngestReport:
     batches: int = 0
     records: int = 0
     valid: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
+    materialised: int = 0
+    duplicates: int = 0  # of valid events and of rejected records
+    dead_lettered: int = 0  # rejected records and conflicting redeliveries
+    conflicting: int = 0  # of them, valid events that conflict with a first version
     event_times: list[pa.Array] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
 
-    @property
-    def materialised(self) -> int:
-        return self.valid - self.duplicates
+    _COUNTS = ("batches", "records", "valid", "materialised", "duplicates", "dead_lettered",
+               "conflicting")  # fmt: skip
 
     def add(self, other: IngestReport) -> None:
-        for attr in ("batches", "records", "valid", "duplicates", "dead_lettered"):
+        for attr in self._COUNTS:
             setattr(self, attr, getattr(self, attr) + getattr(other, attr))
         self.event_times.extend(other.event_times)
         self.batch_ids.extend(other.batch_ids)
@@ -206,41 +222,60 @@ def _store_group(
     keys: dict[str, str],
     run_id: str | None,
 ) -> None:
-    """Claim a group of parsed batches' ids, valid events by event id and rejected records by
-    their exact bytes (a bad record delivered twice is one bad event), in the order of the
-    batches; then write each batch's fragment, dead-letter the group's rejected records and
-    record every delivery's outcome in the trace index, then book each batch's counts."""
-    claims = []
-    booked = []
+    """Claim a group of parsed batches' ids, valid events by event id with their content's
+    digest and rejected records by their exact bytes (a bad record delivered twice is one bad
+    event), in the order of the batches; split off the conflicting redeliveries; then write
+    each batch's fragment, dead-letter the group's rejected records and conflicting
+    redeliveries and record every delivery's outcome in the trace index, then book each
+    batch's counts."""
+    claims: list[tuple] = []
     for batch_id, valid, rejected in group:
-        claims.append((batch_id, claim_keys(partition, valid["event_id"])))
+        ids = claim_keys(partition, valid["event_id"])
+        claims.append((batch_id, ids, content_digests(valid)))
         claims.append((batch_id, _payload_ids(rejected).to_pylist()))
-    owners = stores.state.claim_batches(claims)
+    owners = stores.state.claim_versions(claims)
+    split = [
+        _Split.of(batch_id, valid, claims[2 * i][1], claims[2 * i][2], owners[2 * i])
+        for i, (batch_id, valid, _) in enumerate(group)
+    ]
+    _elsewhere(stores, partition, split)
+    _claim_conflicts(stores, partition, split)
     dead = []
     traced = []
+    booked = []
     for i, (batch_id, valid, rejected) in enumerate(group):
-        kept = _claimed(batch_id, valid, claims[2 * i][1], owners[2 * i])
+        part = split[i]
+        same = valid.take(pa.array(part.same, pa.int64()))
+        same_ids = [part.ids[n] for n in part.same]
+        kept = _claimed(batch_id, same, same_ids, part.owners)
         key = fragment_key(INGEST_TABLES[stream], partition, batch_id)
         write_parquet(stores.objects, key, kept)
-        new_rejected = _claimed(batch_id, rejected, claims[2 * i + 1][1], owners[2 * i + 1])
-        dead.append(new_rejected)
+        bad_ids = claims[2 * i + 1][1]
+        bad_owners = {k: owner for k, (owner, _) in owners[2 * i + 1].items()}
+        new_rejected = _claimed(batch_id, rejected, bad_ids, bad_owners)
+        conflicts = _conflict_rows(stores, keys.get(batch_id), valid, part, split)
+        new_conflicts = _claimed(batch_id, conflicts, part.conflict_ids, part.conflict_owners)
+        dead += [new_rejected, new_conflicts]
+        records = valid.num_rows + rejected.num_rows
+        dead_lettered = new_rejected.num_rows + new_conflicts.num_rows
+        duplicates = records - kept.num_rows - dead_lettered
         report.batches += 1
         report.batch_ids.append(batch_id)
         report.valid += valid.num_rows
-        report.duplicates += (
-            valid.num_rows - kept.num_rows + rejected.num_rows - new_rejected.num_rows
-        )
-        report.dead_lettered += new_rejected.num_rows
-        booked.append(books.BatchEntry(
-            batch_id, keys.get(batch_id, batch_id), valid.num_rows + rejected.num_rows,
-            kept.num_rows, valid.num_rows - kept.num_rows + rejected.num_rows
-            - new_rejected.num_rows, new_rejected.num_rows,
-        ))  # fmt: skip
+        report.materialised += kept.num_rows
+        report.duplicates += duplicates
+        report.dead_lettered += dead_lettered
+        report.conflicting += new_conflicts.num_rows
+        booked.append(books.BatchEntry(batch_id, keys.get(batch_id, batch_id), records,
+                                       kept.num_rows, duplicates, dead_lettered))  # fmt: skip
         report.event_times.append(kept["event_time"].combine_chunks())
+        # Conflicting deliveries are traced as the rejected ones are: dead-lettered (the first
+        # of a version) or a duplicate of that version's first delivery.
         traced.append(
             trace.ClaimedBatch(
-                batch_id, keys.get(batch_id, batch_id), valid, claims[2 * i][1], owners[2 * i],
-                rejected, claims[2 * i + 1][1], owners[2 * i + 1],
+                batch_id, keys.get(batch_id, batch_id), same, same_ids, part.owners,
+                pa.concat_tables([rejected, conflicts]), [*bad_ids, *part.conflict_ids],
+                bad_owners | part.conflict_owners,
             )
         )  # fmt: skip
     dead = [rows for rows in dead if rows.num_rows]
@@ -259,9 +294,181 @@ def claim_keys(partition: str, event_ids: pa.Array | pa.ChunkedArray) -> list[st
     together in the store's key order (a B-tree's pages, a DynamoDB partition's items), so the
     claim step costs what the run's events cost whatever the number of claims held (10k claims:
     0.012 s into 100k or 3M held, against 0.05 s and 0.22 s keyed by the id alone). An id
-    reused with another event time is another event here. Rejected records are claimed by the
-    digest of their bytes, unscoped (:func:`_payload_ids`)."""
+    reused with another event time is not the same event: the trace index finds the first
+    version (see the module docstring). Rejected records are claimed by the digest of their
+    bytes, unscoped (:func:`_payload_ids`)."""
     return [f"{partition}/{event_id}" for event_id in event_ids.to_pylist()]
+
+
+# Not part of an event's content: where it was delivered, and the schema version it came in
+# (upcast to the latest, a v1 and a v2 delivery of one event are alike).
+_NOT_CONTENT = ("event_id", "version", "batch_id", "line_no")
+
+
+def content_digests(valid: pa.Table) -> list[str]:
+    """The SHA-256 of each valid event's canonical content: its upcast, flattened columns
+    (type, source, event time, data) less :data:`_NOT_CONTENT`, as one JSON array a row."""
+    if valid.num_rows == 0:
+        return []
+    columns = []
+    for name in valid.column_names:
+        if name in _NOT_CONTENT:
+            continue
+        column = valid[name]
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        columns.append(column.to_pylist())
+    return [hashlib.sha256(orjson.dumps(row)).hexdigest() for row in zip(*columns, strict=True)]
+
+
+@dataclass
+class _Split:
+    """One batch's valid rows split by their claims: ``same`` (row indexes) are the same event
+    as their claim's owner holds (the owner's first row is materialised, the rest are
+    duplicates); the rest are conflicting redeliveries, each claimed again by its version
+    (:func:`_claim_conflicts`) so that a redelivery of a conflicting version is a duplicate."""
+
+    batch_id: str
+    ids: list[str]  # each valid row's claim key
+    digests: list[str]
+    lines: list[int]
+    claimed: dict[str, tuple[str, str | None]]  # claim key -> (owner, its digest)
+    same: list[int] = field(default_factory=list)
+    conflict: list[int] = field(default_factory=list)
+    conflict_ids: list[str] = field(default_factory=list)
+    conflict_owners: dict[str, str] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)  # conflict row's claim key -> detail
+
+    @property
+    def owners(self) -> dict[str, str]:
+        return {key: owner for key, (owner, _) in self.claimed.items()}
+
+    @classmethod
+    def of(
+        cls,
+        batch_id: str,
+        valid: pa.Table,
+        ids: list[str],
+        digests: list[str],
+        claimed: dict[str, tuple[str, str | None]],
+    ) -> _Split:
+        out = cls(batch_id, ids, digests, valid["line_no"].to_pylist(), claimed)
+        for n, (key, digest) in enumerate(zip(ids, digests, strict=True)):
+            held = claimed[key][1]
+            # A claim without a digest (an earlier version's) cannot tell: a duplicate.
+            (out.same if held is None or held == digest else out.conflict).append(n)
+        return out
+
+    def move_to_conflicts(self, keys: set[str]) -> None:
+        """Rows of ``keys`` (this batch's own claims) conflict with a version elsewhere."""
+        moved = [n for n in self.same if self.ids[n] in keys]
+        self.same = [n for n in self.same if self.ids[n] not in keys]
+        self.conflict = sorted(self.conflict + moved)
+
+
+def _elsewhere(stores: Stores, partition: str, split: list[_Split]) -> None:
+    """Rows about to be materialised whose event id is materialised in another hour (or
+    stream) within the claims' horizon: conflicting redeliveries of that first version."""
+    candidates: dict[str, list[tuple[_Split, str]]] = {}
+    for part in split:
+        for n in part.same:
+            key = part.ids[n]
+            if part.claimed[key][0] == part.batch_id:
+                candidates.setdefault(key.split("/", 1)[1], []).append((part, key))
+    if not candidates:
+        return
+    since = time.time_ns() // 1000 - stores.state.claim_ttl_s * 1_000_000
+    found = trace.index_for(stores.state).materialised(list(candidates), since)
+    moved: dict[int, set[str]] = {}
+    for row in found.to_pylist():
+        if row["partition_key"] == partition:
+            continue  # this hour's own: the claim decides
+        for part, key in candidates.get(row["event_id"], ()):
+            moved.setdefault(id(part), set()).add(key)
+            part.first.setdefault(key, _where(row, None))
+    for part in split:
+        if id(part) in moved:
+            part.move_to_conflicts(moved[id(part)])
+
+
+def _claim_conflicts(stores: Stores, partition: str, split: list[_Split]) -> None:
+    """Claim each conflicting row by its version: ``<hour>/<id>#<digest>``, so that the first
+    delivery of a conflicting version is dead-lettered and its redeliveries are duplicates. A
+    row moved here by :func:`_elsewhere` keeps its own hour's claim, which it owns."""
+    wanted = []
+    for part in split:
+        for n in part.conflict:
+            key = part.ids[n]
+            if part.claimed[key][0] == part.batch_id and part.claimed[key][1] == part.digests[n]:
+                part.conflict_ids.append(key)
+                part.conflict_owners[key] = part.batch_id
+            else:
+                part.conflict_ids.append(f"{key}#{part.digests[n]}")
+        wanted.append((part.batch_id, [i for i in part.conflict_ids if i not in
+                                       part.conflict_owners]))  # fmt: skip
+    if not any(ids for _, ids in wanted):
+        return
+    for part, owned in zip(split, stores.state.claim_batches(wanted), strict=True):
+        part.conflict_owners |= owned
+
+
+def _conflict_rows(
+    stores: Stores, batch_key: str | None, valid: pa.Table, part: _Split, split: list[_Split]
+) -> pa.Table:
+    """The conflicting rows of a batch as dead letters (:data:`REJECTED_SCHEMA`): the landed
+    line whole (read back from the batch), and the first version in the detail."""
+    if not part.conflict:
+        return empty(REJECTED_SCHEMA)
+    rows = valid.take(pa.array(part.conflict, pa.int64()))
+    lines = split_lines(read_batch(stores.objects, batch_key))
+    details = []
+    for n in part.conflict:
+        key = part.ids[n]
+        first = part.first.get(key) or _first_in_group(key, split) or _where_claimed(
+            stores, key, part.claimed[key])  # fmt: skip
+        details.append(
+            f"event id {key.split('/', 1)[1]} was delivered before with other content, "
+            f"first in {first}; this delivery's content digest is {part.digests[n]}. The first "
+            f"version stays materialised, this one is kept here whole"
+        )
+    return pa.table(
+        {
+            "batch_id": rows["batch_id"],
+            "line_no": rows["line_no"],
+            "event_id": rows["event_id"],
+            "event_time": rows["event_time"],
+            "code": pa.array([CONFLICTING_REDELIVERY] * rows.num_rows, pa.string()),
+            "detail": pa.array(details, pa.string()),
+            "payload": pa.array([lines[n - 1] for n in rows["line_no"].to_pylist()],
+                                pa.binary()),
+        },
+        schema=REJECTED_SCHEMA,
+    )  # fmt: skip
+
+
+def _where(row: dict, digest: str | None) -> str:
+    """A delivery as a dead letter's detail names it: batch:line (stream hour, digest)."""
+    where = f"{row['batch_id']}:{row['line_no']} ({row['stream']} {row['partition_key']}"
+    return where + (f", content digest {digest})" if digest else ")")
+
+
+def _first_in_group(key: str, split: list[_Split]) -> str | None:
+    """Where the owner of claim ``key`` delivered it, when the owner is in this group."""
+    for part in split:
+        owner, digest = part.claimed.get(key, ("", None))
+        if owner == part.batch_id and key in part.ids:
+            line = part.lines[part.ids.index(key)]
+            return f"{owner}:{line} ({key.split('/', 1)[0]}, content digest {digest})"
+    return None
+
+
+def _where_claimed(stores: Stores, key: str, owner: tuple[str, str | None]) -> str:
+    """Where the owner of claim ``key`` delivered it, from the trace index (a keyed read)."""
+    hour, event_id = key.split("/", 1)
+    for row in trace.index_for(stores.state).materialised([event_id], 0).to_pylist():
+        if row["batch_id"] == owner[0] and row["partition_key"] == hour:
+            return _where(row, owner[1])
+    return f"batch {owner[0]} ({hour}, content digest {owner[1]})"
 
 
 def _payload_ids(rejected: pa.Table) -> pa.Array:

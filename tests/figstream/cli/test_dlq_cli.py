@@ -162,6 +162,28 @@ def test_replay_with_a_fix_lands_once(home, tmp_path, capsys):
     assert "REPLAYED_TO" in out and batch.relative_to(home).as_posix() in out
 
 
+def test_replay_refuses_a_conflicting_redelivery_named_by_id(home, tmp_path, capsys):
+    from figstream.storage.deadletter import CONFLICTING_REDELIVERY
+
+    second = orjson.dumps(envelope(title="Second"))  # valid; evt-1 landed first elsewhere
+    store = SqliteDeadLetterStore(deadletter_path(home))
+    letter = {**row("b3", 4, WRONG_TYPE), "payload": second, "event_id": "evt-1",
+              "code": CONFLICTING_REDELIVERY, "detail": "seen before, other content"}  # fmt: skip
+    store.add(pa.Table.from_pylist([letter], schema=DEAD_LETTER_SCHEMA))
+    assert run("dlq", "replay", "--home", str(home), "--id", "b3:4") == 1
+    out = capsys.readouterr().out
+    assert "published: 0" in out and "refused (left in the store): 1" in out
+    assert "b3:4  a conflicting redelivery of event evt-1" in out
+    assert landed(home) == [] and not store.get("b3:4").replayed
+    # Given a new event id by a fix, it lands as another event.
+    fix = tmp_path / "fix.json"
+    fix.write_bytes(orjson.dumps({**envelope(title="Second"), "id": "evt-1b"}))
+    assert run("dlq", "replay", "--home", str(home), "--fix", f"b3:4={fix}") == 0
+    assert "published: 1" in capsys.readouterr().out
+    assert b'"id":"evt-1b"' in landed(home)[0].read_bytes()
+    assert store.get("b3:4").replayed
+
+
 def test_replay_without_selection_tries_every_outstanding_record(home, capsys):
     assert run("dlq", "replay", "--home", str(home)) == 0
     out = capsys.readouterr().out

@@ -14,6 +14,7 @@ import pytest
 from figstream.events.envelope import Envelope
 from figstream.events.validation import Rejection, validate
 from figstream.storage.deadletter import (
+    CONFLICTING_REDELIVERY,
     DEAD_LETTER_SCHEMA,
     DeadLetterStore,
     ReplayReport,
@@ -229,6 +230,43 @@ def test_replay_fixes_republishes_once_and_keeps_what_still_fails(dlq):
     assert second.published == () and second.already_replayed == ("b1:1",)
     assert list(second.still_failing) == ["b1:2"]
     assert len(publisher.batches) == 1  # nothing republished
+
+
+def conflicting(batch_id: str, line_no: int, **changes) -> dict:
+    """A valid second version of event ``good``, dead-lettered as the ingest step does."""
+    payload = orjson.dumps(envelope(id="good", **changes))
+    assert isinstance(validate(payload), Envelope)
+    return {**rejected("b1", 1, WRONG_TYPE), "batch_id": batch_id, "line_no": line_no,
+            "event_id": "good", "code": CONFLICTING_REDELIVERY, "payload": payload,
+            "detail": "event id good was delivered before with other content"}  # fmt: skip
+
+
+def test_replay_refuses_a_conflicting_redelivery_unless_a_fix_gives_it_a_new_id(dlq):
+    dlq.add(as_table([conflicting("b7", 1, data={"title": "Other"}),
+                      conflicting("b7", 2, data={"title": "Third"}),
+                      rejected("b1", 1, WRONG_TYPE)]))  # fmt: skip
+    publisher = FakePublisher()
+    # Everything outstanding: the conflicting versions are refused and stay; the rest goes on.
+    report = replay(dlq, publisher)
+    assert sorted(report.refused) == ["b7:1", "b7:2"]
+    assert "first version stays materialised" in report.refused["b7:1"]
+    assert list(report.still_failing) == ["b1:1"] and publisher.batches == []
+    assert report.selected == 3
+    assert {r.id for r in dlq.list()} == {"b1:1", "b7:1", "b7:2"}
+    # A fix that keeps the event id would only conflict again: refused too.
+    same_id = orjson.dumps(envelope(id="good", data={"title": "Fixed"}))
+    report = replay(dlq, publisher, fixes={"b7:1": same_id})
+    assert list(report.refused) == ["b7:1"] and "keeps event id good" in report.refused["b7:1"]
+    assert publisher.batches == [] and not dlq.get("b7:1").replayed
+    # A fix that makes it another event (a new id) lands, once.
+    new_id = orjson.dumps(envelope(id="good-2", data={"title": "Other"}))
+    report = replay(dlq, publisher, fixes={"b7:1": new_id})
+    assert report.published == ("b7:1",) and report.refused == {}
+    assert publisher.batches == [[new_id]]
+    assert dlq.get("b7:1").replayed and not dlq.get("b7:2").replayed
+    # By code: the other version is refused again, and stays.
+    report = replay(dlq, publisher, code=CONFLICTING_REDELIVERY)
+    assert list(report.refused) == ["b7:2"] and report.published == ()
 
 
 def test_replay_selects_by_code_or_everything_outstanding(dlq):

@@ -108,9 +108,11 @@ def test_claims_through_transactions_decide_as_single_puts(aws_config):
     transact = DynamoStateStore(other, claim_mode="transact", threads=1)
     ids = [f"e{n:04d}" for n in range(250)]  # three transactions, some ids held already
     calls = [[("b0", ids[::7])], [("b1", ids[::2]), ("b2", ids)], [("b3", ids[::3])]]
-    assert [transact.claim_batches(c, now=1) for c in calls] == [
-        puts.claim_batches(c, now=1) for c in calls
-    ]
+    # With digests: a failed condition hands the stored claim's digest back (ALL_OLD).
+    calls = [[(b, i, [f"{b}-{e}" for e in i]) for b, i in call] for call in calls]
+    got = [transact.claim_versions(c, now=1) for c in calls]
+    assert got == [puts.claim_versions(c, now=1) for c in calls]
+    assert got[2][0]["e0000"] == ("b0", "b0-e0000")
     assert transact.request_counts().get("put_item", 0) == 0
     assert transact.request_counts()["transact_write_items"] >= 3
     with pytest.raises(ValueError, match="claim_mode"):

@@ -493,6 +493,37 @@ def test_claim_batches_inserted_in_id_order_still_let_the_earlier_batch_claim(st
     assert "later" in owners.values()
 
 
+def test_a_claim_keeps_its_claimants_digest(store):
+    # The first claimant's digest stays with the claim; a later claimant (another batch, or
+    # a second row of the same batch) reads it back to tell a duplicate from a conflict.
+    got = store.claim_versions([("b1", ["h/e1", "h/e2", "h/e1"], ["d1", "d2", "dX"])])
+    assert got == [{"h/e1": ("b1", "d1"), "h/e2": ("b1", "d2")}]
+    got = store.claim_versions(
+        [("b2", ["h/e1", "h/e3"], ["d1-other", "d3"]), ("b1", ["h/e3"], ["d3-late"])]
+    )
+    assert got == [{"h/e1": ("b1", "d1"), "h/e3": ("b2", "d3")}, {"h/e3": ("b2", "d3")}]
+    # A retry of b1 gets its own claims back, its digests unchanged.
+    assert store.claim_versions([("b1", ["h/e1"], ["d1"])]) == [{"h/e1": ("b1", "d1")}]
+    # A claim made without a digest (an earlier version's) reads back None.
+    assert store.claim_batches([("b3", ["h/e4"])]) == [{"h/e4": "b3"}]
+    assert store.claim_versions([("b4", ["h/e4"], ["d4"])]) == [{"h/e4": ("b3", None)}]
+    assert store.claim_batches([("b5", ["h/e1"])]) == [{"h/e1": "b1"}]
+    with pytest.raises(ValueError, match="digests"):
+        store.claim_versions([("b6", ["h/e5", "h/e6"], ["d5"])])
+    with pytest.raises(ValueError, match="digests"):
+        store.claim_versions([("b6", ["h/e5"], [5])])
+    assert store.claim_versions([("b6", ["h/e5"], [None])]) == [{"h/e5": ("b6", None)}]
+
+
+def test_an_expired_claim_is_taken_with_the_new_claimants_digest(backend):
+    store = backend.new(claim_ttl_s=60)
+    t = 1_000_000_000_000_000
+    store.claim_versions([("b1", ["h/e1"], ["d1"])], now=t)
+    after = t + 60_000_000
+    assert store.claim_versions([("b2", ["h/e1"], ["d2"])], now=after) == [{"h/e1": ("b2", "d2")}]
+    assert store.claim_versions([("b3", ["h/e1"], ["d1"])], now=after) == [{"h/e1": ("b2", "d2")}]
+
+
 # --- the landing index --------------------------------------------------------------------------
 
 
