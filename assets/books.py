@@ -15,6 +15,7 @@ check results for ``ingest_asset`` (``assets/streaming.py``):
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Sequence
 
 import dagster as dg
@@ -99,9 +100,12 @@ def books_result(stream: str, hours: Sequence[books.HourBooks]) -> dg.AssetCheck
     if unbalanced:
         shown = "\n".join(books.describe(h) for h in unbalanced[:5])
         more = f"\n... and {len(unbalanced) - 5} more hours" if len(unbalanced) > 5 else ""
-        description = f"{len(unbalanced)} of {len(hours)} hours do not balance:\n{shown}{more}"
+        description = (
+            f"{stream} {hours_named(hours)}: {len(unbalanced)} of {len(hours)} hours do not "
+            f"balance:\n{shown}{more}"
+        )
     else:
-        description = f"all {len(hours)} hours of {stream} balance"
+        description = f"{stream} {hours_named(hours)}: balanced"
     return dg.AssetCheckResult(
         check_name="books",
         passed=not unbalanced,
@@ -127,6 +131,13 @@ def books_result(stream: str, hours: Sequence[books.HourBooks]) -> dg.AssetCheck
     )
 
 
+def hours_named(hours: Sequence[books.HourBooks]) -> str:
+    """The hours a check covers, as the UI's execution history shows them: which run is which."""
+    if len(hours) <= 1:
+        return f"hour {hours[0].partition}" if hours else "no hour"
+    return f"{len(hours)} hours, {hours[0].partition} to {hours[-1].partition}"
+
+
 def _iso(partition: str, plus_hours: int = 0) -> str:
     """An hourly partition key as the CLI's ``--from``/``--to`` time (``2026-11-01T03:00``)."""
     moment = dt.datetime.strptime(partition, HOUR_FORMAT) + dt.timedelta(hours=plus_hours)
@@ -145,16 +156,18 @@ def dead_letters_result(
         if h.by_reason
     )
     with_dead = [h for h in hours if h.by_reason]
+    by_reason = sum((Counter(h.by_reason) for h in with_dead), Counter())
+    reasons = ", ".join(f"{code} {n:,}" for code, n in sorted(by_reason.items()))
     return dg.AssetCheckResult(
         check_name="dead_letters",
         passed=open_ == 0,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
-            f"{open_:,} of {total:,} dead letters in these hours wait to be replayed: "
-            f"`figstream dlq list --stream {stream}`, then `figstream dlq show ID`, "
-            "`figstream dlq replay --code CODE` or `--fix ID=FILE`"
+            f"{stream} {hours_named(hours)}: {open_:,} of {total:,} dead letters wait to be "
+            f"replayed (by reason: {reasons}): `figstream dlq list --stream {stream}`, then "
+            "`figstream dlq show ID`, `figstream dlq replay --code CODE` or `--fix ID=FILE`"
             if open_
-            else f"{total:,} dead letters in these hours, none waiting"
+            else f"{stream} {hours_named(hours)}: {total:,} dead letters, none waiting"
         ),
         metadata={
             "dead_letters": total,

@@ -75,6 +75,11 @@ def test_a_run_shows_its_hour_its_books_and_its_dead_letters_by_reason(harness):
     assert found["dead_letters"].severity == dg.AssetCheckSeverity.WARN
     assert found["dead_letters"].metadata["waiting"].value == 1
     assert "figstream dlq list --stream postings" in found["dead_letters"].description
+    # The UI's execution history tells the runs apart by the hours their descriptions name.
+    assert found["books"].description == f"postings hour {HOUR}: balanced"
+    assert found["dead_letters"].description.startswith(
+        f"postings hour {HOUR}: 1 of 1 dead letters wait to be replayed (by reason: wrong_type 1)"
+    )
 
     # The dead letter replayed with a fix: nothing waits, and the hour still balances.
     [letter] = harness.dead_letters().list()
