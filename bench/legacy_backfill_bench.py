@@ -125,28 +125,31 @@ def covered(nodes: list[dict], first: str, last: str) -> bool:
 
 
 def dagster_backfill(env: dict, days: list[str], work: Path, timeout: float) -> dict:
+    """Launch the backfill as the UI does; poll only its status (cheap), every 2 s. Polling the
+    assets' partition statuses every 0.5 s, as an earlier version did, loaded the 2-core machine
+    with GraphQL work the runs then competed with; when the last day was materialised is read
+    from the runs' event logs afterwards instead."""
     with dagster_dev(ROOT / "workspace.yaml", env, work / "dagster.log") as proc:
         port = int(proc.args[proc.args.index("-p") + 1])
         nodes = graphql(port, LEGACY_NODES)["assetNodes"]
         keys = [n["assetKey"] for n in nodes if n["isMaterializable"]]
         params = {"assetSelection": keys, "partitionNames": days, "fromFailure": False}
-        began = time.monotonic()
+        began, launched_at = time.monotonic(), time.time()
         launched = graphql(port, LAUNCH, params=params)["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"backfill not launched: {launched}")
         backfill_id = launched["backfillId"]
-        materialised = completed = None
+        completed = None
         status = "REQUESTED"
         while time.monotonic() - began < timeout and completed is None:
-            time.sleep(0.5)
-            if materialised is None and covered(
-                graphql(port, LEGACY_NODES)["assetNodes"], days[0], days[-1]
-            ):
-                materialised = time.monotonic() - began
+            time.sleep(2)
             status = graphql(port, BACKFILL, id=backfill_id)["partitionBackfillOrError"]["status"]
             if status not in ("REQUESTED", "CANCELING", "FAILING"):
                 completed = time.monotonic() - began
+        every_day = covered(graphql(port, LEGACY_NODES)["assetNodes"], days[0], days[-1])
     runs = run_summary(Path(env["DAGSTER_HOME"]))
+    last = runs.pop("last_materialization")
+    materialised = last - launched_at if every_day and last else None
     return {
         "assets": len(keys),
         "status": status,
@@ -157,19 +160,35 @@ def dagster_backfill(env: dict, days: list[str], work: Path, timeout: float) -> 
 
 
 def run_summary(dagster_home: Path) -> dict:
-    """The backfill's runs, from the instance after ``dagster dev`` stopped."""
-    code = (
-        "import json, dagster as dg\n"
-        "with dg.DagsterInstance.get() as i:\n"
-        "    rs = [r for r in i.get_run_records() if r.dagster_run.tags.get('dagster/backfill')]\n"
-        "    rs.sort(key=lambda r: r.create_timestamp)\n"
-        "    print(json.dumps({'runs': len(rs), 'run_seconds': [round(r.end_time - r.start_time, 1)"
-        " for r in rs if r.end_time and r.start_time], 'statuses': sorted({r.dagster_run.status"
-        ".value for r in rs}), 'run_assets': [sorted(k.path[-1] for k in"
-        " r.dagster_run.asset_selection or ()) for r in rs], 'run_partitions': [[r.dagster_run"
-        ".tags.get(t) for t in ('dagster/partition', 'dagster/asset_partition_range_start',"
-        " 'dagster/asset_partition_range_end')] for r in rs]}))\n"
-    )
+    """The backfill's runs, from the instance after ``dagster dev`` stopped: each run's time,
+    and each step's, from the run's creation (the wait for the daemon to launch it is outside)."""
+    code = """
+import json, dagster as dg
+with dg.DagsterInstance.get() as i:
+    rs = [r for r in i.get_run_records() if r.dagster_run.tags.get('dagster/backfill')]
+    rs.sort(key=lambda r: r.create_timestamp)
+    out = {'runs': len(rs), 'run_seconds': [], 'steps': [], 'last_materialization': None,
+           'statuses': sorted({r.dagster_run.status.value for r in rs})}
+    for r in rs:
+        run = r.dagster_run
+        created = r.create_timestamp.timestamp()
+        if r.end_time and r.start_time:
+            out['run_seconds'].append(round(r.end_time - r.start_time, 1))
+        starts, steps = {}, {}
+        for e in i.all_logs(run.run_id):
+            kind = e.dagster_event.event_type_value if e.dagster_event else None
+            if kind == 'STEP_START':
+                starts[e.step_key] = e.timestamp
+            elif kind == 'STEP_SUCCESS':
+                steps[e.step_key.split('__')[-1]] = [round(starts[e.step_key] - created, 1),
+                                                     round(e.timestamp - starts[e.step_key], 1)]
+            elif kind == 'ASSET_MATERIALIZATION':
+                out['last_materialization'] = max(out['last_materialization'] or 0, e.timestamp)
+        out['steps'].append({'partitions': [run.tags.get('dagster/asset_partition_range_start'),
+                                            run.tags.get('dagster/asset_partition_range_end')],
+                             'step: [started after creation, took] s': steps})
+    print(json.dumps(out))
+"""
     out = subprocess.run(
         [str(BIN / "python"), "-c", code],
         env={"DAGSTER_HOME": str(dagster_home), "PATH": "/usr/bin:/bin"},
