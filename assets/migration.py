@@ -39,6 +39,7 @@ from resources.stores import StreamingResources
 
 GROUP = "migration"
 PARITY_CHECK = "parity_with_legacy"
+PARITY_COUNTS = ("matched", "differing", "only_legacy", "only_new")  # rows, by outcome
 
 
 def _key(asset) -> dg.AssetKey:
@@ -215,7 +216,11 @@ def parity_asset(task_cls: type[luigi.Task], ledger: Ledger) -> dg.AssetsDefinit
             severity=dg.AssetCheckSeverity.WARN
             if check.known_legacy_flaw
             else dg.AssetCheckSeverity.ERROR,
+            # The check is per asset, not per day: the execution history tells days apart by
+            # this line, and the row counts plot parity over the days.
+            description=f"{check.day}: {check.summary}",
             metadata={
+                **{k: check.report[k] for k in PARITY_COUNTS if k in check.report},
                 "partition": check.day,
                 "verdict": check.verdict,
                 "summary": dg.MetadataValue.text(check.summary),

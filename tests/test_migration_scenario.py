@@ -239,6 +239,8 @@ def test_a_broken_new_implementation_is_caught_and_blocked(platform: Platform, m
         assert p.parity("CleanPostings", day(n)) == "mismatch"
         check = result.get_asset_check_evaluations()[0]
         assert not check.passed and "only in legacy" in str(check.metadata["diff"].value).lower()
+        assert check.description.startswith(f"{day(n)}: mismatch: 1 only in legacy")
+        assert check.metadata["only_legacy"].value == 1 and check.metadata["matched"].value > 0
     assert p.cli("advance", "CleanPostings") == 1
     assert load_ledger(p.ledger_file).stage("CleanPostings").value == "shadow"
 
