@@ -111,7 +111,7 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
     conn.execute(
         f"""
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {2 * jobs})
-        INSERT INTO event_claims
+        INSERT INTO event_claims (event_id, batch_id, claimed_at, expires_at)
         SELECT strftime('%Y-%m-%d-%H:00', {now_us // 1_000_000} - (i % 336) * 3600, 'unixepoch')
                || '/' || lower(hex(randomblob(16))), 'seed', {now_us}, {now_us + 14 * day_us}
         FROM n
