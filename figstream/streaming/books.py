@@ -12,6 +12,11 @@ Three independent records are held against each other for an hour:
   Parquet footers (a compacted hour's ``batch_id`` column), and the dead letters the store
   holds for the hour, by reason.
 
+A conflicting redelivery (an event id delivered again with other content: see
+:mod:`figstream.streaming.ingest`) is booked as dead-lettered, under its own reason
+(``conflicting_redelivery`` in ``by_reason``), never as a duplicate: a duplicate is a record
+whose content is held elsewhere already, so nothing booked as one is lost.
+
 An hour balances when every booked batch read exactly what the landing index counts for it,
 its fragment holds exactly what it materialised, and the dead-letter store holds exactly what
 the hour's batches dead-lettered. A landed batch the ingest has not booked yet (a run queued or
