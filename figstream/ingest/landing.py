@@ -16,7 +16,8 @@ has already processed, rather than trust ``start_after=last_key`` alone.
 Bad inputs tried (see tests/figstream/test_landing.py): naive datetimes, producer names with
 upper case, underscores, slashes or nothing at all, negative sequence numbers, keys with the
 wrong prefix, suffix, date directory (including one that disagrees with the stamp), impossible
-dates (``20261301``), short or long stamps, and extra path segments.
+dates (``20261301``), short or long stamps, extra path segments, and (``tests/test_security.py``)
+traversal, absolute paths, NUL, backslashes, newlines and non-ASCII digits.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ PRODUCER_PATTERN = re.compile(r"[a-z0-9-]{1,64}")
 _KEY = re.compile(
     r"landing/(?P<day>\d{4}-\d{2}-\d{2})/"
     r"(?P<batch_id>(?P<stamp>\d{8}T\d{12}Z)-(?:(?P<producer>[a-z0-9-]{1,64})-)?(?P<seq>\d{6,}))"
-    r"\.jsonl"
+    r"\.jsonl",
+    re.ASCII,  # \d is [0-9]: other scripts' digits would parse as a time but sort elsewhere
 )
 _EXPECTED = "landing/YYYY-MM-DD/YYYYMMDDTHHMMSSffffffZ-[producer-]NNNNNN.jsonl"
 

@@ -18,15 +18,19 @@ Guarantees of :class:`LocalObjectStore`:
   days accumulate.
 
 Keys are restricted to a portable subset: no empty, ``.`` or ``..`` segments, no segment that
-starts with ``.`` (reserved for temporary files), no backslash or NUL, at most 1024 UTF-8 bytes
-and 200 per segment. A key cannot also be a prefix of other keys (``a/b`` and ``a/b/c``), which
-S3 allows but a directory tree does not; ``put`` refuses that with ``FileExistsError``.
+starts with ``.`` (reserved for temporary files), no backslash, NUL or other control character
+(a newline in a key would forge lines in logs and listings), at most 1024 UTF-8 bytes and 200
+per segment. ``/`` is the only separator and nothing is decoded, so ``%2e%2e`` is a literal
+name, never a parent directory. A key cannot also be a prefix of other keys (``a/b`` and
+``a/b/c``), which S3 allows but a directory tree does not; ``put`` refuses that with
+``FileExistsError``.
 
 Bad inputs tried (see ``tests/figstream/storage/test_objectstore.py``): invalid keys (empty,
-``/a``, ``a/``, ``a//b``, ``..``, hidden segments, backslash, NUL, over-long), reading a missing
-key or a prefix, putting under an existing object, a crash between writing and renaming (a stale
-temporary file stays invisible), concurrent puts of one key, ``start_after`` inside, before and
-after date directories, and ``limit`` of 0 and below.
+``/a``, ``a/``, ``a//b``, ``..``, hidden segments, backslash, NUL, over-long;
+``tests/test_security.py`` adds newlines, tabs, ``%2e%2e`` and other hostile identifiers),
+reading a missing key or a prefix, putting under an existing object, a crash between writing
+and renaming (a stale temporary file stays invisible), concurrent puts of one key,
+``start_after`` inside, before and after date directories, and ``limit`` of 0 and below.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ MAX_SEGMENT_BYTES = 200
 _BAD_CHARS = ("\\", "\x00")
 
 
+def _control(text: str) -> str | None:
+    """The first control character (C0, DEL, C1) in ``text``, if any."""
+    return next((c for c in text if c < " " or "\x7f" <= c <= "\x9f"), None)
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a valid object key, else raise ``ValueError`` saying why."""
     if not isinstance(key, str):
@@ -67,7 +76,7 @@ def check_prefix(prefix: str) -> str:
         # The last segment may be partial ("landing/2026-11-0") or empty ("landing/").
         *whole, last = prefix.split("/")
         _check_segments(prefix, whole, what="prefix")
-        if any(c in last for c in _BAD_CHARS) or last.startswith("."):
+        if any(c in last for c in _BAD_CHARS) or _control(last) or last.startswith("."):
             raise ValueError(f"prefix {prefix!r}: invalid last segment {last!r}")
     return prefix
 
@@ -85,6 +94,8 @@ def _check_segments(text: str, segments: list[str], what: str) -> None:
             )
         if any(c in segment for c in _BAD_CHARS):
             raise ValueError(f"{what} {text!r}: backslash and NUL are not allowed")
+        if (control := _control(segment)) is not None:
+            raise ValueError(f"{what} {text!r}: control character {control!r} is not allowed")
         try:
             size = len(segment.encode("utf-8"))
         except UnicodeEncodeError:
