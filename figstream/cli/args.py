@@ -9,6 +9,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import date
+from urllib.parse import urlsplit
 
 
 def iso_date(value: str) -> date:
@@ -52,6 +53,20 @@ def share(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"must be within 0..1, got {number}")
     return number
+
+
+def http_url(value: str) -> str:
+    """An http(s) base URL with a host, printable ASCII only: it is printed as a link to click,
+    so ``javascript:``, ``file:`` or an escape sequence must not pass for one."""
+    text = value.strip()
+    if not (text.isascii() and text.isprintable()) or " " in text:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL of printable ASCII, got {value!r}"
+        )
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL with a host, got {value!r}")
+    return text
 
 
 Handler = Callable[[argparse.Namespace], int]

@@ -10,9 +10,11 @@ change it caused (:mod:`figstream.streaming.trace_lookup`). ``--json`` prints on
 for tools. On the local profile it reads ``HOME/state``; on the aws profile the DynamoDB
 tables and S3, wherever ``HOME``.
 
-Exit codes: 0 found; 1 an event the trace index holds no delivery of (never ingested, or past
-the index's retention), a home with no state store, or a store that cannot be read, each as one
-``figstream trace: error: ...`` line, never a traceback.
+Exit codes: 0 found; 2 a ``--webserver`` that is not an http(s) URL (argparse's usage error);
+1 an event the trace index holds no delivery of (never ingested, or past the index's
+retention), a home with no state store, a ``$FIGSTREAM_WEBSERVER_URL`` that is not an http(s)
+URL, or a store that cannot be read, each as one ``figstream trace: error: ...`` line, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from figstream.cli.args import guarded
+from figstream.cli.args import guarded, http_url
 
 PROG = "figstream trace"
 
@@ -56,6 +58,7 @@ def add_trace(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--webserver",
+        type=http_url,
         default=None,
         help="Dagster webserver base for run links (default: $FIGSTREAM_WEBSERVER_URL or "
         "http://127.0.0.1:3000)",
@@ -77,9 +80,13 @@ def _stores(home: Path | None) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from figstream.storage.trace import TRACE_TTL_DAYS
-    from figstream.streaming.trace_lookup import trace_event
+    from figstream.streaming.trace_lookup import trace_event, webserver_url
 
-    found = trace_event(_stores(args.home), args.event_id, args.webserver)
+    try:  # the flag is checked by argparse; $FIGSTREAM_WEBSERVER_URL here
+        webserver = http_url(webserver_url(args.webserver))
+    except argparse.ArgumentTypeError as exc:
+        raise _UserError(f"the webserver for run links: {exc}") from None
+    found = trace_event(_stores(args.home), args.event_id, webserver)
     if found is None:
         raise _UserError(
             f"event {args.event_id!r}: the trace index holds no delivery of it (never ingested "
