@@ -7,6 +7,8 @@ mistyped fields, unknown type and version, absurd values, bad encodings) plus du
 deliveries, late and out-of-order events, and a record whose fix is replayed.
 """
 
+import contextlib
+import datetime as dt
 import json
 
 import pyarrow as pa
@@ -16,9 +18,9 @@ from streaming_harness import EPOCH, Harness
 
 from figstream.ingest.dataset import generate
 from figstream.ingest.publish import Publisher
-from figstream.storage.deadletter import replay
+from figstream.storage.deadletter import CONFLICTING_REDELIVERY, replay
 from figstream.storage.objects import LocalObjectStore
-from figstream.streaming import daily, table_ops, tables
+from figstream.streaming import books, daily, table_ops, tables
 from tests.aws_server import aws_environ, emulator_config
 
 
@@ -41,6 +43,13 @@ DAY = {
     "local": {"events_per_day": 800, "bad_rate": 0.02},
     "aws": {"events_per_day": 400, "bad_rate": 0.06},
 }
+
+
+EPOCH_TIME = dt.datetime.combine(EPOCH, dt.time(), dt.UTC)
+
+
+def when(record: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(record["time"])
 
 
 def generated_day(home, profile: str) -> None:
@@ -180,6 +189,67 @@ def test_replayed_fix_lands_once(streamed):
     assert again.published == ()
     streamed.drain()
     assert streamed.table("raw_events").num_rows == raw.num_rows
+
+
+@pytest.mark.parametrize("profile", ["local", pytest.param("aws", marks=pytest.mark.slow)])
+def test_conservation_holds_with_conflicting_redeliveries_in_the_mix(
+    profile, tmp_path, monkeypatch, request
+):
+    """A generated day (bad records, duplicate deliveries, late hours), then second versions
+    of three of its postings: one with other content in its hour, one whose event time moved
+    an hour on, each delivered twice, beside a true duplicate. Each second version is
+    dead-lettered once, the first stays materialised, and every hour's books balance."""
+    if profile == "aws":
+        request.getfixturevalue("aws_config")
+    generate(tmp_path, start=EPOCH, days=1, seed=23, events_per_day=150, bad_rate=0.05)
+    m = manifest(tmp_path)
+    harness = Harness(tmp_path, monkeypatch, profile=profile, max_runs_per_tick=1000)
+    lines = landed_lines(tmp_path)
+    if profile == "aws":
+        harness.publish(lines, producer="gen")
+    harness.drain()
+    postings = {}
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("type") == "job.posted":
+                postings.setdefault(record.get("id"), record)
+    raw = harness.table("raw_events")
+    first, moved, same = [postings[i] for i in raw["event_id"].to_pylist() if i in postings][:3]
+    other = {**first, "data": {**first["data"], "title": "A Different Title"}}
+    hour_on = {**moved, "time": (dt.datetime.fromisoformat(moved["time"])
+                                 + dt.timedelta(hours=1)).isoformat()}  # fmt: skip
+    harness.publish([other, hour_on, same, other, hour_on], producer="redelivery")
+    harness.drain()
+
+    raw = harness.table("raw_events")
+    assert len(set(raw["event_id"].to_pylist())) == raw.num_rows  # still each event once
+    kept = raw.filter(pc.is_in(raw["event_id"], pa.array([first["id"], moved["id"]])))
+    assert sorted(zip(kept["event_id"].to_pylist(), kept["title"].to_pylist(),
+                      strict=True)) == sorted(
+        [(first["id"], first["data"]["title"]), (moved["id"], moved["data"]["title"])]
+    )  # fmt: skip
+    # Each second version kept whole, once: its own content in its payload.
+    conflicts = harness.dead_letters().list(code=CONFLICTING_REDELIVERY, limit=100)
+    kept_whole = [(d.event_id, d.event_time, json.loads(d.payload)["data"]["title"])
+                  for d in conflicts]  # fmt: skip
+    assert sorted(kept_whole) == sorted(
+        [(first["id"], when(first), "A Different Title"),
+         (moved["id"], when(hour_on), moved["data"]["title"])]
+    )  # fmt: skip
+    materialised = raw.num_rows + harness.table("board_mergers").num_rows
+    dead = harness.dead_letters().count()
+    assert dead == m["bad_total"] + 2
+    assert materialised + dead == m["events"] + 2  # every event once, each second version once
+    hours = books.hours_between(EPOCH_TIME, EPOCH_TIME + dt.timedelta(days=3))
+    booked = books.books(harness.stores, ["postings", "boards"], hours)
+    assert booked and all(h.balanced and h.status == "balanced" for h in booked), [
+        books.describe(h) for h in booked if not h.balanced
+    ]
+    assert sum(h.landed for h in booked) == sum(
+        h.materialised + h.dead_lettered + h.duplicates for h in booked
+    )
+    assert sum(h.by_reason.get(CONFLICTING_REDELIVERY, 0) for h in booked) == 2
 
 
 def test_daily_stats_carried_day_to_day_equal_a_rebuild_from_scratch(tmp_path, monkeypatch):
