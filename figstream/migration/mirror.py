@@ -4,10 +4,12 @@ In shadow, both implementations must see the same events for a day. The landing 
 new side's input; this writes the legacy side's from it: ``feeds/<day>/<board>.jsonl`` with
 every record the landing index assigns to one of the day's hours (both streams), once per
 distinct record bytes (a re-delivery is the same event), in arrival order, then
-``_SUCCESS``. A record without a readable ``source`` (malformed JSON, say) goes to
-``_unattributed.jsonl``: legacy reads every ``*.jsonl`` and dies on it, which is the legacy
-flaw the parity check reports as such. Legacy reads v1 only, so a v2 posting is written as its
-v1 downcast (``figstream.events.postings.legacy_line``).
+``_SUCCESS``. A record without a readable ``source`` (malformed JSON, say), or with one that
+is no file name (not 1..64 ASCII letters, digits and ``-``: a hostile source of 300 characters
+would fail the whole day's object key), goes to ``_unattributed.jsonl``: legacy reads every
+``*.jsonl`` and dies on it, which is the legacy flaw the parity check reports as such. Legacy
+reads v1 only, so a v2 posting is written as its v1 downcast
+(``figstream.events.postings.legacy_line``).
 
 A dump that figstream did not write (no ``_MIRROR.json``: it came from the boards or the
 generator) is left alone. A mirrored dump is rewritten on each run, so records that landed
@@ -17,6 +19,7 @@ cut-off), and parity can tell records that arrived after it.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +36,7 @@ from figstream.streaming.stores import INGEST_TABLES, Stores, day_partitions
 FEEDS = "feeds"
 MANIFEST = "_MIRROR.json"
 UNATTRIBUTED = "_unattributed"
+BOARD_FILE = re.compile(r"(?=.*[A-Za-z0-9])[A-Za-z0-9-]{1,64}")
 
 
 @dataclass
@@ -53,7 +57,7 @@ def _board(line: bytes) -> str:
     except orjson.JSONDecodeError:
         return UNATTRIBUTED
     source = record.get("source") if isinstance(record, dict) else None
-    if isinstance(source, str) and source and source.replace("-", "").isalnum():
+    if isinstance(source, str) and BOARD_FILE.fullmatch(source):
         return source
     return UNATTRIBUTED
 
