@@ -629,6 +629,64 @@ def test_hostile_batch_keys_in_run_config_fail_the_run_without_writing(
     assert new_data(home, before) == set()
 
 
+STRAYS = ["evil\nname.jsonl", "..%2f..%2fx.jsonl", "notes.txt", "a\\b.jsonl"]
+
+
+def test_stray_objects_under_landing_are_left_alone_not_read(local_run: dict) -> None:
+    """Objects under ``landing/`` that are not batch keys (put there by hand, or by anyone who
+    may write the prefix; a newline in a name is possible on disk, bypassing the store) are
+    never read or indexed: the sensors tick on, warn, and request no run for them."""
+    harness: Harness = local_run["harness"]
+    day = local_run["home"] / "landing" / "2026-11-01"
+    for name in STRAYS:
+        (day / name).write_bytes(b'{"id": "stray"}\n')
+    try:
+        for stream in ("postings", "boards"):
+            result = harness.tick(stream)
+            requests = result.run_requests if isinstance(result, dg.SensorResult) else []
+            keys = [
+                key
+                for r in requests or []
+                for op in (r.run_config or {}).get("ops", {}).values()
+                for key in op["config"].get("batch_keys", [])
+            ]
+            assert all(parse_batch_key(key) for key in keys)
+        indexed = harness.stores.state.batches_for("postings", "2026-11-01-10:00")
+        assert not any("stray" in key or "evil" in key for key in indexed)
+    finally:
+        for name in STRAYS:
+            (day / name).unlink()
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["a" * 300, "../x", "a/b", "a\nb", "..", "٢٣", "\uff41\uff42", "-", "_SUCCESS", "x\x00"],
+)
+def test_hostile_sources_never_name_a_mirrored_feed_file(tmp_path: Path, source: str) -> None:
+    """The legacy mirror names a feed file after each record's source (raw lines, invalid ones
+    too): one that is no safe file name goes to _unattributed.jsonl, and the day still
+    mirrors (a 300-character source used to fail the whole day's key)."""
+    import orjson
+
+    from figstream.ingest.publish import Publisher
+    from figstream.migration.mirror import UNATTRIBUTED, mirror_day
+    from figstream.streaming.stores import Stores
+
+    home = tmp_path / "sandbox" / "home"
+    stores = Stores.local(home, "2026-11-01-00:00")
+    good = {"id": "e1", "type": "job.posted", "source": "alpha", "version": 1,
+            "time": "2026-11-01T10:00:00Z", "data": {"job_id": "j1"}}  # fmt: skip
+    bad = {**good, "id": "e2", "source": source}
+    Publisher(stores.objects, producer="sec").publish([orjson.dumps(good), orjson.dumps(bad)])
+    report = mirror_day(stores, "2026-11-01")
+    assert report.written and report.by_board == {"alpha": 1, UNATTRIBUTED: 1}
+    feeds = stores.objects.list("feeds/")
+    names = ("alpha.jsonl", f"{UNATTRIBUTED}.jsonl", "_MIRROR.json", "_SUCCESS")
+    assert set(feeds) == {f"feeds/2026-11-01/{n}" for n in names}
+    assert tree(tmp_path) == {"sandbox", *(f"sandbox/{p}" for p in tree(tmp_path / "sandbox"))}
+    assert all(p.resolve().is_relative_to(home) for p in home.rglob("*"))
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     try:
         code = figstream_main(argv)
