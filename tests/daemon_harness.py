@@ -24,6 +24,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pytest
 import requests
 from conftest import BIN, ROOT, free_port
 
@@ -210,6 +211,16 @@ class Producer:
         return key
 
 
+def e2e_start(env: dict[str, str]) -> tuple[dt.datetime, Path, Producer]:
+    """The clock (to the second), the data home and its producer for an end-to-end test;
+    skipped when the clock is under 2 h past the ledger epoch (no partitions to stream)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    if now - dt.timedelta(hours=2) < EPOCH:
+        pytest.skip("the clock is less than 2 h past the ledger epoch: no partitions to stream")
+    home = Path(env["FIGSTREAM_HOME"])
+    return now, home, Producer(home)
+
+
 def partitions(home: Path, table: str) -> list[str]:
     root = home / "tables" / table
     return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
@@ -319,14 +330,18 @@ def search_index(home: Path) -> set[str]:
 class DagsterDev:
     """One ``dagster dev`` process group, its GraphQL API and its processes."""
 
-    def __init__(self, spawn, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, spawn, env: dict[str, str], log: Path, command: tuple[str, ...] = ("dagster", "dev")
+    ) -> None:
+        """``command``: what serves the UI, ``dagster dev`` (webserver and daemon) by default;
+        ``("dagster-webserver",)`` for the webserver alone, as a deployment runs it."""
         self.log_path = log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
+        args = [*command[1:], "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
         with log.open("a") as out:
             self.proc = spawn(
-                [str(BIN / "dagster"), *args],
+                [str(BIN / command[0]), *args],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

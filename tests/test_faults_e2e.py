@@ -17,6 +17,11 @@ producer lands batches:
    homes. The runs in flight at the kill end (finished by their own workers, or re-run), the
    new webserver shows them, and the books balance, with job state and search index equal to a
    recompute.
+
+A deployment runs the webserver and the daemon as services of their own (docs/deploy-aws.md):
+there ``kill -9`` of the webserver leaves the daemon running. The second test starts them so
+(the local instance), kills the webserver while a run is in flight, lands batches while it is
+down, and checks the daemon took and ran them all before a new webserver shows those runs.
 """
 
 from __future__ import annotations
@@ -36,19 +41,19 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from conftest import BIN, ROOT, free_port
 from daemon_harness import (
-    EPOCH,
     IN_FLIGHT,
     STREAMS,
     DagsterDev,
-    Producer,
     assert_books_balance,
     bad_records,
     batch_ids_of,
+    books,
     describe_runs,
     diagnostics,
     drift,
+    e2e_start,
     generated,
     posting,
     settle,
@@ -210,15 +215,11 @@ def webserver_pid(dev: DagsterDev) -> int:
 def test_reload_postgres_restart_and_webserver_kill_lose_nothing(
     spawn, figstream_env, tmp_path, private_postgres
 ):
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    if now - dt.timedelta(hours=2) < EPOCH:
-        pytest.skip("the clock is less than 2 h past the ledger epoch: no partitions to stream")
-    home = Path(figstream_env["FIGSTREAM_HOME"])
+    now, home, producer = e2e_start(figstream_env)
+    ledger = producer.ledger
     dagster_yaml = Path(figstream_env["DAGSTER_HOME"]) / "dagster.yaml"
     with dagster_yaml.open("a") as out:
         out.write(f"storage:\n  postgres:\n    postgres_url: {private_postgres.url}\n")
-    producer = Producer(home)
-    ledger = producer.ledger
 
     def ago(minutes: float) -> dt.datetime:
         return now - dt.timedelta(minutes=minutes)
@@ -321,3 +322,62 @@ def test_reload_postgres_restart_and_webserver_kill_lose_nothing(
         # A tick the kill cut short may be taken again (idempotent): said, not a failure.
         again = {k: n for k, n in taken_once(dev).items() if n > 1}
         print(f"batches taken again after the restart: {len(again)}")
+
+
+def _balanced_from_files(home: Path, ledger, timeout: float):
+    """Wait until the books balance, read from the data home alone (no UI to ask)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = books(home)
+        if seen.balanced(ledger) or time.monotonic() > deadline:
+            return seen
+        time.sleep(1)
+
+
+def test_kill_9_of_a_deployed_webserver_leaves_the_daemon_running(spawn, figstream_env, tmp_path):
+    now, home, producer = e2e_start(figstream_env)
+    ledger = producer.ledger
+    bulk = generated(3000, seed=29, start=now - dt.timedelta(minutes=100), end=now)
+    bad = bad_records(now - dt.timedelta(minutes=3))
+    devs: list[DagsterDev] = []
+    with diagnostics(devs, home, ledger), (tmp_path / "daemon.log").open("a") as daemon_log:
+        daemon = spawn(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=figstream_env,
+            stdout=daemon_log,
+            stderr=subprocess.STDOUT,
+        )
+        web = DagsterDev(spawn, figstream_env, tmp_path / "webserver-1.log", ("dagster-webserver",))
+        devs.append(web)
+        web.wait_up()
+        producer.batch(bulk[:100])
+        seen = settle(web, home, ledger, timeout=180)
+        assert seen.balanced(ledger), seen.describe(ledger)
+
+        before = {r["runId"] for r in web.runs()}
+        producer.batch(bulk[100:2000])
+        caught = wait_for_a_started_run(web, before)
+        web.kill(web.proc.pid)
+        killed_at = time.time()
+        # While the UI is down: more batches, good and bad, for the daemon alone.
+        for k in range(5):
+            producer.batch([*bulk[2000 + k * 200 : 2200 + k * 200], *bad[k * 2 : k * 2 + 2]])
+            time.sleep(1.0)
+        seen = _balanced_from_files(home, ledger, timeout=180)
+        assert daemon.poll() is None, "the daemon died with the webserver"
+        assert seen.balanced(ledger), seen.describe(ledger)
+        restarted_at = time.time()
+
+        web = DagsterDev(spawn, figstream_env, tmp_path / "webserver-2.log", ("dagster-webserver",))
+        devs.append(web)
+        web.wait_up()
+        runs = {r["runId"]: r for r in web.runs()}
+        assert runs[caught["runId"]]["status"] == "SUCCESS", describe_runs([runs[caught["runId"]]])
+        meanwhile = [r for r in runs.values() if killed_at < r["creationTime"] < restarted_at]
+        assert meanwhile, "no run was launched while the webserver was down"
+        print(f"runs launched while the webserver was down: {describe_runs(meanwhile)}")
+        seen = settle(web, home, ledger, timeout=120)
+        assert not web.in_flight()
+        assert_books_balance(home, ledger)
+        assert drift(home) == (set(), set())
