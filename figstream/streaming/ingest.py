@@ -36,7 +36,7 @@ from figstream.storage.objects import write_parquet
 from figstream.streaming import books, parse, trace
 from figstream.streaming.landing_index import assign, split_lines
 from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, release_arrow_memory
-from figstream.streaming.tables import REJECTED_SCHEMA, empty
+from figstream.streaming.tables import EVENTS_SCHEMA, REJECTED_SCHEMA, empty
 
 # --- ingest: raw_events (postings) and board_mergers (boards) ---------------------------------
 
@@ -195,8 +195,13 @@ def ingest(
     keys = {parse_batch_key(key)[1]: key for key in batch_keys}
     group: list[tuple[str, pa.Table, pa.Table]] = []
     held = 0
-    for batch in validated:
+    for key, batch in zip(sorted(batch_keys), validated, strict=False):
         if batch is None:
+            # A named batch that holds none of the hour's records (rewritten after the sensor
+            # indexed it here) is booked as read with nothing in it, so the books name it
+            # against the landing index's count instead of calling the hour pending for ever.
+            batch_id = parse_batch_key(key)[1]
+            group.append((batch_id, empty(EVENTS_SCHEMA), empty(REJECTED_SCHEMA)))
             continue
         group.append((batch.batch_id, batch.valid, batch.rejected))
         report.records += batch.records
