@@ -116,7 +116,10 @@ def read_archived(objects: ObjectStore, key: str) -> bytes:
     with objects.open(archive_key(day)) as source:
         source.seek(entry.offset)
         packed = source.read(entry.length)
-    data = pa.decompress(packed, decompressed_size=entry.size, codec=CODEC, asbytes=True)
+    try:
+        data = pa.decompress(packed, decompressed_size=entry.size, codec=CODEC, asbytes=True)
+    except (OSError, ValueError) as exc:  # a damaged frame: say which batch of which archive
+        raise ArchiveError(f"{archive_key(day)}: batch {key} cannot be read: {exc}") from None
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ArchiveError(f"{archive_key(day)}: batch {key} does not match its digest")
     return data
