@@ -37,6 +37,7 @@ import pytest
 from daemon_harness import posting
 from streaming_harness import Harness
 
+from figstream.ingest import archive
 from figstream.ingest.landing import batch_key, parse_batch_key
 from figstream.storage.objects import LocalObjectStore, ObjectStore
 from figstream.streaming import books, compaction, landing_index, replay
@@ -193,6 +194,36 @@ def test_a_reconciliation_sweep_passes_over_objects_that_are_not_batches(tmp_pat
         harness.stores, "postings", "", key, limit=100, max_found=50
     )
     assert sweep.found == [late]
+
+
+@pytest.mark.parametrize("damage", ["content", "frame"])
+def test_a_damaged_archived_batch_fails_its_replay_naming_it_and_changes_nothing(
+    tmp_path, monkeypatch, damage
+):
+    """Landed batches are compressed only in the archive (zstd, one frame each). A damaged
+    frame, or one that decompresses to other bytes, stops a replay of its hour with an error
+    that names the archive and the batch; what the hour holds stays as it was, balanced."""
+    harness = Harness(tmp_path, monkeypatch)
+    first = [event(f"archived-{n}") for n in range(2)]
+    [key] = harness.publish([line(r) for r in first], producer="first")
+    harness.publish([line(event("archived-beside"))], producer="second")
+    harness.drain()
+    later = NOW + dt.timedelta(days=harness.settings.archive_landing_after_days + 2)
+    assert compaction.compact(harness.stores, harness.settings, later).days
+    day = f"{NOW:%Y-%m-%d}"
+    entry = archive.read_index(harness.objects, day)[key]
+    packed = bytearray(harness.objects.get(archive.archive_key(day)))
+    if damage == "content":
+        packed[entry.offset + entry.length // 2] ^= 0xFF
+    else:
+        packed[entry.offset : entry.offset + 4] = bytes(4)  # no zstd frame there any more
+    harness.objects.put(archive.archive_key(day), bytes(packed))
+    before = harness.table("raw_events")["event_id"].to_pylist()
+    with pytest.raises(archive.ArchiveError) as error:
+        replay.replay(harness.stores, HOUR_START, HOUR_START + dt.timedelta(hours=1))
+    assert key in str(error.value) and archive.archive_key(day) in str(error.value)
+    assert harness.table("raw_events")["event_id"].to_pylist() == before
+    assert hour_books(harness).status == "balanced", books.describe(hour_books(harness))
 
 
 @pytest.mark.parametrize("change", ["grown", "shrunk", "moved"])
