@@ -247,9 +247,8 @@ def test_a_batch_whose_bytes_change_after_it_was_indexed_is_reported(tmp_path, m
     result = harness.run(run)
     batch_id = parse_batch_key(key)[1]
     hour = hour_books(harness)
-    # "moved" fails here today: ingest (figstream/streaming/ingest.py) skips a named batch that
-    # now holds none of the hour's records (validate_batch gives None), books nothing for it,
-    # and the hour calls it pending for ever while its records sit unindexed in another hour.
+    # "moved": the run's batch now holds none of the hour's records; ingest books it as read
+    # with nothing in it, so the books name it (they called the hour pending for ever, 7d1fa3e).
     assert not hour.balanced, f"{change}: {books.describe(hour)}"
     assert hour.status == "UNBALANCED" and batch_id in "; ".join(hour.problems), hour.problems
     # The run's books check fails (error severity) naming the batch; the run itself succeeded.
