@@ -40,7 +40,8 @@ from figstream.events.upcasters import UPCASTERS
 from figstream.events.validation import Rejection, validate
 from figstream.streaming.parse import parse_batch
 
-words = st.text(st.characters(codec="utf-8", exclude_characters="\n"), min_size=1, max_size=30)
+# No control characters: validate refuses them in the text it reads (control_character).
+words = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=30)
 plain = st.from_regex(r"[A-Za-z .'-]{1,20}", fullmatch=True)
 locations = st.one_of(
     words,
