@@ -21,15 +21,20 @@ EVENT_TYPES = ("job.posted", "job.updated", "job.expired", "board.merged")
 DETAIL_KEYS = ("id", "version", "time", "data")
 
 
+class NaiveTimeError(ValueError):
+    """An ISO-8601 time without a UTC offset: which instant it means is anyone's guess."""
+
+
 def parse_time(value: str) -> datetime:
-    """Parse an ISO-8601 timestamp that carries a UTC offset; naive times are refused."""
+    """Parse an ISO-8601 timestamp that carries a UTC offset; naive times are refused
+    (:class:`NaiveTimeError`, a ``ValueError``)."""
     if not isinstance(value, str):
         raise TypeError(f"time must be an ISO-8601 string, got {type(value).__name__}")
     parsed = datetime.fromisoformat(
         value.replace("Z", "+00:00", 1) if value.endswith("Z") else value
     )
     if parsed.tzinfo is None:
-        raise ValueError(f"time {value!r} has no UTC offset")
+        raise NaiveTimeError(f"time {value!r} has no UTC offset")
     return parsed.astimezone(UTC)
 
 

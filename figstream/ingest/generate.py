@@ -61,6 +61,7 @@ BAD_KINDS: dict[str, str] = {
     "unknown_version": "unknown_version",
     "absurd_value": "invalid_value",
     "bad_encoding": "bad_encoding",
+    "absurd_time": "time_out_of_range",
 }
 
 # Per slot: job.posted, else job.updated, else job.expired.
@@ -213,15 +214,19 @@ def corrupt_record(env: dict[str, Any], kind: str, rng: random.Random) -> bytes:
         version = rng.choice((2, 99))
         env["version"] = max(registered) + 1 if version in registered else version
     elif kind == "absurd_value":
-        what = rng.choice(["time", "salary", "range"] if posting else ["time"])
-        if what == "time":
-            env["time"] = rng.choice(("1970", "2999")) + env["time"][4:]
-        elif what == "salary":
+        what = rng.choice(["salary", "range"]) if posting else env["type"]
+        if what == "salary":
             data["salary_min"] = 10**12
             data["salary_max"] = 10**12
-        else:
+        elif what == "range":
             low = data["salary_min"] or 80_000
             data["salary_min"], data["salary_max"] = low, low // 2
+        elif what == "job.expired":
+            data["reason"] = "lapsed"
+        else:  # a board merging into itself
+            data["absorbed_board"] = data["surviving_board"]
+    elif kind == "absurd_time":
+        env["time"] = rng.choice(("1970", "2999")) + env["time"][4:]
     elif kind == "bad_encoding":
         # The producer wrote latin-1: "é" is the lone byte 0xE9, never valid UTF-8 here.
         if posting:

@@ -10,7 +10,9 @@ value that needs one.
 :data:`FAST_CHECKS` mirrors :data:`~figstream.events.schemas.REGISTRY`; a (type, version)
 without a fast check is still correct, only slower. v2 postings' nested ``location`` and
 ``salary`` arrive as struct columns; their checks read the children. :func:`event_times`
-checks and converts envelope times with Arrow's own ISO-8601 cast.
+checks and converts envelope times with Arrow's own ISO-8601 cast; :func:`event_ids_ok` and
+:func:`sources_ok` the envelope's id and source alphabets; the text fields refuse control
+characters (:func:`no_controls`), as ``validate`` does.
 ``tests/figstream/streaming/test_parse.py`` checks the equivalence with ``validate`` with
 hypothesis (for v2: ``tests/figstream/events/test_parse_v2.py``).
 """
@@ -27,7 +29,13 @@ import pyarrow.compute as pc
 
 from figstream.events.geo import ISO_COUNTRIES
 from figstream.events.schemas import MAX_SALARY, REGISTRY, EmploymentType, SalaryPeriod
-from figstream.events.validation import EARLIEST, LATEST
+from figstream.events.validation import (
+    CONTROL,
+    EARLIEST,
+    ID_MAX,
+    LATEST,
+    valid_source,
+)
 from figstream.streaming.tables import EXPIRED, MERGED, POSTED, TS, UPDATED
 
 # Byte sets of the schema patterns. A pattern is checked as "every byte is in the set", which
@@ -38,6 +46,11 @@ _CURRENCY_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Stricter than the schema's ^https?://[^\s]+$ (its \s is Unicode-aware): printable ASCII only;
 # a URL with anything else is left to validate().
 _URL_BYTES = bytes(range(0x21, 0x7F))
+# The envelope id's alphabet (figstream.events.validation.ID_PATTERN), starting with a letter
+# or digit.
+_ID_BYTES = _JOB_ID_BYTES
+_ALNUM = np.zeros(256, bool)
+_ALNUM[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")] = True
 _EMPLOYMENT_TYPES = pa.array(get_args(EmploymentType))
 _EXPIRY_REASONS = pa.array(["filled", "expired", "withdrawn"])
 _COUNTRIES = pa.array(sorted(ISO_COUNTRIES))
@@ -92,6 +105,49 @@ def _only_bytes(array: pa.Array, allowed: bytes) -> np.ndarray:
     )
 
 
+def _first_alnum(array: pa.Array) -> np.ndarray:
+    """Per value: its first byte is an ASCII letter or digit (False for empty values)."""
+    offsets = string_offsets(array)
+    data = string_data(array)
+    if not len(data):
+        return np.zeros(len(array), bool)
+    starts = offsets[:-1]
+    return _ALNUM[data[np.minimum(starts, len(data) - 1)]] & (offsets[1:] > starts)
+
+
+def event_ids_ok(array: pa.Array) -> np.ndarray:
+    """Per value: a valid envelope id (``validation.ID_PATTERN``)."""
+    return sized(array, 1, ID_MAX) & _only_bytes(array, _ID_BYTES) & _first_alnum(array)
+
+
+def sources_ok(array: pa.Array) -> np.ndarray:
+    """Per value: a valid envelope source (``validation.valid_source``). A stream has a
+    handful of sources (its boards), so each distinct one is checked once."""
+    encoded = pc.dictionary_encode(array)
+    ok = np.fromiter(map(valid_source, encoded.dictionary.to_pylist()), bool)
+    return np.append(ok, False)[encoded.indices.fill_null(-1).to_numpy()]
+
+
+def no_controls(array: pa.Array) -> np.ndarray:
+    """Per value: no control character (Unicode Cc: C0, DEL, C1), nulls pass. C1 controls are
+    U+0080..U+009F, in UTF-8 the byte 0xC2 before 0x80..0x9F."""
+    offsets = string_offsets(array)
+    data = string_data(array)[offsets[0] : offsets[-1]]
+    if not len(data) or (data.min() >= 0x20 and not (data == 0x7F).any()):
+        c2 = np.flatnonzero(data[:-1] == 0xC2)
+        if not len(c2) or not (data[c2 + 1] < 0xA0).any():
+            return np.ones(len(array), bool)
+    # Some value has one (a rare record): find which, value by value.
+    return np.fromiter(
+        (CONTROL.search(v) is None for v in array.fill_null("").to_pylist()), bool, len(array)
+    )
+
+
+def _text(array: pa.Array, low: int, high: int) -> np.ndarray:
+    """A schema ``Text``-like field: ``low..high`` long, no control character."""
+    return sized(array, low, high) & no_controls(array)
+
+
 def _np(mask: pa.Array) -> np.ndarray:
     """A boolean Arrow array as numpy, null as False."""
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
@@ -121,8 +177,8 @@ def _posting(c: dict[str, pa.Array]) -> np.ndarray:
     return (
         sized(c["job_id"], 1, 64)
         & _only_bytes(c["job_id"], _JOB_ID_BYTES)
-        & sized(c["title"], 1, 200)
-        & sized(c["company"], 1, 200)
+        & _text(c["title"], 1, 200)
+        & _text(c["company"], 1, 200)
         & _is_in(c["employment_type"], _EMPLOYMENT_TYPES)
         & validity(c["remote"])
         & sized(url, 1, 500)
@@ -146,7 +202,7 @@ def _salaries(low: pa.Array, high: pa.Array, currency: pa.Array) -> np.ndarray:
 def _posting_v1(c: dict[str, pa.Array]) -> np.ndarray:
     return (
         _posting(c)
-        & sized(c["location"], 1, 200)
+        & _text(c["location"], 1, 200)
         & _salaries(c["salary_min"], c["salary_max"], c["currency"])
     )
 
@@ -164,8 +220,8 @@ def _posting_v2(c: dict[str, pa.Array]) -> np.ndarray:
     money = _salaries(low, high, currency) & _is_in(period, _SALARY_PERIODS)
     return (
         _posting(c)
-        & sized(city, 1, 200)
-        & _optional(region, sized(region, 1, 100))
+        & _text(city, 1, 200)
+        & _optional(region, _text(region, 1, 100))
         & _optional(country, _is_in(country, _COUNTRIES))
         & (rendered <= 200)
         & (~validity(salary) | money)

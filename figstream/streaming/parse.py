@@ -18,6 +18,13 @@ suspicious remainder. Lines go through stages, each taking what it surely can:
 
 The column checks (:mod:`figstream.streaming.checks`) are *conservative*: a row they pass is
 surely valid; anything else is re-checked by ``validate``, which gives the exact reason.
+What ``validate`` refuses in the raw line, the fast stages prove absent: a line is within the
+size of an event; duplicate keys (which msgspec and orjson both let pass, keeping the last)
+are ruled out in stage 1 by the line being as long as the shortest spelling of what the
+struct holds (:func:`_spelt_shortest`) and in stage 2 by orjson spelling the record back as the line
+(:func:`_spelt_back`); a BOM, invalid UTF-8, raw control characters, NaN, ints beyond 64
+bits and deep nesting never decode in stage 1, and stage 2 takes only records without extra
+fields (:func:`_known`), whose values the columns check.
 Envelope times are checked and converted by Arrow's own ISO-8601 cast, after a shape check that
 admits only the canonical spelling of real dates. ``tests/figstream/streaming/test_parse.py``
 checks the equivalence with hypothesis.
@@ -50,12 +57,28 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from msgspec import UNSET
 
 from figstream.events.envelope import Envelope, parse_time
 from figstream.events.schemas import REGISTRY
 from figstream.events.upcasters import UPCASTERS, Upcasters, arrow_schema, field_defaults
-from figstream.events.validation import EARLIEST, LATEST, Rejection, validate
-from figstream.streaming.checks import FAST_CHECKS, event_times, int_values, sized, validity
+from figstream.events.validation import (
+    EARLIEST,
+    LATEST,
+    MAX_EVENT_BYTES,
+    Rejection,
+    valid_id,
+    validate,
+)
+from figstream.streaming.checks import (
+    FAST_CHECKS,
+    event_ids_ok,
+    event_times,
+    int_values,
+    sources_ok,
+    string_offsets,
+    validity,
+)
 from figstream.streaming.tables import DATA_COLUMNS, EVENTS_SCHEMA, REJECTED_SCHEMA, TS, empty
 
 # --- parse_batch -------------------------------------------------------------------------------
@@ -66,6 +89,7 @@ _I64 = (-(2**63), 2**63 - 1)
 _ENVELOPE_KEYS = ("id", "type", "source", "version", "time", "data")
 _ENVELOPE = operator.itemgetter(*_ENVELOPE_KEYS)
 _NO_ENVELOPE = (None,) * len(_ENVELOPE_KEYS)
+_ENVELOPE_NAMES = frozenset(_ENVELOPE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,36 @@ def _load_lines(lines: list[bytes]) -> list[Any]:
             return out
         except orjson.JSONDecodeError:
             out.append(_UNPARSED)
+
+
+def _known(values: Sequence[Any], names: frozenset[str]) -> np.ndarray:
+    """Per value: an object (or anything iterable) of no key outside ``names``, at C speed.
+
+    Extra fields are valid, but the column checks do not look at them (their depth, ints,
+    keys), so a record with one takes ``validate``."""
+    out: list[bool] = []
+    it = iter(values)
+    while True:
+        try:
+            out.extend(map(names.issuperset, it))  # as in _load_lines: len(out) is the failure
+            return np.array(out, bool)
+        except TypeError:  # not iterable, or unhashable items: not an object
+            out.append(False)
+
+
+def _spelt_back(records: Sequence[Any], lines: Sequence[bytes], small: np.ndarray) -> np.ndarray:
+    """Per orjson-loaded record: orjson spells it back as its line, byte for byte. Such a line
+    has no duplicate key (orjson keeps one of them) and no int orjson read as a float, and is
+    within the size of an event when its fields are; the others take ``validate``."""
+    out: list[bool] = []
+    it, rest = iter(records), iter(lines)
+    while True:
+        try:
+            out.extend(map(operator.eq, map(orjson.dumps, it), rest))
+            return np.array(out, bool) & small
+        except TypeError:  # too deep for orjson.dumps (it was read with extra fields)
+            out.append(False)
+            next(rest)
 
 
 def _pluck(records: Sequence[Any], getter: Callable, fallback: Callable) -> list[tuple]:
@@ -148,7 +202,8 @@ _NO_OBJECT: dict = {}
 
 def _struct_column(values: Sequence[Any], arrow_type: pa.StructType) -> tuple[pa.Array, Any]:
     """Objects of a nested model (v2's location, salary) as a struct array, nulls kept; a
-    value that is neither an object nor null, or a child of another JSON type, is flagged."""
+    value that is neither an object nor null, a child of another JSON type, or a field the
+    model does not know (left to validate, which checks it), is flagged."""
     n = len(values)
     present = np.fromiter(map(operator.is_, map(type, values), repeat(dict)), bool, n)
     wrong = np.zeros(n, bool)
@@ -156,6 +211,7 @@ def _struct_column(values: Sequence[Any], arrow_type: pa.StructType) -> tuple[pa
     if not present.all():  # a null or a mistyped value among them: not an object to read
         wrong = ~present & np.fromiter(map(operator.is_not, values, repeat(None)), bool, n)
         objects = [v if ok else _NO_OBJECT for v, ok in zip(values, present.tolist(), strict=True)]
+    wrong |= ~_known(objects, frozenset(arrow_type.names))
     children = []
     for field in arrow_type:
         child, child_wrong = _column(
@@ -218,6 +274,26 @@ class _Wire:
     key: tuple[str, int]
     struct: type[msgspec.Struct]
     data: pa.StructType  # the Arrow type of the data fields, in the same order
+    # A field that may be absent decodes as UNSET (so that the size check knows it is absent)
+    # and becomes its default here; per field, what its key, value and comma spell then.
+    defaults: tuple[Any, ...]
+    absent_sizes: tuple[int, ...]
+
+    def columns(self, datas: Sequence[msgspec.Struct]) -> tuple[list[pa.Array], np.ndarray]:
+        """The data columns, absent fields filled with their defaults, and per row what the
+        absent fields would have spelt (``count + (bytes << 8)``, 0 when none is absent)."""
+        rows = list(map(_astuple, datas))
+        try:  # Arrow refuses UNSET: when it takes the rows, no field is absent
+            return pa.array(rows, self.data).flatten(), np.zeros(len(rows), np.int64)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        absent = np.fromiter(map(_COUNT_UNSET, rows), np.int64, len(rows))
+        for i in np.flatnonzero(absent).tolist():  # a producer that leaves fields out
+            row = rows[i]
+            spelt = sum(n for v, n in zip(row, self.absent_sizes, strict=True) if v is UNSET)
+            absent[i] += spelt << 8
+            rows[i] = tuple(d if v is UNSET else v for v, d in zip(row, self.defaults, strict=True))
+        return pa.array(rows, self.data).flatten(), absent
 
 
 def _wire(key: tuple[str, int]) -> _Wire:
@@ -228,7 +304,7 @@ def _wire(key: tuple[str, int]) -> _Wire:
         wire_type: Any = _WIRE_TYPES[field.type]
         wire_type = wire_type | None if field.nullable else wire_type
         if field.name in shape.defaults:
-            fields.append((field.name, wire_type, shape.defaults[field.name]))
+            fields.append((field.name, wire_type | msgspec.UnsetType, UNSET))
         else:
             fields.append((field.name, wire_type))
     options = {"forbid_unknown_fields": True, "gc": False, "kw_only": True}
@@ -241,7 +317,91 @@ def _wire(key: tuple[str, int]) -> _Wire:
         tag=event_type,
         **options,
     )
-    return _Wire(key, envelope, pa.struct(list(shape.schema)))
+    defaults = tuple(shape.defaults.get(f.name, UNSET) for f in shape.schema)
+    absent_sizes = tuple(
+        len(orjson.dumps({f.name: shape.defaults[f.name]})) - 1 if f.name in shape.defaults else 0
+        for f in shape.schema
+    )  # '"name":value' and its comma: the object's braces less one
+    return _Wire(key, envelope, pa.struct(list(shape.schema)), defaults, absent_sizes)
+
+
+_COUNT_UNSET = operator.methodcaller("count", UNSET)
+# The canonical envelope less its values: what orjson writes for one with empty strings.
+_ENVELOPE_BYTES = len(b'{"id":"","type":"","source":"","version":,"time":"","data":}')
+_POWERS = np.array([10**k for k in range(1, 20)], np.uint64)
+
+
+def _int_sizes(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per int: the characters of its shortest JSON spelling (``null`` where not valid)."""
+    negative = values < 0
+    magnitude = np.where(negative, ~values, values).astype(np.uint64) + negative  # no overflow
+    digits = 1 + negative
+    top = int(magnitude.max()) if len(magnitude) else 0
+    for power in _POWERS[: len(str(top)) - 1]:  # as many passes as the largest has digits
+        digits = digits + (magnitude >= power)
+    return np.where(valid, digits, 4)
+
+
+def _value_sizes(array: pa.Array) -> np.ndarray:
+    """Per value: the bytes of its shortest JSON spelling, a string's as if it needed no
+    escape (so never more than any spelling of it)."""
+    if array.type == pa.string():
+        sizes = np.diff(string_offsets(array)) + 2
+    elif array.type == pa.bool_():
+        sizes = 5 - array.fill_null(True).to_numpy(zero_copy_only=False)
+    else:
+        return _int_sizes(*int_values(array))
+    return sizes if not array.null_count else np.where(validity(array), sizes, 4)
+
+
+def _spelt_shortest(
+    size: np.ndarray,
+    wire: _Wire,
+    envelope: Sequence[pa.Array],
+    version: np.ndarray,
+    absent: np.ndarray,
+    data: Sequence[pa.Array],
+) -> np.ndarray:
+    """Per line msgspec decoded as ``wire``: it is exactly as long as the shortest spelling of
+    what the struct holds, so it repeats no key (msgspec, like orjson, keeps the last of a
+    duplicate key without a word).
+
+    Every spelling of the same content is at least that long: a repeated key, whitespace, an
+    escape or a longer number only adds bytes, and a string's size here leaves out the
+    escapes it needs (so one that needs some never matches). A line of another size is not
+    necessarily bad: it takes ``validate``.
+    """
+    fields = len(wire.absent_sizes)
+    fixed = _ENVELOPE_BYTES + len(wire.key[0]) + 2 + fields - 1
+    fixed += sum(len(name) + 3 for name in wire.data.names)
+    shortest = _int_sizes(version, True) + fixed
+    for array in envelope:  # id, source, time: strings
+        shortest += np.diff(string_offsets(array))
+    for array in data:
+        shortest += _value_sizes(array)
+    if absent.any():  # their keys, values and commas are not in the line
+        count = absent & 0xFF
+        shortest -= (absent >> 8) - count + np.minimum(count, fields - 1)
+    return size == shortest
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """Per line: its size in bytes."""
+
+    size: np.ndarray
+
+    @classmethod
+    def of(cls, lines: Sequence[bytes]) -> _Facts:
+        return cls(np.fromiter(map(len, lines), np.int64, len(lines)))
+
+    def take(self, rows: np.ndarray) -> _Facts:
+        return _Facts(self.size[rows])
+
+    @property
+    def small(self) -> np.ndarray:
+        """Per line: within the size of one EventBridge event."""
+        return self.size <= MAX_EVENT_BYTES
 
 
 # One struct per event type: the tag is ``type``, so a type with several fast-checked versions
@@ -271,7 +431,7 @@ def _recover(record: Any, line: bytes, code: str) -> tuple[str | None, datetime 
     if type(record) is not dict:
         return None, None
     event_id = record.get("id")
-    if not (type(event_id) is str and 1 <= len(event_id) <= 128):
+    if not valid_id(event_id):  # an unsafe id never becomes a dead letter's or a trace's key
         event_id = None
     when = None
     if type(record.get("time")) is str:
@@ -409,6 +569,7 @@ class _Lines:
     batch_index: np.ndarray
     line_no: np.ndarray
     parts: Parts
+    facts: _Facts
 
     def origin(self, rows: np.ndarray) -> dict[str, pa.Array]:
         return {
@@ -423,6 +584,7 @@ class _Lines:
             self.batch_index[rows],
             self.line_no[rows],
             self.parts,
+            self.facts.take(rows),
         )
 
     def add(self, key: tuple[str, int], ok: np.ndarray, envelope: dict, table: pa.Table) -> None:
@@ -465,11 +627,17 @@ def _parse_wire(lines: list[bytes], where: _Lines) -> np.ndarray:
         ids, sources, versions, times, datas = zip(
             *map(_astuple, _gather(decoded, rows)), strict=True
         )
-        arrays = pa.array(list(map(_astuple, datas)), wire.data).flatten()
+        arrays, absent = wire.columns(datas)
         id_array, source_array = pa.array(ids, pa.string()), pa.array(sources, pa.string())
-        time_ok, micros = event_times(pa.array(times, pa.string()))
-        ok = np.array(versions, np.int64) == wire.key[1]
-        ok &= sized(id_array, 1, 128) & sized(source_array, 1, 1 << 30) & time_ok
+        time_array = pa.array(times, pa.string())
+        time_ok, micros = event_times(time_array)
+        version = np.array(versions, np.int64)
+        ok = version == wire.key[1]
+        ok &= event_ids_ok(id_array) & sources_ok(source_array) & time_ok
+        size = where.facts.size[rows]
+        ok &= size <= MAX_EVENT_BYTES
+        envelope_strings = (id_array, source_array, time_array)
+        ok &= _spelt_shortest(size, wire, envelope_strings, version, absent, arrays)
         ok &= FAST_CHECKS[wire.key](dict(zip(shape.schema.names, arrays, strict=True)))
         envelope = {
             "event_id": id_array,
@@ -514,9 +682,14 @@ def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
         source_array, _ = _column(_gather(sources, rows), pa.string())
         time_ok, micros = event_times(_column(_gather(times, rows), pa.string())[0])
         shape = _SHAPES[key]
-        plucked = _pluck(_gather(datas, rows), shape.getter, shape.fallback)
+        data_rows = _gather(datas, rows)
+        plucked = _pluck(data_rows, shape.getter, shape.fallback)
         table, ok = _data_table(shape, plucked)
-        ok &= sized(id_array, 1, 128) & sized(source_array, 1, 1 << 30) & time_ok
+        ok &= event_ids_ok(id_array) & sources_ok(source_array) & time_ok
+        ok &= _known(data_rows, frozenset(shape.schema.names))
+        loaded = _gather(records, rows)
+        small = where.facts.small[rows]
+        ok &= _known(loaded, _ENVELOPE_NAMES) & _spelt_back(loaded, _gather(lines, rows), small)
         ok &= check({name: table.column(name).combine_chunks() for name in table.column_names})
         envelope = {
             "event_id": id_array,
@@ -569,7 +742,8 @@ def _parse_loaded(lines: list[bytes], where: _Lines) -> tuple[list[tuple], int]:
     return rejected, blank
 
 
-def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatch:
+def lines_of(batches: list[tuple[str, bytes]]) -> tuple[list[bytes], _Lines]:
+    """The lines of ``batches`` and where each comes from."""
     batch_ids = tuple(batch_id for batch_id, _ in batches)
     lines: list[bytes] = []
     sizes = []
@@ -587,7 +761,14 @@ def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatc
         np.repeat(np.arange(len(batches)), sizes),
         np.arange(1, n + 1) - np.repeat(starts, sizes),
         {},
+        _Facts.of(lines),
     )
+    return lines, where
+
+
+def _parse(batches: list[tuple[str, bytes]], upcasters: Upcasters) -> ParsedBatch:
+    lines, where = lines_of(batches)
+    batch_ids, n = where.batch_ids, len(lines)
     # Lines in (batch, line) order through both stages, so rejections keep that order.
     rest = np.flatnonzero(~_parse_wire(lines, where))
     rejected: list[tuple] = []

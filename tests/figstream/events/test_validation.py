@@ -70,13 +70,18 @@ def test_good_record_becomes_an_envelope():
         (mutated(version="1"), "wrong_type", "'version'"),
         (mutated(version=True), "wrong_type", "'version'"),
         (mutated(data=[1]), "wrong_type", "'data'"),
-        (mutated(id=""), "invalid_value", "'id'"),
+        (mutated(id=""), "bad_id", "'id'"),
+        (mutated(id="../../etc/passwd"), "bad_id", "'id'"),
+        (mutated(id="x" * 129), "bad_id", "'id'"),
+        (mutated(source=""), "bad_source", "'source'"),
+        (mutated(source="aws.s3"), "bad_source", "aws."),
+        (mutated(extra=1), "unknown_field", "'extra'"),
         (mutated(type="job.deleted"), "unknown_type", "job.deleted"),
         (mutated(version=99), "unknown_version", "version 99"),
-        (mutated(time="2026-11-20T10:00:00"), "invalid_value", "offset"),
-        (mutated(time="yesterday"), "invalid_value", "time"),
-        (mutated(time="1970-01-01T00:00:00Z"), "invalid_value", "outside"),
-        (mutated(time="2999-01-01T00:00:00Z"), "invalid_value", "outside"),
+        (mutated(time="2026-11-20T10:00:00"), "time_without_offset", "offset"),
+        (mutated(time="yesterday"), "bad_time", "time"),
+        (mutated(time="1970-01-01T00:00:00Z"), "time_out_of_range", "outside"),
+        (mutated(time="2999-01-01T00:00:00Z"), "time_out_of_range", "outside"),
         (mutated(data__title=KeyError), "missing_field", "data.title"),
         (mutated(data__salary_min="90k"), "wrong_type", "data.salary_min"),
         (mutated(data__remote="yes"), "wrong_type", "data.remote"),
@@ -104,6 +109,32 @@ def test_bad_records_get_a_reason(raw, code, mentions):
 def test_unknown_extra_fields_are_tolerated():
     """Producers may add fields before consumers know them (zero-downtime schema changes)."""
     assert isinstance(validate(mutated(data__benefits=["dental"])), Envelope)
+
+
+def test_every_reason_is_documented_and_the_size_limit_is_eventbridges():
+    from figstream.events.validation import MAX_EVENT_BYTES, REASONS
+    from figstream.ingest.eventbridge import MAX_EVENT_BYTES as EVENTBRIDGE_LIMIT
+
+    assert tuple(REASONS) == REASON_CODES and all(REASONS.values())
+    assert len(set(REASON_CODES)) == len(REASON_CODES)
+    assert MAX_EVENT_BYTES == EVENTBRIDGE_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("record", "code"),
+    [
+        (mutated(data__n=2**63), "number_out_of_range"),
+        (mutated(data__n=float("inf")), "number_out_of_range"),
+        (mutated(data__n=float("nan")), "number_out_of_range"),
+        (mutated(data__n=[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]), "too_deep"),
+        (mutated(data__title="a\x00b"), "control_character"),
+    ],
+)
+def test_parsed_records_are_checked_as_lines_are(record, code):
+    """validate() also takes a dict (a replay, a Lambda event): the same checks as for a line,
+    less those of the bytes (size, BOM, encoding, duplicate keys)."""
+    result = validate(record)
+    assert isinstance(result, Rejection) and result.code == code, result
 
 
 @given(st.binary(max_size=200))

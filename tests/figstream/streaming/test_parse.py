@@ -18,7 +18,13 @@ with the same code and detail otherwise):
   unknown employment types and reasons, job ids with forbidden characters or 65 characters,
   currencies in lower case or of 2/4 letters, URLs with other schemes, Unicode spaces,
   non-ASCII characters or 501 characters, boards with upper case, a leading dash, 1 or 65
-  characters, a board merging into itself, unknown extra fields.
+  characters, a board merging into itself, unknown extra fields;
+* hostile lines (``figstream.events.validation``'s specific codes): duplicate keys where the
+  quote count alone would balance (an optional field absent and another repeated, a key's
+  spelling inside a value, a key spelt with a space or an escape), ints beyond int64 in
+  typed and extra fields, NaN and -Infinity, nesting at and over the limit, raw and escaped
+  C0, DEL and C1 controls (and the no-break space, which is none), lines at and over the
+  event size, ids and sources with separators, escapes, a leading dash or the ``aws.`` prefix.
 
 Parsing has stages (msgspec typed structs; orjson dicts and column checks; ``validate``), and
 the equivalence is checked with each stage forced to take every line it can, so that a stage
@@ -385,13 +391,40 @@ def _splice(line: bytes, after: bytes, text: bytes) -> bytes:
 # validate() says. ``None`` means valid.
 WIRE_EDGES: list[tuple[bytes, str | None]] = [
     (GOOD, None),
-    (GOOD.replace(b'"id":', b'"id":"x","id":', 1), None),  # duplicate key: the last wins
-    (_splice(GOOD, b'"data":{', b'"title":"First",'), None),
-    (_splice(GOOD, b'"data":{', b'"title":null,'), None),  # an earlier wrong value, overwritten
-    (_splice(GOOD, b'"data":{', b'"salary_min":"x",'), None),
-    (GOOD.replace(b'"data":{', b'"data":{"x":1},"data":{', 1), None),  # a whole data object
-    (GOOD.replace(b"}}", b'},"type":"job.expired"}'), "missing_field"),  # a second tag wins
-    (GOOD.replace(b'"type":"job.posted"', b'"type":"job.expired","type":"job.posted"'), None),
+    # Duplicate keys: msgspec and orjson keep the last without a word; validate refuses them.
+    (GOOD.replace(b'"id":', b'"id":"x","id":', 1), "duplicate_key"),
+    (_splice(GOOD, b'"data":{', b'"title":"First",'), "duplicate_key"),
+    (_splice(GOOD, b'"data":{', b'"title":null,'), "duplicate_key"),
+    (_splice(GOOD, b'"data":{', b'"salary_min":"x",'), "duplicate_key"),
+    (GOOD.replace(b'"data":{', b'"data":{"x":1},"data":{', 1), "duplicate_key"),
+    (GOOD.replace(b"}}", b'},"type":"job.expired"}'), "duplicate_key"),
+    (
+        GOOD.replace(b'"type":"job.posted"', b'"type":"job.expired","type":"job.posted"'),
+        "duplicate_key",
+    ),
+    (GOOD.replace(b'"remote":true', b'"remote":true,"remote":false'), "duplicate_key"),
+    # An optional field absent and another repeated: the key count alone would balance.
+    (
+        _with_data(salary_min=...).replace(b'"remote":true', b'"remote":true,"remote":true'),
+        "duplicate_key",
+    ),
+    (_with_data(currency=...).replace(b'"title":', b'"title":"x","title":'), "duplicate_key"),
+    (_with_data(salary_min=..., title='x"salary_min":'), None),  # a key's spelling in a value
+    (
+        _with_data(salary_min=..., title='x"salary_min":').replace(
+            b'"remote":true', b'"remote":true,"remote":true'
+        ),
+        "duplicate_key",
+    ),
+    (GOOD.replace(b'"salary_min":', b'"salary_min" :'), None),  # a key spelt another way
+    (
+        GOOD.replace(b'"salary_min":', b'"salary_min" :').replace(
+            b'"remote":true', b'"remote":true,"remote":true'
+        ),
+        "duplicate_key",
+    ),
+    (GOOD.replace(b'"id":', b'"\\u0069d":"x","id":', 1), "duplicate_key"),  # the same key escaped
+    (_with_data(title='Data "Engineer"'), None),  # escaped quotes
     (GOOD.replace(b'"id"', b'"\\u0069d"', 1), None),  # an escaped key
     (GOOD.replace(b'"type"', b'"typ\\u0065"', 1), None),
     (_with_data(salary_min=90_000.0), "wrong_type"),  # floats are never ints
@@ -399,12 +432,13 @@ WIRE_EDGES: list[tuple[bytes, str | None]] = [
     (GOOD.replace(b"90000", b"-0"), None),
     (_with_data(salary_min=True), "wrong_type"),
     (_with_data(remote=1), "wrong_type"),
-    (_with_data(salary_max=2**63), "invalid_value"),  # beyond int64, within uint64
-    (GOOD.replace(b"120000", str(2**64 + 1).encode()), "wrong_type"),  # orjson: a float
+    (_with_data(salary_max=2**63), "number_out_of_range"),  # beyond int64, within uint64
+    (GOOD.replace(b"120000", str(2**64 + 1).encode()), "number_out_of_range"),  # orjson: a float
     (GOOD.replace(b"90000", str(-(2**63)).encode()), "invalid_value"),
-    (GOOD.replace(b"120000", b"1e400"), "malformed_json"),
+    (GOOD.replace(b"90000", str(-(2**63) - 1).encode()), "number_out_of_range"),
+    (GOOD.replace(b"120000", b"1e400"), "number_out_of_range"),
     (orjson.dumps({**POSTING, "version": 2**63 - 1}), "unknown_version"),
-    (GOOD.replace(b'"version":1', b'"version":18446744073709551617'), "wrong_type"),
+    (GOOD.replace(b'"version":1', b'"version":18446744073709551617'), "number_out_of_range"),
     (GOOD.replace(b'"version":1', b'"version":1.0'), "wrong_type"),
     (GOOD.replace(b'"version":1', b'"version":true'), "wrong_type"),
     (orjson.dumps({**POSTING, "version": 3}), "unknown_version"),
@@ -419,27 +453,48 @@ WIRE_EDGES: list[tuple[bytes, str | None]] = [
     (orjson.dumps({**POSTING, "source": None}), "wrong_type"),
     (orjson.dumps({k: v for k, v in POSTING.items() if k != "type"}), "missing_field"),
     (orjson.dumps({**POSTING, "type": "job.deleted"}), "unknown_type"),
-    # Unknown fields are fine, but msgspec skips them unchecked; orjson refuses these.
-    (_splice(GOOD, b"{", b'"note":"x",'), None),
+    # Unknown fields in data are fine (not in the envelope), but msgspec skips them unchecked.
+    (_splice(GOOD, b"{", b'"note":"x",'), "unknown_field"),
+    (_splice(GOOD, b'"data":{', b'"note":"x\\u0000",'), None),  # data it does not read
+    (_splice(GOOD, b'"data":{', b'"note":' + str(2**63).encode() + b","), "number_out_of_range"),
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 14 + b"]" * 14 + b","), None),  # 16 deep
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 15 + b"]" * 15 + b","), "too_deep"),
     (_splice(GOOD, b'"data":{', b'"note":{"a":[1,{"b":null}]},'), None),
     (_splice(GOOD, b"{", b'"note":"caf\xe9",'), "bad_encoding"),
     (_splice(GOOD, b'"data":{', b'"note":"\xed\xa0\x80",'), "bad_encoding"),
     (_splice(GOOD, b"{", b'"note":"\\ud800",'), "bad_encoding"),
-    (_splice(GOOD, b'"data":{', b'"note":1e400,'), "malformed_json"),
-    (_splice(GOOD, b'"data":{', b'"note":NaN,'), "malformed_json"),
-    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 500 + b"]" * 500 + b","), None),
-    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 2000 + b"]" * 2000 + b","), "malformed_json"),
-    (_splice(GOOD, b'"data":{', b'"note":"a\x01b",'), "malformed_json"),
+    (_splice(GOOD, b'"data":{', b'"note":1e400,'), "number_out_of_range"),
+    (_splice(GOOD, b'"data":{', b'"note":NaN,'), "number_out_of_range"),
+    (_splice(GOOD, b'"data":{', b'"note":-Infinity,'), "number_out_of_range"),
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 500 + b"]" * 500 + b","), "too_deep"),
+    (_splice(GOOD, b'"data":{', b'"note":' + b"[" * 2000 + b"]" * 2000 + b","), "too_deep"),
+    (_splice(GOOD, b'"data":{', b'"note":"a\x01b",'), "control_character"),
     # Bad text in a typed field.
     (GOOD.replace(b"Acme", b"Acm\xe9"), "bad_encoding"),
     (GOOD.replace(b"Acme", b"\\udc00"), "bad_encoding"),
     (GOOD.replace(b"Acme", b"\\ud83d\\ude80"), None),  # a proper surrogate pair
-    (GOOD.replace(b"Acme", b"\\u0000"), None),
-    (GOOD.replace(b"Acme", b"A\tB"), "malformed_json"),
-    (b"\xef\xbb\xbf" + GOOD, "malformed_json"),
+    (GOOD.replace(b"Acme", b"\\u0000"), "control_character"),
+    (GOOD.replace(b"Acme", b"\\u0085"), "control_character"),  # C1
+    (GOOD.replace(b"Acme", b"\xc2\x9f"), "control_character"),  # C1, raw
+    (GOOD.replace(b"Acme", b"\x7f"), "control_character"),  # DEL, raw
+    (GOOD.replace(b"Acme", b"\xc2\xa0\xc2\xa9"), None),  # no-break space, (c): not controls
+    (GOOD.replace(b"Austin", b"\\u001b[31m"), "control_character"),  # a terminal escape
+    (GOOD.replace(b"Acme", b"A\tB"), "control_character"),
+    (b"\xef\xbb\xbf" + GOOD, "bom"),
     (GOOD + b"\r", None),
     (b" \t" + GOOD + b" ", None),
-    (GOOD + b"\x0c", "malformed_json"),
+    (GOOD + b" " * (parse.MAX_EVENT_BYTES - len(GOOD)), None),
+    (GOOD + b" " * (parse.MAX_EVENT_BYTES - len(GOOD) + 1), "too_large"),
+    (GOOD + b"\x0c", "control_character"),
+    # The envelope's id and source: a safe alphabet, however spelt.
+    (GOOD.replace(b'"e-1"', b'"a\\/b"'), "bad_id"),
+    (GOOD.replace(b'"e-1"', b'"..\\u002fx"'), "bad_id"),
+    (GOOD.replace(b'"e-1"', b'"e-1\\u0000"'), "bad_id"),
+    (GOOD.replace(b'"e-1"', b'"-e"'), "bad_id"),
+    (GOOD.replace(b'"e-1"', b'"E.1:x_2"'), None),
+    (GOOD.replace(b'"hireloop",', b'"aws.events",'), "bad_source"),
+    (GOOD.replace(b'"hireloop",', b'"Hire.loop_2",'), None),
+    (GOOD.replace(b'"hireloop",', b'"hire:loop",'), "bad_source"),
     (GOOD + b"{}", "malformed_json"),
     (GOOD[:-1], "malformed_json"),
     (GOOD[:-1] + b",}", "malformed_json"),
@@ -464,9 +519,8 @@ def test_msgspec_takes_the_clean_lines():
     lines = [orjson.dumps(r) for r in (POSTING, *_one_of_each_type())]
     decoded = parse._decode_wire(lines)
     assert all(d is not None for d in decoded)
-    where = parse._Lines(
-        ("b",), pa.array(["b"]), np.zeros(len(lines), int), np.arange(1, len(lines) + 1), {}
-    )
+    split, where = parse.lines_of([("b", b"\n".join(lines))])
+    assert split == lines
     assert parse._parse_wire(lines, where).all()
 
 
@@ -591,7 +645,7 @@ def test_rejected_records_keep_what_identifies_them():
     rows = parsed.rejected.to_pylist()
     assert [r["line_no"] for r in rows] == [1, 2, 3, 4, 5]
     assert [r["code"] for r in rows] == [
-        "invalid_value",
+        "time_out_of_range",
         "wrong_type",
         "bad_encoding",
         "unknown_version",
