@@ -96,7 +96,7 @@ def test_after_legacy_sensor_asks_parity_for_the_day_a_legacy_run_ended(tmp_path
     defs = build(CleanPostings="shadow")
     sensor = defs.resolve_sensor_def("after_legacy_sensor")
     with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(instance=instance) as context:
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
             assert sensor(context).skip_reason is not None
             cursor = context.cursor
         nightly = defs.resolve_job_def("legacy_nightly_job")
@@ -105,12 +105,16 @@ def test_after_legacy_sensor_asks_parity_for_the_day_a_legacy_run_ended(tmp_path
             instance=instance, partition_key="2026-11-03", raise_on_error=False
         )
         assert not result.success
-        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=defs.resources
+        ) as context:
             out = sensor(context)
         (request,) = out.run_requests
         assert request.job_name == "migration_nightly_job"
         assert request.partition_key == "2026-11-03"
-        with dg.build_sensor_context(instance=instance, cursor=out.cursor) as context:
+        with dg.build_sensor_context(
+            instance=instance, cursor=out.cursor, resources=defs.resources
+        ) as context:
             assert sensor(context).run_requests == []  # asked once
 
 
