@@ -69,7 +69,7 @@ def stream_behind(stores: Stores, day: str) -> int:
     """Batches landed for ``day``'s hours that the stream has not ingested yet (a catch-up
     still going): parity of the day now would count them as missing on the new side."""
     return sum(
-        books.hour_books(stores, stream, hour).pending_batches
+        books.pending_batches(stores, stream, hour)
         for stream in INGEST_TABLES
         for hour in day_partitions(day)
     )

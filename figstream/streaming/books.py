@@ -201,6 +201,15 @@ def hour_books(
     return out
 
 
+def pending_batches(stores: Stores, stream: str, partition: str) -> int:
+    """Landed batches of (stream, hour) the ingest has not booked yet: two keyed reads, no
+    fragment read (a sensor asks it of every hour of a day). Books first, as ``hour_books``
+    reads them: a batch booked between the reads counts as pending, never the other way."""
+    booked = set(books_for(stores.state).partition(stream, partition)["batch_id"].to_pylist())
+    landed = {parse_batch_key(key)[1] for key in stores.state.batch_counts(stream, partition)}
+    return len(landed - booked)
+
+
 def _hour_books(
     stores: Stores, stream: str, partition: str, booked: pa.Table, landed: dict[str, int]
 ) -> HourBooks:

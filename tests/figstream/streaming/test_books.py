@@ -120,10 +120,12 @@ def test_a_landed_batch_not_ingested_yet_is_pending_not_an_imbalance(stores):
     hour = books.hour_books(stores, "postings", HOUR)
     assert (hour.landed, hour.pending, hour.pending_batches) == (13, 2, 1)
     assert hour.balanced and hour.status == "pending" and hour.difference == 0
+    assert books.pending_batches(stores, "postings", HOUR) == 1  # the keyed reads agree
     ingest.ingest_range(stores, "postings", [HOUR], late)
     hour = books.hour_books(stores, "postings", HOUR)
     assert (hour.landed, hour.materialised, hour.dead_lettered, hour.pending) == (13, 6, 3, 0)
     assert hour.status == "balanced"
+    assert books.pending_batches(stores, "postings", HOUR) == 0
 
 
 def test_a_batch_ingested_while_the_hour_is_read_is_read_again_not_reported(stores, monkeypatch):
