@@ -21,6 +21,7 @@ Bad inputs are the hostile values of :data:`HOSTILE` (and the cases of each test
 from __future__ import annotations
 
 import ast
+import collections
 import configparser
 import json
 import os
@@ -281,6 +282,20 @@ def umask(mask: int) -> Iterator[None]:
 RUN_UMASK = 0o002
 
 
+def one_hour(scratch: Path) -> list[bytes]:
+    """A generated day's records of its busiest hour, bad ones included: a run's worth (a whole
+    day is 24 partitions of event-log writes on a real instance, a minute on a loaded machine)."""
+    generate(scratch, start=EPOCH, days=1, seed=5, events_per_day=600, bad_rate=0.05)
+    lines = [
+        ln for p in sorted(scratch.glob("landing/*/*.jsonl")) for ln in p.read_bytes().split(b"\n")
+    ]
+    hours = collections.Counter(re.findall(rb'"time":"(2026-11-01T\d\d):', b"\n".join(lines)))
+    busiest = hours.most_common(1)[0][0]
+    hour = [ln for ln in lines if busiest + b":" in ln]
+    assert len(hour) >= 10, hours
+    return hour
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A generated day streamed by the real sensors and jobs into a Dagster instance on a
@@ -295,10 +310,10 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         for name, value in secrets.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-        generate(home, start=EPOCH, days=1, seed=5, events_per_day=150, bad_rate=0.05)
         harness = Harness(home, monkeypatch)
         harness.instance = dg.DagsterInstance.get()
         try:
+            harness.publish(one_hour(base / "generated"), producer="sec")
             runs = harness.drain()
             yield {
                 "home": home, "dagster_home": dagster_home, "secrets": secrets,
@@ -316,7 +331,11 @@ def test_a_local_run_logs_no_secret(local_run: dict, capfd: pytest.CaptureFixtur
     logs = compute_logs(local_run["dagster_home"])
     assert logs, "the instance captured no compute logs: the check would see nothing"
     out = capfd.readouterr()
-    # The event log, run storage and compute logs all live in DAGSTER_HOME (SQLite, files).
+    # The event log, run storage and compute logs all live in DAGSTER_HOME (SQLite, files):
+    # a marker written through the event log is found there, the secrets are not.
+    marker = {"marker": f"figstream-security-marker-{uuid.uuid4().hex}"}
+    instance.report_engine_event(marker["marker"], records[0].dagster_run)
+    assert leaks([local_run["dagster_home"]], marker)
     assert leaks([local_run["dagster_home"]], local_run["secrets"], out.out + out.err) == []
 
 
@@ -401,14 +420,8 @@ def test_an_aws_run_logs_no_secret(
     for key, value in environ.items():
         if key not in secrets:  # the fake secrets sign the calls (moto takes any)
             monkeypatch.setenv(key, value)
-    home = tmp_path / "home"
-    generate(home, start=EPOCH, days=1, seed=8, events_per_day=60, bad_rate=0.1)
-    lines = [
-        ln
-        for p in sorted((home / "landing").rglob("*.jsonl"))
-        for ln in p.read_bytes().splitlines()
-    ]
-    harness = Harness(home, monkeypatch, profile="aws")
+    lines = one_hour(tmp_path / "generated")
+    harness = Harness(tmp_path / "home", monkeypatch, profile="aws")
     harness.instance = pg_instance
     harness.publish(lines, producer="sec")
     runs = harness.drain()
@@ -417,7 +430,11 @@ def test_an_aws_run_logs_no_secret(
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
     assert compute_logs(Path(os.environ["DAGSTER_HOME"]))
     out = capfd.readouterr()
+    # The dump reads the event log: a marker written through it is found.
+    marker = f"figstream-security-marker-{uuid.uuid4().hex}"
+    pg_instance.report_engine_event(marker, records[0].dagster_run)
     text = database_text(os.environ["DAGSTER_PG_DB"])
+    assert marker in text
     assert [n for n, v in secrets.items() if v in text] == []
     assert leaks([Path(os.environ["DAGSTER_HOME"])], secrets, out.out + out.err) == []
 
@@ -637,7 +654,7 @@ def test_stray_objects_under_landing_are_left_alone_not_read(local_run: dict) ->
     may write the prefix; a newline in a name is possible on disk, bypassing the store) are
     never read or indexed: the sensors tick on, warn, and request no run for them."""
     harness: Harness = local_run["harness"]
-    day = local_run["home"] / "landing" / "2026-11-01"
+    day = next((local_run["home"] / "landing").iterdir())
     for name in STRAYS:
         (day / name).write_bytes(b'{"id": "stray"}\n')
     try:
