@@ -139,6 +139,34 @@ def test_no_other_task_exposes_the_webserver() -> None:
             assert ports <= {4000}, f"{name}/{container['name']} exposes {ports}"
 
 
+def _listeners() -> dict[str, str]:
+    """Every host:port a container of the image listens on: the ECS tasks' commands and the
+    Dockerfile's default command (its exec-form JSON array)."""
+    found = {}
+    for task in ("webserver", "daemon", "run-worker"):
+        for container in _task(task)["containerDefinitions"]:
+            command = container.get("command") or []
+            for flag in ("-h", "--http-address"):
+                if any(c == flag or c.startswith(f"{flag}=") for c in command):
+                    found[f"{task}/{container['name']}"] = _option(command, flag)
+    text = (ROOT / "platform" / "aws" / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    found["image CMD"] = _option(cmd, "-h")
+    return found
+
+
+def test_only_the_auth_proxy_and_the_code_server_listen_beyond_loopback() -> None:
+    """0.0.0.0 only where a security group is the guard (docs/deploy-aws.md section 4): the
+    proxy's 4180 (from the ALB) and the code server's 4000 (from the webserver task)."""
+    wide = {k: v for k, v in _listeners().items() if not v.startswith("127.0.0.1")}
+    assert wide == {
+        "webserver/auth-proxy": "0.0.0.0:4180",
+        "daemon/code-server": "0.0.0.0",
+        "image CMD": "0.0.0.0",
+    }
+    assert _listeners()["webserver/webserver"] == "127.0.0.1"
+
+
 def _section(markdown: str, heading: str) -> str:
     match = re.search(rf"^## \d+\. {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
     assert match, f"docs/deploy-aws.md has no section {heading!r}"
