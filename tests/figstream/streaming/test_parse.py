@@ -195,9 +195,12 @@ FIELD_VALUES = {
     "reason": st.sampled_from(["lapsed", "Filled", "", None]),
     "absorbed_board": boards,
     "surviving_board": boards,
-    "id": st.sampled_from(["", "x", "x" * 128, "x" * 129, "é" * 128, "é" * 129]),
+    "id": st.sampled_from(["", "x", "x" * 128, "x" * 129, "é" * 128, "é" * 129])
+    | st.sampled_from(["../x", "a/b", "a\\b", "-x", "x\x00", "x\x7f", "x y", "A:b.c_9", ".x"]),
     "type": st.sampled_from(["job.deleted", "Job.Posted", ""]),
-    "source": st.sampled_from(["", " ", "hireloop"]),
+    "source": st.sampled_from(
+        ["", " ", "hireloop", "aws.s3", "../x", "a/b", "H.l_1", "-x", "x" * 65, "x:y", "h\x07"]
+    ),
     "version": st.sampled_from([True, False, 1.0, "1", 2, 99, 0, -1, 2**64]),
     "time": times | random_times | st.integers(),
 }
