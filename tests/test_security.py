@@ -45,6 +45,7 @@ from figstream.ingest.dataset import generate
 from figstream.ingest.landing import batch_key, parse_batch_key
 from figstream.storage.aws import CALLS, AwsConfig
 from figstream.storage.objects import LocalObjectStore, check_key, check_prefix
+from figstream.streaming.landing_index import split_batch_keys
 
 # Each must be refused wherever an identifier becomes a path, key or URL.
 HOSTILE = [
@@ -542,6 +543,15 @@ def test_s3_refuses_hostile_keys_before_any_call_and_keeps_literal_ones(aws_conf
         store.put(key, b"x")
     # S3 does not decode keys either: the objects are exactly the literal names.
     assert store.list() == sorted(LITERAL)
+    # Anyone with PutObject on landing/ can name an object anything S3 takes ("..", tabs,
+    # backslashes; moto's HTTP layer refuses a newline): the listing hands it over as is, and
+    # the sensors' split leaves it out of the batches.
+    raw = ["landing/x/../../y.jsonl", "landing/2026-11-01/..\\..\\x.jsonl", LANDING + "\t"]
+    for key in raw:
+        aws_config.client("s3").put_object(Bucket=aws_config.bucket_name, Key=key, Body=b"x")
+    listed = store.list("landing/")
+    assert sorted(listed) == sorted(raw)
+    assert split_batch_keys(listed) == ([], listed)
 
 
 LANDING = "landing/2026-11-01/20261101T100000000000Z-000001.jsonl"
