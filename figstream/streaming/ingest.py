@@ -195,7 +195,9 @@ def ingest(
     keys = {parse_batch_key(key)[1]: key for key in batch_keys}
     group: list[tuple[str, pa.Table, pa.Table]] = []
     held = 0
-    for key, batch in zip(sorted(batch_keys), validated, strict=False):
+    # ``validated`` first: each batch is asked of it before its key, so a generator runs to its
+    # end (the Lambda's reader deletes a batch's outputs once the next one is asked for).
+    for batch, key in zip(validated, sorted(batch_keys), strict=True):
         if batch is None:
             # A named batch that holds none of the hour's records (rewritten after the sensor
             # indexed it here) is booked as read with nothing in it, so the books name it
