@@ -181,12 +181,17 @@ def stream_sensor(
             return _skip(reason, found, cursor, before)
 
         requests = _resume_requests(context.instance, stream, settings)
-        # Daily rollups owed by earlier ticks: requested only now that no run of the stream
-        # is in flight, so they see those runs' output; at most once per configured interval.
-        idle = not busy and not history_busy
+        # Daily rollups owed by earlier ticks: requested only once no stream run is in flight,
+        # of this stream or another, and no history of this stream is owed, so that they see
+        # every stream's output of their days (board_daily_stats reads both streams' state: the
+        # boards stream, idle early in a catch-up, asked for a day's rollup while the postings
+        # of that day were still being ingested, and legacy parity compared it to a partial
+        # day); at most once per configured interval.
+        idle = not busy and not history_busy and not cursor.history
         if (
             stats_job is not None
             and idle
+            and not _any_stream_in_flight(context.instance)
             and not _rollup_in_flight(context.instance, stream, stats_job)
             and cursor.days_due
             and now - cursor.days_requested_at >= settings.daily_stats_every_seconds
@@ -503,6 +508,14 @@ def _history_requests(
         )
         return [request], cursor
     return [], cursor
+
+
+def _any_stream_in_flight(instance) -> bool:
+    """Whether a run of any stream (live or history lane) is in flight."""
+    return any(
+        instance.get_run_records(dg.RunsFilter(tags={LANE_TAG: lane}, statuses=IN_FLIGHT), limit=1)
+        for lane in (LIVE, HISTORY)
+    )
 
 
 def _rollup_in_flight(instance, stream: str, stats_job) -> bool:

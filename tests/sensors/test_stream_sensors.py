@@ -21,7 +21,7 @@ from figstream.ingest.publish import Publisher
 from figstream.storage.objects import LocalObjectStore
 from figstream.storage.state import SqliteStateStore, state_path
 from resources.run_launcher import WORKER_TAG
-from sensors.streams import RESUME_ATTEMPT_TAG, RESUMES_TAG
+from sensors.streams import LANE_TAG, LIVE, RESUME_ATTEMPT_TAG, RESUMES_TAG
 
 
 @pytest.fixture
@@ -287,6 +287,25 @@ def test_a_rollup_in_flight_holds_back_only_the_next_rollup(tmp_path, monkeypatc
         harness.instance.report_run_canceled(record.dagster_run)
     time.sleep(1.1)
     assert [r.job_name for r in requests(harness.tick("postings"))] == [job.name]
+
+
+def test_a_days_rollup_waits_until_no_stream_has_a_run_in_flight(tmp_path, monkeypatch):
+    """board_daily_stats reads both streams' state: a rollup requested while the other stream
+    still ingests the day computes a partial day (and legacy parity compares it)."""
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=300, seed=12, bad_rate=0.0)
+    harness = Harness(tmp_path, monkeypatch, daily_stats_every_seconds=1)
+    assert {r.job_name for r in requests(harness.tick("postings"))} == {"postings_job"}
+    boards = harness.defs.resolve_job_def("boards_job")
+    run = harness.instance.create_run_for_job(
+        job_def=boards, tags={LANE_TAG: LIVE, "figstream/stream": "boards"}
+    )
+    time.sleep(1.1)
+    # The postings stream is idle, but a boards run is in flight: no rollup yet.
+    assert not [r for r in requests(harness.tick("postings")) if r.job_name != "postings_job"]
+    harness.instance.report_run_canceled(run)
+    time.sleep(1.1)
+    [stats] = requests(harness.tick("postings"))
+    assert stats.job_name == "board_daily_stats_job" and stats.partition_key == EPOCH.isoformat()
 
 
 STRICT_TAG_VALUE = re.compile(r"[A-Za-z0-9_.-]{0,63}")
