@@ -123,7 +123,9 @@ def event_ids_ok(array: pa.Array) -> np.ndarray:
 def sources_ok(array: pa.Array) -> np.ndarray:
     """Per value: a valid envelope source (``validation.valid_source``). A stream has a
     handful of sources (its boards), so each distinct one is checked once."""
-    encoded = pc.dictionary_encode(array)
+    if array.null_count == 0 and all(map(valid_source, pc.unique(array).to_pylist())):
+        return np.ones(len(array), bool)
+    encoded = pc.dictionary_encode(array)  # a bad one among them: which rows hold it
     ok = np.fromiter(map(valid_source, encoded.dictionary.to_pylist()), bool)
     return np.append(ok, False)[encoded.indices.fill_null(-1).to_numpy()]
 
