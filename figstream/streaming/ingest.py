@@ -73,13 +73,17 @@ def lag_seconds(event_times: list[pa.Array], now_us: int | None = None) -> dict[
     if not times:
         return {}
     now_us = time.time_ns() // 1000 if now_us is None else now_us
-    micros = pc.cast(pa.concat_arrays(times), pa.int64())
-    lag = pc.divide(pc.cast(pc.subtract(now_us, micros), pa.float64()), 1e6)
-    p50, p95 = pc.quantile(lag, q=[0.5, 0.95]).to_pylist()
+    # Quantiles of the times themselves, over the arrays as they are: the lag is now minus the
+    # time, so its q-quantile is now minus the times' (1 - q)-quantile (linear interpolation is
+    # symmetric). Computing the lag of every event first took four copies of the run's times
+    # (concatenated, cast, subtracted, divided): 150 MiB of a 5M-event range run's peak.
+    micros = pa.chunked_array(times).cast(pa.int64())
+    p05, p50 = pc.quantile(micros, q=[0.05, 0.5]).to_pylist()
+    earliest = pc.min(micros).as_py()
     return {
-        "lag_seconds_p50": round(p50, 3),
-        "lag_seconds_p95": round(p95, 3),
-        "lag_seconds_max": round(pc.max(lag).as_py(), 3),
+        "lag_seconds_p50": round((now_us - p50) / 1e6, 3),
+        "lag_seconds_p95": round((now_us - p05) / 1e6, 3),
+        "lag_seconds_max": round((now_us - earliest) / 1e6, 3),
     }
 
 
