@@ -40,7 +40,13 @@ def stream_run(stores: Stores, keys: list[str], run_id: str | None) -> None:
 def home(tmp_path: Path) -> Path:
     stores = Stores.local(tmp_path, "2026-10-01-00:00")
     publisher = Publisher(stores.objects, producer="test")
-    first = publisher.publish([posting("ev-1", "job-1"), posting("bad\x1b[31m", "j", remote="x")])
+    first = publisher.publish(
+        [
+            posting("ev-1", "job-1"),
+            posting("bad-1", "j", remote="x"),
+            posting("bad\x1b[31m", "j", remote="x"),
+        ]
+    )
     stream_run(stores, first, "run-aaa")
     again = publisher.publish([posting("ev-1", "job-1"), posting("ev-9", "job-9")])
     stream_run(stores, again, None)
@@ -77,12 +83,20 @@ def test_json_is_one_object_for_tools(home, capsys, monkeypatch):
     assert found["job"]["status"] == "active"
 
 
-def test_a_dead_letter_shows_its_reason_and_control_characters_are_escaped(home, capsys):
-    assert run("trace", "bad\x1b[31m", "--home", str(home)) == 0
+def test_a_dead_letter_shows_its_reason(home, capsys):
+    assert run("trace", "bad-1", "--home", str(home)) == 0
     out = capsys.readouterr().out
-    assert "\x1b" not in out and "bad\\x1b[31m" in out
     assert "dead_lettered (counted)" in out and "reason: wrong_type" in out
     assert "dead letter " in out and ": wrong_type: " in out
+
+
+def test_an_id_with_control_characters_is_refused_and_escaped_when_named(home, capsys):
+    """Such an id is no event id (the envelope refuses it: bad_id, and its dead letter keeps
+    no id), so it traces to nothing; the error names it escaped, never as raw bytes."""
+    assert run("trace", "bad\x1b[31m", "--home", str(home)) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err
+    assert "bad\\x1b[31m" in captured.err and captured.err.count("\n") == 1
 
 
 def test_an_unknown_event_is_one_error_line(home, capsys):
