@@ -86,9 +86,10 @@ class Footprint:
     # bench/README.md transform bench (b), 72k events/s in one process on AMD EPYC: 13.9 us an
     # event on one vCPU, slower in proportion below 1,769 MB.
     lambda_us_per_event_per_vcpu: float = 1e6 / 72_000
-    # docs/deploy-aws.md: write and read units per valid event (claims, jobs, registry).
-    write_units_per_event: float = 3.5
-    read_units_per_event: float = 1.4
+    # docs/deploy-aws.md: write and read units per valid event (claims, jobs, registry, day
+    # rows, the trace index and its conflicting-redelivery lookup).
+    write_units_per_event: float = 5.5
+    read_units_per_event: float = 3.4
     # bench/README.md: the daemon evaluates sensors in a fixed 5 s loop; each stream's drain
     # then makes one (long-poll) receive and one queue-depth read of its dead-letter queue.
     sensor_tick_seconds: float = 5.0

@@ -54,11 +54,11 @@ def test_measured_on_a_generated_home(home, capsys):
     assert Decimal(charge(out["streaming"], "eventbridge_events")["quantity"]) == math.ceil(
         len(lines) * 730 / 24
     )
-    # valid events x 3.5 write units, dead letters one unit each (lines under 724 bytes),
+    # valid events x 5.5 write units, dead letters one unit each (lines under 724 bytes),
     # one landing-index write per (batch, stream, hour)
     writes = Decimal(charge(out["streaming"], "dynamodb_write_units")["quantity"])
     valid = (len(lines) - rejected) * 730 / 24
-    assert writes >= math.ceil(valid * 3.5)
+    assert writes >= math.ceil(valid * 5.5)
     total = sum(Decimal(c["cost"]) for c in out["streaming"]["charges"])
     assert Decimal(out["streaming"]["total"]) == total
     assert Decimal(out["difference"]) == total - Decimal(out["legacy"]["total"])

@@ -97,11 +97,11 @@ def test_a_month_priced_by_hand():
         ("Lambda", "requests"): Decimal("0.00"),
         # 100,000 x 0.130 s x 1,769/1,024 GB = 22,458.008 GB-s: within the 400,000 free
         ("Lambda", "duration"): Decimal("0.00"),
-        # 2,970,000 valid x 3.5 = 10,395,000 + dead letters 30,000 x ceil(1,300/1,024) = 60,000
-        # + landing index 100,000 = 10,555,000 x $0.625/M = 6.596875
-        ("DynamoDB", "write units"): Decimal("6.60"),
-        # 2,970,000 x 1.4 = 4,158,000 x $0.125/M = 0.51975
-        ("DynamoDB", "read units"): Decimal("0.52"),
+        # 2,970,000 valid x 5.5 = 16,335,000 + dead letters 30,000 x ceil(1,300/1,024) = 60,000
+        # + landing index 100,000 = 16,495,000 x $0.625/M = 10.309375
+        ("DynamoDB", "write units"): Decimal("10.31"),
+        # 2,970,000 x 3.4 = 10,098,000 x $0.125/M = 1.26225
+        ("DynamoDB", "read units"): Decimal("1.26"),
         # jobs 20M x 1,300 B + registry 20M x 350 B + dead letters 30,000 x 1,400 B
         # = 33,042,000,000 B = 30.773 GiB; less 25 free = 5.773 x $0.25 = 1.44325
         ("DynamoDB", "storage"): Decimal("1.44"),
@@ -121,7 +121,7 @@ def test_a_month_priced_by_hand():
         ("RDS Postgres", "storage"): Decimal("2.30"),
     }
     # the sum of the rounded charges above
-    assert result.streaming.total == Decimal("109.31")
+    assert result.streaming.total == Decimal("113.76")
     assert result.streaming.by_service["SQS"] == Decimal("1.87")
     assert result.streaming.by_service["ECS Fargate"] == Decimal("35.55")
     # legacy: 30 nights of 100,000 events at 11,000/s = 9.1 s, billed EC2's 60 s minimum:
@@ -130,7 +130,7 @@ def test_a_month_priced_by_hand():
         ("EC2 (legacy)", "instance"): Decimal("0.04"),
         ("EC2 (legacy)", "volume"): Decimal("8.00"),
     }
-    assert result.difference == Decimal("109.31") - Decimal("8.04")
+    assert result.difference == Decimal("113.76") - Decimal("8.04")
 
 
 def test_the_always_on_services_on_ec2_instead_of_fargate():
