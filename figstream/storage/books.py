@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from figstream.storage.sqlite import (
     BUSY_TIMEOUT_S,
+    SIDE_CACHE_KIB,
     SqliteDatabase,
     conform,
     from_rows,
@@ -110,7 +111,7 @@ class SqliteBooks(BooksLedger):
 
     def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
-        self._db = SqliteDatabase(self.path, _DDL, busy_timeout)
+        self._db = SqliteDatabase(self.path, _DDL, busy_timeout, cache_kib=SIDE_CACHE_KIB)
 
     def __repr__(self) -> str:
         return f"SqliteBooks({str(self.path)!r})"

@@ -41,6 +41,7 @@ from figstream.events.validation import validate as validate_record
 from figstream.settings import data_home
 from figstream.storage.sqlite import (
     BUSY_TIMEOUT_S,
+    SIDE_CACHE_KIB,
     SqliteDatabase,
     chunks,
     conform,
@@ -247,7 +248,7 @@ def _filters(
 class SqliteDeadLetterStore(DeadLetterStore):
     def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
-        self._db = SqliteDatabase(self.path, _DDL, busy_timeout)
+        self._db = SqliteDatabase(self.path, _DDL, busy_timeout, cache_kib=SIDE_CACHE_KIB)
 
     def __repr__(self) -> str:
         return f"SqliteDeadLetterStore({str(self.path)!r})"

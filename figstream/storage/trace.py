@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from figstream.storage.sqlite import (
     BUSY_TIMEOUT_S,
+    SIDE_CACHE_KIB,
     SqliteDatabase,
     chunks,
     conform,
@@ -180,7 +181,7 @@ class SqliteTraceIndex(TraceIndex):
             raise ValueError(f"ttl_s must be a positive number of seconds: {ttl_s!r}")
         self.path = Path(path)
         self.ttl_s = ttl_s
-        self._db = SqliteDatabase(self.path, _DDL, busy_timeout)
+        self._db = SqliteDatabase(self.path, _DDL, busy_timeout, cache_kib=SIDE_CACHE_KIB)
 
     def __repr__(self) -> str:
         return f"SqliteTraceIndex({str(self.path)!r})"

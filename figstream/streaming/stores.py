@@ -91,8 +91,26 @@ def release_arrow_memory() -> None:
     """Hand the memory Arrow's pool kept from a step back to the system. The pool (mimalloc)
     keeps freed pages for reuse, but the next step's Python objects come from another
     allocator and cannot use them: after exporting 1.5M index rows it held 146 MiB with nothing
-    allocated. Returning them costs well under a millisecond."""
+    allocated. Returning them costs well under a millisecond. glibc's heap, which Python's
+    objects and SQLite come from, is trimmed too: freed there, its pages stayed in the process
+    and each later step's peak sat on them (a 1M-event day's range run: 30 MiB lower)."""
     pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def day_partitions(day: str) -> list[str]:

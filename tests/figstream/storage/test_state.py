@@ -681,3 +681,24 @@ def test_threads_incrementing_and_claiming_lose_no_write(backend):
     got = backend.reopen(first).get_jobs(["j0", "j1", "j2"])
     assert sum(got["salary_min"].to_pylist()) == 4 * INCREMENTS
     assert len(owners) == 4 and all(o == owners[0] for o in owners)
+
+
+def test_only_the_state_connections_keep_a_big_page_cache(tmp_path):
+    """A kept connection fills its page cache as its file grows: the state's B-trees get
+    CACHE_KIB, the append-mostly side files (trace index, books, dead letters) SIDE_CACHE_KIB,
+    so that a run worker's memory does not grow by four big caches."""
+    from figstream.storage.books import SqliteBooks
+    from figstream.storage.deadletter import SqliteDeadLetterStore
+    from figstream.storage.sqlite import CACHE_KIB, SIDE_CACHE_KIB
+    from figstream.storage.trace import SqliteTraceIndex
+
+    path = tmp_path / "figstream.sqlite"
+
+    def cache_kib(store) -> int:
+        return -store._db.connect().execute("PRAGMA cache_size").fetchone()[0]
+
+    assert SIDE_CACHE_KIB < CACHE_KIB
+    assert cache_kib(SqliteStateStore(path)) == CACHE_KIB
+    assert cache_kib(SqliteBooks(path)) == SIDE_CACHE_KIB
+    assert cache_kib(SqliteTraceIndex(tmp_path / "trace.sqlite")) == SIDE_CACHE_KIB
+    assert cache_kib(SqliteDeadLetterStore(tmp_path / "deadletter.sqlite")) == SIDE_CACHE_KIB
