@@ -191,7 +191,9 @@ def test_replayed_fix_lands_once(streamed):
     assert streamed.table("raw_events").num_rows == raw.num_rows
 
 
-@pytest.mark.parametrize("profile", ["local", pytest.param("aws", marks=pytest.mark.slow)])
+# ~40 s locally on the 2-core machine, minutes on aws: both in make test-slow (CI runs both)
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["local", "aws"])
 def test_conservation_holds_with_conflicting_redeliveries_in_the_mix(
     profile, tmp_path, monkeypatch, request
 ):
@@ -252,6 +254,7 @@ def test_conservation_holds_with_conflicting_redeliveries_in_the_mix(
     assert sum(h.by_reason.get(CONFLICTING_REDELIVERY, 0) for h in booked) == 2
 
 
+@pytest.mark.slow  # ~30-40 s on the 2-core machine: runs in make test-slow (CI runs both)
 def test_daily_stats_carried_day_to_day_equal_a_rebuild_from_scratch(tmp_path, monkeypatch):
     import datetime as dt
 

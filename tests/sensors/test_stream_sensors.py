@@ -209,6 +209,7 @@ def _failed_run(harness, request: dg.RunRequest, status=dg.DagsterRunStatus.FAIL
     return run
 
 
+@pytest.mark.slow  # ~30-40 s on the 2-core machine: runs in make test-slow (CI runs both)
 def test_a_failed_run_nothing_retried_is_requested_again_and_the_books_balance(
     tmp_path, monkeypatch
 ):

@@ -100,6 +100,7 @@ def copy_world(world_home: Path, tmp_path: Path) -> Stores:
     return Stores.local(tmp_path / "home", f"{EPOCH}-00:00")
 
 
+@pytest.mark.slow  # ~30-40 s on the 2-core machine: runs in make test-slow (CI runs both)
 def test_readers_give_the_same_rows_after_compaction(world_home, tmp_path):
     stores = copy_world(world_home, tmp_path)
     before = snapshot(stores)
@@ -125,6 +126,7 @@ def test_hours_inside_the_lateness_window_are_left_alone(world_home, tmp_path):
         compaction.compact_fragments(stores, datetime(2026, 11, 3), 3600)
 
 
+@pytest.mark.slow  # ~30-40 s on the 2-core machine: runs in make test-slow (CI runs both)
 def test_a_batch_re_run_after_compaction_is_not_counted_twice(world_home, tmp_path):
     stores = copy_world(world_home, tmp_path)
     before = snapshot(stores)

@@ -39,6 +39,7 @@ def books(stores: Stores) -> dict:
     return out
 
 
+@pytest.mark.slow  # ~30-40 s on the 2-core machine: runs in make test-slow (CI runs both)
 def test_replay_is_idempotent_from_landing_and_from_the_archive(tmp_path):
     home = tmp_path / "home"
     generate(home, dt.date.fromisoformat(EPOCH), 2, 300, seed=7, bad_rate=0.05, progress=False)
