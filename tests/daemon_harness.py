@@ -391,6 +391,10 @@ class DagsterDev:
                 "sensorName": f"{stream}_sensor",
             }
             sensor = self.graphql(LAST_TICK, selector=selector)["sensorOrError"]
+            if "sensorState" not in sensor:
+                # An error in the sensor's place (the webserver's first query on a pooled
+                # connection from before a Postgres restart fails once): not settled yet.
+                return False
             ticks = sensor["sensorState"]["ticks"]
             if not ticks or ticks[0]["status"] != "SKIPPED" or ticks[0]["timestamp"] < moment:
                 return False
