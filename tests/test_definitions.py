@@ -12,8 +12,9 @@ LEGACY_KEYS = {
     "legacy/legacy_extract_feeds": {"legacy/feed_dump"},
     "legacy/legacy_clean_postings": {"legacy/legacy_extract_feeds"},
     "legacy/legacy_dedupe_postings": {"legacy/legacy_clean_postings"},
-    # ActiveJobs builds on yesterday's snapshot, exactly as its requires() says.
-    "legacy/legacy_active_jobs": {"legacy/legacy_dedupe_postings", "legacy/legacy_active_jobs"},
+    # ActiveJobs also builds on its own day before, which Luigi resolves inside the run (see
+    # test_the_self_dependency_stays_with_luigi).
+    "legacy/legacy_active_jobs": {"legacy/legacy_dedupe_postings"},
 }
 
 
@@ -54,14 +55,24 @@ def test_nightly_job_runs_every_legacy_task(defs):
     assert isinstance(job.partitions_def, dg.DailyPartitionsDefinition)
 
 
-def test_self_dependency_maps_to_the_previous_day(defs):
+def test_the_self_dependency_stays_with_luigi(defs):
+    """ActiveJobs requires its own day before (Luigi says so); in Dagster that edge would split
+    a backfill of the group into two runs, 30 s apart on the backfill daemon's loop, so it is
+    written on the asset instead and Luigi resolves it inside the run."""
+    from legacy import graph as luigi_graph
+    from legacy.pipeline import ActiveJobs
+
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey(["legacy", "legacy_active_jobs"])
-    mapping = graph.get_partition_mapping(key, key)
-    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
-    assert (mapping.start_offset, mapping.end_offset) == (-1, -1)
-    # SeoRedirects reads ActiveJobs of today and yesterday: today's stands for both, so a
-    # backfill of the group is one run (an offset dependency would make it two).
+    epoch = graph.get(key).partitions_def.start.date()
+    assert any(
+        r.task == "ActiveJobs" and r.latest == -1
+        for r in luigi_graph.requirements(ActiveJobs, epoch)
+    ), "the premise: Luigi's ActiveJobs requires yesterday's snapshot"
+    assert key not in graph.get(key).parent_keys
+    spec = defs.resolve_assets_def(key).specs_by_key[key]
+    assert "day before" in spec.metadata["figstream/builds_on"]
+    # SeoRedirects reads ActiveJobs of today and yesterday: today's stands for both.
     redirects = dg.AssetKey(["legacy", "legacy_seo_redirects"])
     same_day = graph.get_partition_mapping(redirects, key)
     assert not isinstance(same_day, dg.TimeWindowPartitionMapping) or (

@@ -125,8 +125,8 @@ def test_parity_runs_in_flight_are_bounded_and_the_rest_wait(instance, monkeypat
 
 
 def test_a_day_two_legacy_runs_covered_waits_for_one_parity_run(instance, monkeypatch) -> None:
-    # A backfill of the legacy group is two runs over the same days (the range run, then
-    # legacy_active_jobs's own): each day gets one parity run, not two.
+    # Two legacy runs over the same days (a backfill launched twice, or the nightly job and a
+    # backfill): each day gets one parity run, not two.
     monkeypatch.setattr(sensors_migration, "MAX_PARITY_IN_FLIGHT", 10)
     days = dict(zip(RANGE, ("2026-11-01", "2026-11-02"), strict=True))
     materialize(instance, [legacy_clean], None, **days)
