@@ -1,8 +1,9 @@
 """The local run launcher: Dagster's default one, plus pre-loaded workers and a health check.
 
-Runs start in a fork of a pre-loaded worker (:mod:`resources.warm_worker`) where one is warm
-for the run's code, and the default way (a fresh process from the code server) otherwise:
-the first run of a code location, while its worker warms, and after a code change.
+Runs start in a fork of a pre-loaded worker (:mod:`resources.warm_worker`). The first run of a
+code location, and the first after a code change, waits for its worker to warm (up to
+``warm_wait_seconds``); a run starts the default way (a fresh process from the code server) only
+when no worker warms in that time or the worker failed to start.
 
 ``DefaultRunLauncher`` cannot tell whether a run's worker process is alive, so run monitoring
 can only fail a run whose worker died with the host (``kill -9`` of ``dagster dev``, a reboot)
@@ -77,9 +78,17 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
     """``DefaultRunLauncher`` that starts runs in pre-loaded workers where it can, and whose
     run workers run monitoring can check (one machine)."""
 
-    def __init__(self, inst_data=None, warm_workers: bool = True, preload: list | None = None):
+    def __init__(
+        self,
+        inst_data=None,
+        warm_workers: bool = True,
+        preload: list | None = None,
+        warm_wait_seconds: float = 60.0,
+    ):
         super().__init__(inst_data=inst_data)
-        self.warm_workers = WarmWorkers(preload) if warm_workers else None
+        self.warm_workers = (
+            WarmWorkers(preload, warm_wait_s=warm_wait_seconds) if warm_workers else None
+        )
 
     @classmethod
     def config_type(cls):
@@ -87,6 +96,8 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
             "warm_workers": dg.Field(bool, is_required=False, default_value=True),
             # Modules a run imports lazily, imported once in the pre-loaded worker.
             "preload": dg.Field([str], is_required=False, default_value=[]),
+            # How long a run waits for a warming worker before it starts the default way.
+            "warm_wait_seconds": dg.Field(float, is_required=False, default_value=60.0),
         }
 
     @classmethod

@@ -147,21 +147,52 @@ def test_runs_fork_from_the_pre_loaded_worker_and_see_each_ledger_edit(warm_laun
 
 
 @pytest.mark.slow  # a warm worker process and real runs forked from it
-def test_edited_code_retires_the_warm_worker_and_the_next_one_has_the_edit(warm_launcher, code):
+def test_edited_code_retires_the_warm_worker_and_the_run_waits_for_one_with_the_edit(
+    warm_launcher, code
+):
     instance, launcher = warm_launcher
     first = _ready(launcher, code)
     (code / "location_lib.py").write_text("VERSION = 2\n")
     run = _create_run(instance, code, code.parent / "out.json")
-    args = _args(instance, run)
-    pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), args)
-    assert pid is None and "location_lib.py" in why
+    pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), _args(instance, run))
+    assert pid is not None, why
+    assert "stale" in why and "location_lib.py" in why
     assert first.process.wait(10) == 0
     second = _ready(launcher, code)
     assert second is not first
-    pid, why = launcher.warm_workers.launch(_recon(code).get_python_origin(), args)
-    assert pid is not None, why
     assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
-    assert json.loads((code.parent / "out.json").read_text())["lib"] == 2
+    out = json.loads((code.parent / "out.json").read_text())
+    assert out["lib"] == 2 and out["ppid"] == second.process.pid
+
+
+@pytest.mark.slow  # a warm worker process and a real run forked from it
+def test_the_first_run_waits_for_the_worker_to_warm_instead_of_starting_cold(warm_launcher, code):
+    """No zygote yet: the first run starts one and is forked from it once warm, rather than a
+    cold interpreter importing the same code beside it."""
+    instance, launcher = warm_launcher
+    run = _create_run(instance, code, code.parent / "out.json")
+    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    assert instance.get_run_by_id(run.run_id).tags[WORKER_TAG] == "warm"
+    assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    zygote = _ready(launcher, code)
+    assert json.loads((code.parent / "out.json").read_text())["ppid"] == zygote.process.pid
+
+
+@pytest.mark.slow  # a worker that never warms in time
+def test_a_worker_slower_than_the_wait_lets_the_run_start_the_default_way(tmp_path, code):
+    (tmp_path / "dagster.yaml").write_text(
+        (ROOT / "platform" / "local" / "dagster.yaml")
+        .read_text()
+        .replace("warm_workers: true", "warm_workers: true\n    warm_wait_seconds: 0.01")
+    )
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        pid, why = instance.run_launcher.warm_workers.launch(
+            _recon(code).get_python_origin(), "{}"
+        )
+        assert pid is None and "still warming up after 0.01 s" in why
+    finally:
+        instance.run_launcher.dispose()
 
 
 @pytest.mark.slow  # a warm worker process and real runs forked from it
