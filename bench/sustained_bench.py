@@ -2,7 +2,7 @@
 targets: ``--minutes 30``), backlog every 10 s.
 
     .venv/bin/python bench/sustained_bench.py [--quick] [--minutes 10] [--rate 2000]
-        [--source produce|pregen] [--no-write]
+        [--source produce|pregen] [--hostile PCT] [--no-write]
 
 One ``dagster dev -w workspace.yaml`` (the repository's own workspace) on a temporary
 FIGSTREAM_HOME and DAGSTER_HOME (``platform/local/dagster.yaml`` copied in). After a warm-up
@@ -26,7 +26,19 @@ Every 10 s (and after the source stops, until the backlog drains or ``--drain`` 
 * rows + dead letters: rows in ``raw_events``/``board_mergers`` fragments plus dead letters,
   the conservation view; landed - (rows + dead letters) also holds the dropped duplicate
   deliveries, so it never reaches 0;
-* runs by status, the search index snapshot's age, the 1-minute load average.
+* runs by status, the search index snapshot's age, the 1-minute load average;
+* dead letters by reason code, and with ``--hostile`` the books of every hour so far
+  (:func:`figstream.streaming.books.books`: landed = materialised + dead-lettered + duplicates
+  dropped, batches not booked yet as pending) and the seconds that read took.
+
+``--hostile PCT`` (issue 17, item 5) adds a hostile trickle: a thread lands one batch a second
+through ``Publisher`` (producer ``bench-hostile``, beside either source: separate batches, not
+lines inside the source's batches) so that PCT % of the lines landed are hostile
+(:mod:`hostile_mix`): the labelled corpus's cases in turn, each with the reason code it must
+get, and of every ten lines one conflicting and one exact redelivery of good ``job.posted``
+lines of source batches already ingested. At the end: the books' imbalance (target 0), the
+dead-letter rate over the last 20 minutes against the rate expected from the source's own bad
+records and the trickle, and each planted line's dead letter against its expected code.
 
 Results: ``bench/results/sustained.json`` and the sustained table of ``bench/README.md``.
 """
@@ -45,6 +57,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,12 +85,13 @@ from benchlib import (
     verdict,
 )
 
+from figstream.ingest.landing import parse_batch_key
 from figstream.ingest.publish import Publisher
 from figstream.storage.deadletter import SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore
 from figstream.storage.state import state_path
 from figstream.streaming.index_export import CHANGES
-from figstream.streaming.stores import INGEST_TABLES, fragment_key
+from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key, hour_key
 
 BENCH = "sustained"
 SAMPLE_EVERY_S = 10.0
@@ -85,6 +99,7 @@ CALIBRATE_S = 15.0
 # Placeholders of a pre-generated line's event time, replaced when the line lands.
 NOW_MARK = b"1999-12-31T23:59:59.999999Z"
 LATE_MARK = b"1999-12-31T23:59:58.999999Z"
+REDELIVERY_MAX_S = 3.0  # a pre-generated redelivery follows its first delivery within this
 log = logger(BENCH)
 
 
@@ -153,7 +168,7 @@ def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
             written += 1
             counts["events"] += 1
             if timing.random() < DUPLICATE_RATE:
-                delay = int(timing.uniform(0.2, 3.0) * rate)
+                delay = int(timing.uniform(0.2, REDELIVERY_MAX_S) * rate)
                 heapq.heappush(redeliver, (written + delay, n, line))
             while redeliver and redeliver[0][0] <= written:
                 out.write(heapq.heappop(redeliver)[2] + b"\n")
@@ -163,24 +178,36 @@ def pregenerate(path: Path, events: int, rate: float, seed: int) -> dict:
     return counts
 
 
-class PregenSource(threading.Thread):
-    """Lands ``rate`` lines of the pre-generated file each second, times stamped at landing."""
+class SourceThread(threading.Thread):
+    """A daemon thread whose error the bench reports instead of losing it in the thread."""
 
-    def __init__(self, home: Path, path: Path, rate: float, seconds: float, seed: int) -> None:
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.publisher = Publisher(LocalObjectStore(home), producer="bench-pregen")
-        self.path, self.rate, self.seconds = path, rate, seconds
-        self.random = random.Random(f"bench/pregen-late/{seed}")
-        self.landed = 0
-        self.behind_seconds = 0.0
-        self.elapsed = 0.0
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # reported by the bench, not lost in the thread
+        except BaseException as exc:
             self.error = exc
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PregenSource(SourceThread):
+    """Lands ``rate`` lines of the pre-generated file each second, times stamped at landing."""
+
+    def __init__(self, home: Path, path: Path, rate: float, seconds: float, seed: int) -> None:
+        super().__init__()
+        self.publisher = Publisher(LocalObjectStore(home), producer="bench-pregen")
+        self.path, self.rate, self.seconds = path, rate, seconds
+        self.random = random.Random(f"bench/pregen-late/{seed}")
+        self.stamped: dict[bytes, bytes] = {}  # placeholder line -> as landed
+        self.order: deque[bytes] = deque()
+        self.landed = 0
+        self.behind_seconds = 0.0
+        self.elapsed = 0.0
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -201,16 +228,81 @@ class PregenSource(threading.Thread):
                     break
                 now = datetime.now(UTC)
                 late = now - timedelta(seconds=self.random.uniform(60, 300))
-                blob = b"".join(lines)
-                blob = blob.replace(NOW_MARK, _stamp(now)).replace(LATE_MARK, _stamp(late))
-                self.publisher.publish(blob.rstrip(b"\n").split(b"\n"))
+                self.publisher.publish(self._stamped(lines, _stamp(now), _stamp(late)))
                 self.landed += len(lines)
                 tick += 1
         self.elapsed = time.monotonic() - started
 
+    def _stamped(self, lines: list[bytes], now: bytes, late: bytes) -> list[bytes]:
+        """Each line with its time stamped, a redelivery with its first delivery's stamp: a
+        redelivery stamped anew would be other content (a conflicting redelivery), not a
+        duplicate. Lines are remembered for as long as ``pregenerate`` delays a redelivery."""
+        out = []
+        for line in lines:
+            line = line.rstrip(b"\n")
+            stamped = self.stamped.get(line)
+            if stamped is None:
+                stamped = line.replace(NOW_MARK, now).replace(LATE_MARK, late)
+                self.stamped[line] = stamped
+                self.order.append(line)
+                if len(self.order) > 2 * self.rate * REDELIVERY_MAX_S:
+                    self.stamped.pop(self.order.popleft(), None)
+            out.append(stamped)
+        return out
+
 
 def _stamp(moment: datetime) -> bytes:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+
+
+class HostileSource(SourceThread):
+    """Lands the hostile trickle (:class:`hostile_mix.HostileMix`) once a second beside the
+    source, ``rate`` lines a second, and remembers what it planted where (batch id, line)."""
+
+    def __init__(self, home: Path, counter: Counter, rate: float, seconds: float) -> None:
+        super().__init__()
+        from hostile_mix import HostileMix
+
+        self.home, self.counter = home, counter
+        self.publisher = Publisher(LocalObjectStore(home), producer="bench-hostile",
+                                   batch_size=1 << 30)  # fmt: skip
+        self.mix = HostileMix()
+        self.rate, self.seconds = rate, seconds
+        self.planted: dict[str, list] = {}  # batch id -> Planted of each line, in line order
+        self.landed = 0
+        self.elapsed = 0.0
+        self.seen: set[str] = set()
+        self.stop_early = threading.Event()
+
+    def _offer_originals(self) -> None:
+        """Good lines of the newest source batches already ingested (so first claimed)."""
+        from hostile_mix import redelivery_candidates
+
+        for key in self.counter.ingested_keys[-3:]:
+            if key in self.seen or "-bench-hostile-" in key or "-bench-warmup-" in key:
+                continue
+            self.seen.add(key)
+            with contextlib.suppress(OSError):
+                self.mix.offer(redelivery_candidates((self.home / key).read_bytes())[:50])
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        due_total = int(self.rate * self.seconds)
+        tick = 1
+        while self.landed < due_total and not self.stop_early.is_set():
+            delay = started + tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._offer_originals()
+            due = min(int(self.rate * tick), due_total) - self.landed
+            tick += 1
+            if due <= 0:
+                continue
+            planted = list(self.mix.lines(due, _stamp(datetime.now(UTC))))
+            (key,) = self.publisher.publish([line for line, _ in planted])
+            self.planted[parse_batch_key(key)[1]] = [what for _, what in planted]
+            self.landed += due
+        self.elapsed = time.monotonic() - started
 
 
 # --- counting -----------------------------------------------------------------------------------
@@ -223,6 +315,7 @@ class Counter:
         self.home = home
         self.landed_files: dict[str, int] = {}
         self.ingested: dict[tuple[str, str, str], int] = {}
+        self.ingested_keys: list[str] = []  # batch keys in the order found ingested
         self.rows: dict[str, tuple[int, int]] = {}  # path -> (mtime_ns, rows)
 
     def landed(self) -> int:
@@ -252,6 +345,7 @@ class Counter:
             batch_id = batch.rsplit("/", 1)[1].removesuffix(".jsonl")
             if (self.home / fragment_key(INGEST_TABLES[stream], partition, batch_id)).exists():
                 self.ingested[key] = count
+                self.ingested_keys.append(batch)
         return sum(self.ingested.values())
 
     def fragment_rows(self) -> int:
@@ -270,6 +364,11 @@ class Counter:
             return 0
         return SqliteDeadLetterStore(deadletter_path(self.home)).count()
 
+    def dead_letters_by_code(self) -> dict[str, int]:
+        if not deadletter_path(self.home).exists():
+            return {}
+        return SqliteDeadLetterStore(deadletter_path(self.home)).counts_by_code()
+
     def index_age(self) -> float | None:
         """Seconds since the latest search-index change was written."""
         hours = sorted((self.home / "tables" / CHANGES).glob("*"))[-2:]
@@ -283,7 +382,38 @@ class Counter:
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 
-def sample(counter: Counter, instance, t0: float) -> dict:
+def bench_stores(home: Path) -> Stores:
+    """The stores of the bench's home, with the ledger's first partition (as the CLI opens
+    them)."""
+    from figstream.migration.ledger import load_ledger
+    from figstream.settings import ledger_path
+
+    first = f"{load_ledger(ledger_path()).legacy_epoch.isoformat()}-00:00"
+    return Stores.local(home, first)
+
+
+def books_now(stores: Stores, since: datetime) -> dict:
+    """The books of every stream and hour from ``since`` to the next hour, summed: the hours'
+    imbalance (landed - materialised - dead-lettered - duplicates - pending) and problems."""
+    from figstream.streaming import books
+
+    started = time.perf_counter()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    hours = books.books(stores, list(INGEST_TABLES), books.hours_between(since, end))
+    keys = ("landed", "materialised", "dead_lettered", "duplicates", "pending")
+    out = {k: sum(getattr(h, k) for h in hours) for k in keys}
+    out["imbalance"] = sum(h.difference for h in hours)
+    out["hours"] = len(hours)
+    out["unbalanced_hours"] = sum(not h.balanced for h in hours)
+    out["problems"] = [books.describe(h) for h in hours if not h.balanced][:3]
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+def sample(
+    counter: Counter, instance, t0: float, stores: Stores | None = None,
+    since: datetime | None = None,
+) -> dict:  # fmt: skip
     landed = counter.landed()
     ingested = counter.ingested_records()
     rows = counter.fragment_rows()
@@ -299,6 +429,8 @@ def sample(counter: Counter, instance, t0: float) -> dict:
         "backlog": landed - ingested,
         "rows": rows,
         "dead_letters": dead,
+        "dead_letters_by_code": counter.dead_letters_by_code(),
+        "books": books_now(stores, since) if stores is not None else None,
         "backlog_rows_view": landed - rows - dead,
         "runs_done": sum(v for k, v in runs.items() if k not in IN_FLIGHT),
         "runs_in_flight": sum(v for k, v in runs.items() if k in IN_FLIGHT),
@@ -358,6 +490,73 @@ def run_profile(instance) -> dict:
     }
 
 
+def hostile_report(home: Path, stores: Stores, source: HostileSource) -> dict:
+    """Each planted line against what became of it: dead-lettered with its expected code, with
+    another, or not at all (expected of an exact redelivery only), per kind; and the duplicates
+    the books booked for the trickle's batches against the exact redeliveries planted."""
+    from figstream.events.validation import REASON_CODES
+    from figstream.storage.deadletter import CONFLICTING_REDELIVERY
+    from figstream.streaming.books import books_for
+
+    ids = list(source.planted)
+    got: dict[tuple[str, int], str] = {}
+    conn = sqlite3.connect(f"file:{deadletter_path(home)}?mode=ro", uri=True, timeout=30)
+    try:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for batch_id, line_no, code in conn.execute(
+                f"SELECT batch_id, line_no, code FROM dead_letters WHERE batch_id IN ({marks})",
+                chunk,
+            ):
+                got[(batch_id, line_no)] = code
+    finally:
+        conn.close()
+    kinds: dict[str, dict[str, int]] = {}
+    known = {*REASON_CODES, CONFLICTING_REDELIVERY}
+    unknown_reason = missed = wrong = 0
+    for batch_id, planted in source.planted.items():
+        for line_no, what in enumerate(planted, start=1):
+            k = kinds.setdefault(what.label, {"planted": 0, "as_expected": 0, "other": 0})
+            k["planted"] += 1
+            code = got.get((batch_id, line_no))
+            if code == what.code:
+                k["as_expected"] += 1
+                continue
+            k["other"] += 1
+            k.setdefault("codes", {})
+            k["codes"][str(code)] = k["codes"].get(str(code), 0) + 1
+            missed += code is None
+            wrong += code is not None
+            unknown_reason += code is not None and code not in known
+    first = hour_key(datetime.now(UTC) - timedelta(days=2))
+    last = hour_key(datetime.now(UTC) + timedelta(hours=2))
+    booked = {"records": 0, "duplicates": 0, "dead_lettered": 0, "materialised": 0}
+    wanted = set(ids)
+    for stream in INGEST_TABLES:
+        for row in books_for(stores.state).rows(stream, first, last).to_pylist():
+            if row["batch_id"] in wanted:
+                for key in booked:
+                    booked[key] += row[key]
+    planted = sum(k["planted"] for k in kinds.values())
+    exact = kinds.get("exact_redelivery", {}).get("planted", 0)
+    return {
+        "planted": planted,
+        "as_expected": sum(k["as_expected"] for k in kinds.values()),
+        "expected_dead_letters": planted - exact,
+        "not_dead_lettered_unexpectedly": missed,
+        "other_code": wrong,
+        "unknown_reason": unknown_reason,
+        "exact_redeliveries": exact,
+        "booked_for_hostile_batches": booked,
+        "batches": len(ids),
+        "landed": source.landed,
+        "elapsed_seconds": round(source.elapsed, 1),
+        "error": repr(source.error) if source.error else None,
+        "kinds": dict(sorted(kinds.items())),
+    }
+
+
 def wait_for(predicate, timeout: float, every: float = 1.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -375,6 +574,10 @@ def main() -> None:
     parser.add_argument("--source", choices=["produce", "pregen"], default="produce")
     parser.add_argument("--drain", type=float, default=None, help="max seconds to drain")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--hostile", type=float, default=0.0, metavar="PCT",
+        help="PCT %% of the landed lines hostile (corpus cases and redeliveries)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes")
     add_record_args(parser)
     args = parser.parse_args()
@@ -407,6 +610,16 @@ def main() -> None:
     samples: list[dict] = []
     source_report: dict = {}
     counter = Counter(home)
+    # PCT % of what lands: the trickle's rate against the source's.
+    hostile_rate = 0.0
+    if args.hostile:
+        from hostile_mix import trickle_rate  # the corpus is imported only when asked for
+
+        hostile_rate = trickle_rate(args.rate, args.hostile)
+    stores = bench_stores(home) if args.hostile else None
+    since = datetime.now(UTC) - timedelta(hours=1)
+    hostile = None
+    hostile_summary = None
     try:
         with dagster_dev(ROOT / "workspace.yaml", env, base / "dev.log"):
             instance = dg.DagsterInstance.from_config(str(dagster_home))
@@ -428,17 +641,23 @@ def main() -> None:
                 thread = PregenSource(home, pregen_file, args.rate, seconds, args.seed)
                 thread.start()
                 running = thread.is_alive
+            if hostile_rate:
+                hostile = HostileSource(home, counter, hostile_rate, seconds)
+                hostile.start()
             produce_end = None
             try:
                 next_at = t0
                 while True:
                     next_at += SAMPLE_EVERY_S
                     time.sleep(max(0.0, next_at - time.monotonic()))
-                    s = sample(counter, instance, t0)
+                    s = sample(counter, instance, t0, stores, since)
                     s["producing"] = produce_end is None
                     samples.append(s)
                     log(s)
                     if produce_end is None and not running():
+                        if hostile is not None:  # it stops with the source
+                            hostile.stop_early.set()
+                            hostile.join(timeout=30)
                         produce_end = time.monotonic() - t0
                         log(f"source done at {produce_end:.1f} s")
                     if produce_end is not None and (
@@ -467,6 +686,12 @@ def main() -> None:
                         "max_seconds_behind_schedule": round(thread.behind_seconds, 2),
                         "error": repr(thread.error) if thread.error else None,
                     }
+            if hostile is not None:
+                hostile.stop_early.set()
+                hostile.join(timeout=30)
+                hostile_summary = hostile_report(home, stores, hostile)
+                hostile_summary["rate_per_s"] = round(hostile_rate, 2)
+                log(f"hostile: {orjson.dumps(hostile_summary).decode()}")
             profile = run_profile(instance)
             ticks = sensor_ticks(instance)
     finally:
@@ -495,6 +720,38 @@ def main() -> None:
         if len(producing) > 1
         else None
     )
+    source_bad_per_s = source_bad = None
+    if source_report.get("kind") == "produce":
+        found = re.search(r"\(([\d,]+) bad.* in ([\d.]+) s", source_report["report"])
+        if found:
+            source_bad, elapsed = int(found.group(1).replace(",", "")), float(found.group(2))
+            source_bad_per_s = round(source_bad / elapsed, 2) if elapsed else None
+    elif pregen_counts and source_report.get("elapsed_seconds"):
+        # Only the lines landed (a file cut short holds more): an estimate, not a count.
+        source_bad = round(pregen_counts["bad"] * source_report["landed"] / pregen_counts["lines"])
+        source_bad_per_s = round(source_bad / source_report["elapsed_seconds"], 2)
+    books_samples = [x["books"] for x in samples if x.get("books")]
+    imbalances = [abs(b["imbalance"]) for b in books_samples]
+    unbalanced = [b["unbalanced_hours"] for b in books_samples]
+    hostile_fields = {}
+    if hostile_summary is not None:
+        planted_dl = hostile_summary["expected_dead_letters"]
+        hostile_dl_per_s = planted_dl / hostile_summary["elapsed_seconds"] if hostile_summary[
+            "elapsed_seconds"] else 0.0  # fmt: skip
+        hostile_fields = {
+            "books_at_end": books_samples[-1] if books_samples else None,
+            "books_imbalance_max_abs": max(imbalances, default=None),
+            "books_unbalanced_hours_max": max(unbalanced, default=None),
+            "books_seconds": summary([b["seconds"] for b in books_samples]),
+            "dead_letters_expected_per_s": round((source_bad_per_s or 0) + hostile_dl_per_s, 2),
+            "source_bad_per_s": source_bad_per_s,
+            "dead_letters_expected_total": None if source_bad is None else source_bad + planted_dl,
+            "source_bad_is_counted": source_report.get("kind") == "produce",
+            "hostile_dead_letters_per_s": round(hostile_dl_per_s, 2),
+            "hostile_share_of_landed": round(hostile_summary["landed"] / samples[-1]["landed"], 4)
+            if samples and samples[-1]["landed"]
+            else None,
+        }
     result = {
         **recording.header(
             "quick" if minutes < 10 else "full",
@@ -504,6 +761,7 @@ def main() -> None:
             "rate": args.rate,
             "minutes": minutes,
             "source": args.source,
+            "hostile_percent": args.hostile,
             "sample_every_seconds": SAMPLE_EVERY_S,
             "drain_limit_seconds": drain_limit,
             "workspace": "workspace.yaml",
@@ -528,7 +786,11 @@ def main() -> None:
             "runs_failed": samples[-1]["runs_failed"] if samples else None,
             "landed_total": samples[-1]["landed"] if samples else None,
             "ingested_total": samples[-1]["ingested"] if samples else None,
+            "dead_letters_total": samples[-1]["dead_letters"] if samples else None,
+            "dead_letters_by_code": samples[-1]["dead_letters_by_code"] if samples else None,
+            **hostile_fields,
         },
+        "hostile": hostile_summary,
         "runs": profile,
         "sensors": ticks,
         "samples": samples,
@@ -551,6 +813,8 @@ def pregen_line() -> bytes:
 def rows(r: dict) -> list[tuple[str, str, str]]:
     s, setup, runs = r["summary"], r["setup"], r["runs"]
     load = f"{setup['rate']:,.0f} ev/s x {setup['minutes']:g} min"
+    if setup.get("hostile_percent"):
+        load += f", hostile {setup['hostile_percent']:g}%"
     drained = f"{s['drain_seconds']:g}" if s["drained"] else "not drained"
     steady = verdict(f"<= {0.005 * setup['rate']:g} (0.5% of the rate)", not s["backlog_grows"])
     out = [
@@ -569,7 +833,42 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
     if flat is not None:
         out.append((f"run s, last 5 min / minutes 5-10 (p50), {load}", fmt(flat, 2),
                     verdict("<= 1.25", flat <= 1.25)))  # fmt: skip
+    if r.get("hostile"):
+        out += hostile_rows(r, load)
     return out
+
+
+def hostile_rows(r: dict, load: str) -> list[tuple[str, str, str]]:
+    s, h = r["summary"], r["hostile"]
+    end = s.get("books_at_end") or {}
+    imbalance, worst = end.get("imbalance"), s.get("books_imbalance_max_abs")
+    dl, expected = s.get("dead_letter_slope_last_20_min_per_s"), s["dead_letters_expected_per_s"]
+    near = dl is not None and expected and abs(dl - expected) <= 0.1 * expected
+    wrong = h["not_dead_lettered_unexpectedly"] + h["other_code"]
+    booked = h["booked_for_hostile_batches"]["duplicates"]
+    total, expected_total = s["dead_letters_total"], s.get("dead_letters_expected_total")
+    exact_count = s.get("source_bad_is_counted")
+    return [
+        (f"dead letters at the end, of the source's bad + the trickle's, {load}",
+         f"{total:,} / " + ("n/a" if expected_total is None else f"{expected_total:,}"),
+         verdict("equal" if exact_count else "equal (the source's bad estimated)",
+                 total == expected_total if exact_count else None)),
+        (f"books imbalance at the end (of the records landed), {load}",
+         f"{imbalance} (of {end.get('landed', 0):,})",
+         verdict("0, none pending", imbalance == 0 and end.get("pending") == 0)),
+        (f"books imbalance, largest sampled, records, {load}", f"{worst}",
+         verdict("0", worst == 0)),
+        (f"dead letters/s, slope of the tail, {load}", fmt(dl, 2),
+         verdict(f"{expected:g} +- 10% (source's bad + trickle)", bool(near))),
+        (f"hostile lines dead-lettered with their expected code, of planted, {load}",
+         f"{h['as_expected']:,} / {h['planted']:,}",
+         verdict("all", h["as_expected"] == h["planted"])),
+        (f"hostile lines with another code or none, {load}", f"{wrong}",
+         verdict("0 (unknown reasons: " + str(h["unknown_reason"]) + ")", wrong == 0)),
+        (f"exact redeliveries booked as duplicates, of planted, {load}",
+         f"{booked:,} / {h['exact_redeliveries']:,}",
+         verdict("all", booked == h["exact_redeliveries"])),
+    ]  # fmt: skip
 
 
 def derive(result: dict) -> None:
@@ -590,6 +889,8 @@ def derive(result: dict) -> None:
     tail = [s for s in result["samples"] if s["producing"] and s["t"] >= since]
     slope = linear_slope([s["t"] for s in tail], [s["backlog"] for s in tail])
     summary_["backlog_slope_last_20_min_per_s"] = None if slope is None else round(slope, 2)
+    dead = linear_slope([s["t"] for s in tail], [s["dead_letters"] for s in tail])
+    summary_["dead_letter_slope_last_20_min_per_s"] = None if dead is None else round(dead, 2)
     timeline = result["runs"].get("timeline", [])
     early = [t["run_s"] for t in timeline if 300 <= t["created_s"] < 600]
     late = [t["run_s"] for t in timeline if length - 300 <= t["created_s"] < length]
