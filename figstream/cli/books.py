@@ -11,7 +11,8 @@ local profile it reads ``HOME/state``; on the aws profile DynamoDB and S3.
 
 Exit codes: 0 every hour balances (pending ones too); 3 an hour does not balance; 1 a user
 error (``--to`` not after ``--from``, an unknown stream, a home with no state store, a store
-that cannot be read), as one ``figstream books: error: ...`` line, never a traceback.
+that cannot be read), as one ``figstream books: error: ...`` line, never a traceback. An unknown
+stream is named with ``repr`` (control characters escaped, never echoed) beside the known ones.
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def _run(args: argparse.Namespace) -> int:
     streams = args.stream or list(INGEST_TABLES)
     unknown = sorted(set(streams) - INGEST_TABLES.keys())
     if unknown:
+        # repr: a name from the command line is never printed raw (a newline would split the
+        # error line, an escape sequence would reach the terminal).
         raise BooksError(
-            f"unknown stream(s) {', '.join(unknown)}; streams: {', '.join(INGEST_TABLES)}"
+            f"unknown stream(s) {', '.join(map(repr, unknown))}; known streams: "
+            f"{', '.join(INGEST_TABLES)}"
         )
     hours = books.books(_stores(args.home), streams, books.hours_between(start, end))
     shown = [h for h in hours if not h.balanced] if args.unbalanced else hours

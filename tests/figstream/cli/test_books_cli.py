@@ -2,8 +2,9 @@
 steps wrote (landing index, ingest), on the local profile and on the aws profile (DynamoDB and
 S3 on moto server), and the exit codes: 0 balanced, 3 unbalanced, 1 a user error.
 
-Bad inputs tried: ``--to`` before ``--from``, an unparsable time, an unknown stream, a home with
-no state store, a window where nothing landed.
+Bad inputs tried: ``--to`` before ``--from``, an unparsable time, an unknown stream (also
+with newlines, escape sequences, a bidi override, NUL, an undecodable byte: named escaped, one
+line), a home with no state store, a window where nothing landed.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def test_nothing_landed_in_the_window_says_so(home, capsys):
     ("argv", "message"),
     [
         (["--from", "2026-11-02", "--to", "2026-11-01"], "must be after --from"),
-        (["--stream", "nope"], "unknown stream(s) nope; streams: postings, boards"),
+        (["--stream", "nope"], "unknown stream(s) 'nope'; known streams: postings, boards"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(home, capsys, argv, message):
@@ -94,6 +95,31 @@ def test_user_errors_are_one_line_and_exit_1(home, capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("figstream books: error: ") and message in err
     assert "Traceback" not in err
+
+
+HOSTILE_STREAMS = [
+    "nope\nfigstream books: all 24 hours balance",  # a forged second line
+    "\x1b[2J\x1b[31mpostings",  # clear the screen, colour
+    "\x1b]0;owned\x07",  # set the terminal's title
+    "post\rings",
+    "post\u202eings",  # right-to-left override
+    "post\u2028ings",  # line separator
+    "\x00",
+    "\udcff",  # an undecodable byte of argv (surrogate escape)
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_STREAMS)
+def test_an_unknown_stream_is_named_escaped_on_one_line(home, capsys, value):
+    assert main(["books", "--stream", "postings", "--stream", value, "--home", str(home)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"figstream books: error: unknown stream(s) {value!r}; known streams: postings, boards\n"
+    )
+    body = err[:-1]
+    assert body.isprintable(), body  # no control, format, separator or surrogate character
+    assert value not in body
 
 
 def test_a_home_with_no_state_store_and_a_bad_time_are_refused(tmp_path, capsys):
