@@ -98,6 +98,9 @@ REASONS: dict[str, str] = {
     "time_out_of_range": "time is outside 2000..2100",
     "invalid_value": "a data field breaks its schema's constraint (range, pattern, choice, "
     "length, consistency)",
+    "time_outside_window": "a valid event timed outside the accepted window: before the first "
+    "partition, or in an hour after its batch arrived (set by the ingest step, not the "
+    "validator: dead-lettered in the hour its batch arrived)",
 }
 REASON_CODES = tuple(REASONS)
 

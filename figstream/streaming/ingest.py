@@ -503,7 +503,8 @@ def _claimed(batch_id: str, rows: pa.Table, ids: list[str], owners: dict[str, st
 def _outside_partition(
     valid: pa.Table, rejected: pa.Table, partition: str, lines: list[bytes]
 ) -> tuple[pa.Table, pa.Table]:
-    """Valid events whose time is not in ``partition`` were placed by arrival (see assign)."""
+    """Valid events whose time is not in ``partition`` were placed by arrival (see assign):
+    their time is outside the accepted window, so they are ``time_outside_window``."""
     if valid.num_rows == 0:
         return valid, rejected
     hours = pc.strftime(valid["event_time"], format="%Y-%m-%d-%H:00", locale="C")
@@ -511,9 +512,15 @@ def _outside_partition(
     if pc.all(inside).as_py():
         return valid, rejected
     outside = valid.filter(pc.invert(inside))
-    detail = (
-        f"event time outside the accepted window (from the first partition up to the hour "
-        f"the batch arrived); placed in {partition}"
+    # Placed in its batch's arrival hour: a later hour is a clock ahead of the bus, an earlier
+    # one (the window starts at the first partition) is before history began.
+    ahead = pc.greater(pc.filter(hours, pc.invert(inside)), partition)
+    detail = pc.if_else(
+        ahead,
+        f"event time in an hour after its batch arrived ({partition}): outside the accepted "
+        f"window (from the first partition up to the arrival hour); placed in {partition}",
+        f"event time before the first partition: outside the accepted window (from the first "
+        f"partition up to the hour the batch arrived); placed in {partition}",
     )
     moved = pa.table(
         {
@@ -521,8 +528,8 @@ def _outside_partition(
             "line_no": outside["line_no"],
             "event_id": outside["event_id"],
             "event_time": outside["event_time"],
-            "code": pa.array(["invalid_value"] * outside.num_rows),
-            "detail": pa.array([detail] * outside.num_rows),
+            "code": pa.array(["time_outside_window"] * outside.num_rows),
+            "detail": detail,
             "payload": pa.array(
                 [lines[n - 1] for n in outside["line_no"].to_pylist()], pa.binary()
             ),

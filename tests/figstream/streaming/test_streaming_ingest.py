@@ -209,3 +209,57 @@ def test_lag_quantiles_equal_those_of_each_events_lag() -> None:
         "lag_seconds_max": round(pc.max(lag).as_py(), 3),
     }
     assert ingest.lag_seconds(chunks, now_us=now_us) == expected
+
+
+def test_events_timed_outside_the_window_get_their_own_code_and_the_books_balance(
+    tmp_path: Path,
+) -> None:
+    from figstream.events.validation import REASONS
+    from figstream.streaming import books
+
+    stores = make_stores(tmp_path)  # history starts 2026-10-01-00:00; batches arrive 10:30
+
+    def at(n: int, when: datetime) -> dict:
+        return orjson.loads(posting(n, 0)) | {"time": format_time(when)}
+
+    ahead = at(10, ARRIVAL + timedelta(hours=2))  # another hour, after the batch arrived
+    far_ahead = at(11, datetime(2099, 1, 1, tzinfo=UTC))
+    before = at(12, datetime(2026, 9, 30, 23, 0, tzinfo=UTC))  # before the first partition
+    late = at(13, ARRIVAL - timedelta(hours=2))  # late but inside the window: its own hour
+    lines = [posting(1, 1), ahead, far_ahead, before, late]
+    first = [orjson.dumps(r) if isinstance(r, dict) else r for r in lines]
+    keys = []
+    for seq, batch in enumerate([first, [orjson.dumps(ahead), posting(2, 2)]]):
+        key = batch_key(ARRIVAL + timedelta(seconds=seq), "test", seq)
+        stores.objects.put(key, b"\n".join(batch))
+        keys.append(key)
+    touched = landing_index.index_landing(stores, "postings", keys)
+    late_hour = "2026-11-02-08:00"
+    assert sorted(touched) == [late_hour, HOUR]  # the outside ones are placed by arrival
+
+    ingest.ingest_range(stores, "postings", sorted(touched), keys)
+
+    assert "time_outside_window" in REASONS
+    letters = sorted(
+        (d.event_id, d.code, d.detail, d.partition_key, d.payload)
+        for d in stores.dead_letters.list(limit=None)
+    )
+    assert [(e, c, p) for e, c, _, p, _ in letters] == [
+        ("e10", "time_outside_window", HOUR),
+        ("e11", "time_outside_window", HOUR),
+        ("e12", "time_outside_window", HOUR),
+    ]
+    details = {e: d for e, _, d, _, _ in letters}
+    assert details["e10"].startswith("event time in an hour after its batch arrived (")
+    assert details["e11"].startswith("event time in an hour after its batch arrived (")
+    assert details["e12"].startswith("event time before the first partition")
+    assert all(f"placed in {HOUR}" in d for d in details.values())
+    assert {e: p for e, _, _, _, p in letters} == {"e10": first[1], "e11": first[2],
+                                                    "e12": first[3]}  # fmt: skip
+    hour = books.hour_books(stores, "postings", HOUR)
+    assert hour.balanced and hour.difference == 0, books.describe(hour)
+    # Landed 6 (4 + 2), e1 and e2 materialised, 3 dead letters, e10 again a duplicate.
+    assert (hour.landed, hour.materialised, hour.dead_lettered, hour.duplicates) == (6, 2, 3, 1)
+    assert hour.by_reason == {"time_outside_window": 3}
+    earlier = books.hour_books(stores, "postings", late_hour)
+    assert earlier.balanced and (earlier.landed, earlier.materialised) == (1, 1)
