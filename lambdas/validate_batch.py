@@ -27,12 +27,20 @@ The event (a JSON object; ``PipesLambdaClient`` adds its ``DAGSTER_PIPES_*`` key
      "batch_keys": ["landing/2026-11-01/20261101T130102000000Z-000001.jsonl", ...],
      "first_partition": "2026-11-01-00:00",
      "routing": "<the text of platform/routing.yaml the sensors indexed with>",
-     "objects": {"kind": "local", "root": "/data"} | {"kind": "s3", "bucket": "<name>"}}
+     "objects": {"kind": "s3", "bucket": "<name>"} | {"kind": "local", "root": "/data"}}
 
 The routing rules travel in the event so that the function assigns lines to hours exactly as
-the code location's sensors did when they indexed the batches. An S3 store's endpoint, region
-and retries come from the function's environment (``figstream.storage.aws.AwsConfig``); the
-event names the bucket, and a function deployed for another bucket refuses it.
+the code location's sensors did when they indexed the batches.
+
+The object store is the function's own, never the caller's choice (:func:`configured_spec`):
+on AWS Lambda (the runtime sets ``AWS_EXECUTION_ENV=AWS_Lambda_<runtime>``) always S3, the
+bucket, endpoint, region and retries of its environment (``figstream.storage.aws.AwsConfig``),
+whatever ``FIGSTREAM_PROFILE`` says; elsewhere (the subprocess client, a test) the profile's
+store: that S3 bucket, or the data home's directory (``$FIGSTREAM_HOME``) on the local profile.
+The event only names the batches: ``batch_keys`` are landing keys (one ASCII pattern, no
+traversal: :func:`figstream.ingest.landing.parse_batch_key`), and ``objects``, optional, must
+name exactly that store (its kind, and its bucket or root, no other key), so a caller cannot
+make the function read or write a directory or a bucket it was not deployed with.
 
 Importable without Dagster: it imports only ``dagster_pipes`` (a single module, shipped in the
 deployment package) and the figstream core.
@@ -40,15 +48,19 @@ deployment package) and the figstream core.
 Bad inputs tried (see ``tests/lambdas/test_validate_batch.py``): an event that is not an object,
 missing or mistyped fields, an unknown stream, a partition key that is not an hour, no batch
 keys, more than :data:`MAX_BATCHES`, a key that is not a landing key, a batch that is not
-there, an unknown object-store kind, an S3 bucket other than the function's, routing text that
-is not valid routing; each raises ``ValueError`` (or ``FileNotFoundError``) naming the field,
-which the Lambda runtime returns as a ``FunctionError`` and ``PipesLambdaClient`` raises in the
-step. Malformed records are not errors: they are counted and reported as dead letters.
+there, an ``objects`` field that is not an object, of an unknown kind, with an unknown key, of
+another kind than the function's store, naming an S3 bucket other than the function's or a
+local root other than its data home, a local store asked of a function running on Lambda,
+routing text that is not valid routing; each raises ``ValueError`` (or ``FileNotFoundError``)
+naming the field before anything is written, which the Lambda runtime returns as a
+``FunctionError`` and ``PipesLambdaClient`` raises in the step. Malformed records are not
+errors: they are counted and reported as dead letters.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -142,9 +154,9 @@ def parse_event(event: Any) -> dict[str, Any]:
             raise ValueError(f"event field 'batch_keys': {exc}") from None
     out["batch_keys"] = keys
     objects = event.get("objects")
-    if not isinstance(objects, Mapping):
+    if objects is not None and not isinstance(objects, Mapping):
         raise ValueError(f"event field 'objects': expected an object, got {objects!r}")
-    out["objects"] = dict(objects)
+    out["objects"] = None if objects is None else dict(objects)
     return out
 
 
@@ -159,25 +171,63 @@ def store_spec(store: ObjectStore) -> dict[str, str]:
                      "a local directory or the S3 store only")  # fmt: skip
 
 
-def open_store(spec: Mapping[str, Any]) -> ObjectStore:
-    """The object store an event's ``objects`` field names (see :func:`store_spec`)."""
-    kind = spec.get("kind")
-    if kind == "local":
-        root = spec.get("root")
-        if not isinstance(root, str) or not root.startswith("/"):
-            raise ValueError(f"event field 'objects': a local store needs an absolute 'root', "
-                             f"got {root!r}")  # fmt: skip
-        return LocalObjectStore(root)
-    if kind == "s3":
-        from figstream.storage.aws import AwsConfig
-        from figstream.storage.s3_objects import S3ObjectStore
+def on_lambda(environ: Mapping[str, str]) -> bool:
+    """Whether this process is the AWS Lambda runtime (not the subprocess client, a test)."""
+    return environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_")
 
-        config = AwsConfig.from_env()
-        if spec.get("bucket") != config.bucket_name:
-            raise ValueError(f"event field 'objects': bucket {spec.get('bucket')!r}, but this "
-                             f"function is deployed for {config.bucket_name!r}")  # fmt: skip
-        return S3ObjectStore(config)
-    raise ValueError(f"event field 'objects': unknown kind {kind!r} (expected 'local' or 's3')")
+
+def configured_spec(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The store this function was deployed with, from its own environment only: S3 on AWS
+    Lambda whatever the profile, else the profile's (the S3 bucket, or the data home)."""
+    from figstream.settings import data_home, profile
+    from figstream.storage.aws import AwsConfig
+
+    env = os.environ if environ is None else environ
+    if on_lambda(env) or profile() == "aws":
+        return {"kind": "s3", "bucket": AwsConfig.from_env(dict(env)).bucket_name}
+    return {"kind": "local", "root": str(data_home())}
+
+
+def check_spec(spec: Mapping[str, Any] | None, configured: Mapping[str, str]) -> None:
+    """``ValueError`` unless the event's ``objects`` (when given) names the configured store."""
+    if spec is None:
+        return
+    kind = spec.get("kind")
+    if kind not in ("local", "s3"):
+        raise ValueError(f"event field 'objects': unknown kind {kind!r} (expected 'local' or 's3')")
+    field = "root" if kind == "local" else "bucket"
+    extra = sorted(map(repr, set(spec) - {"kind", field}))
+    if extra:
+        raise ValueError(f"event field 'objects': unknown key(s) {', '.join(extra)} for a "
+                         f"{kind} store (only 'kind' and {field!r})")  # fmt: skip
+    if kind != configured["kind"]:
+        raise ValueError(f"event field 'objects': a {kind} store, but this function's is "
+                         f"{configured['kind']} (its environment's, not the event's)")  # fmt: skip
+    value = spec.get(field)
+    if kind == "s3":
+        if value != configured["bucket"]:
+            raise ValueError(f"event field 'objects': bucket {value!r}, but this function is "
+                             f"deployed for {configured['bucket']!r}")  # fmt: skip
+        return
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"event field 'objects': a local store needs an absolute 'root', "
+                         f"got {value!r}")  # fmt: skip
+    if os.path.realpath(value) != os.path.realpath(configured["root"]):
+        raise ValueError(f"event field 'objects': root {value!r}, but this function's store is "
+                         f"its data home {configured['root']!r}")  # fmt: skip
+
+
+def open_store(spec: Mapping[str, Any] | None) -> ObjectStore:
+    """The function's own object store (:func:`configured_spec`), once the event's ``objects``
+    field, when given, is found to name it (:func:`check_spec`)."""
+    configured = configured_spec()
+    check_spec(spec, configured)
+    if configured["kind"] == "local":
+        return LocalObjectStore(configured["root"])
+    from figstream.storage.aws import AwsConfig
+    from figstream.storage.s3_objects import S3ObjectStore
+
+    return S3ObjectStore(AwsConfig.from_env())
 
 
 def output_keys(batch_key: str, stream: str, partition: str) -> tuple[str, str]:

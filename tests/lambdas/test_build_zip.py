@@ -87,9 +87,14 @@ def test_the_handler_imports_from_the_package_alone(package, layer) -> None:
     assert not dagster_loaded and not boto3_loaded
 
 
-def test_the_packaged_handler_validates_as_the_repositorys_does(package, layer, tmp_path) -> None:
+def test_the_packaged_handler_validates_as_the_repositorys_does(
+    package, layer, tmp_path, monkeypatch
+) -> None:
     _, task = package
     store = LocalObjectStore(tmp_path / "home")
+    # The function's store is its environment's (the subprocess inherits this one).
+    monkeypatch.setenv("FIGSTREAM_PROFILE", "local")
+    monkeypatch.setenv("FIGSTREAM_HOME", str(tmp_path / "home"))
     key = batch_key(datetime(2026, 11, 2, 10, 30, tzinfo=UTC), "test", 0)
     line = (
         b'{"id": "b1", "type": "board.merged", "source": "alpha", "version": 1, '

@@ -123,8 +123,10 @@ def day(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def homes(day: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """Two copies of the landing zone: one validated in process, one through the Lambda."""
+def homes(day: Path, tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """Two copies of the landing zone: one validated in process, one through the Lambda, whose
+    data home it is (the function's store comes from its environment, which the subprocess
+    client passes on from this one)."""
     pair = []
     for name in ("local", "lambda"):
         home = tmp_path / name
@@ -133,6 +135,8 @@ def homes(day: Path, tmp_path: Path) -> tuple[Path, Path]:
         for key in source.list(LANDING_PREFIX):
             store.put(key, source.get(key))
         pair.append(home)
+    monkeypatch.setenv("FIGSTREAM_PROFILE", "local")
+    monkeypatch.setenv("FIGSTREAM_HOME", str(pair[1]))
     return pair[0], pair[1]
 
 
@@ -218,10 +222,11 @@ def test_a_crashing_function_fails_the_step_and_a_retry_converges(
 
 
 def test_on_s3_the_lambda_path_gives_what_the_in_process_path_gives(
-    homes, aws_config, tmp_path
+    homes, aws_config, tmp_path, monkeypatch
 ) -> None:
     from figstream.storage.s3_objects import S3ObjectStore
 
+    monkeypatch.setenv("FIGSTREAM_PROFILE", "aws")  # the function's store: the bucket
     local, _ = homes
     aws_config.client("s3").create_bucket(Bucket=aws_config.bucket_name)
     bucket = S3ObjectStore(aws_config)

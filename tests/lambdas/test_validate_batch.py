@@ -3,7 +3,10 @@ claim step fed with it gives exactly what the in-process ingest gives.
 
 Bad inputs tried: records that are malformed JSON, truncated, of an unknown type, with a time
 outside the partition, non-UTF-8, a rejected record over the inline limit, a bad record delivered
-twice; and events with every field missing or mistyped (see ``BAD_EVENTS``).
+twice; events with every field missing or mistyped (see ``BAD_EVENTS``); events that try to
+choose the function's store (another local root, a traversal out of its data home, a local
+store on Lambda, another bucket, an extra key) and batch keys that traverse, are absolute,
+name another bucket or prefix, or hold a NUL or a newline (``HOSTILE_KEYS``).
 """
 
 from __future__ import annotations
@@ -97,9 +100,18 @@ def books(home: Path, stores: streaming_stores.Stores) -> tuple:
     return fragments, letters, claims
 
 
+def deploy_at(monkeypatch, home: Path) -> None:
+    """The function's own environment: the local profile, ``home`` its data home, not on
+    Lambda (the store comes from here, never from the event)."""
+    monkeypatch.setenv("FIGSTREAM_PROFILE", "local")
+    monkeypatch.setenv("FIGSTREAM_HOME", str(home))
+    monkeypatch.delenv("AWS_EXECUTION_ENV", raising=False)
+
+
 @pytest.fixture
-def landed(tmp_path: Path):
+def landed(tmp_path: Path, monkeypatch):
     stores = streaming_stores.Stores.local(tmp_path / "lambda", FIRST)
+    deploy_at(monkeypatch, tmp_path / "lambda")
     return stores, land(stores)
 
 
@@ -211,8 +223,9 @@ def test_a_failure_is_reported_in_the_pipes_closed_message(landed, monkeypatch) 
     assert "FileNotFoundError" in closed["params"]["exception"]["name"]
 
 
-def test_many_dead_letters_stay_within_the_message_budget(tmp_path: Path) -> None:
+def test_many_dead_letters_stay_within_the_message_budget(tmp_path: Path, monkeypatch) -> None:
     stores = streaming_stores.Stores.local(tmp_path, FIRST)
+    deploy_at(monkeypatch, tmp_path)
     key = batch_key(ARRIVAL, "test", 0)
     stores.objects.put(key, b"\n".join(b'{"id": "x%d", "type": 1}' % i for i in range(2000)))
     summary = validate_batch.handler(event(stores, [key]), None)
@@ -233,7 +246,7 @@ BAD_EVENTS = [
     ("batches not a list", {"batch_keys": "landing/x"}, "expected a list of strings"),
     ("too many batches", {"batch_keys": ["k"] * 51}, "at most 50"),
     ("not a landing key", {"batch_keys": ["tables/raw_events/x.parquet"]}, "'batch_keys'"),
-    ("objects missing", {"objects": None}, "'objects'"),
+    ("objects not an object", {"objects": "s3://someone-elses/"}, "'objects'"),
     ("objects unknown kind", {"objects": {"kind": "ftp"}}, "unknown kind 'ftp'"),
     ("local root relative", {"objects": {"kind": "local", "root": "data"}}, "absolute 'root'"),
     ("routing not routing", {"routing": "streams: [1, 2]"}, "event field 'routing'"),
@@ -255,3 +268,90 @@ def test_an_s3_event_for_another_bucket_is_refused(landed, aws_config) -> None:
     body = event(stores, keys, objects={"kind": "s3", "bucket": "someone-elses"})
     with pytest.raises(ValueError, match=f"deployed for '{aws_config.bucket_name}'"):
         validate_batch.handler(body, None)
+    # Nor a local store: the event cannot switch the function to a directory.
+    body = event(stores, keys, objects={"kind": "local", "root": str(stores.objects.root)})
+    with pytest.raises(ValueError, match="a local store, but this function's is s3"):
+        validate_batch.handler(body, None)
+    assert stores.objects.list(validate_batch.OUTPUT_PREFIX) == []
+
+
+# --- the store is the function's own; the event only names batches ------------------------------
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+def test_an_event_without_objects_uses_the_functions_own_store(landed) -> None:
+    stores, keys = landed
+    body = event(stores, keys)
+    del body["objects"]
+    summary = validate_batch.handler(body, None)
+    assert summary["records"] == 14 and summary["batches"] == 3
+    assert len(stores.objects.list(validate_batch.OUTPUT_PREFIX)) == 6
+
+
+def test_a_local_root_other_than_the_functions_is_refused_and_nothing_is_written(
+    landed, tmp_path: Path
+) -> None:
+    stores, keys = landed
+    # Another directory holding the same batches: a function that obeyed the event would
+    # read them there and write its outputs beside them.
+    elsewhere = streaming_stores.Stores.local(tmp_path / "elsewhere", FIRST)
+    assert land(elsewhere) == keys
+    before = files(tmp_path / "elsewhere")
+    home = stores.objects.root
+    for root in (
+        str(tmp_path / "elsewhere"),
+        f"{home}/../elsewhere",  # traversal out of the data home
+        "/",
+        "/tmp",
+    ):
+        body = event(stores, keys, objects={"kind": "local", "root": root})
+        with pytest.raises(ValueError, match="but this function's store is its data home"):
+            validate_batch.handler(body, None)
+    assert files(tmp_path / "elsewhere") == before
+    assert stores.objects.list(validate_batch.OUTPUT_PREFIX) == []
+
+
+def test_extra_keys_in_objects_are_refused(landed) -> None:
+    stores, keys = landed
+    spec = {**validate_batch.store_spec(stores.objects), "endpoint": "http://evil.example"}
+    with pytest.raises(ValueError, match="unknown key\\(s\\) 'endpoint' for a local store"):
+        validate_batch.handler(event(stores, keys, objects=spec), None)
+    assert stores.objects.list(validate_batch.OUTPUT_PREFIX) == []
+
+
+def test_on_lambda_a_local_store_is_refused_whatever_the_profile(landed, monkeypatch) -> None:
+    # The Lambda runtime sets AWS_EXECUTION_ENV; there the store is S3 even with
+    # FIGSTREAM_PROFILE unset or local, so the function's own data home is refused too.
+    stores, keys = landed
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.11")
+    monkeypatch.setenv("FIGSTREAM_AWS_PREFIX", "prod")
+    assert validate_batch.configured_spec() == {"kind": "s3", "bucket": "prod-data"}
+    with pytest.raises(ValueError, match="a local store, but this function's is s3"):
+        validate_batch.handler(event(stores, keys), None)
+    assert stores.objects.list(validate_batch.OUTPUT_PREFIX) == []
+
+
+HOSTILE_KEYS = [
+    "landing/../tables/raw_events/x.jsonl",
+    "landing/2026-11-02/../../../etc/passwd",
+    "landing/2026-11-02/20261102T103000000000Z-test-000000.jsonl/../../x.jsonl",
+    "/landing/2026-11-02/20261102T103000000000Z-test-000000.jsonl",
+    "landing/2026-11-02/..%2f..%2fetc%2fpasswd.jsonl",
+    "landing\\2026-11-02\\20261102T103000000000Z-test-000000.jsonl",
+    "s3://someone-elses/landing/2026-11-02/20261102T103000000000Z-test-000000.jsonl",
+    "landing/2026-11-02/20261102T103000000000Z-test-000000.jsonl\x00.parquet",
+    "landing/2026-11-02/20261102T103000000000Z-test-000000.jsonl\nlanding/x",
+    "validated/2026-11-02/20261102T103000000000Z-test-000000.jsonl",
+]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_hostile_batch_keys_are_refused_before_anything_is_read_or_written(landed, key) -> None:
+    stores, keys = landed
+    before = files(stores.objects.root)
+    with pytest.raises(ValueError, match="event field 'batch_keys': not a landing batch key"):
+        validate_batch.handler(event(stores, [keys[0], key]), None)
+    assert files(stores.objects.root) == before
