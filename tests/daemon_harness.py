@@ -148,8 +148,8 @@ def bad_records(at: dt.datetime) -> list[tuple[bytes, str, str]]:
         (line({**fresh(), "version": 99}), "unknown_version", "postings"),
         (line(merger(at, "workwave", "workwave")), "invalid_value", "boards"),
         # Valid events timed outside [first partition, arrival hour]: dead-lettered on purpose.
-        (line({**fresh(), "time": before_epoch}), "invalid_value", "postings"),
-        (line({**fresh(), "time": ahead}), "invalid_value", "postings"),
+        (line({**fresh(), "time": before_epoch}), "time_outside_window", "postings"),
+        (line({**fresh(), "time": ahead}), "time_outside_window", "postings"),
     ]
 
 

@@ -187,9 +187,7 @@ def test_a_worker_slower_than_the_wait_lets_the_run_start_the_default_way(tmp_pa
     )
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
-        pid, why = instance.run_launcher.warm_workers.launch(
-            _recon(code).get_python_origin(), "{}"
-        )
+        pid, why = instance.run_launcher.warm_workers.launch(_recon(code).get_python_origin(), "{}")
         assert pid is None and "still warming up after 0.01 s" in why
     finally:
         instance.run_launcher.dispose()
