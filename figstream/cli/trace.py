@@ -3,12 +3,14 @@
     figstream trace EVENT_ID [--home HOME] [--webserver URL] [--json]
 
 Prints each delivery of the event (landing batch and line, stream, partition, outcome, and for
-a duplicate the batch whose delivery counted), the Dagster run that ingested it with its UI
-link (``--webserver``, default ``$FIGSTREAM_WEBSERVER_URL`` or http://127.0.0.1:3000), each
-asset it reached, its dead letter and reason, the job's resulting state and the search-index
-change it caused (:mod:`figstream.streaming.trace_lookup`). ``--json`` prints one JSON object
-for tools. On the local profile it reads ``HOME/state``; on the aws profile the DynamoDB
-tables and S3, wherever ``HOME``.
+a duplicate the batch whose delivery counted), every Dagster run that ingested it with its UI
+link (``--webserver``, default ``$FIGSTREAM_WEBSERVER_URL`` or http://127.0.0.1:3000) and the
+search-index change of the job each run wrote (an upsert or a delete: what the index then
+showed), each asset it reached, its dead letter and reason, and the job's resulting state
+(:mod:`figstream.streaming.trace_lookup`). ``--json`` prints one JSON object for tools (the
+changes per run under each delivery's ``runs``, and all of them in ``index_changes``). On the
+local profile it reads ``HOME/state``; on the aws profile the DynamoDB tables and S3, wherever
+``HOME``.
 
 Exit codes: 0 found; 2 a ``--webserver`` that is not an http(s) URL (argparse's usage error);
 1 an event the trace index holds no delivery of (never ingested, or past the index's
@@ -44,9 +46,9 @@ def add_trace(subparsers: argparse._SubParsersAction) -> None:
         help="show every place one event went",
         description=(
             "Looks the event up in the trace index (a keyed read) and shows each delivery: "
-            "landing batch and line, stream, partition, outcome, the Dagster run (with a UI "
-            "link) and assets it reached, its dead letter, the job's state and the search-index "
-            "change it caused."
+            "landing batch and line, stream, partition, outcome, every Dagster run that "
+            "ingested it (with a UI link) and the search-index change of the job each wrote, "
+            "the assets it reached, its dead letter and the job's state."
         ),
     )
     parser.add_argument("event_id", metavar="EVENT_ID", help="the event's envelope id")
@@ -106,6 +108,19 @@ def _printable(text: Any) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def _change_line(change: dict[str, Any], batch_id: str) -> str:
+    """One search-index change: what the job became in the index (an upsert shows it, a
+    delete hides it), when it was read, and the batch it sits under when not this one."""
+    title = _printable(change["title"]) if change["title"] is not None else "-"
+    line = (
+        f"search index: {change['op']} of {_printable(change['job_id'])} ({title}) "
+        f"read at {change['changed_at']}"
+    )
+    if change["batch_id"] != batch_id:
+        line += f", under batch {change['batch_id']} (the run's earliest event of the job)"
+    return line
+
+
 def _delivery_lines(n: int, total: int, d: dict[str, Any]) -> list[str]:
     if d["counted"]:
         verdict = f"{d['outcome']} (counted)"
@@ -117,10 +132,16 @@ def _delivery_lines(n: int, total: int, d: dict[str, Any]) -> list[str]:
     ]
     if d["reason"]:
         lines.append(f"  reason: {d['reason']}")
-    if d["run"]:
-        lines.append(f"  run {d['run']['run_id']}  {d['run']['url']}")
-    else:
-        lines.append("  run: none recorded (ingested outside Dagster, e.g. figstream replay)")
+    if len(d["runs"]) > 1:
+        lines.append(f"  {len(d['runs'])} runs ingested this batch, oldest first:")
+    for run in d["runs"]:
+        if run["run_id"]:
+            lines.append(f"  run {run['run_id']}  {run['url']}")
+        else:
+            lines.append("  run: none recorded (ingested outside Dagster, e.g. figstream replay)")
+        lines += [f"    {_change_line(c, d['batch_id'])}" for c in run["search_index"]]
+        if run.get("search_index_note"):
+            lines.append(f"    search index: {run['search_index_note']}")
     if d["assets"]:
         marks = ", ".join(f"{a['asset']} {'yes' if a['reached'] else 'no'}" for a in d["assets"])
         lines.append(f"  assets reached: {marks}")
@@ -131,14 +152,6 @@ def _delivery_lines(n: int, total: int, d: dict[str, Any]) -> list[str]:
             f"  dead letter {letter['id']}: {letter['code']}: {_printable(letter['detail'])}"
             f"{replay}"
         )
-    for change in d["search_index"]:
-        title = _printable(change["title"]) if change["title"] is not None else "-"
-        lines.append(
-            f"  search index: {change['op']} of {change['job_id']} ({title}) "
-            f"read at {change['changed_at']}"
-        )
-    if d.get("search_index_note"):
-        lines.append(f"  search index: {d['search_index_note']}")
     return lines
 
 

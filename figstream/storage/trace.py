@@ -12,6 +12,12 @@ its claims (:meth:`TraceIndex.record`); a retried run writes the same keys again
 converges like every other write. What the event was (type, job, time) is read back from its
 ingest fragment or dead letter, not kept twice.
 
+A batch row names only the run that last ingested the batch; every run that ingested it (a
+sensor run, then a backfill or replay of its hour) is kept in a run history, one row per
+(batch, partition, run), written from the same batch rows: :meth:`TraceIndex.runs` gives a
+batch's runs, :meth:`TraceIndex.run_batches` a run's batches of an hour, both keyed reads. That
+is what lets ``figstream trace`` show each run's search-index change of the event's job.
+
 Retention: a row expires ``TRACE_TTL_DAYS`` (90) after it was written, a horizon far past the
 claims' and the landing archive's replay window; :meth:`TraceIndex.purge` deletes expired rows
 (DynamoDB's TTL reaps them on aws), and a lookup never returns an expired row.
@@ -23,6 +29,7 @@ key); the DynamoDB table is :class:`figstream.storage.dynamo_trace.DynamoTraceIn
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +82,12 @@ BATCH_SCHEMA = pa.schema(
 TRACE_SCHEMA = pa.schema([*DELIVERY_SCHEMA, *(f for f in BATCH_SCHEMA if f.name not in
                                                  ("batch_id", "partition_key"))])  # fmt: skip
 _KEY = ("event_id", "batch_id", "line_no")
+# The run history: every run that ingested a (batch, partition), oldest first; a null run_id
+# is an ingest outside Dagster (one row for all of them: the latest).
+RUN_SCHEMA = pa.schema(
+    [BATCH_SCHEMA.field(n) for n in ("batch_id", "partition_key", "run_id", "recorded_at")]
+)
+NO_RUN = ""  # the run_id key of an ingest outside Dagster (a key column cannot be null)
 # What materialised() returns: each event's materialised deliveries, where they went.
 MATERIALISED_SCHEMA = pa.schema(
     [TRACE_SCHEMA.field(n) for n in ("event_id", "stream", "partition_key", "batch_id",
@@ -127,8 +140,43 @@ class TraceIndex(ABC):
         ``Query`` on DynamoDB), before it materialises a version of an event."""
 
     @abstractmethod
+    def runs(self, batches: Sequence[tuple[str, str]], now: int | None = None) -> pa.Table:
+        """Every unexpired run that ingested each of the (batch id, partition) pairs
+        (:data:`RUN_SCHEMA`), by batch, partition, then ``recorded_at``; a pair recorded before
+        the history existed has none (its batch row still names its last run)."""
+
+    @abstractmethod
+    def run_batches(self, run_id: str | None, partition: str, now: int | None = None) -> list[str]:
+        """The batch ids ``run_id`` (None: outside Dagster) ingested in ``partition``, sorted."""
+
+    @abstractmethod
     def purge(self, now: int | None = None, limit: int = 100_000) -> int:
-        """Delete up to ``limit`` expired deliveries; returns how many."""
+        """Delete up to ``limit`` expired deliveries (and the expired run history); returns
+        how many deliveries."""
+
+
+def run_pairs(batches: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(batch id, partition) pairs checked and deduplicated, in the order given."""
+    if isinstance(batches, str) or batches is None:
+        raise TypeError("runs: batches must be an iterable of (batch id, partition) pairs")
+    pairs = list(dict.fromkeys(tuple(p) for p in batches))
+    if not all(len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs):
+        raise ValueError("runs: each pair must be two strings (batch id, partition)")
+    return pairs
+
+
+def run_rows(batches: pa.Table) -> list[tuple[str, str, str, int]]:
+    """The run-history rows (batch, partition, run or :data:`NO_RUN`, recorded_at in µs) of
+    conformed batch rows."""
+    return [
+        (batch, partition, NO_RUN if run is None else run, at)
+        for batch, partition, _, _, run, at in to_rows(batches)
+    ]
+
+
+def run_table(rows: Sequence[tuple[str, str, str, int]]) -> pa.Table:
+    """Run-history rows back as :data:`RUN_SCHEMA` (:data:`NO_RUN` read as null)."""
+    return from_rows([(b, p, None if r == NO_RUN else r, at) for b, p, r, at in rows], RUN_SCHEMA)
 
 
 _DDL = """
@@ -152,10 +200,31 @@ CREATE TABLE IF NOT EXISTS trace_batches (
     recorded_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (batch_id, partition_key)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trace_runs (
+    batch_id TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, partition_key, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_runs_by_run ON trace_runs (run_id, partition_key, batch_id)
 """
 _INSERT = "INSERT OR REPLACE INTO event_trace VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_BATCH = "INSERT OR REPLACE INTO trace_batches VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_RUN = "INSERT OR REPLACE INTO trace_runs VALUES (?, ?, ?, ?, ?)"
+_RUNS = (
+    "SELECT r.batch_id, r.partition_key, r.run_id, r.recorded_at FROM trace_runs r"
+    " JOIN (SELECT json_extract(value, '$[0]') AS batch_id,"
+    " json_extract(value, '$[1]') AS partition_key FROM json_each(?)) p"
+    " USING (batch_id, partition_key) WHERE r.expires_at > ?"
+    " ORDER BY r.batch_id, r.partition_key, r.recorded_at"
+)
+_RUN_BATCHES = (
+    "SELECT batch_id FROM trace_runs WHERE run_id = ? AND partition_key = ? AND expires_at > ?"
+    " ORDER BY batch_id"
+)
 _SELECT = (
     "SELECT d.event_id, d.batch_id, d.line_no, d.partition_key, d.outcome, d.counted_batch,"
     " d.reason, b.batch_key, b.stream, b.run_id, b.recorded_at FROM event_trace d"
@@ -196,6 +265,7 @@ class SqliteTraceIndex(TraceIndex):
         # One transaction: a group is bounded by the ingest step (CLAIM_GROUP_ROWS records).
         with self._db.write() as conn:
             conn.executemany(_INSERT_BATCH, [(*row, expires) for row in to_rows(batches)])
+            conn.executemany(_INSERT_RUN, [(*row, expires) for row in run_rows(batches)])
             conn.executemany(_INSERT, [(*row, expires) for row in to_rows(deliveries)])
         return deliveries.num_rows
 
@@ -217,6 +287,23 @@ class SqliteTraceIndex(TraceIndex):
                 rows += conn.execute(_MATERIALISED, (json_list(chunk), floor)).fetchall()
         return from_rows(rows, MATERIALISED_SCHEMA)
 
+    def runs(self, batches: Sequence[tuple[str, str]], now: int | None = None) -> pa.Table:
+        pairs = run_pairs(batches)
+        stamp = now_us() if now is None else now
+        rows: list[tuple] = []
+        with self._db.read() as conn:
+            for chunk in chunks(pairs, 20_000):
+                rows += conn.execute(_RUNS, (json.dumps(chunk), stamp)).fetchall()
+        return run_table(rows)
+
+    def run_batches(self, run_id: str | None, partition: str, now: int | None = None) -> list[str]:
+        if not isinstance(partition, str) or not (run_id is None or isinstance(run_id, str)):
+            raise ValueError("run_batches: the run id and partition must be strings")
+        run = NO_RUN if run_id is None else run_id
+        stamp = now_us() if now is None else now
+        with self._db.read() as conn:
+            return [b for (b,) in conn.execute(_RUN_BATCHES, (run, partition, stamp))]
+
     def purge(self, now: int | None = None, limit: int = 100_000) -> int:
         # A scan of the table (no index on expires_at): a daily reap, off the ingest path.
         delete = (
@@ -227,4 +314,5 @@ class SqliteTraceIndex(TraceIndex):
         purged = delete_in_slices(self._db, delete, stamp, limit)
         with self._db.write() as conn:  # a handful a batch: no slices
             conn.execute("DELETE FROM trace_batches WHERE expires_at <= ?", (stamp,))
+            conn.execute("DELETE FROM trace_runs WHERE expires_at <= ?", (stamp,))
         return purged

@@ -1,17 +1,25 @@
 """``figstream trace``'s lookup: every place one event went, from keyed reads only.
 
 The trace index (:mod:`figstream.storage.trace`) gives the event's deliveries by id: landing
-batch and line, stream, partition, outcome and the Dagster run that ingested it. Everything
-else is read by key from there, never by scanning: each asset's fragment of that (partition,
-batch) (did the event reach ``raw_events``, ``clean_postings``, ``deduped_postings``, did its
-job reach ``job_state``'s touched list), the dead letter ``<batch>:<line>``, the job's row in
-the state store, and the search-index changes of the job under that batch. A streaming run
-materialises its stream's assets in the run that ingested the batch (one in-process job), so
-the run id and its UI link (``<webserver>/runs/<run id>``) are the ingest run's.
+batch and line, stream, partition, outcome, and every Dagster run that ingested the batch (its
+run history: a sensor run, then a backfill or replay of the hour). Everything else is read by
+key from there, never by scanning: each asset's fragment of that (partition, batch) (did the
+event reach ``raw_events``, ``clean_postings``, ``deduped_postings``, did its job reach
+``job_state``'s touched list), the dead letter ``<batch>:<line>``, the job's row in the state
+store, and the search-index changes of the job. A streaming run materialises its stream's
+assets in the run that ingested the batch (one in-process job), so the run ids and their UI
+links (``<webserver>/runs/<run id>``) are the ingest runs'.
 
-The search index keeps one change per job and run, under the batch of the earliest event that
-touched the job in that hour; an event that was not that earliest one finds no change under its
-own batch, and says so (``search_index`` is empty, ``search_index_note`` tells why).
+Each run that ingested a materialised delivery wrote its own change of the job in the hourly
+``search_index`` changes: one row per job and run, under the batch of the earliest event that
+touched the job in that run, which need not be the event's own batch. So the lookup reads the
+job's rows from the change objects of the batches those runs ingested in the event's hour (the
+run history names them: keyed reads of one hour, never the other hours), the loose fragments
+and the hour's compacted object both (a batch re-run after compaction has its older change in
+the compacted object until the next compaction), and gives each change to the run that wrote
+it: the batch's latest run recorded at or before the change was read (``changed_at``). A run
+whose change is no longer held (a later run of the same batch rewrote its fragment: each batch
+keeps its latest run's change) or not written yet says so (``search_index_note``).
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from figstream.settings import profile
 from figstream.storage.aws import AwsConfig
 from figstream.storage.deadletter import DeadLetterStore, SqliteDeadLetterStore, deadletter_path
 from figstream.storage.objects import LocalObjectStore, ObjectStore, read_parquet
 from figstream.storage.state import SqliteStateStore, StateStore, state_path
+from figstream.storage.trace import TraceIndex
 from figstream.streaming import index_export, jobs, tables
-from figstream.streaming.fragments import read_fragments
+from figstream.streaming.fragments import batch_id_of, compacted_key, evolved, read_fragments
 from figstream.streaming.stores import INGEST_TABLES, Stores, fragment_key
 from figstream.streaming.trace import index_for
 
@@ -43,7 +53,8 @@ _EVENT_ID = pa.schema([pa.field("event_id", pa.string())])
 _JOB_ID = pa.schema([pa.field("job_id", pa.string())])
 _CHANGE = pa.schema(
     [index_export.CHANGE_SCHEMA.field(n) for n in
-     ("job_id", "op", "board", "title", "location", "changed_at", "event_time")]
+     ("job_id", "op", "board", "title", "location", "updated_at", "changed_at", "event_time",
+      "batch_id")]
 )  # fmt: skip
 # What the ingest fragment tells of the event itself (the trace index keeps only where it went).
 _EVENT = pa.schema(
@@ -128,10 +139,46 @@ def _touched(stores: AnyStores, partition: str, batch_id: str, job_id: str | Non
     return bool(pc.any(pc.equal(rows["job_id"], job_id)).as_py())
 
 
-def _changes(stores: AnyStores, partition: str, batch_id: str, job_id: str) -> list[dict]:
-    rows = _rows(stores, index_export.CHANGES, partition, batch_id, _CHANGE)
-    mine = rows.filter(pc.equal(rows["job_id"], job_id)) if rows.num_rows else rows
-    return [_plain_row(r) for r in mine.to_pylist()]
+def _change_rows(source: Any, job_id: str, batch_ids: set[str]) -> list[pa.Table]:
+    """``job_id``'s change rows under ``batch_ids`` in one change object (:data:`_CHANGE`; a
+    column added since it was written reads as nulls): its job ids first, a row group at a
+    time, and the other columns only of a row group that holds the job."""
+    file = pq.ParquetFile(source)
+    names = [n for n in _CHANGE.names if n in file.schema_arrow.names]
+    wanted = pa.array(sorted(batch_ids), pa.string())
+    found = []
+    for group in range(file.num_row_groups):
+        ids = file.read_row_group(group, columns=["job_id"])["job_id"]
+        if not pc.any(pc.equal(ids, job_id)).as_py():
+            continue
+        rows = file.read_row_group(group, columns=names)
+        mine = pc.and_(pc.equal(rows["job_id"], job_id), pc.is_in(rows["batch_id"], wanted))
+        found.append(evolved(rows.filter(mine), _CHANGE))
+    return found
+
+
+def _held_changes(
+    stores: AnyStores, partition: str, batch_ids: set[str], job_id: str
+) -> list[dict[str, Any]]:
+    """Every change of ``job_id`` the hour's change objects hold under ``batch_ids``: their
+    loose fragments' and the compacted object's rows (both, when a batch was re-run after
+    compaction), once each, by ``changed_at``."""
+    parts = []
+    compacted = compacted_key(index_export.CHANGES, partition)
+    for key in stores.objects.list(f"tables/{index_export.CHANGES}/{partition}/"):
+        if key == compacted:
+            with stores.objects.open(key) as source:
+                parts += _change_rows(source, job_id, batch_ids)
+        elif batch_id_of(key) in batch_ids:
+            try:
+                data = stores.objects.get(key)  # one keyed read of a small object
+            except FileNotFoundError:  # compacted away since it was listed
+                continue
+            parts += _change_rows(pa.BufferReader(data), job_id, batch_ids)
+    seen: dict[tuple, dict[str, Any]] = {}
+    for row in (r for part in parts for r in part.to_pylist()):
+        seen.setdefault((row["batch_id"], row["changed_at"]), row)
+    return sorted(seen.values(), key=lambda r: (r["changed_at"], r["batch_id"]))
 
 
 def _event(stores: AnyStores, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -174,9 +221,10 @@ def _dead_letter(stores: AnyStores, row: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def _delivery(
-    stores: AnyStores, row: dict[str, Any], webserver: str
+    stores: AnyStores, row: dict[str, Any], webserver: str, runs: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One delivery as the CLI shows it, and the event its ingest fragment holds (if any)."""
+    """One delivery as the CLI shows it (its runs' index changes are added by
+    :func:`_index_changes`), and the event its ingest fragment holds (if any)."""
     outcome = row["outcome"]
     out: dict[str, Any] = {
         "batch_key": row["batch_key"],
@@ -190,6 +238,15 @@ def _delivery(
         "reason": row["reason"],
         "recorded_at": _plain(row["recorded_at"]),
         "run": None,
+        "runs": [
+            {
+                "run_id": run["run_id"],
+                "url": run_url(webserver, run["run_id"]) if run["run_id"] else None,
+                "recorded_at": _plain(run["recorded_at"]),
+                "search_index": [],
+            }
+            for run in runs
+        ],
         "assets": [],
         "dead_letter": None,
         "search_index": [],
@@ -200,18 +257,96 @@ def _delivery(
     if outcome == "materialised":
         event = _event(stores, row)
         out["assets"] = _assets(stores, row, event)
-        if event is not None and event["job_id"] is not None:
-            out["search_index"] = _changes(stores, row["partition_key"], row["batch_id"],
-                                           event["job_id"])  # fmt: skip
-            if not out["search_index"]:
-                out["search_index_note"] = (
-                    "no change of the job under this batch: the hour's change sits under the "
-                    "batch of the earliest event that touched the job in that run, or the "
-                    "search_index step has not run yet"
-                )
     elif outcome == "dead_lettered":
         out["dead_letter"] = _dead_letter(stores, row)
     return out, event
+
+
+def _run_history(index: TraceIndex, rows: list[dict[str, Any]]) -> dict[tuple, list[dict]]:
+    """Every run that ingested each delivery's (batch, partition), oldest first (run_id and
+    recorded_at); a batch recorded before the run history has its batch row's last run."""
+    pairs = [(row["batch_id"], row["partition_key"]) for row in rows]
+    history: dict[tuple, list[dict]] = {}
+    for run in index.runs(pairs).to_pylist():
+        history.setdefault((run["batch_id"], run["partition_key"]), []).append(run)
+    for row, pair in zip(rows, pairs, strict=True):
+        if pair not in history:
+            history[pair] = [{"run_id": row["run_id"], "recorded_at": row["recorded_at"]}]
+    return history
+
+
+def _writer(runs: list[dict[str, Any]], changed_at: datetime) -> str | None:
+    """Which of a batch's runs (oldest first) wrote a change read at ``changed_at``: the
+    latest one that ingested the batch before then ("" outside Dagster; None: none did)."""
+    before = [run for run in runs if run["recorded_at"] <= changed_at]
+    return (before[-1]["run_id"] or "") if before else None
+
+
+_REWRITTEN = (
+    "no change of the job from this run is held any more: a later run of its batches "
+    "rewrote it (each batch keeps its latest run's change)"
+)
+_NOT_YET = "no change of the job from this run: the search_index step has not run for it yet"
+
+
+def _index_changes(
+    stores: AnyStores,
+    index: TraceIndex,
+    deliveries: list[dict[str, Any]],
+    events: list[dict[str, Any] | None],
+    history: dict[tuple, list[dict]],
+    webserver: str,
+) -> list[dict[str, Any]]:
+    """Each run that ingested a materialised delivery gets the change of the event's job it
+    wrote in that hour (``runs[i].search_index``; the delivery's ``search_index`` has them
+    all); returns every such change, by ``changed_at``, each naming its run."""
+    found: list[dict[str, Any]] = []
+    hours: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for d, event in zip(deliveries, events, strict=True):
+        if d["outcome"] == "materialised" and event is not None and event["job_id"] is not None:
+            hours.setdefault((d["partition"], event["job_id"]), []).append((d, event))
+    for (partition, job_id), reached in hours.items():
+        mine = [run["run_id"] for d, _ in reached for run in d["runs"]]
+        batches = {d["batch_id"] for d, _ in reached}
+        for run_id in dict.fromkeys(mine):
+            batches.update(index.run_batches(run_id, partition))
+        held = _held_changes(stores, partition, batches, job_id)
+        writers = {b: history[(b, partition)] for b in {c["batch_id"] for c in held}
+                   if (b, partition) in history}  # fmt: skip
+        unknown = sorted({c["batch_id"] for c in held} - writers.keys())
+        for run in index.runs([(b, partition) for b in unknown]).to_pylist():
+            writers.setdefault(run["batch_id"], []).append(run)
+        by_run: dict[str, list[dict]] = {}
+        for change in held:
+            writer = _writer(writers.get(change["batch_id"], []), change["changed_at"])
+            if writer is not None:
+                by_run.setdefault(writer, []).append(change)
+        given: set[str] = set()  # a run that reached two deliveries shows its change once
+        for d, _ in reached:
+            ingested = history[(d["batch_id"], partition)]  # d["runs"], oldest first
+            for run, held_run in zip(d["runs"], ingested, strict=True):
+                key = run["run_id"] or ""
+                if key in given:
+                    continue
+                given.add(key)
+                for change in by_run.get(key, []):
+                    shown = {
+                        **_plain_row(change),
+                        "partition": partition,
+                        "run_id": run["run_id"],
+                        "run_url": run["url"],
+                    }
+                    run["search_index"].append(shown)
+                    d["search_index"].append(shown)
+                    found.append(shown)
+                if not run["search_index"]:
+                    run["search_index_note"] = _NOT_YET if held_run is ingested[-1] else _REWRITTEN
+            if not d["search_index"]:
+                d["search_index_note"] = (
+                    "no change of the job from any run that ingested this batch is held: a "
+                    "later run rewrote it, or the search_index step has not run yet"
+                )
+    return sorted(found, key=lambda c: (c["changed_at"], c["batch_id"]))
 
 
 def _job(stores: AnyStores, job_id: str, event_id: str) -> dict[str, Any] | None:
@@ -234,16 +369,24 @@ def _job(stores: AnyStores, job_id: str, event_id: str) -> dict[str, Any] | None
 def trace_event(stores: AnyStores, event_id: str, webserver: str | None = None) -> dict | None:
     """Where ``event_id`` went (a JSON-ready dict), or None when the trace index holds no
     delivery of it (never ingested, or older than the index's retention)."""
-    rows = index_for(stores.state).deliveries(event_id).to_pylist()
+    index = index_for(stores.state)
+    rows = index.deliveries(event_id).to_pylist()
     if not rows:
         return None
     base = webserver_url(webserver)
-    pairs = [_delivery(stores, row, base) for row in rows]
+    history = _run_history(index, rows)
+    pairs = [
+        _delivery(stores, row, base, history[(row["batch_id"], row["partition_key"])])
+        for row in rows
+    ]
     deliveries = [d for d, _ in pairs]
-    event = next((e for _, e in pairs if e is not None), None)
+    events = [e for _, e in pairs]
+    changes = _index_changes(stores, index, deliveries, events, history, base)
+    event = next((e for e in events if e is not None), None)
     letter = next((d["dead_letter"] for d in deliveries if d["dead_letter"]), None)
     job_id = None if event is None else event["job_id"]
-    runs = {d["run"]["run_id"]: d["run"] for d in deliveries if d["run"]}
+    runs = {r["run_id"]: {"run_id": r["run_id"], "url": r["url"]}
+            for d in deliveries for r in d["runs"] if r["run_id"]}  # fmt: skip
     return {
         "event_id": event_id,
         "event_type": None if event is None else event["event_type"],
@@ -257,5 +400,6 @@ def trace_event(stores: AnyStores, event_id: str, webserver: str | None = None) 
         "deliveries": deliveries,
         "counted": [f"{d['batch_id']}:{d['line']}" for d in deliveries if d["counted"]],
         "runs": list(runs.values()),
+        "index_changes": changes,
         "job": _job(stores, job_id, event_id) if job_id else None,
     }  # fmt: skip
