@@ -40,7 +40,9 @@ Why it is built this way:
   schemas in :mod:`figstream.storage.state`: strings ``S`` (empty, NUL and non-ASCII text
   kept), integers and microsecond times ``N`` (exact as integers: no floats, no ``Decimal``
   surprises, since the low-level client hands numbers back as strings), booleans ``BOOL``; a
-  null is an absent attribute.
+  null is an absent attribute, so an item written before a column existed (v2's
+  ``salary_period``, ``city``, ``region``, ``country_code`` and the structure register of a
+  job row) reads it as null, with no conversion.
 * A claim holds its claimant's batch and content digest (``digest``, absent for a claim made
   without one), which a failed condition hands back (``ALL_OLD``) with no second read.
 * A claim holds ``expires_at`` in epoch seconds (rounded up), the attribute DynamoDB's TTL

@@ -71,6 +71,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from figstream.events.postings import FLAT_V2_COLUMNS
 from figstream.settings import data_home
 from figstream.storage.sqlite import (
     BUSY_TIMEOUT_S,
@@ -104,18 +105,30 @@ _POSTING_TYPES = {
     "salary_min": pa.int64(),
     "salary_max": pa.int64(),
 }
+# What v2 postings add to a job's row (``salary_period``, ``city``, ``region``,
+# ``country_code``), kept apart from POSTING_FIELDS, which stay v1's: what legacy reads and
+# parity compares. A v1 posting's are what the upcaster derives from it (see
+# figstream.streaming.table_ops.apply_job_state for the rule when v1 follows v2).
+V2_FIELDS = FLAT_V2_COLUMNS
+SHOWN_FIELDS = (*POSTING_FIELDS, *V2_FIELDS)  # what a job's row shows of its postings
+# The latest structured location a posting's v1 string cannot give back (a v2 producer's),
+# a register of its own so that a v1 update naming the same place does not erase it.
+STRUCTURE_FIELDS = ("structure_city", "structure_region", "structure_country_code")
 
 # A job's row: its components and what they decide (the streaming state's rows, less ``kind``).
 JOB_SCHEMA = pa.schema(
     [
         pa.field("job_id", pa.string(), nullable=False),
         pa.field("board", pa.string()),
-        *(pa.field(f, _POSTING_TYPES.get(f, pa.string())) for f in POSTING_FIELDS),
+        *(pa.field(f, _POSTING_TYPES.get(f, pa.string())) for f in SHOWN_FIELDS),
         pa.field("dedupe_key", pa.string()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("posted_at", TS),  # the first job.posted
         pa.field("updated_at", TS),  # the latest posting (posted or updated)
         pa.field("posting_event_id", pa.string()),
+        pa.field("structure_at", TS),  # the latest posting with a structure beyond its string
+        pa.field("structure_event_id", pa.string()),
+        *(pa.field(f, pa.string()) for f in STRUCTURE_FIELDS),
         pa.field("expired_at", TS),  # the latest job.expired
         pa.field("expired_reason", pa.string()),
         pa.field("expiry_event_id", pa.string()),
@@ -154,7 +167,7 @@ REGISTRY_SCHEMA = pa.schema(
         pa.field("duplicate_of", pa.string()),
     ]
 )
-INDEX_COLUMNS = ["job_id", "board", *POSTING_FIELDS, "posted_at", "updated_at"]
+INDEX_COLUMNS = ["job_id", "board", *SHOWN_FIELDS, "posted_at", "updated_at"]
 # index_rows: every asked job that is stored, whether the site shows it, and what it shows.
 INDEX_ROW_SCHEMA = pa.schema(
     [JOB_SCHEMA.field(n) for n in INDEX_COLUMNS] + [pa.field("visible", pa.bool_())]
@@ -162,7 +175,7 @@ INDEX_ROW_SCHEMA = pa.schema(
 # The serving projection (jobs()): a job's fields and status, without its components.
 JOB_STATE_SCHEMA = pa.schema(
     [
-        *(JOB_SCHEMA.field(n) for n in ["job_id", "board", *POSTING_FIELDS, "status"]),
+        *(JOB_SCHEMA.field(n) for n in ["job_id", "board", *SHOWN_FIELDS, "status"]),
         *(JOB_SCHEMA.field(n) for n in ["posted_at", "updated_at", "expired_at"]),
         pa.field("reason", pa.string()),
         *(JOB_SCHEMA.field(n) for n in ["merged_into", "last_event_time", "last_event_id"]),
@@ -456,8 +469,16 @@ _VISIBLE = (
     " ON o.job_id = r.duplicate_of WHERE r.job_id = j.job_id AND o.status = 'active')"
 )
 # A job row's columns after its key (job rows and day rows alike), and its version.
+# The columns v2 added to those rows, which a file written before them gains on open.
+_V2_ROW_COLUMNS = {
+    **{f: "TEXT" for f in V2_FIELDS},
+    "structure_at": "INTEGER",
+    "structure_event_id": "TEXT",
+    **{f: "TEXT" for f in STRUCTURE_FIELDS},
+}
 _ROW_COLUMNS = f"""board TEXT, title TEXT, company TEXT, location TEXT, employment_type TEXT,
     remote INTEGER, salary_min INTEGER, salary_max INTEGER, currency TEXT, url TEXT,
+    {", ".join(f"{c} {t}" for c, t in _V2_ROW_COLUMNS.items())},
     dedupe_key TEXT,
     status TEXT NOT NULL CHECK (status IN {STATUSES!r}),
     posted_at INTEGER, updated_at INTEGER, posting_event_id TEXT,
@@ -604,7 +625,11 @@ class SqliteStateStore(StateStore):
         * its event claims held no digest: they keep none (a claim without a digest cannot
           tell a conflicting redelivery from a duplicate, so it counts every one a duplicate);
         * it held no day rows (``job_days``): flagged, so that the next state step builds them
-          from the kept ingest fragments (``figstream.streaming.daily.convert_day_rows``).
+          from the kept ingest fragments (``figstream.streaming.daily.convert_day_rows``);
+        * its job and day rows had no v2 columns (``salary_period``, ``city``, ``region``,
+          ``country_code`` and the structure register): added, null (``ADD COLUMN`` changes
+          only the schema, whatever the number of rows); a job gains them with its next
+          posting.
         """
 
         def columns(table: str) -> set[str]:
@@ -630,6 +655,13 @@ class SqliteStateStore(StateStore):
             )
         if columns("event_claims") and "digest" not in columns("event_claims"):
             conn.execute("ALTER TABLE event_claims ADD COLUMN digest TEXT")
+        for table in ("job_state", "job_days"):
+            held = columns(table)
+            if not held:  # absent, or dropped above: the DDL creates it whole
+                continue
+            for column, kind in _V2_ROW_COLUMNS.items():
+                if column not in held:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"

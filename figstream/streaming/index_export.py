@@ -13,6 +13,10 @@
 A consumer that needs the whole index reads the latest snapshot and then, per job, the latest
 change read at or after the snapshot's ``as_of``: :func:`current_index`. Every change is a
 verdict read from the store, so the latest one per job is the store's.
+
+Rows carry v2's ``salary_period``, ``city``, ``region`` and ``country_code`` beside v1's
+columns (:data:`figstream.storage.state.INDEX_COLUMNS`); changes and snapshots written before
+them read back with those columns null.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from figstream.storage.sqlite import now_us
 from figstream.storage.state import INDEX_COLUMNS, JOB_SCHEMA
 from figstream.streaming import dedupe, jobs, tables, trace
 from figstream.streaming.chunks import by_hour
-from figstream.streaming.fragments import read_fragments, write_each
+from figstream.streaming.fragments import evolved, read_fragments, write_each
 from figstream.streaming.stores import Stores, release_arrow_memory
 
 CHANGES = "search_index"  # tables/search_index/<hour>/<batch_id>.parquet
@@ -204,13 +208,13 @@ def current_index(objects: ObjectStore) -> pa.Table:
     a snapshot, every change."""
     snapshots = sorted(objects.list(SNAPSHOTS))
     if snapshots:
-        base = read_parquet(objects, snapshots[-1]).cast(INDEX_SCHEMA)
+        base = evolved(read_parquet(objects, snapshots[-1]), INDEX_SCHEMA)
         as_of = snapshot_as_of(objects, snapshots[-1])
     else:
         base, as_of = INDEX_SCHEMA.empty_table(), 0
     parts = [read_parquet(objects, k) for k in objects.list(f"tables/{CHANGES}/")]
     changes = pa.concat_tables(
-        [CHANGE_SCHEMA.empty_table(), *(p.cast(CHANGE_SCHEMA) for p in parts)]
+        [CHANGE_SCHEMA.empty_table(), *(evolved(p, CHANGE_SCHEMA) for p in parts)]
     )
     at = pc.cast(changes["changed_at"], pa.int64())
     changes = changes.filter(pc.greater_equal(at, as_of))

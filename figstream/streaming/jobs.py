@@ -96,10 +96,15 @@ def read_state(state: StateStore) -> pa.Table:
 def _fingerprint(state: pa.Table) -> pa.Array:
     """What makes a job's row: its components' events, first posting, status (the rest is
     derived from those and the board's merger)."""
-    parts = [
-        pc.fill_null(state[name], "")
-        for name in ("job_id", "posting_event_id", "expiry_event_id", "merger_event_id", "status")
-    ]
+    names = (
+        "job_id",
+        "posting_event_id",
+        "structure_event_id",
+        "expiry_event_id",
+        "merger_event_id",
+        "status",
+    )
+    parts = [pc.fill_null(state[name], "") for name in names]
     parts.append(pc.fill_null(pc.cast(pc.cast(state["posted_at"], pa.int64()), pa.string()), ""))
     return pc.binary_join_element_wise(*parts, "|")
 

@@ -12,6 +12,7 @@ stores and passes back in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from figstream.events.geo import render_locations, split_locations
+from figstream.storage.state import STRUCTURE_FIELDS
 from figstream.streaming.checks import string_data, string_offsets, validity
 from figstream.streaming.tables import (
     CANONICAL_SCHEMA,
@@ -260,6 +263,17 @@ def _latest_per(table: pa.Table, key: str, time: str, event_id: str) -> pa.Table
     return _first_per(table, key, [(time, "descending"), (event_id, "descending")])
 
 
+def _latest_of(
+    jobs: pa.Table, columns: list[str], arrays: list[Any], time: str, event_id: str
+) -> pa.Table:
+    """A last-writer-wins component: per job, the latest by (``time``, ``event_id``) of the
+    stored rows' (``jobs``, state rows) and of the new ``arrays`` (in ``columns`` order)."""
+    schema = pa.schema([STATE_SCHEMA.field(n) for n in columns])
+    held = jobs.filter(pc.is_valid(jobs[event_id])).select(columns)
+    new = pa.table(arrays, names=columns).cast(schema)
+    return _latest_per(pa.concat_tables([held, new]), "job_id", time, event_id)
+
+
 def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
     """Current state per job after ``events`` (rows of :data:`EVENTS_SCHEMA`).
 
@@ -269,8 +283,12 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
     ``apply(apply(s, a), b) == apply(apply(s, b), a) == apply(s, a | b)``.
 
     * The latest posting (job.posted or job.updated) sets ``board``, the posting fields
-      (text normalised as in :func:`clean_postings`), ``dedupe_key`` and ``updated_at``;
-      ``posted_at`` is the earliest job.posted.
+      (text normalised as in :func:`clean_postings`), ``salary_period``, ``dedupe_key`` and
+      ``updated_at``; ``posted_at`` is the earliest job.posted.
+    * The latest posting whose structured location (``city``, ``region``, ``country_code``)
+      is not what its location string gives back (``structure_*``): what only a v2 producer
+      can say. The job shows it while its location string is that structure's rendering, and
+      otherwise the structure the string gives (:func:`_shown_location`).
     * The latest job.expired.
     * The latest board.merged of the job's board. Mergers are kept as ``kind == "merger"``
       rows (job_id ``"@<absorbed board>"``, never a valid job id), so that a posting that
@@ -301,18 +319,28 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
             "job_id": postings["job_id"],
             "board": postings["board"],
             **{f: postings[f] for f in POSTING_FIELDS},
+            "salary_period": postings["salary_period"],
             "dedupe_key": postings["dedupe_key"],
             "updated_at": postings["event_time"],
             "posting_event_id": postings["event_id"],
         }
     )
-    posting_columns = new_postings.column_names
-    old_postings = jobs.filter(pc.is_valid(jobs["posting_event_id"])).select(posting_columns)
-    posting = _latest_per(
-        pa.concat_tables([old_postings, new_postings.cast(old_postings.schema)]),
-        "job_id",
-        "updated_at",
-        "posting_event_id",
+    posting = _latest_of(
+        jobs, new_postings.column_names, new_postings.columns, "updated_at", "posting_event_id"
+    )
+
+    structured = postings.filter(_beyond_string(postings))
+    structure = _latest_of(
+        jobs,
+        ["job_id", "structure_at", "structure_event_id", *STRUCTURE_FIELDS],
+        [
+            structured["job_id"],
+            structured["event_time"],
+            structured["event_id"],
+            *(structured[f] for f in _PLACE),
+        ],
+        "structure_at",
+        "structure_event_id",
     )
 
     posted = events.filter(pc.equal(kind, POSTED))
@@ -329,23 +357,10 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
     )
 
     expired = events.filter(pc.equal(kind, EXPIRED))
-    expiry_columns = ["job_id", "expired_at", "expired_reason", "expiry_event_id"]
-    expiry = _latest_per(
-        pa.concat_tables(
-            [
-                jobs.filter(pc.is_valid(jobs["expiry_event_id"])).select(expiry_columns),
-                pa.table(
-                    [
-                        expired["job_id"],
-                        expired["event_time"],
-                        expired["reason"],
-                        expired["event_id"],
-                    ],
-                    names=expiry_columns,
-                ),
-            ]
-        ),
-        "job_id",
+    expiry = _latest_of(
+        jobs,
+        ["job_id", "expired_at", "expired_reason", "expiry_event_id"],
+        [expired["job_id"], expired["event_time"], expired["reason"], expired["event_id"]],
         "expired_at",
         "expiry_event_id",
     )
@@ -381,6 +396,7 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
     table = (
         pa.table({"job_id": job_ids})
         .join(posting, "job_id")
+        .join(structure, "job_id")
         .join(first_posted, "job_id")
         .join(expiry, "job_id")
         .join(mergers, "board")
@@ -406,11 +422,16 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
         "job_id": table["job_id"],
         "board": table["board"],
         **{f: table[f] for f in POSTING_FIELDS},
+        "salary_period": table["salary_period"],
+        **_shown_location(table),
         "dedupe_key": table["dedupe_key"],
         "status": status,
         "posted_at": table["posted_at"],
         "updated_at": table["updated_at"],
         "posting_event_id": table["posting_event_id"],
+        "structure_at": table["structure_at"],
+        "structure_event_id": table["structure_event_id"],
+        **{f: table[f] for f in STRUCTURE_FIELDS},
         "expired_at": only(is_expired, "expired_at"),
         "expired_reason": only(is_expired, "expired_reason"),
         "expiry_event_id": only(is_expired, "expiry_event_id"),
@@ -424,6 +445,51 @@ def apply_job_state(state: pa.Table | None, events: pa.Table) -> pa.Table:
     job_table = pa.table({f.name: job_rows[f.name] for f in STATE_SCHEMA}, schema=STATE_SCHEMA)
     out = pa.concat_tables([job_table, merger_table])
     return out.sort_by([("kind", "ascending"), ("job_id", "ascending")]).combine_chunks()
+
+
+_PLACE = ("city", "region", "country_code")
+
+
+def _same(a: Any, b: Any) -> pa.Array:
+    """Equal, a null equal to a null."""
+    return pc.or_(_true(pc.equal(a, b)), pc.and_(pc.is_null(a), pc.is_null(b)))
+
+
+def _beyond_string(postings: pa.Table) -> pa.Array:
+    """Postings whose structured location is not the one their location string gives back
+    (:func:`figstream.events.geo.split_locations`, the v1 -> v2 upcaster's rule): a v2
+    producer's ``{Austin, Texas, US}`` is, its string ``"Austin, Texas"`` gives a city alone.
+    A v1 posting's never is: the upcaster made it from the string."""
+    split = split_locations(postings["location"])
+    differs = [
+        pc.invert(_same(postings[f], pc.struct_field(split, f)).combine_chunks()) for f in _PLACE
+    ]
+    return pc.or_(pc.or_(*differs[:2]), differs[2])
+
+
+def _shown_location(table: pa.Table) -> dict[str, pa.Array]:
+    """The job's city, region and country code: the structure register's while the latest
+    posting's location string is its rendering (the latest posting is it, or names the same
+    place), else what the string gives. So a v1 update naming the place a v2 posting
+    structured keeps the structure, which the upcaster cannot derive from the string (it reads
+    ``"Austin, Texas"`` as a city), and one naming another place shows what the upcaster
+    derives, never the old place's structure. Derived from the two components alone, so the
+    fold stays order-insensitive."""
+    location = table["location"].combine_chunks()
+    parts = [table[f].combine_chunks() for f in STRUCTURE_FIELDS]
+    rendered = render_locations(pa.StructArray.from_arrays(parts, names=list(_PLACE)))
+    keep = pc.and_(
+        pc.is_valid(table["structure_event_id"].combine_chunks()),
+        pc.or_(
+            _true(pc.equal(table["structure_event_id"], table["posting_event_id"])),
+            _true(pc.equal(rendered, location)),
+        ),
+    )
+    split = split_locations(location)
+    return {
+        name: pc.if_else(keep, held, pc.struct_field(split, name))
+        for name, held in zip(_PLACE, parts, strict=True)
+    }
 
 
 def merger_rows(mergers: pa.Table) -> pa.Table:
@@ -448,8 +514,13 @@ def merger_rows(mergers: pa.Table) -> pa.Table:
 # --- read models --------------------------------------------------------------------------------
 
 
-def search_index(state: pa.Table, duplicates: pa.Table | None = None) -> pa.Table:
-    """Active jobs, sorted by job_id, in the shape of legacy's active-jobs snapshot.
+def search_index(
+    state: pa.Table,
+    duplicates: pa.Table | None = None,
+    columns: Sequence[str] = SEARCH_INDEX_COLUMNS,
+) -> pa.Table:
+    """Active jobs, sorted by job_id, in the shape of legacy's active-jobs snapshot (or in
+    ``columns``: the store's index rows, v2's fields too, are ``storage.state.INDEX_COLUMNS``).
 
     With ``duplicates`` (from :func:`dedupe_postings`), a duplicate job is left out while the
     job it duplicates is active; once that one is gone the duplicate shows again, since the
@@ -461,7 +532,7 @@ def search_index(state: pa.Table, duplicates: pa.Table | None = None) -> pa.Tabl
     if duplicates is not None and duplicates.num_rows:
         shadowed = duplicates.filter(pc.is_in(duplicates["duplicate_of_job_id"], active["job_id"]))
         active = active.filter(pc.invert(pc.is_in(active["job_id"], shadowed["job_id"])))
-    return active.select(SEARCH_INDEX_COLUMNS).sort_by("job_id")
+    return active.select(list(columns)).sort_by("job_id")
 
 
 def board_daily_stats(

@@ -29,6 +29,7 @@ from figstream.storage.dynamo_state import (
 from tests.aws_server import aws_environ, emulator_config
 from tests.figstream.storage.test_state import (  # noqa: F401 (a fixture)
     INCREMENTS,
+    V2,
     job_row,
     serial_moto_endpoint,
     table,
@@ -304,3 +305,20 @@ def test_a_store_pickles_without_its_client_and_pool(store):
     assert copy.put_jobs(table([job_row("p", T0, "e1")])) == []
     assert store.get_jobs(["p"]).num_rows == 1
     assert isinstance(copy.get_jobs(["p"]), pa.Table)
+
+
+def test_an_item_written_before_v2_reads_its_v2_columns_as_null(store):
+    v2 = list(V2)  # every column v2 added to a job row
+    store.put_jobs(table([job_row("j1", T0, "e1", city="Austin", structure_city="Austin")]))
+    key = {"pk": {"S": dynamo_state.shard("j1")}, "sk": {"S": "#j1"}}
+    item = raw(store, "jobs", key)
+    assert item["city"] == {"S": "Austin"}
+    # The item as an earlier version wrote it: none of v2's attributes.
+    old = {name: value for name, value in item.items() if name not in v2}
+    store.db.client.put_item(TableName=store.tables["jobs"], Item=old)
+    (row,) = store.get_jobs(["j1"]).to_pylist()
+    assert all(row[name] is None for name in v2) and row["title"] == "j1 @ e1"
+    (index,) = store.index_rows(["j1"]).to_pylist()
+    assert index["visible"] and index["city"] is None
+    assert store.put_jobs(table([job_row("j1", T0, "e2", version=1, city="Dallas")])) == []
+    assert store.get_jobs(["j1"])["city"].to_pylist() == ["Dallas"]

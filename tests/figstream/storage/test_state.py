@@ -702,3 +702,93 @@ def test_only_the_state_connections_keep_a_big_page_cache(tmp_path):
     assert cache_kib(SqliteBooks(path)) == SIDE_CACHE_KIB
     assert cache_kib(SqliteTraceIndex(tmp_path / "trace.sqlite")) == SIDE_CACHE_KIB
     assert cache_kib(SqliteDeadLetterStore(tmp_path / "deadletter.sqlite")) == SIDE_CACHE_KIB
+
+
+# --- v2's columns: in both stores, and added to a file written before them ----------------------
+
+V2 = {"salary_period": "month", "city": "Austin", "region": "Texas", "country_code": "US",
+      "structure_at": T0, "structure_event_id": "e1", "structure_city": "Austin",
+      "structure_region": "Texas", "structure_country_code": "US"}  # fmt: skip
+V2_NULLS = dict.fromkeys(V2)
+
+
+def test_v2_columns_round_trip_through_job_rows_day_rows_and_the_index(store):
+    store.put_jobs(table([job_row("j1", T0, "e1", **V2), job_row("j2", T0, "e2")]))
+    (got, bare) = store.get_jobs(["j1", "j2"]).to_pylist()
+    assert {k: got[k] for k in V2} == V2 and {k: bare[k] for k in V2} == V2_NULLS
+    shown = ["salary_period", "city", "region", "country_code"]
+    (index,) = store.index_rows(["j1"]).to_pylist()
+    assert {k: index[k] for k in shown} == {k: V2[k] for k in shown}
+    (snapshot, _) = [r for page in store.iter_index() for r in page.to_pylist()]
+    assert {k: snapshot[k] for k in shown} == {k: V2[k] for k in shown}
+    (served,) = store.jobs(job_ids=["j1"]).to_pylist()
+    assert {k: served[k] for k in shown} == {k: V2[k] for k in shown}
+    days = day_rows(("j1", "2025-03-01", "b", 0))
+    days = days.set_column(days.schema.get_field_index("city"), "city", pa.array(["Austin"]))
+    assert store.put_job_days(days) == []
+    assert store.job_days(["j1"], "2025-03-01")["city"].to_pylist() == ["Austin"]
+
+
+# The columns of job rows and day rows after their key, as the SQLite store created them
+# before v2's columns (a frozen copy: the test is of a file an earlier version wrote).
+PRE_V2_ROW = ", ".join(
+    [f"{name} TEXT" for name in ("board", "title", "company", "location", "employment_type")]
+    + [f"{name} INTEGER" for name in ("remote", "salary_min", "salary_max")]
+    + ["currency TEXT", "url TEXT", "dedupe_key TEXT"]
+    + ["status TEXT NOT NULL CHECK (status IN ('active', 'expired', 'merged'))"]
+    + ["posted_at INTEGER", "updated_at INTEGER", "posting_event_id TEXT"]
+    + ["expired_at INTEGER", "expired_reason TEXT", "expiry_event_id TEXT"]
+    + ["merged_into TEXT", "merged_at INTEGER", "merger_event_id TEXT"]
+    + ["last_event_time INTEGER NOT NULL", "last_event_id TEXT NOT NULL"]
+    + ["version INTEGER NOT NULL"]
+)
+PRE_V2_DDL = f"""
+CREATE TABLE job_state (job_id TEXT PRIMARY KEY NOT NULL, {PRE_V2_ROW}) WITHOUT ROWID;
+CREATE INDEX job_state_board ON job_state (board);
+CREATE TABLE job_days (job_id TEXT NOT NULL, day TEXT NOT NULL, {PRE_V2_ROW},
+    PRIMARY KEY (job_id, day)) WITHOUT ROWID;
+"""
+
+
+def test_a_store_written_before_v2_gains_the_columns_once_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "figstream.sqlite"
+    when = int(T0.timestamp() * 1e6)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(PRE_V2_DDL)
+        conn.execute(
+            "INSERT INTO job_state (job_id, board, title, location, status, posted_at,"
+            " last_event_time, last_event_id, version)"
+            " VALUES ('old', 'alpha', 'Engineer', 'Austin, Texas', 'active', ?, ?, 'e0', 3)",
+            (when, when),
+        )
+        conn.execute(
+            "INSERT INTO job_days (job_id, day, board, status, last_event_time, last_event_id,"
+            " version) VALUES ('old', '2025-03-01', 'alpha', 'active', ?, 'e0', 1)",
+            (when,),
+        )
+    for _ in range(2):  # a second open (or a concurrent one) finds nothing left to add
+        store = SqliteStateStore(path)
+        with sqlite3.connect(path) as conn:
+            for name in ("job_state", "job_days"):
+                held = [row[1] for row in conn.execute(f"PRAGMA table_info({name})")]
+                assert set(V2) <= set(held) and len(held) == len(set(held))
+    (old,) = store.get_jobs(["old"]).to_pylist()
+    assert old["title"] == "Engineer" and old["version"] == 3
+    assert {k: old[k] for k in V2} == V2_NULLS  # read as null until its next posting
+    (index,) = store.index_rows(["old"]).to_pylist()
+    assert index["visible"] and index["city"] is None
+    # Written afterwards at the version read, with v2's columns, and read back.
+    assert store.put_jobs(table([job_row("old", T0, "e1", version=3, **V2)])) == []
+    assert store.put_jobs(table([job_row("new", T0, "e2", **V2)])) == []
+    for job in ("old", "new"):
+        (row,) = store.get_jobs([job]).to_pylist()
+        assert {k: row[k] for k in V2} == V2
+    assert store.get_jobs(["old"])["version"].to_pylist() == [4]
+    days = store.get_job_days([("old", "2025-03-01")])
+    assert days["version"].to_pylist() == [1] and days["city"].to_pylist() == [None]
+    rows = day_rows(("old", "2025-03-01", "alpha", 1), ("old", "2025-03-02", "alpha", 0))
+    rows = rows.set_column(rows.schema.get_field_index("region"), "region", pa.array(["TX"] * 2))
+    assert store.put_job_days(rows) == []
+    assert store.job_days(["old"], "2025-03-02")["region"].to_pylist() == ["TX", "TX"]

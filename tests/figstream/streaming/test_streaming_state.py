@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pytest
 
 from figstream.storage.objects import LocalObjectStore, read_parquet, write_parquet
-from figstream.storage.state import SqliteStateStore, StateStore, state_path
+from figstream.storage.state import INDEX_COLUMNS, SqliteStateStore, StateStore, state_path
 from figstream.streaming import cleaning, convert, fragments, index_export, table_ops
 from figstream.streaming import dedupe as streaming_dedupe
 from figstream.streaming import jobs as streaming_jobs
@@ -173,7 +173,7 @@ def assert_equals_recompute(stores: streaming_stores.Stores) -> None:
     registry = stores.state.registry().select(streaming_tables.CANONICAL_SCHEMA.names)
     assert registry.cast(streaming_tables.CANONICAL_SCHEMA).equals(dedupe.canonical)
     assert read_duplicates(stores).equals(dedupe.duplicates)
-    index = table_ops.search_index(state, dedupe.duplicates)
+    index = table_ops.search_index(state, dedupe.duplicates, INDEX_COLUMNS)
     # The store's own index, and the one a consumer builds from snapshot and changes.
     served = pa.concat_tables(
         [
@@ -535,3 +535,149 @@ def test_a_home_written_by_an_earlier_version_is_converted_once(
     scoped = claim_keys(hour, pa.array([e0["event_id"]]))
     assert stores.state.claim_batches([("other", scoped)]) == [{scoped[0]: "b00"}]
     assert stores.state.claim_batches([("other", [e0["event_id"]])]) == [{e0["event_id"]: "other"}]
+
+
+# --- v2 postings: salary period and structured location through the state ------------------------
+
+V2_FIELDS = ["salary_period", "city", "region", "country_code"]
+
+
+def envelope(event_id: str, kind: str, minutes: int, version: int, job: str, **data) -> dict:
+    """A posting as a producer writes it (parsed and upcast by the ingest step's parser)."""
+    body = {"job_id": job, "title": "Engineer", "company": "Acme", "employment_type": "full_time",
+            "remote": False, "url": f"https://alpha.example/{job}", **data}  # fmt: skip
+    when = (START + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"id": event_id, "type": kind, "source": "alpha", "version": version, "time": when,
+            "data": body}  # fmt: skip
+
+
+def parsed(records: list[dict], batch_id: str) -> pa.Table:
+    from figstream.streaming.parse import parse_batch
+
+    batch = parse_batch(b"\n".join(orjson.dumps(r) for r in records), batch_id)
+    assert batch.rejected.num_rows == 0, batch.rejected.to_pylist()
+    return batch.valid
+
+
+def v2_fields(table: pa.Table, job: str) -> dict:
+    row = table.filter(pc.equal(table["job_id"], job)).to_pylist()
+    assert len(row) == 1, row
+    return {name: row[0][name] for name in V2_FIELDS}
+
+
+AUSTIN = {"city": "Austin", "region": "Texas", "country_code": "US"}
+
+
+@BACKENDS
+def test_v2_fields_reach_job_state_the_index_changes_and_the_snapshot(
+    tmp_path: Path, state
+) -> None:
+    stores = make_stores(tmp_path, state)
+    records = [
+        envelope("p1", "job.posted", 10, 2, "j1", location=AUSTIN,
+                 salary={"min": 5000, "max": 6000, "currency": "USD", "period": "month"}),
+        # v1: what the upcaster derives ("City, ST" is a US state; v1 salaries are annual)
+        envelope("p2", "job.posted", 11, 1, "j2", location="Portland, OR", salary_min=90_000),
+        envelope("p3", "job.posted", 12, 1, "j3", location="Somewhere"),  # no salary, no shape
+    ]  # fmt: skip
+    run(stores, land(stores, parsed(records, "b00")), "b00")
+    austin = {"salary_period": "month", **AUSTIN}
+    portland = {"salary_period": "year", "city": "Portland", "region": "OR", "country_code": "US"}
+    nowhere = {"salary_period": None, "city": "Somewhere", "region": None, "country_code": None}
+    expected = {"j1": austin, "j2": portland, "j3": nowhere}
+    served = stores.state.jobs()
+    changes = index_export.read_changes(stores.objects, ["2026-11-01-00:00"])
+    assert set(changes["op"].to_pylist()) == {"upsert"}
+    report = index_export.export_snapshot(stores, "2026-11-01")
+    snapshot = read_parquet(stores.objects, report.key)
+    for job, fields in expected.items():
+        assert v2_fields(served, job) == fields
+        assert v2_fields(changes, job) == fields
+        assert v2_fields(snapshot, job) == fields
+        assert v2_fields(index_export.current_index(stores.objects), job) == fields
+    assert snapshot.schema.names == INDEX_COLUMNS
+    # Legacy's format keeps v1's columns only: the v1 rendering of the v2 location.
+    from figstream.migration.views import SNAPSHOT_COLUMNS, render_snapshot
+
+    as_legacy = render_snapshot(snapshot)
+    assert as_legacy.column_names == list(SNAPSHOT_COLUMNS)
+    assert set(V2_FIELDS).isdisjoint(SNAPSHOT_COLUMNS)
+    assert as_legacy.filter(pc.equal(as_legacy["job_id"], "j1"))["location"].to_pylist() == [
+        "Austin, Texas"
+    ]
+
+
+# A v2 posting of Austin, then v1 updates: of the same place (its string is the v1 rendering
+# of the v2 structure, which the upcaster reads as a city alone), of another place, and of
+# Austin again; then a v2 update that names another place.
+HISTORY = [
+    envelope("a", "job.posted", 10, 2, "j1", location=AUSTIN,
+             salary={"min": 5000, "max": 6000, "currency": "USD", "period": "month"}),
+    envelope("b", "job.updated", 20, 1, "j1", location="Austin, Texas", salary_min=70_000),
+    envelope("c", "job.updated", 30, 1, "j1", location="Dallas, TX"),
+    envelope("d", "job.updated", 40, 1, "j1", location="Austin, Texas"),
+    envelope("e", "job.updated", 50, 2, "j1",
+             location={"city": "Lyon", "region": "Auvergne-Rhone-Alpes", "country_code": "FR"}),
+]  # fmt: skip
+AFTER = [  # the job's v2 fields after each event of HISTORY
+    {"salary_period": "month", **AUSTIN},
+    # The v1 update names the same place: the structure stays (the upcaster cannot derive it);
+    # its salary is annual, as the upcaster says of every v1 salary.
+    {"salary_period": "year", **AUSTIN},
+    # Another place: what the upcaster derives, not the old place's structure.
+    {"salary_period": None, "city": "Dallas", "region": "TX", "country_code": "US"},
+    {"salary_period": None, **AUSTIN},  # Austin again: the structure a v2 producer gave it
+    {"salary_period": None, "city": "Lyon", "region": "Auvergne-Rhone-Alpes", "country_code": "FR"},
+]
+
+
+@BACKENDS
+def test_a_v1_update_keeps_the_structure_of_the_place_it_names_whatever_the_order(
+    tmp_path: Path, state
+) -> None:
+    stores = make_stores(tmp_path / "in_order", state)
+    for n, record in enumerate(HISTORY):
+        batch_id = f"b{n:02d}"
+        run(stores, land(stores, parsed([record], batch_id)), batch_id)
+        assert v2_fields(stores.state.jobs(), "j1") == AFTER[n]
+        changes = index_export.read_changes(stores.objects, ["2026-11-01-00:00"], [batch_id])
+        assert v2_fields(changes, "j1") == AFTER[n]
+    in_order = streaming_jobs.read_state(stores.state)
+    assert_equals_recompute(stores)
+    # The same events in other orders (the v2 posting late, after the v1 updates) end the same.
+    orders = [HISTORY[::-1], HISTORY[1:] + HISTORY[:1]]
+    for seed in range(3):
+        orders.append(random.Random(seed).sample(HISTORY, len(HISTORY)))
+    for n_order, shuffled in enumerate(orders):
+        other = make_stores(tmp_path / f"order_{n_order}")
+        for n, record in enumerate(shuffled):
+            batch_id = f"b{n:02d}"
+            run(other, land(other, parsed([record], batch_id)), batch_id)
+        assert streaming_jobs.read_state(other.state).equals(in_order)
+    # Without the last event, the day rows and the fold end at Austin again.
+    day = make_stores(tmp_path / "day")
+    run(day, land(day, parsed(HISTORY[:4], "b00")), "b00")
+    assert v2_fields(day.state.jobs(), "j1") == AFTER[3]
+    assert v2_fields(day.state.job_days(["j1"], "2026-11-01"), "j1") == AFTER[3]
+
+
+@BACKENDS
+def test_a_late_v2_update_that_loses_to_a_v1_one_still_gives_the_place_its_structure(
+    tmp_path: Path, state
+) -> None:
+    """Only the structure register changes (the v1 posting stays the latest), and that is a
+    change of the row: written, and a search-index change."""
+    stores = make_stores(tmp_path, state)
+    records = [
+        envelope("v1", "job.posted", 20, 1, "j9", location="Austin, Texas"),
+        envelope("v2", "job.updated", 15, 2, "j9", location=AUSTIN),  # earlier, landed later
+    ]
+    run(stores, land(stores, parsed(records[:1], "b00")), "b00")
+    assert v2_fields(stores.state.jobs(), "j9")["city"] == "Austin, Texas"  # the upcaster's
+    run(stores, land(stores, parsed(records[1:], "b01")), "b01")
+    (row,) = stores.state.jobs(job_ids=["j9"]).to_pylist()
+    assert row["last_event_id"] == "v1"  # still the latest posting
+    assert v2_fields(stores.state.jobs(), "j9") == {"salary_period": None, **AUSTIN}
+    changes = index_export.read_changes(stores.objects, ["2026-11-01-00:00"], ["b01"])
+    assert v2_fields(changes, "j9") == {"salary_period": None, **AUSTIN}
+    assert_equals_recompute(stores)
