@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from figstream.events.postings import FLAT_V2_COLUMNS, V1_SCHEMA, flatten_v2, upcast_v1
 from figstream.storage.objects import ObjectStore, read_parquet
 from figstream.storage.state import JOB_SCHEMA, MERGER_SCHEMA, VERSIONED_SCHEMA
 from figstream.streaming import tables
+from figstream.streaming.fragments import evolved
 from figstream.streaming.ingest import claim_keys
 from figstream.streaming.registry import recompute_keys
 from figstream.streaming.stores import INGEST_TABLES, Stores
@@ -48,8 +50,26 @@ class ConversionReport:
     objects_deleted: int
 
 
+def _v2_columns(part: pa.Table) -> pa.Table:
+    """An earlier version's job rows predate v2's columns, and every event behind them was v1:
+    their salary period and place are what the v1 -> v2 upcaster derives from v1's columns, as
+    a recompute from those events would give (merger rows get none)."""
+    missing = [c for c in FLAT_V2_COLUMNS if c not in part.column_names]
+    if not missing or not set(V1_SCHEMA.names) <= set(part.column_names):
+        return part
+    loose = pa.schema([field.with_nullable(True) for field in V1_SCHEMA])  # merger rows
+    flat = flatten_v2(upcast_v1(part.select(loose.names).cast(loose)))
+    jobs = pc.equal(part["kind"], "job") if "kind" in part.column_names else None
+    for name in missing:
+        column = flat[name]
+        if jobs is not None:
+            column = pc.if_else(jobs, column, pa.nulls(len(column), column.type))
+        part = part.append_column(name, column)
+    return part
+
+
 def _read_all(objects: ObjectStore, keys: list[str], schema: pa.Schema) -> pa.Table:
-    parts = [read_parquet(objects, k).select(schema.names).cast(schema) for k in keys]
+    parts = [evolved(_v2_columns(read_parquet(objects, k)), schema) for k in keys]
     return pa.concat_tables([schema.empty_table(), *parts])
 
 

@@ -400,7 +400,8 @@ def test_end_of_day_index_is_the_index_as_of_that_day(world: World) -> None:
     assert last.column_names == tables.SEARCH_INDEX_COLUMNS
     # nothing happened after the last day, so it is the index the store serves
     served = index_export.current_index(stores.objects)
-    assert last.cast(served.schema).equals(served)
+    # the served index carries v2's columns too; the end-of-day one keeps legacy's shape
+    assert last.equals(served.select(last.column_names).cast(last.schema))
     assert daily.end_of_day_index(stores, "2026-10-31", EPOCH).num_rows == 0
     first = daily.end_of_day_index(stores, DAYS[0], EPOCH)
     assert first.num_rows < last.num_rows

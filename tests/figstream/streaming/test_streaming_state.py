@@ -537,6 +537,32 @@ def test_a_home_written_by_an_earlier_version_is_converted_once(
     assert stores.state.claim_batches([("other", [e0["event_id"]])]) == [{e0["event_id"]: "other"}]
 
 
+def test_an_earlier_versions_job_rows_get_the_upcasters_v2_columns_on_conversion() -> None:
+    """State Parquet from before v2 has no v2 columns: its job rows (all from v1 events) get
+    what the v1 -> v2 upcaster derives from v1's columns; merger rows get none."""
+    from figstream.events.postings import FLAT_V2_COLUMNS
+
+    rows = [
+        {"kind": "job", "job_id": "j1", "location": "Portland, OR", "salary_min": 90_000,
+         "salary_max": 120_000, "currency": "USD", "title": "Engineer"},
+        {"kind": "job", "job_id": "j2", "location": "Berlin, DE", "salary_min": None,
+         "salary_max": None, "currency": "USD", "title": "Engineer"},
+        {"kind": "merger", "job_id": None, "location": None, "salary_min": None,
+         "salary_max": None, "currency": None, "title": None},
+    ]  # fmt: skip
+    schema = pa.schema([f.with_nullable(True) for f in streaming_tables.STATE_SCHEMA])
+    old = pa.Table.from_pylist(
+        [{**{n: None for n in schema.names}, **row} for row in rows], schema=schema
+    )
+    old = old.drop_columns([c for c in old.column_names if c in FLAT_V2_COLUMNS])
+    got = convert._v2_columns(old)
+    assert got["city"].to_pylist() == ["Portland", "Berlin", None]
+    assert got["region"].to_pylist() == ["OR", "DE", None]  # DE reads as Delaware, as v1 did
+    assert got["country_code"].to_pylist() == ["US", "US", None]
+    assert got["salary_period"].to_pylist() == ["year", None, None]
+    assert convert._v2_columns(got) is got  # a part that has them is left as it is
+
+
 # --- v2 postings: salary period and structured location through the state ------------------------
 
 V2_FIELDS = ["salary_period", "city", "region", "country_code"]
