@@ -528,7 +528,7 @@ CREATE TABLE IF NOT EXISTS job_days (
     PRIMARY KEY (job_id, day)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_days_day ON job_days (day);
-CREATE INDEX IF NOT EXISTS job_days_board ON job_days (board);
+CREATE INDEX IF NOT EXISTS job_days_board_day ON job_days (board, day);
 CREATE TABLE IF NOT EXISTS merger_days (
     board TEXT NOT NULL, day TEXT NOT NULL,
     merged_into TEXT NOT NULL, merged_at INTEGER NOT NULL, merger_event_id TEXT NOT NULL,
@@ -662,6 +662,10 @@ class SqliteStateStore(StateStore):
             for column, kind in _V2_ROW_COLUMNS.items():
                 if column not in held:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        # Day rows were indexed by (board, job_id): a run's new rows of today landed at random
+        # places in that index once the state outgrew the cache. (board, day) keeps a day's
+        # rows of a board together (the DDL builds it, once, on an older file).
+        conn.execute("DROP INDEX IF EXISTS job_days_board")
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -901,11 +905,13 @@ class SqliteStateStore(StateStore):
         return self._ids(sql, (day,), batch_rows)
 
     def board_day_job_ids(self, board: str, batch_rows: int = 10_000) -> Iterator[list[str]]:
-        sql = (
-            "SELECT DISTINCT job_id FROM job_days WHERE board = ? AND job_id > ?"
-            " ORDER BY job_id LIMIT ?"
-        )
-        return self._ids(sql, (board,), batch_rows)
+        # One sorted pass over the board's entries of the (board, day) index, in one read: a
+        # page at a time from ``job_id > ?`` would re-scan the board's days for every page.
+        sql = "SELECT DISTINCT job_id FROM job_days WHERE board = ? ORDER BY job_id"
+        with self._db.read() as conn:
+            cursor = conn.execute(sql, (board,))
+            while rows := cursor.fetchmany(batch_rows):
+                yield [row[0] for row in rows]
 
     def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
         page = "SELECT DISTINCT job_id FROM job_days WHERE job_id > ? ORDER BY job_id LIMIT ?"
