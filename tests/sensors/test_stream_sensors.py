@@ -400,3 +400,30 @@ def test_a_run_a_dead_tick_created_but_never_launched_is_requested_again_by_its_
     assert again.partition_key == stranded_request.partition_key
     assert again.tags["figstream/batches"] == stranded_request.tags["figstream/batches"]
     assert not rest or all(r.run_key != again.run_key for r in rest)
+
+
+def test_the_day_in_progress_is_rolled_up_once_it_ends(tmp_path, monkeypatch):
+    """A day's rollup costs what its jobs cost: rolled up every few minutes while the day ran,
+    it grew with the day and took the cores the live stream needed. Today waits for its end."""
+    import datetime as dt
+
+    from sensors import streams
+
+    generate(tmp_path, start=EPOCH, days=1, events_per_day=300, seed=13, bad_rate=0.0)
+    harness = Harness(tmp_path, monkeypatch, max_runs_per_tick=1000, daily_stats_every_seconds=1)
+    harness.tick("postings")
+    [stats] = requests(harness.tick("postings"))
+    assert stats.partition_key == EPOCH.isoformat()  # an ended day: rolled up at once
+    now = dt.datetime.now(dt.UTC)
+    today = now.date().isoformat()
+    record = {**_posting(harness, "today-1"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    Publisher(LocalObjectStore(harness.home), producer="test").publish([record])
+    assert [r.partition_key[:10] for r in requests(harness.tick("postings"))] == [today]
+    time.sleep(1.1)
+    assert requests(harness.tick("postings")) == []  # today is due, and not rolled up yet
+    assert today in LandingCursor.loads(harness.cursors["postings"]).days_due
+    tomorrow = (now + dt.timedelta(days=1)).date().isoformat()
+    monkeypatch.setattr(streams, "_today", lambda _now: tomorrow)
+    [stats] = requests(harness.tick("postings"))
+    assert stats.job_name == "board_daily_stats_job" and stats.partition_key == today
+    assert today not in LandingCursor.loads(harness.cursors["postings"]).days_due
