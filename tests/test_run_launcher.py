@@ -256,3 +256,15 @@ def test_a_ctrl_c_of_dagster_dev_does_not_reach_the_warm_runs(warm_launcher, cod
     launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     assert _wait(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
     assert json.loads((code.parent / "out.json").read_text())["ppid"] == zygote.process.pid
+
+
+def test_the_aws_launcher_takes_every_option_of_the_local_one():
+    """RoutedRunLauncher's config schema includes LocalRunLauncher's: each option must reach its
+    constructor too (a new local option once broke loading the aws instance)."""
+    import inspect
+
+    from resources.aws_run_launcher import RoutedRunLauncher
+
+    taken = inspect.signature(RoutedRunLauncher.__init__).parameters
+    assert set(LocalRunLauncher.config_type()) <= set(taken)
+    assert set(RoutedRunLauncher.config_type()) <= set(taken)
