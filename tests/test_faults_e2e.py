@@ -351,6 +351,15 @@ def test_kill_9_of_a_deployed_webserver_leaves_the_daemon_running(spawn, figstre
     bulk = generated(3000, seed=29, start=now - dt.timedelta(minutes=100), end=now)
     bad = bad_records(now - dt.timedelta(minutes=3))
     devs: list[DagsterDev] = []
+    # The instance's storage is created once here: a daemon and a webserver started together on
+    # a fresh DAGSTER_HOME both create its SQLite tables, and the loser dies ("table
+    # alembic_version already exists": the daemon, once, in CI).
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(figstream_env["DAGSTER_HOME"]) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+        instance.get_latest_materialization_event(dg.AssetKey("figstream_storage_ready"))
     with diagnostics(devs, home, ledger), (tmp_path / "daemon.log").open("a") as daemon_log:
         daemon = spawn(
             [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
