@@ -82,19 +82,14 @@ class RoutedRunLauncher(LocalRunLauncher):
     def __init__(
         self,
         inst_data=None,
-        warm_workers: bool = True,
-        preload: list | None = None,
-        warm_wait_seconds: float = 60.0,
         ecs: dict | None = None,
         ecs_jobs: list | None = None,
         backfills_on_ecs: bool = True,
+        **local,
     ):
-        super().__init__(
-            inst_data=inst_data,
-            warm_workers=warm_workers,
-            preload=preload,
-            warm_wait_seconds=warm_wait_seconds,
-        )
+        # ``local``: LocalRunLauncher's own options (warm workers, preload, ...), passed through
+        # so that a new one cannot be left out here again.
+        super().__init__(inst_data=inst_data, **local)
         self.ecs_config = dict(ecs or {})
         self.ecs_jobs = list(ecs_jobs or [])
         self.backfills_on_ecs = backfills_on_ecs

@@ -259,12 +259,17 @@ def test_a_ctrl_c_of_dagster_dev_does_not_reach_the_warm_runs(warm_launcher, cod
 
 
 def test_the_aws_launcher_takes_every_option_of_the_local_one():
-    """RoutedRunLauncher's config schema includes LocalRunLauncher's: each option must reach its
-    constructor too (a new local option once broke loading the aws instance)."""
-    import inspect
-
+    """RoutedRunLauncher's schema includes LocalRunLauncher's: each option reaches the local
+    launcher (a new local option once broke loading the aws instance)."""
     from resources.aws_run_launcher import RoutedRunLauncher
 
-    taken = inspect.signature(RoutedRunLauncher.__init__).parameters
-    assert set(LocalRunLauncher.config_type()) <= set(taken)
-    assert set(RoutedRunLauncher.config_type()) <= set(taken)
+    launcher = RoutedRunLauncher(
+        warm_workers=True, preload=["json"], warm_wait_seconds=7.5, ecs_jobs=["j"]
+    )
+    try:
+        assert launcher.warm_workers.warm_wait_s == 7.5
+        assert launcher.warm_workers.preload == ["json"]
+        assert launcher.ecs_jobs == ["j"]
+        assert set(LocalRunLauncher.config_type()) <= set(RoutedRunLauncher.config_type())
+    finally:
+        launcher.dispose()
