@@ -1,7 +1,7 @@
 """What one sensor run costs against states of different sizes, side by side in one run.
 
     .venv/bin/python bench/run_cost_bench.py [--quick] [--sizes 50000,500000,5000000]
-        [--events 10000] [--rounds 3] [--no-write]
+        [--events 10000] [--rounds 3] [--seeded DIR [--seed-only]] [--no-write]
 
 Issue 19's target: the same 10k-event sensor run takes, with 5M jobs in the state, at most
 1.25x what it takes with 50k. A run's cost should be what its events cost.
@@ -22,6 +22,11 @@ Reported per size: the median run and step seconds over the rounds, and the chil
 After each run the child checkpoints the state store's WAL, as the daemon's
 ``sqlite_checkpoint_sensor`` does between runs, and reports that time on its own: it is
 machine work the state's size drives, but not a run's.
+
+Seeding 5M jobs takes about 13 minutes on the AMD machine, the runs a minute or two. With
+``--seeded DIR`` each size's seeded file is kept in DIR and copied into the fresh home of a
+later bench (``--seed-only`` seeds and stops), so the seeding need not share the quiet window
+the timed runs need.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,7 +74,11 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
         f"""
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs}),
         b(board, k) AS (VALUES {boards})
-        INSERT INTO job_state
+        INSERT INTO job_state (job_id, board, title, company, location, employment_type,
+            remote, salary_min, salary_max, currency, url, dedupe_key, status, posted_at,
+            updated_at, posting_event_id, expired_at, expired_reason, expiry_event_id,
+            merged_into, merged_at, merger_event_id, last_event_time, last_event_id, version,
+            salary_period, city, country_code)
         SELECT printf('%s-%07d', b.board, n.i), b.board,
                printf('Senior Engineer %d', n.i % 997), printf('Company %d', n.i % 50021),
                printf('City %d', n.i % 211), 'full_time', n.i % 2, 40000 + n.i % 60000,
@@ -76,7 +86,8 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
                printf('k%09d', n.i), 'active',
                {now_us} - (n.i % 30) * {day_us}, {now_us} - (n.i % 30) * {day_us},
                printf('%032x', n.i), NULL, NULL, NULL, NULL, NULL, NULL,
-               {now_us} - (n.i % 30) * {day_us}, printf('%032x', n.i), 1
+               {now_us} - (n.i % 30) * {day_us}, printf('%032x', n.i), 1,
+               'year', printf('City %d', n.i % 211), 'DE'
         FROM n JOIN b ON b.k = n.i % {len(BOARDS)}
         """
     )
@@ -159,7 +170,27 @@ def run_events(jobs: int, events: int, seed: int, new_from: int) -> list[bytes]:
     raise AssertionError("the simulation ended")
 
 
-def child(home: Path, jobs: int, events: int, seed: int) -> None:
+def seeded_copy(home: Path, jobs: int, kept: Path | None) -> dict:
+    """Seed ``home``'s state store with ``jobs`` jobs, or copy the one kept in ``kept``
+    (seeding it there first when it is not)."""
+    from figstream.storage.state import state_path
+
+    target = state_path(home)
+    if kept is None:
+        return seed_state(target, jobs)
+    source, marker = kept / f"state-{jobs}.sqlite", kept / f"state-{jobs}.json"
+    if not marker.exists():  # the marker is written last: a stopped seeding is redone
+        kept.mkdir(parents=True, exist_ok=True)
+        for stale in kept.glob(f"state-{jobs}.sqlite*"):
+            stale.unlink()
+        marker.write_text(json.dumps(seed_state(source, jobs)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    shutil.copyfile(source, target)
+    return {**json.loads(marker.read_text()), "copy_s": round(time.perf_counter() - began, 1)}
+
+
+def child(home: Path, jobs: int, events: int, seed: int, kept: Path | None = None) -> None:
     from datetime import UTC, datetime, timedelta
 
     from figstream.ingest.landing import parse_batch_key
@@ -170,11 +201,11 @@ def child(home: Path, jobs: int, events: int, seed: int) -> None:
     from figstream.streaming import jobs as state_step
     from figstream.streaming.stores import Stores
 
-    seeded = seed_state(state_path(home), jobs)
+    seeded = seeded_copy(home, jobs, kept)
+    print(json.dumps(seeded), flush=True)
     first = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%d-%H:00")
     stores = Stores.local(home, first)
     publisher = Publisher(stores.objects, "bench-cost", 1000)
-    print(json.dumps(seeded), flush=True)
     for n, command in enumerate(sys.stdin):
         if command.strip() != "run":
             break
@@ -229,12 +260,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000, help="events a run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seeded", type=Path, help="keep / reuse the seeded states in DIR")
+    parser.add_argument("--seed-only", action="store_true", help="with --seeded: seed, stop")
     parser.add_argument("--child", nargs=2, metavar=("HOME", "JOBS"), help=argparse.SUPPRESS)
     add_record_args(parser)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), int(args.child[1]), args.events, args.seed)
+        child(Path(args.child[0]), int(args.child[1]), args.events, args.seed, args.seeded)
         return
+    if args.seed_only and not args.seeded:
+        parser.error("--seed-only needs --seeded DIR")
     if args.rerender:
         rerender(NAME, rows)
         return
@@ -251,12 +286,19 @@ def main() -> None:
         for size in sizes:
             cmd = [sys.executable, __file__, "--child", str(base / f"home-{size}"), str(size),
                    "--events", str(args.events), "--seed", str(args.seed)]  # fmt: skip
+            if args.seeded:
+                cmd += ["--seeded", str(args.seeded.resolve())]
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             children[size] = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
             )
             seeded[size] = json.loads(children[size].stdout.readline())  # one seeding at a time
             log(f"{size:,} jobs seeded: {seeded[size]}")
+            if args.seed_only:
+                children[size].stdin.close()
+                children[size].wait(timeout=120)
+        if args.seed_only:
+            return
         try:
             for r in range(rounds):
                 order = sizes[r % len(sizes) :] + sizes[: r % len(sizes)]
