@@ -23,7 +23,7 @@ After each run the child checkpoints the state store's WAL, as the daemon's
 ``sqlite_checkpoint_sensor`` does between runs, and reports that time on its own: it is
 machine work the state's size drives, but not a run's.
 
-Seeding 5M jobs takes about 13 minutes on the AMD machine, the runs a minute or two. With
+Seeding 5M jobs takes about 6 minutes on the AMD machine, the runs a minute or two. With
 ``--seeded DIR`` each size's seeded file is kept in DIR and copied into the fresh home of a
 later bench (``--seed-only`` seeds and stops), so the seeding need not share the quiet window
 the timed runs need.

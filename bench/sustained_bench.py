@@ -734,11 +734,8 @@ def main() -> None:
     )
     source_bad_per_s = source_bad = source_bad_repeats = None
     if source_report.get("kind") == "produce":
-        found = re.search(r"\(([\d,]+) bad.* in ([\d.]+) s", source_report["report"])
-        if found:
-            source_bad, elapsed = int(found.group(1).replace(",", "")), float(found.group(2))
-            repeats = re.search(r"([\d,]+) of them repeating", source_report["report"])
-            source_bad_repeats = int(repeats.group(1).replace(",", "")) if repeats else None
+        source_bad, source_bad_repeats, elapsed = produced_bad(source_report["report"])
+        if source_bad is not None:
             source_bad_per_s = round(source_bad / elapsed, 2) if elapsed else None
     elif pregen_counts and source_report.get("elapsed_seconds"):
         # Only the lines landed (a file cut short holds more): an estimate, not a count.
@@ -759,7 +756,8 @@ def main() -> None:
             "books_seconds": summary([b["seconds"] for b in books_samples]),
             "dead_letters_expected_per_s": round((source_bad_per_s or 0) + hostile_dl_per_s, 2),
             "source_bad_per_s": source_bad_per_s,
-            "dead_letters_expected_total": None if source_bad is None else source_bad + planted_dl,
+            # dead_letters_expected_total: derive() (the source's repeats left out)
+            "source_bad": source_bad,
             "source_bad_is_counted": source_report.get("kind") == "produce",
             "source_bad_repeats": source_bad_repeats,
             "hostile_dead_letters_per_s": round(hostile_dl_per_s, 2),
@@ -930,14 +928,31 @@ def derive(result: dict) -> None:
         summary_["run_s_last_5_min_over_min_5_to_10"] = round(ratio, 2)
     else:
         summary_["run_s_last_5_min_over_min_5_to_10"] = None
-    # A bad line of the source that repeats an earlier one's bytes (ProduceStats.bad_repeats) is
-    # booked as that line's redelivery, not as a dead letter of its own. (2eeb70b's record
-    # predates the count: its figure is the seeded producer replayed on a fake clock.)
-    repeats = summary_.get("source_bad_repeats")
-    expected = summary_.get("dead_letters_expected_total")
-    if repeats and expected is not None and not summary_.get("source_bad_repeats_subtracted"):
-        summary_["dead_letters_expected_total"] = expected - repeats
-        summary_["source_bad_repeats_subtracted"] = True
+    if result.get("hostile") and "source_bad_is_counted" in summary_:
+        # The source's bad lines plus the trickle's planted dead letters, less the source's bad
+        # lines that repeat an earlier one's bytes (ProduceStats.bad_repeats): those are booked
+        # as that line's redelivery. 2eeb70b's producer did not count them yet; its record
+        # holds the figure of the seeded producer replayed on a fake clock.
+        bad = summary_.get("source_bad")
+        if bad is None and summary_["source_bad_is_counted"]:
+            bad = produced_bad(result["source"]["report"])[0]
+        repeats = summary_.get("source_bad_repeats") or 0
+        planted = result["hostile"]["expected_dead_letters"]
+        summary_["dead_letters_expected_total"] = None if bad is None else bad - repeats + planted
+
+
+def produced_bad(report: str) -> tuple[int | None, int | None, float]:
+    """(bad lines, of them repeats of an earlier bad line or None if not said, seconds) from
+    ``ProduceStats.describe()``."""
+    found = re.search(r"\(([\d,]+) bad.* in ([\d.]+) s", report)
+    if not found:
+        return None, None, 0.0
+    repeats = re.search(r"([\d,]+) of them repeating", report)
+    return (
+        int(found.group(1).replace(",", "")),
+        int(repeats.group(1).replace(",", "")) if repeats else None,
+        float(found.group(2)),
+    )
 
 
 if __name__ == "__main__":
