@@ -102,6 +102,7 @@ class StreamingSettings:
     snapshot_keep_days: int = 7
     compact_fragments_after_seconds: int = 21_600
     archive_landing_after_days: int = 3
+    day_rows_keep_days: int = 35
     queue_max_messages_per_tick: int = 10_000
 
 

@@ -5,7 +5,8 @@
 of one hour at once could each delete fragments the other's compacted object lacks, so they
 never overlap. The run calls ``figstream.streaming.compaction.compact`` with the windows of
 ``platform/streaming.yaml`` (fragments of hours past ``compact_fragments_after_seconds``,
-landing days older than ``archive_landing_after_days``), bounded per run; what a run leaves is
+landing days older than ``archive_landing_after_days``, day rows of days
+``day_rows_keep_days`` ago and before), bounded per run; what a run leaves is
 taken by the next. ``figstream compact`` runs the same code from the command line.
 
 ``sqlite_checkpoint_sensor`` copies the WAL of each SQLite file in the data home's ``state/``
@@ -31,13 +32,21 @@ JOB = "storage_compaction_job"
 # seconds of reads and writes, so a run stays within minutes and a backlog drains in hours.
 MAX_HOURS_PER_RUN = 500
 MAX_DAYS_PER_RUN = 3
+MAX_FOLD_JOBS_PER_RUN = 500_000  # jobs whose day rows one run reads to fold (a few minutes)
 
 
 def compaction_job(settings: StreamingSettings) -> dg.JobDefinition:
     @dg.op(name="compact_storage")
     def _compact(context: dg.OpExecutionContext, streaming: StreamingResources) -> dg.Output[int]:
         now = dt.datetime.now(dt.UTC)
-        report = compact(streaming.stores(), settings, now, MAX_HOURS_PER_RUN, MAX_DAYS_PER_RUN)
+        report = compact(
+            streaming.stores(),
+            settings,
+            now,
+            MAX_HOURS_PER_RUN,
+            MAX_DAYS_PER_RUN,
+            MAX_FOLD_JOBS_PER_RUN,
+        )
         context.log.info(report.summary())
         return dg.Output(
             report.fragments,
@@ -46,11 +55,16 @@ def compaction_job(settings: StreamingSettings) -> dg.JobDefinition:
                 "fragments_folded": report.fragments,
                 "days_archived": len(report.days),
                 "batches_archived": report.batches_archived,
+                "day_rows_folded_through": report.day_rows.through or "-",
+                "day_rows_removed": report.day_rows.rows_removed,
                 "more_to_do": report.more,
             },
         )
 
-    @dg.job(name=JOB, description="Compact old output fragments and archive old landed batches.")
+    @dg.job(
+        name=JOB,
+        description="Compact old fragments, archive old landed batches, fold old day rows.",
+    )
     def _job():
         _compact()
 
@@ -63,7 +77,7 @@ def compaction_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         job=job,
         cron_schedule="17 * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Hourly: fragments per hour and landing batches per day, compacted.",
+        description="Hourly: old fragments, landing batches and day rows, compacted.",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
         in_flight = context.instance.get_run_records(

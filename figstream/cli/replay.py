@@ -65,12 +65,17 @@ def add_replay(subparsers: argparse._SubParsersAction) -> None:
 def add_compact(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compact",
-        help="compact old output fragments per hour and archive old landed batches per day",
+        help=(
+            "compact old output fragments per hour, archive old landed batches per day and "
+            "fold old day rows of the state"
+        ),
         description=(
             "Fold the per-batch fragments of every hour past the lateness window "
-            "(compact_fragments_after_seconds) into one object per table and hour, and the "
+            "(compact_fragments_after_seconds) into one object per table and hour, the "
             "landed batches of every day older than archive_landing_after_days into one "
-            "archive per day (platform/streaming.yaml). Readers give the same rows after."
+            "archive per day, and the state store's day rows of the days day_rows_keep_days "
+            "ago and before into one row per job (platform/streaming.yaml). Readers give the "
+            "same rows after, but the end-of-day state of a folded day can no longer be read."
         ),
     )
     parser.add_argument("--now", type=moment, default=None, help="the time to judge ages at")
@@ -79,6 +84,12 @@ def add_compact(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-days", type=int_at_least(1), default=None, help="archive at most N days"
+    )
+    parser.add_argument(
+        "--max-fold-jobs",
+        type=int_at_least(1),
+        default=None,
+        help="read the day rows of at most N jobs to fold",
     )
     _home_option(parser)
     parser.set_defaults(handler=guarded("figstream compact", _errors, "state store")(_run_compact))
@@ -113,6 +124,13 @@ def _run_compact(args: argparse.Namespace) -> int:
     from figstream.streaming.compaction import compact
 
     now = args.now or datetime.now(UTC)
-    report = compact(_stores(args.home), streaming_settings(), now, args.max_hours, args.max_days)
+    report = compact(
+        _stores(args.home),
+        streaming_settings(),
+        now,
+        args.max_hours,
+        args.max_days,
+        args.max_fold_jobs,
+    )
     print(report.summary())
     return 0

@@ -103,9 +103,11 @@ from figstream.storage.state import (
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
     Claims,
+    DayFold,
     StateStore,
     claim_lists,
     day_keys,
+    fold_deletes,
     id_list,
     landing_entries,
     versioned_rows,
@@ -628,6 +630,13 @@ class DynamoStateStore(StateStore):
 
     def _put_versioned(self, kind: str, key: dict[str, Any], item: dict[str, Any]) -> bool:
         """``PutItem`` of a row read at ``version`` (0: absent), only if it still is."""
+        response = self.db.conditional("put_item", **self._versioned_put(kind, key, item))
+        return not (response or {}).get("Failed")
+
+    def _versioned_put(
+        self, kind: str, key: dict[str, Any], item: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The conditional ``Put`` of a row read at its ``version`` attribute (popped)."""
         read = int(item.pop("version")["N"])
         item.update(key, version=_n(read + 1))
         if "board" in item:
@@ -638,8 +647,7 @@ class DynamoStateStore(StateStore):
         else:
             request["ConditionExpression"] = "version = :read"
             request["ExpressionAttributeValues"] = {":read": _n(read)}
-        response = self.db.conditional("put_item", **request)
-        return not (response or {}).get("Failed")
+        return request
 
     def board_jobs(self, board: str, batch_rows: int = 10_000) -> Iterator[pa.Table]:
         ids: list[str] = []
@@ -770,6 +778,65 @@ class DynamoStateStore(StateStore):
     def _put_day(self, key: tuple[str, str], item: dict[str, Any]) -> bool:
         return self._put_versioned("days", {**self._day_key(*key), "day_k": _key(key[1])}, item)
 
+    def fold_job_days(self, rows: pa.Table, gone: Iterable[tuple[str, str, int]]) -> list[str]:
+        """One ``TransactWriteItems`` per job: its row's conditional ``Put`` and the
+        conditional ``Delete`` of each folded row (a job with more rows than a transaction
+        holds takes several, each writing the whole join again: a refusal between them leaves
+        rows that the join already holds, which reads the same)."""
+        table = versioned_rows(rows, DAY_VERSIONED_SCHEMA, "fold_job_days")
+        deletes = fold_deletes(table, gone)
+        items = encode_rows(table)
+        keys = list(zip(table["job_id"].to_pylist(), table["day"].to_pylist(), strict=True))
+        done = self.db.each(
+            lambda i: self._fold_job(keys[i], items[i], deletes.get(keys[i][0], [])),
+            list(range(len(keys))),
+        )
+        return [keys[i][0] for i, ok in enumerate(done) if not ok]
+
+    def _fold_job(
+        self, key: tuple[str, str], item: dict[str, Any], old: list[tuple[str, int]]
+    ) -> bool:
+        version = int(item["version"]["N"])
+        for start in range(0, max(len(old), 1), TRANSACT - 1):
+            put = dict(item, version=_n(version))
+            where = {**self._day_key(*key), "day_k": _key(key[1])}
+            request = self._versioned_put("days", where, put)
+            actions: list[dict[str, Any]] = [{"Put": request}]
+            for day, held in old[start : start + TRANSACT - 1]:
+                actions.append(
+                    {
+                        "Delete": {
+                            "TableName": self.tables["days"],
+                            "Key": self._day_key(key[0], day),
+                            "ConditionExpression": "version = :read",
+                            "ExpressionAttributeValues": {":read": _n(held)},
+                        }
+                    }
+                )
+            try:
+                self.db.call("transact_write_items", TransactItems=actions)
+            except self.db.errors.TransactionCanceledException:
+                return False
+            version += 1
+        return True
+
+    _FOLD_FLAG = {"pk": _s("#meta"), "sk": _s("#day_fold")}
+
+    def day_fold(self) -> DayFold:
+        held = self.db.batch_get(self.tables["days"], [self._FOLD_FLAG])
+        item = held[0] if held else {}
+        return DayFold(**{f: item[f]["S"] if f in item else None for f in ("horizon", "done")})
+
+    def set_day_fold(self, fold: DayFold) -> None:
+        """A read of the flag and a ``PutItem`` (the compaction run is its one writer)."""
+        held = self.day_fold()
+        item = dict(self._FOLD_FLAG)
+        for field in ("horizon", "done"):
+            days = [d for d in (getattr(held, field), getattr(fold, field)) if d is not None]
+            if days:
+                item[field] = _s(max(days))
+        self.db.call("put_item", TableName=self.tables["days"], Item=item)
+
     def _job_day_items(self, job_id: str, until: str) -> list[dict[str, Any]]:
         items = self.db.items(
             "query",
@@ -786,6 +853,7 @@ class DynamoStateStore(StateStore):
 
     def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:
         """One ``Query`` per job (its rows up to ``until``), fanned out."""
+        self.check_as_of(until)
         ids = id_list(job_ids, "job_days")
         parts = self.db.each(lambda j: self._job_day_items(j, until), ids)
         rows = decode_rows([i for part in parts for i in part], DAY_SCHEMA)
@@ -821,6 +889,7 @@ class DynamoStateStore(StateStore):
 
     def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
         """The shards queried in key order and merged, as :meth:`iter_jobs` does."""
+        self.check_as_of(until)
         streams = [self._shard_items(f"s{i:02d}", 1000, "days") for i in range(JOB_SHARDS)]
         batch: list[dict[str, Any]] = []
         jobs, last = 0, None

@@ -30,6 +30,11 @@ operation               semantics                                    DynamoDB
 ``set_duplicates``      each registry row's original (null: none)    ``UpdateItem``
 ``index_rows`` /        search-index rows of given jobs / every      ``BatchGetItem`` /
 ``iter_index``          visible row in job_id order, streamed        ``Scan``
+``fold_job_days``       day-row retention: a job's old day rows      ``TransactWriteItems``:
+                        replaced by their join, kept at the latest   ``Put``/``Delete`` per
+                        (each conditional on its version), together  row, on their versions
+``day_fold`` /          the fold's horizon and progress (reads       ``GetItem`` / ``PutItem``
+``set_day_fold``        before the horizon are refused)              of a flag item
 ======================  ===========================================  ==========================
 
 A job's row holds the three components its state is derived from (the latest posting, the first
@@ -65,6 +70,8 @@ import sqlite3
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -181,6 +188,28 @@ JOB_STATE_SCHEMA = pa.schema(
         *(JOB_SCHEMA.field(n) for n in ["merged_into", "last_event_time", "last_event_id"]),
     ]
 )
+
+
+@dataclass(frozen=True)
+class DayFold:
+    """Day-row retention (``figstream.streaming.day_fold``): every job's day rows up to
+    ``horizon`` may have been joined into its latest row up to it, so the state as of the end
+    of a day before ``horizon`` can no longer be read; ``done``: the last day whose rows were
+    folded (the fold resumes after it). None: never folded."""
+
+    horizon: str | None = None
+    done: str | None = None
+
+
+class DayRowsFolded(ValueError):
+    """An end-of-day read of a day whose day rows were folded away."""
+
+    def __init__(self, day: str, horizon: str) -> None:
+        super().__init__(
+            f"the state as of the end of {day} can no longer be read: day rows before {horizon}"
+            " were folded (day_rows_keep_days in platform/streaming.yaml)"
+        )
+        self.day, self.horizon = day, horizon
 
 
 def state_path(home: Path | None = None) -> Path:
@@ -301,6 +330,29 @@ class StateStore(ABC):
     @abstractmethod
     def merger_days(self, until: str) -> pa.Table:
         """Every :data:`MERGER_DAY_SCHEMA` row with ``day <= until``, by (board, day)."""
+
+    @abstractmethod
+    def fold_job_days(self, rows: pa.Table, gone: Iterable[tuple[str, str, int]]) -> list[str]:
+        """Replace jobs' old day rows by their join (day-row retention): store each of
+        ``rows`` (:data:`DAY_VERSIONED_SCHEMA`, conditionally on its version as
+        :meth:`put_job_days` does) and delete each (job_id, day, version) of ``gone`` only if
+        it is still at that version. A job's write and deletes are done together or not at
+        all; every job of ``gone`` has a row in ``rows``. Returns the jobs refused."""
+
+    @abstractmethod
+    def day_fold(self) -> DayFold:
+        """How far the day rows have been folded (:class:`DayFold`)."""
+
+    @abstractmethod
+    def set_day_fold(self, fold: DayFold) -> None:
+        """Record ``fold``; neither day ever moves back (each is kept at its maximum)."""
+
+    def check_as_of(self, day: str) -> None:
+        """Raise :class:`DayRowsFolded` when the end-of-day state of ``day`` can no longer be
+        read from the day rows (it is before the fold horizon)."""
+        horizon = self.day_fold().horizon
+        if horizon is not None and day < horizon:
+            raise DayRowsFolded(day, horizon)
 
     @abstractmethod
     def day_rows_pending(self) -> bool:
@@ -441,6 +493,26 @@ def landing_entries(
         if wanted.setdefault(key, record_count) != record_count:
             raise ValueError(f"index_batches: two record counts for {key}")
     return wanted
+
+
+def fold_deletes(
+    rows: pa.Table, gone: Iterable[tuple[str, str, int]]
+) -> dict[str, list[tuple[str, int]]]:
+    """:meth:`StateStore.fold_job_days`'s deletes per job, checked: each a stored row (a
+    version of at least 1) of a job ``rows`` writes, and not the row it writes."""
+    written = dict(zip(rows["job_id"].to_pylist(), rows["day"].to_pylist(), strict=True))
+    if len(written) != rows.num_rows:
+        raise ValueError("fold_job_days: a job given two rows; give each job one")
+    out: dict[str, list[tuple[str, int]]] = {}
+    for job, day, version in gone:
+        if job not in written:
+            raise ValueError(f"fold_job_days: {job!r} has rows to delete but no row to write")
+        if day == written[job]:
+            raise ValueError(f"fold_job_days: {job!r} would delete the row of {day} it writes")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"fold_job_days: version {version!r} of a stored row; must be >= 1")
+        out.setdefault(job, []).append((day, version))
+    return out
 
 
 def versioned_rows(rows: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
@@ -592,6 +664,9 @@ WHERE (excluded.merged_at, excluded.merger_event_id)
     > (merger_days.merged_at, merger_days.merger_event_id)
 """
 _DAY_ROWS_PENDING = "day_rows_pending"
+_DELETE_DAY = "DELETE FROM job_days WHERE job_id = ? AND day = ? AND version = ?"
+# store_flags holding DayFold's days (as proleptic ordinals: the flags are integers)
+_FOLD_FLAGS = {"horizon": "day_fold_horizon", "done": "day_fold_done"}
 _CLAIM = """
 INSERT INTO event_claims (event_id, batch_id, claimed_at, expires_at, digest)
 VALUES (?, ?, ?, ?, ?)
@@ -600,6 +675,12 @@ ON CONFLICT (event_id) DO UPDATE SET
     expires_at = excluded.expires_at, digest = excluded.digest
 WHERE event_claims.expires_at <= excluded.claimed_at
 """
+
+
+def _day_versions(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> dict:
+    """The stored version of each of the (job_id, day) ``keys`` stored."""
+    sql = f"SELECT job_id, day, version FROM job_days WHERE {_DAY_KEYS_IN}"
+    return {(job, day): version for job, day, version in conn.execute(sql, (json.dumps(keys),))}
 
 
 class SqliteStateStore(StateStore):
@@ -860,13 +941,7 @@ class SqliteStateStore(StateStore):
             with self._db.write() as conn:
                 # The versions checked and the rows written under one write lock, so the
                 # writes can go as two executemany calls instead of a statement a row.
-                held = dict(
-                    ((job, day), version)
-                    for job, day, version in conn.execute(
-                        f"SELECT job_id, day, version FROM job_days WHERE {_DAY_KEYS_IN}",
-                        (json.dumps(keys),),
-                    )
-                )
+                held = _day_versions(conn, keys)
                 inserts, updates = [], []
                 for key, row in zip(keys, chunk, strict=True):
                     if held.get(key, 0) != row[-1]:
@@ -881,7 +956,62 @@ class SqliteStateStore(StateStore):
                 conn.executemany(_UPDATE_DAY, updates)
         return refused
 
+    def fold_job_days(self, rows: pa.Table, gone: Iterable[tuple[str, str, int]]) -> list[str]:
+        table = versioned_rows(rows, DAY_VERSIONED_SCHEMA, "fold_job_days")
+        deletes = fold_deletes(table, gone)
+        refused: list[str] = []
+        for chunk in chunks(to_rows(table)):
+            keys = [row[:2] for row in chunk]
+            keys += [(row[0], day) for row in chunk for day, _ in deletes.get(row[0], ())]
+            with self._db.write() as conn:
+                held = _day_versions(conn, keys)
+                inserts, updates, removed = [], [], []
+                for row in chunk:
+                    job, day, version = row[0], row[1], row[-1]
+                    old = deletes.get(job, ())
+                    if held.get((job, day), 0) != version or any(
+                        held.get((job, d)) != v for d, v in old
+                    ):
+                        refused.append(job)
+                        continue
+                    if version == 0:
+                        inserts.append(row[:-1])
+                    else:
+                        updates.append((*row[2:-1], job, day, version))
+                    removed += [(job, d, v) for d, v in old]
+                conn.executemany(_INSERT_DAY, inserts)
+                conn.executemany(_UPDATE_DAY, updates)
+                conn.executemany(_DELETE_DAY, removed)
+        return refused
+
+    def day_fold(self) -> DayFold:
+        with self._db.read() as conn:
+            held = dict(
+                conn.execute(
+                    "SELECT name, value FROM store_flags WHERE name IN (?, ?)",
+                    tuple(_FOLD_FLAGS.values()),
+                ).fetchall()
+            )
+        days = {
+            field: date.fromordinal(held[name]).isoformat() if name in held else None
+            for field, name in _FOLD_FLAGS.items()
+        }
+        return DayFold(**days)
+
+    def set_day_fold(self, fold: DayFold) -> None:
+        with self._db.write() as conn:
+            for field, name in _FOLD_FLAGS.items():
+                day = getattr(fold, field)
+                if day is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO store_flags VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+                    " SET value = max(value, excluded.value)",
+                    (name, date.fromisoformat(day).toordinal()),
+                )
+
     def job_days(self, job_ids: Iterable[str], until: str) -> pa.Table:
+        self.check_as_of(until)
         ids = id_list(job_ids, "job_days")
         sql = (
             f"SELECT {', '.join(_DAY_COLUMNS)} FROM job_days WHERE job_id IN"
@@ -914,6 +1044,7 @@ class SqliteStateStore(StateStore):
                 yield [row[0] for row in rows]
 
     def iter_job_days(self, until: str, batch_jobs: int = 20_000) -> Iterator[pa.Table]:
+        self.check_as_of(until)
         page = "SELECT DISTINCT job_id FROM job_days WHERE job_id > ? ORDER BY job_id LIMIT ?"
         for ids in self._ids(page, (), batch_jobs):
             rows = self.job_days(ids, until)

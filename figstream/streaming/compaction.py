@@ -4,6 +4,9 @@ hourly ``storage_compaction_schedule`` run.
 - Output fragments: every hour of the :data:`FRAGMENT_TABLES` that ended at least the lateness
   window ago (``compact_fragments_after_seconds``) and still has per-batch fragments is
   compacted into one object (``fragments.compact_hour``; readers give the same rows).
+- Day rows: the rows of the days more than ``day_rows_keep_days`` ago are folded into one per
+  job (:mod:`figstream.streaming.day_fold`); the end-of-day state of those days can no
+  longer be read after it.
 - Landing batches: every arrival day that ended at least ``archive_landing_after_days`` ago is
   folded into its archive (``figstream.ingest.archive``), after the landing index has seen
   every one of its batches for every stream, so no reader ever needs to list the landing zone
@@ -26,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from figstream.ingest import archive
 from figstream.settings import StreamingSettings
+from figstream.streaming.day_fold import FoldReport, fold_day_rows
 from figstream.streaming.fragments import COMPACTED, HourCompaction, compact_hour
 from figstream.streaming.landing_index import index_landing
 from figstream.streaming.stores import HOUR_FORMAT, INGEST_TABLES, Stores
@@ -47,6 +51,7 @@ class CompactionReport:
     hours: list[HourCompaction] = field(default_factory=list)
     days: list[archive.ArchiveReport] = field(default_factory=list)
     indexed: int = 0  # landed batches the landing index saw first, here
+    day_rows: FoldReport = field(default_factory=FoldReport)
     more: bool = False  # the bound stopped it: another call has work to do
 
     @property
@@ -66,6 +71,7 @@ class CompactionReport:
             f"({saved:+,} bytes saved); archived {self.batches_archived} landed batches "
             f"({landed:,} bytes) into {len(self.days)} daily archives ({packed:,} bytes)"
             + (f"; indexed {self.indexed} batches first" if self.indexed else "")
+            + f"; {self.day_rows.summary()}"
             + ("; more to do" if self.more else "")
         )
 
@@ -122,16 +128,27 @@ def archive_landing(
     return report
 
 
+def fold_old_day_rows(
+    stores: Stores, now: datetime, keep_days: int, max_jobs: int | None = None
+) -> FoldReport:
+    """Fold the day rows of every day ``keep_days`` or more before ``now``'s day (from the
+    stores' first partition, the epoch), at most ``max_jobs`` jobs' rows read."""
+    through = (_aware(now).date() - timedelta(days=keep_days)).isoformat()
+    return fold_day_rows(stores.state, through, stores.first_partition[:10], max_jobs)
+
+
 def compact(
     stores: Stores,
     settings: StreamingSettings,
     now: datetime,
     max_hours: int | None = None,
     max_days: int | None = None,
+    max_fold_jobs: int | None = None,
 ) -> CompactionReport:
-    """Both kinds of compaction, with the settings' windows."""
+    """The three kinds of compaction, with the settings' windows."""
     report = compact_fragments(stores, now, settings.compact_fragments_after_seconds, max_hours)
     landing = archive_landing(stores, now, settings.archive_landing_after_days, max_days)
     report.days, report.indexed = landing.days, landing.indexed
-    report.more = report.more or landing.more
+    report.day_rows = fold_old_day_rows(stores, now, settings.day_rows_keep_days, max_fold_jobs)
+    report.more = report.more or landing.more or report.day_rows.more
     return report

@@ -15,6 +15,11 @@ count per board carried as exact integers in the kept stats file; the mean is de
 them. Cross-board duplicates come from the store's dedupe registry, as of D: its first
 postings timed up to the end of D (an earlier posting always wins, so only jobs first posted
 on D join a key on D, and those have a row of D).
+
+Day rows of days ``day_rows_keep_days`` ago and before are folded (:mod:`day_fold`): the
+state as of the end of a day before the store's horizon is then refused
+(:class:`~figstream.storage.state.DayRowsFolded`), and so are the stats of the horizon's day
+itself (they need the day before). Stats kept for those days stay.
 """
 
 from __future__ import annotations
@@ -200,8 +205,9 @@ def _visible_totals(index: pa.Table, sign: int) -> pa.Table:
 
 def _delta(stores: Stores, day: str, epoch_day: str) -> pa.Table:
     """Per board: what ``day`` changed in (active jobs, salary_min sum, salary_min count)."""
-    touched = _touched(stores, day)
     before_day = _shift(day, -1)
+    stores.state.check_as_of(before_day)  # both ends of the day must still be readable
+    touched = _touched(stores, day)
     registry = _key_registry(stores, touched, day, epoch_day)
     registry_before = registry.filter(pc.less(registry["event_time"], pa.scalar(_day_start(day))))
     duplicates = {

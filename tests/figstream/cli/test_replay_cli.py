@@ -1,7 +1,7 @@
 """``figstream replay`` and ``figstream compact`` from the command line.
 
 Bad inputs tried: ``--to`` at or before ``--from``, unparsable times, an unknown stream,
-``--max-hours 0``, a missing ``--to``.
+``--max-hours 0``, ``--max-fold-jobs 0``, a missing ``--to``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def test_replay_then_compact_then_replay_again(tmp_path, monkeypatch, capsys):
                  "--stream", "postings"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "replayed 2 hours" in out and "dead-lettered" in out and "boards:" not in out
+    # 35 days (day_rows_keep_days) before --now: the day rows up to then are folded
+    assert main(["compact", "--now", "2027-01-15T00:00Z", "--max-fold-jobs", "1000"]) == 0
+    assert "day rows folded through 2026-12-11" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,7 @@ def test_replay_then_compact_then_replay_again(tmp_path, monkeypatch, capsys):
         (["replay", "--from", "2026-11-01", "--to", "2026-11-02", "--stream", "jobs"],
          "unknown stream 'jobs'", 1),
         (["compact", "--max-hours", "0"], "--max-hours: must be >= 1", 2),
+        (["compact", "--max-fold-jobs", "0"], "--max-fold-jobs: must be >= 1", 2),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, args, message, code):

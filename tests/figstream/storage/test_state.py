@@ -33,6 +33,8 @@ from figstream.storage.state import (
     MERGER_SCHEMA,
     REGISTRY_SCHEMA,
     VERSIONED_SCHEMA,
+    DayFold,
+    DayRowsFolded,
     SqliteStateStore,
     StateStore,
     state_path,
@@ -367,6 +369,66 @@ def test_day_rows_are_written_at_the_version_read_and_read_by_job_day_and_board(
         ["j1", "j1", "j1 b", "j1 b"], ["j2", "j2", "j2"],
     ]  # fmt: skip
     assert [b.num_rows for b in store.iter_job_days(days[0])] == [3]
+
+
+def day_versions(store: StateStore, job: str, until: str) -> dict[str, int]:
+    rows = store.job_days([job], until)
+    held = store.get_job_days(zip(rows["job_id"].to_pylist(), rows["day"].to_pylist(), strict=True))
+    return dict(zip(held["day"].to_pylist(), held["version"].to_pylist(), strict=True))
+
+
+def test_a_fold_writes_each_jobs_row_and_deletes_its_others_together_or_not_at_all(store):
+    days = ["2025-03-01", "2025-03-02", "2025-03-03"]
+    assert store.put_job_days(
+        day_rows(*((job, day, "hireloop", 0) for job in ("j1", "j2", "j3") for day in days))
+    ) == []  # fmt: skip
+    # j1: folded into its row of days[2]; j2: one delete at a stale version; j3: its row
+    # written at a stale version. j2 and j3 are refused whole: nothing of theirs changes.
+    rows = day_rows(("j1", days[2], "jobly", 1), ("j2", days[2], "jobly", 1),
+                    ("j3", days[2], "jobly", 7))  # fmt: skip
+    gone = [("j1", days[0], 1), ("j1", days[1], 1), ("j2", days[0], 1), ("j2", days[1], 5),
+            ("j3", days[0], 1)]  # fmt: skip
+    assert sorted(store.fold_job_days(rows, gone)) == ["j2", "j3"]
+    assert day_versions(store, "j1", days[2]) == {days[2]: 2}
+    assert store.job_days(["j1"], days[2])["board"].to_pylist() == ["jobly"]
+    for job in ("j2", "j3"):
+        assert day_versions(store, job, days[2]) == dict.fromkeys(days, 1), job
+    # a new row (version 0) may take the join too
+    assert store.fold_job_days(day_rows(("j2", "2025-03-04", "jobly", 0)),
+                               [("j2", d, 1) for d in days]) == []  # fmt: skip
+    assert day_versions(store, "j2", "2025-03-09") == {"2025-03-04": 1}
+    bad = [
+        ([("j9", days[0], 1)], "no row to write"),
+        ([("j3", days[2], 1)], "the row of 2025-03-03 it writes"),
+        ([("j3", days[0], 0)], "must be >= 1"),
+    ]
+    for gone, message in bad:
+        with pytest.raises(ValueError, match=message):
+            store.fold_job_days(day_rows(("j3", days[2], "hireloop", 1)), gone)
+    with pytest.raises(ValueError, match="two rows"):
+        store.fold_job_days(day_rows(("j3", days[2], "a", 1), ("j3", days[1], "b", 1)), [])
+
+
+def test_a_job_with_more_rows_than_a_transaction_holds_is_folded_whole(store):
+    days = [(T0 + timedelta(days=n)).date().isoformat() for n in range(150)]
+    assert store.put_job_days(day_rows(*(("j1", d, "hireloop", 0) for d in days))) == []
+    gone = [("j1", d, 1) for d in days[:-1]]
+    assert store.fold_job_days(day_rows(("j1", days[-1], "jobly", 1)), gone) == []
+    assert store.job_days(["j1"], days[-1])["day"].to_pylist() == [days[-1]]
+
+
+def test_the_fold_horizon_only_moves_forward_and_refuses_reads_before_it(store):
+    assert store.day_fold() == DayFold()
+    store.put_job_days(day_rows(("j1", "2025-03-01", "hireloop", 0)))
+    store.set_day_fold(DayFold(horizon="2025-03-05"))
+    store.set_day_fold(DayFold(horizon="2025-03-02", done="2025-03-01"))
+    assert store.day_fold() == DayFold(horizon="2025-03-05", done="2025-03-01")
+    store.check_as_of("2025-03-05")
+    assert store.job_days(["j1"], "2025-03-06").num_rows == 1
+    with pytest.raises(DayRowsFolded, match=r"end of 2025-03-04 .* before 2025-03-05"):
+        store.job_days(["j1"], "2025-03-04")
+    with pytest.raises(DayRowsFolded):
+        list(store.iter_job_days("2025-03-01"))
 
 
 def test_merger_days_keep_the_latest_merger_of_each_board_and_day(store):
