@@ -28,9 +28,9 @@ job folds it. Work is bounded by ``max_jobs`` per call; the next call resumes at
 not finished.
 
 Bad inputs tried (``tests/figstream/streaming/test_day_fold.py``): a ``through`` before the
-epoch, a fold again over what is done, a fold cut short by its bound, a job row changed
-between the read and the write, a late event older than the horizon, reads and stats of days
-before the horizon.
+epoch, a fold again over what is done and up to an earlier day, a fold cut short by its bound,
+a job row changed between the read and the write, a late event older than the horizon, reads
+and stats of days before the horizon.
 """
 
 from __future__ import annotations
@@ -81,12 +81,14 @@ def fold_day_rows(
         date.fromisoformat(day)  # a malformed day is a ValueError before anything is written
     held = state.day_fold()
     report = FoldReport(through=held.horizon)
+    # A horizon never moves back (day_rows_keep_days raised after a fold): fold up to it.
+    through = max(through, held.horizon or through)
     if through < epoch_day or (held.done is not None and held.done >= through):
         return report
     # The horizon first: from here on a read of an earlier day is refused, whatever the fold
     # has got to (a read already under way when it moves is not stopped).
     state.set_day_fold(DayFold(horizon=through))
-    report.through = max(held.horizon or through, through)
+    report.through = through
     first = epoch_day if held.done is None else max(epoch_day, _next(held.done))
     read = 0
     for day in _days(first, through):

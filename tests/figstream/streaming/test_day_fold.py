@@ -1,11 +1,11 @@
 """Day-row retention (``figstream.streaming.day_fold``): folded day rows give the same state
 as of the end of every day from the horizon on, and the stats after it, as a full replay.
 
-Bad inputs tried: a ``through`` before the epoch; a fold again over what is done; a fold cut
-short by its bound (resumed, it ends as one whole fold); a row changed between the fold's read
-and its write (refused, read and folded again); a late event older than the horizon (lands,
-joins the later days' state, and the next fold takes it in); reads and stats of the days the
-fold made unreadable (refused, with the reason).
+Bad inputs tried: a ``through`` before the epoch; a fold again over what is done, and up to
+an earlier day; a fold cut short by its bound (resumed, it ends as one whole fold); a row
+changed between the fold's read and its write (refused, read and folded again); a late event
+older than the horizon (lands, joins the later days' state, and the next fold takes it in);
+reads and stats of the days the fold made unreadable (refused, with the reason).
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ def test_a_fold_keeps_every_end_of_day_state_and_the_stats_from_its_horizon_on(t
     # again: nothing to do
     again = day_fold.fold_day_rows(stores.state, DAYS[2], EPOCH)
     assert (again.through, again.rows_removed, again.days) == (DAYS[2], 0, 0)
+    # an earlier day (day_rows_keep_days raised since): the horizon stays, nothing to do
+    earlier = day_fold.fold_day_rows(stores.state, DAYS[1], EPOCH)
+    assert (earlier.through, earlier.rows_removed) == (DAYS[2], 0)
     # before the epoch: nothing
     assert day_fold.fold_day_rows(stores.state, "2026-01-01", EPOCH).rows_removed == 0
 
