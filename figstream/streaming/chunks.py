@@ -23,7 +23,9 @@ from figstream.streaming.fragments import batch_ids_in
 from figstream.streaming.stores import Stores, release_arrow_memory
 
 R = TypeVar("R")
-CHUNK_RECORDS = 50_000  # records of one call at most, unless one batch alone holds more
+# Records of one call at most, unless one batch alone holds more. A sensor run (a few batches)
+# is one call either way; at 50k a 1M-event day's range run peaked 30 MiB higher in clean.
+CHUNK_RECORDS = 25_000
 STREAMS = ("postings", "boards")
 
 

@@ -177,7 +177,7 @@ def export_snapshot(stores: Stores, day: str, keep: int = 7) -> SnapshotReport:
     metadata = {b"figstream.as_of_us": str(as_of).encode()}
     schema = INDEX_SCHEMA.with_metadata(metadata)
     with stores.objects.writer(key) as sink, pq.ParquetWriter(sink, schema) as writer:
-        for page in stores.state.iter_index():
+        for page in stores.state.iter_index(batch_rows=SNAPSHOT_PAGE_ROWS):
             page = page.cast(INDEX_SCHEMA).replace_schema_metadata(metadata)
             if len(preview) < 5:
                 head = page.slice(0, 5 - len(preview))
@@ -193,6 +193,11 @@ def export_snapshot(stores: Stores, day: str, keep: int = 7) -> SnapshotReport:
         stores.objects.delete(stale)
     when = datetime.fromtimestamp(as_of / 1e6, UTC)
     return SnapshotReport(key, rows, when, preview, purged, len(old), traced)
+
+
+# Rows of the store read at once: a page passes through Python (the SQLite store's rows are
+# tuples first); at 50k rows a page the snapshot of a 1M-event day peaked 100 MiB higher.
+SNAPSHOT_PAGE_ROWS = 10_000
 
 
 def snapshot_as_of(objects: ObjectStore, key: str) -> int:

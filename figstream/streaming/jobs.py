@@ -291,7 +291,10 @@ def _update_job_state(
         return StateReport()
     state = stores.state
     is_merger = pc.equal(events["event_type"], tables.MERGED)
-    merged, others = events.filter(is_merger), events.filter(pc.invert(is_merger))
+    merged = events.filter(is_merger)
+    # Without a merger (nearly every chunk) the events are the others: no copy of them all.
+    whole = merged.num_rows == 0 and is_merger.null_count == 0
+    others = events if whole else events.filter(pc.invert(is_merger))
     if merged.num_rows:  # the board's merger first, so the jobs below meet it
         state.put_merger_days(merger_day_rows(merged))
         state.put_mergers(
@@ -322,7 +325,7 @@ def _update_job_state(
     ):
         boards.setdefault(board, (when, batch))
     for board, (when, batch) in boards.items():
-        for chunk in state.board_jobs(board):
+        for chunk in state.board_jobs(board, batch_rows=JOBS_PER_APPLY):
             done = apply_to_jobs(
                 state, chunk["job_id"], tables.empty(tables.EVENTS_SCHEMA), mergers
             )

@@ -236,6 +236,7 @@ def test_the_store_equals_a_recompute_over_every_event(
         monkeypatch.setattr(streaming_jobs, "JOBS_PER_APPLY", chunk)
         monkeypatch.setattr(index_export, "JOBS_PER_READ", chunk)
         monkeypatch.setattr(streaming_dedupe, "JOBS_PER_PASS", chunk)
+        monkeypatch.setattr(index_export, "SNAPSHOT_PAGE_ROWS", chunk)
     stores = make_stores(tmp_path, state)
     events, batches = random_day(seed)
     for n, rows in enumerate(batches):
