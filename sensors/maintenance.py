@@ -32,7 +32,9 @@ JOB = "storage_compaction_job"
 # seconds of reads and writes, so a run stays within minutes and a backlog drains in hours.
 MAX_HOURS_PER_RUN = 500
 MAX_DAYS_PER_RUN = 3
-MAX_FOLD_JOBS_PER_RUN = 500_000  # jobs whose day rows one run reads to fold (a few minutes)
+# Jobs whose day rows one run reads to fold before it stops at the end of a day (500k: 5-23 s
+# on a 5M-job state, bench/README.md).
+MAX_FOLD_JOBS_PER_RUN = 500_000
 
 
 def compaction_job(settings: StreamingSettings) -> dg.JobDefinition:

@@ -89,7 +89,7 @@ def add_compact(subparsers: argparse._SubParsersAction) -> None:
         "--max-fold-jobs",
         type=int_at_least(1),
         default=None,
-        help="read the day rows of at most N jobs to fold",
+        help="stop folding day rows at the end of the day in which N jobs' rows were read",
     )
     _home_option(parser)
     parser.set_defaults(handler=guarded("figstream compact", _errors, "state store")(_run_compact))

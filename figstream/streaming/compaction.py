@@ -132,7 +132,8 @@ def fold_old_day_rows(
     stores: Stores, now: datetime, keep_days: int, max_jobs: int | None = None
 ) -> FoldReport:
     """Fold the day rows of every day ``keep_days`` or more before ``now``'s day (from the
-    stores' first partition, the epoch), at most ``max_jobs`` jobs' rows read."""
+    stores' first partition, the epoch), stopping at the end of the day in which ``max_jobs``
+    jobs' rows were read."""
     through = (_aware(now).date() - timedelta(days=keep_days)).isoformat()
     return fold_day_rows(stores.state, through, stores.first_partition[:10], max_jobs)
 

@@ -24,8 +24,8 @@ rows are as many as the jobs plus the recent days' changes.
 
 A late event of a folded day (older than the horizon) still lands: it writes a row of its own
 day, which every later end-of-day state joins in as before, and the next fold that visits the
-job folds it. Work is bounded by ``max_jobs`` per call; the next call resumes at the first day
-not finished.
+job folds it. Work is bounded by ``max_jobs`` per call, in whole days; the next call resumes
+at the first day not finished.
 
 Bad inputs tried (``tests/figstream/streaming/test_day_fold.py``): a ``through`` before the
 epoch, a fold again over what is done and up to an earlier day, a fold cut short by its bound,
@@ -75,8 +75,9 @@ def _days(first: str, last: str) -> list[str]:
 def fold_day_rows(
     state: StateStore, through: str, epoch_day: str, max_jobs: int | None = None
 ) -> FoldReport:
-    """Fold the day rows of the days from ``epoch_day`` to ``through`` (see the module), at
-    most ``max_jobs`` jobs' rows read (the day under way is finished by a later call)."""
+    """Fold the day rows of the days from ``epoch_day`` to ``through`` (see the module),
+    stopping before the next day once ``max_jobs`` jobs' rows were read (a later call goes on
+    from there)."""
     for day in (through, epoch_day):
         date.fromisoformat(day)  # a malformed day is a ValueError before anything is written
     held = state.day_fold()
@@ -92,10 +93,12 @@ def fold_day_rows(
     first = epoch_day if held.done is None else max(epoch_day, _next(held.done))
     read = 0
     for day in _days(first, through):
+        # Bounded between days only: a day begun is finished, so a call always gets past its
+        # first day however many jobs that day holds.
+        if max_jobs is not None and read >= max_jobs:
+            report.more = True
+            return report
         for ids in state.day_job_ids(day, JOBS_PER_READ):
-            if max_jobs is not None and read >= max_jobs:
-                report.more = True
-                return report
             read += len(ids)
             _fold_jobs(state, ids, through, epoch_day, report)
         state.set_day_fold(DayFold(done=day))
