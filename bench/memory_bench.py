@@ -14,9 +14,11 @@ and then processed in a fresh child process that does what the platform does:
    * ``range`` mode, what a backfill of the day does (every streaming asset has
      ``BackfillPolicy.single_run()``, so the UI launches one run over the partition range):
      ``ingest`` per hour (``raw_events``; ``board_mergers`` likewise), keeping each hour's
-     event times for the lag metadata as the asset does, then ``clean``, ``dedupe`` and
-     ``update_job_state`` and ``export_changes`` (the hourly index changes) over the whole
-     range, then ``export_snapshot`` (the daily snapshot, streamed from the state store);
+     event times for the lag metadata as the asset does, then ``clean``, ``dedupe``,
+     ``update_job_state`` and ``export_changes`` (the hourly index changes) over the range one
+     hour at a time as the assets' ``hour_by_hour`` does (each hour's figures taken from its
+     report, the report then dropped), then ``export_snapshot`` (the daily snapshot, streamed
+     from the state store);
    * ``hourly`` mode, one hour after another (the same steps per partition, as per-hour runs
      do), in its own process.
 
@@ -73,9 +75,36 @@ def reset_hwm() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+def _malloc_views():
+    """glibc's ``mallinfo2`` and SQLite's ``sqlite3_memory_used`` (the library Python's
+    sqlite3 module is linked to), or None where either is missing."""
+    import _sqlite3
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                         "uordblks", "fordblks", "keepcost")
+        ]  # fmt: skip
+
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    used.restype = ctypes.c_int64
+    return mallinfo2, used
+
+
 class ArrowPeak(threading.Thread):
     """Samples Arrow's allocated bytes every 20 ms; ``take()`` returns and resets the peak.
-    Past ``limit_kb`` of RSS or ``deadline`` it calls ``on_limit`` (the machine is shared)."""
+    Past ``limit_kb`` of RSS or ``deadline`` it calls ``on_limit`` (the machine is shared).
+    Where glibc and SQLite say, each sample also splits the heap (``at_peak()``: the sample of
+    highest RSS since the last ``take``): malloc'd bytes in use, of which Arrow's and SQLite's
+    (the rest: Python objects over 512 bytes, Parquet's own buffers), and free bytes the heap
+    holds; RSS beyond the heap is code, Python's small-object arenas and thread stacks."""
 
     def __init__(self, limit_kb: int, deadline: float, on_limit) -> None:
         super().__init__(daemon=True)
@@ -83,13 +112,31 @@ class ArrowPeak(threading.Thread):
 
         self.pa = pa
         self.peak = 0
+        self.worst: dict | None = None
+        self.views = _malloc_views()
         self.running = True
         self.limit_kb, self.deadline, self.on_limit = limit_kb, deadline, on_limit
+
+    def sample(self, rss_kb: int) -> dict:
+        out = {"rss_mib": rss_kb / 1024, "arrow_mib": self.pa.total_allocated_bytes() / MiB}
+        if self.views is not None:
+            mallinfo2, sqlite_used = self.views
+            info = mallinfo2()
+            out |= {
+                "sqlite_mib": sqlite_used() / MiB,
+                "malloc_in_use_mib": info.uordblks / MiB,
+                "malloc_free_held_mib": info.fordblks / MiB,
+                "malloc_mmapped_mib": info.hblkhd / MiB,
+            }
+        return out
 
     def run(self) -> None:
         while self.running:
             self.peak = max(self.peak, self.pa.total_allocated_bytes())
-            if status_kb("VmRSS") > self.limit_kb:
+            rss = status_kb("VmRSS")
+            if self.worst is None or rss / 1024 > self.worst["rss_mib"]:
+                self.worst = self.sample(rss)
+            if rss > self.limit_kb:
                 self.on_limit(f"RSS over {self.limit_kb // 1024} MiB")
             if time.monotonic() > self.deadline:
                 self.on_limit("time limit reached")
@@ -98,6 +145,10 @@ class ArrowPeak(threading.Thread):
     def take(self) -> int:
         peak, self.peak = max(self.peak, self.pa.total_allocated_bytes()), 0
         return peak
+
+    def at_peak(self) -> dict:
+        worst, self.worst = self.worst or {}, None
+        return {name: round(value, 1) for name, value in worst.items()}
 
 
 # --- child: generate ----------------------------------------------------------------------------
@@ -271,6 +322,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
 
     def phase(name: str, fn, *args):
         arrow.take()
+        arrow.at_peak()
         frame = peaks.enter(name)
         t = time.perf_counter()
         out = fn(*args)
@@ -286,6 +338,7 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
                 "rss_after_mib": round(status_kb("VmRSS") / 1024, 1),
                 "arrow_peak_mib": round(arrow.take() / MiB, 1),
                 "arrow_after_mib": round(pa.total_allocated_bytes() / MiB, 1),
+                "at_peak": arrow.at_peak(),
             }
         )
         log(mode, phases[-1])
@@ -324,21 +377,46 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         ingest.IngestReport(event_times=times).lag_seconds()
         return totals
 
+    def hour_by_hour(hours: list[str], step, figures) -> dict:
+        # As the assets' hour_by_hour: the step for one hour at a time, that hour's figures
+        # taken from its report and the report dropped; the counts add up over the range.
+        totals: dict = {}
+        for partition in hours:
+            for name, value in figures(step([partition])).items():
+                if type(value) is int:
+                    totals[name] = totals.get(name, 0) + value
+        return totals
+
     partitions = phase("index (sensor work)", index)
     postings, boards = partitions["postings"], partitions["boards"]
     counts: dict = {"postings_partitions": len(postings), "boards_partitions": len(boards)}
     if mode == "range":
         counts["ingest_postings"] = phase("ingest raw_events", ingest_hours, "postings", postings)
         counts["ingest_boards"] = phase("ingest board_mergers", ingest_hours, "boards", boards)
-        counts["clean_rows"] = phase("clean (range)", cleaning.clean, stores, postings, None)
-        deduped = phase("dedupe (range)", dedupe.dedupe, stores, postings, None)
-        counts["dedupe"] = vars(deduped)
-        job_state = phase("update_job_state (range)", jobs.update_job_state, stores, postings, None)
-        counts["job_state"] = job_state.metadata()
-        changes = phase(
-            "export_changes (range)", index_export.export_changes, stores, postings, None
+        counts["clean_rows"] = phase(
+            "clean (range)",
+            hour_by_hour,
+            postings,
+            lambda h: cleaning.clean(stores, h, None),
+            lambda rows: {"rows": rows},
         )
-        counts["search_index_changes"] = {"upserts": changes.upserts, "deletes": changes.deletes}
+        counts["dedupe"] = phase(
+            "dedupe (range)", hour_by_hour, postings, lambda h: dedupe.dedupe(stores, h, None), vars
+        )
+        counts["job_state"] = phase(
+            "update_job_state (range)",
+            hour_by_hour,
+            postings,
+            lambda h: jobs.update_job_state(stores, h, None),
+            lambda report: report.metadata(),
+        )
+        counts["search_index_changes"] = phase(
+            "export_changes (range)",
+            hour_by_hour,
+            postings,
+            lambda h: index_export.export_changes(stores, h, None),
+            lambda report: {"upserts": report.upserts, "deletes": report.deletes},
+        )
         day = postings[-1][:10]
         exported = phase("export_snapshot", index_export.export_snapshot, stores, day)
         counts["search_index_rows"] = exported.rows
