@@ -403,17 +403,18 @@ def child_process(home: Path, mode: str, limit_mib: int, time_limit_s: float) ->
         counts["dedupe"] = phase(
             "dedupe (range)", hour_by_hour, postings, lambda h: dedupe.dedupe(stores, h, None), vars
         )
+        state_hours = sorted(set(postings) | set(boards))  # job_state reads both streams
         counts["job_state"] = phase(
             "update_job_state (range)",
             hour_by_hour,
-            postings,
+            state_hours,
             lambda h: jobs.update_job_state(stores, h, None),
             lambda report: report.metadata(),
         )
         counts["search_index_changes"] = phase(
             "export_changes (range)",
             hour_by_hour,
-            postings,
+            state_hours,
             lambda h: index_export.export_changes(stores, h, None),
             lambda report: {"upserts": report.upserts, "deletes": report.deletes},
         )
