@@ -136,7 +136,8 @@ def seed_state(path: Path, jobs: int) -> dict[str, float]:
 
 def run_events(jobs: int, events: int, seed: int, new_from: int) -> list[bytes]:
     """``events`` envelopes of the simulation without mergers, re-aimed: postings at new jobs
-    (numbered from ``new_from``), updates and expiries at jobs drawn from the seeded state."""
+    (numbered from ``new_from``), updates and expiries at jobs drawn from the seeded state, each
+    from its job's board."""
     import random
     from datetime import UTC, datetime
 
@@ -162,7 +163,11 @@ def run_events(jobs: int, events: int, seed: int, new_from: int) -> list[bytes]:
             fresh += 1
         else:
             pick = rng.randrange(jobs)
-            envelope["data"]["job_id"] = f"{BOARDS[pick % len(BOARDS)]}-{pick:07d}"
+            board = BOARDS[pick % len(BOARDS)]
+            envelope["data"]["job_id"] = f"{board}-{pick:07d}"
+        # From the job's own board: an event from another one would move the job to it (an
+        # update of its board's indexes that no real board's stream causes).
+        envelope["source"] = board
         envelope["time"] = format_us(start_us + n * 500)  # 2,000 events a second
         out.append(orjson.dumps(envelope))
         if len(out) == events:
