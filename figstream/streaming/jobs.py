@@ -312,6 +312,7 @@ def _update_job_state(
     mergers = table_ops.merger_rows(state.mergers())
     report = StateReport()
     job_ids = pc.unique(others["job_id"]).drop_null()
+    job_ids = job_ids.take(pc.sort_indices(job_ids))  # slices of key ranges: no page shared
     for start in range(0, len(job_ids), JOBS_PER_APPLY):
         ids = job_ids.slice(start, JOBS_PER_APPLY)
         mine = others.filter(pc.is_in(others["job_id"], ids))
