@@ -112,7 +112,12 @@ def ingest_asset(
             run_id=context.run.run_id,  # the trace index names the run of each delivery
         )
         totals = report.totals
-        hours = [books.hour_books(stores, stream, p) for p in context.partition_keys]
+        # The batches this run wrote have their fragments counted; the rest of each hour is
+        # held against the landing index, the listing and the books (books.hour_books).
+        counted = set(totals.batch_ids)
+        hours = [
+            books.hour_books(stores, stream, p, counted=counted) for p in context.partition_keys
+        ]
 
         def figures(hour: books.HourBooks) -> dict[str, object]:
             own = report.hours[hour.partition]

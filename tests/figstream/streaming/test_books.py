@@ -97,6 +97,31 @@ def test_a_fragment_with_a_row_too_many_fails(stores):
     assert "raw_events holds 3 rows, the ingest materialised 2 (+1)" in books.describe(hour)
 
 
+def test_a_runs_check_counts_its_own_fragments_and_lists_the_rest(stores, monkeypatch):
+    """A streaming run's check (``counted``: the batches it wrote) reads only those footers;
+    another batch's lost fragment is still found by the listing, its tampered row count only by
+    a full count (``figstream books``)."""
+    keys = sorted(stores.objects.list(f"tables/raw_events/{HOUR}/"))
+    batch_of = [k.rsplit("/", 1)[1].removesuffix(".parquet") for k in keys]
+    from figstream.storage.objects import read_parquet, write_parquet
+
+    rows = read_parquet(stores.objects, keys[-1])
+    write_parquet(stores.objects, keys[-1], pa.concat_tables([rows, rows.slice(0, 1)]))
+    opened = []
+    real_open = stores.objects.open
+    monkeypatch.setattr(stores.objects, "open", lambda key: opened.append(key) or real_open(key))
+    own = books.hour_books(stores, "postings", HOUR, counted={batch_of[0]})
+    assert opened == [keys[0]], "only the run's own fragment is read"
+    assert own.balanced and own.materialised == 5  # the tampered batch's books figure stands
+    assert not books.hour_books(stores, "postings", HOUR).balanced  # a full count sees it
+    stores.objects.delete(keys[1])
+    own = books.hour_books(stores, "postings", HOUR, counted={batch_of[0]})
+    assert not own.balanced and own.difference == 1
+    assert f"batch {batch_of[1]}: no raw_events fragment, the ingest materialised 1 (-1)" in (
+        books.describe(own)
+    )
+
+
 def test_a_lost_dead_letter_fails_with_the_stores_count(stores, tmp_path):
     with sqlite3.connect(deadletter_path(tmp_path)) as conn:
         conn.execute("DELETE FROM dead_letters WHERE id = (SELECT min(id) FROM dead_letters)")
