@@ -83,7 +83,7 @@ class StreamingSettings:
     max_runs_per_tick: int = 6
     live_hours: int = 2
     history_hours_per_run: int = 24
-    max_runs_in_flight: int = 1
+    max_runs_in_flight: int = 2
     overlap_max_bytes: int = 1_000_000
     max_run_seconds: int = 900
     lookback_seconds: int = 120

@@ -131,13 +131,17 @@ def test_a_sweep_resumes_across_ticks_in_bounded_slices(harness, monkeypatch):
 def test_a_slice_runs_while_runs_are_in_flight_and_the_batch_waits_for_them(harness):
     late_key, hour = _plant_late(harness)
     job = harness.defs.resolve_job_def("postings_job")
-    run = harness.instance.create_run_for_job(job_def=job, tags={"figstream/stream": "postings"})
+    runs = [  # as many as the sensor lets fly at once
+        harness.instance.create_run_for_job(job_def=job, tags={"figstream/stream": "postings"})
+        for _ in range(harness.settings.max_runs_in_flight)
+    ]
     _age(harness)
     busy = harness.tick("postings")
     assert "in flight" in busy.skip_reason.skip_message
     assert "reconciliation found 1 late batches" in busy.skip_reason.skip_message
     assert _cursor(harness).late == {late_key} and not _indexed(harness, late_key)
-    harness.instance.report_run_canceled(run)
+    for run in runs:
+        harness.instance.report_run_canceled(run)
     [taken] = [r for r in _requests(harness.tick("postings")) if r.job_name == "postings_job"]
     assert _batches(taken) == [late_key] and taken.partition_key == hour
 
