@@ -77,6 +77,8 @@ def read_fragments(
 def _partition_parts(
     objects: ObjectStore, table: str, partition: str, batch_ids: list[str] | None
 ) -> list[pa.Table]:
+    if batch_ids is not None:
+        return _named_parts(objects, table, partition, batch_ids)
     listed = objects.list(f"tables/{table}/{partition}/")
     loose = {batch_id_of(k): k for k in listed if not _is_compacted(k)}
     wanted = None if batch_ids is None else set(batch_ids)
@@ -96,6 +98,38 @@ def _partition_parts(
     if not parts:
         return [rows]
     # Interleave by batch id, as the fragments would have been read before compaction.
+    every = [rows, *(t for _, t in parts)]
+    widest = _common_schema(every)
+    merged = pa.concat_tables([evolved(t, widest) for t in every])
+    return [merged.take(pc.sort_indices(merged["batch_id"]))]  # a stable sort
+
+
+def _named_parts(
+    objects: ObjectStore, table: str, partition: str, batch_ids: list[str]
+) -> list[pa.Table]:
+    """The named batches' rows by their keys, without listing the hour (a live hour holds
+    thousands of fragments by its end, and a streaming run names a dozen): each batch's own
+    fragment, or, when it has none, its rows in the compacted object (a compaction writes that
+    before it deletes the fragments it folded in, so a fragment deleted meanwhile is there)."""
+    parts: list[tuple[str, pa.Table]] = []
+    missing: list[str] = []
+    for batch_id in sorted(set(batch_ids)):
+        try:
+            rows = read_parquet(objects, fragment_key(table, partition, batch_id))
+        except FileNotFoundError:
+            missing.append(batch_id)
+            continue
+        parts.append((batch_id, rows))
+    key = compacted_key(table, partition)
+    if not missing or not objects.exists(key):
+        return [table for _, table in parts]
+    take = set(compacted_batches(objects, key)) & set(missing)
+    if not take:
+        return [table for _, table in parts]
+    with objects.open(key) as source:
+        rows = pq.read_table(source, filters=pc.is_in(pc.field("batch_id"), pa.array(sorted(take))))
+    if not parts:
+        return [rows]
     every = [rows, *(t for _, t in parts)]
     widest = _common_schema(every)
     merged = pa.concat_tables([evolved(t, widest) for t in every])
