@@ -232,7 +232,7 @@ def stream_sensor(
                     f"({min(history)} to {max(history)}) owed, {len(touched)} live hours now"
                 )
         cursor.days_due |= {_day(p) for p in touched}
-        requests += _stream_requests(stream, job, ops, touched, taken, settings)
+        requests += _stream_requests(stream, job, ops, touched, taken, settings, now)
         if not history_busy:
             history_requests, cursor = _history_requests(
                 stores, stream, job, ops, cursor, settings, now
@@ -409,6 +409,7 @@ def _stream_requests(
     touched: dict[str, list[str]],
     taken: list[str],
     settings: StreamingSettings,
+    now: float,
 ) -> list[dg.RunRequest]:
     if not touched:
         return []
@@ -420,9 +421,14 @@ def _stream_requests(
         "dagster/max_runtime": str(settings.max_run_seconds),
         LANE_TAG: LIVE,
     }
-    if len(touched) > settings.max_runs_per_tick:
-        # More live hours than runs a tick (max_runs_per_tick below live_hours): one run over
-        # the range; each hour still reads only the batches the index holds for it.
+    if len(touched) > settings.max_runs_per_tick or (
+        len(touched) > 1 and min(touched) >= _live_floor(now, settings)
+    ):
+        # More hours than runs a tick, or only live hours: one run over the range; each hour
+        # still reads only the batches the index holds for it. Past an hour's end, batches keep
+        # holding a few late lines of it for minutes: a run per live hour then paid a run's
+        # fixed cost twice a tick and took both runs in flight (the sustained bench across
+        # 04:00, b52babf: runs grew from 4.8 to 30-50 s and the backlog to 128k records).
         first, final = min(touched), max(touched)
         keys = sorted({k for batch in touched.values() for k in batch})
         return [

@@ -427,3 +427,39 @@ def test_the_day_in_progress_is_rolled_up_once_it_ends(tmp_path, monkeypatch):
     [stats] = requests(harness.tick("postings"))
     assert stats.job_name == "board_daily_stats_job" and stats.partition_key == today
     assert today not in LandingCursor.loads(harness.cursors["postings"]).days_due
+
+
+def test_the_live_hours_of_a_tick_share_one_range_run(harness):
+    """Past an hour's end, new batches still hold late lines of it: the two live hours a tick
+    touches go in one run over both (a run per hour paid a run's fixed cost twice a tick). A
+    tick that also touches an older hour keeps a run per hour."""
+    import datetime as dt
+
+    harness.tick("postings")  # the generated day, long past
+    now = dt.datetime.now(dt.UTC)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    hours = [(now - dt.timedelta(hours=h)).strftime("%Y-%m-%d-%H:00") for h in (1, 0)]
+    publisher = Publisher(LocalObjectStore(harness.home), producer="test")
+    [key] = publisher.publish(
+        [
+            {**_posting(harness, "live-now"), "time": now.strftime(stamp)},
+            {
+                **_posting(harness, "live-late"),
+                "time": (now - dt.timedelta(hours=1)).strftime(stamp),
+            },
+        ]
+    )
+    [run] = [r for r in requests(harness.tick("postings")) if r.job_name == "postings_job"]
+    assert run.partition_key is None
+    assert run.tags["dagster/asset_partition_range_start"] == hours[0]
+    assert run.tags["dagster/asset_partition_range_end"] == hours[1]
+    assert run.run_config["ops"]["raw_events"]["config"]["batch_keys"] == [key]
+    older = (now - dt.timedelta(hours=5)).strftime(stamp)
+    publisher.publish(
+        [
+            {**_posting(harness, "live-again"), "time": now.strftime(stamp)},
+            {**_posting(harness, "hours-late"), "time": older},
+        ]
+    )
+    runs = [r for r in requests(harness.tick("postings")) if r.job_name == "postings_job"]
+    assert len(runs) == 2 and all(r.partition_key for r in runs)
