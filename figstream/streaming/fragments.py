@@ -81,27 +81,13 @@ def _partition_parts(
         return _named_parts(objects, table, partition, batch_ids)
     listed = objects.list(f"tables/{table}/{partition}/")
     loose = {batch_id_of(k): k for k in listed if not _is_compacted(k)}
-    wanted = None if batch_ids is None else set(batch_ids)
-    if wanted is not None:
-        loose = {b: k for b, k in loose.items() if b in wanted}
     parts = [(b, read_parquet(objects, k)) for b, k in sorted(loose.items())]
-    if len(listed) == len(loose) or not any(_is_compacted(k) for k in listed):
+    if len(listed) == len(loose):
         return [table for _, table in parts]
     # From the compacted object, the batches that no per-batch fragment overrides.
     key = compacted_key(table, partition)
-    held = set(compacted_batches(objects, key))
-    take = (held if wanted is None else held & wanted) - loose.keys()
-    if not take:
-        return [table for _, table in parts]
-    with objects.open(key) as source:
-        rows = pq.read_table(source, filters=pc.is_in(pc.field("batch_id"), pa.array(sorted(take))))
-    if not parts:
-        return [rows]
-    # Interleave by batch id, as the fragments would have been read before compaction.
-    every = [rows, *(t for _, t in parts)]
-    widest = _common_schema(every)
-    merged = pa.concat_tables([evolved(t, widest) for t in every])
-    return [merged.take(pc.sort_indices(merged["batch_id"]))]  # a stable sort
+    take = set(compacted_batches(objects, key)) - loose.keys()
+    return _with_compacted(objects, key, parts, take)
 
 
 def _named_parts(
@@ -112,18 +98,25 @@ def _named_parts(
     fragment, or, when it has none, its rows in the compacted object (a compaction writes that
     before it deletes the fragments it folded in, so a fragment deleted meanwhile is there)."""
     parts: list[tuple[str, pa.Table]] = []
-    missing: list[str] = []
+    missing: set[str] = set()
     for batch_id in sorted(set(batch_ids)):
         try:
             rows = read_parquet(objects, fragment_key(table, partition, batch_id))
         except FileNotFoundError:
-            missing.append(batch_id)
+            missing.add(batch_id)
             continue
         parts.append((batch_id, rows))
     key = compacted_key(table, partition)
     if not missing or not objects.exists(key):
         return [table for _, table in parts]
-    take = set(compacted_batches(objects, key)) & set(missing)
+    return _with_compacted(objects, key, parts, set(compacted_batches(objects, key)) & missing)
+
+
+def _with_compacted(
+    objects: ObjectStore, key: str, parts: list[tuple[str, pa.Table]], take: set[str]
+) -> list[pa.Table]:
+    """``parts`` (per-batch fragments, by batch id) with the rows of the batches ``take`` from
+    the compacted object ``key``, interleaved by batch id as the fragments were before."""
     if not take:
         return [table for _, table in parts]
     with objects.open(key) as source:
