@@ -720,7 +720,8 @@ def main() -> None:
     grows = slope_half is not None and slope_half > 0.005 * args.rate
     drained = bool(samples) and samples[-1]["backlog"] == 0
     end_t = produce_end if produce_end is not None else (xs[-1] if xs else 0)
-    drain_s = round(samples[-1]["t"] - end_t, 1) if drained and samples else None
+    # The source's end is stamped after its last landing: a backlog already empty by then is 0.
+    drain_s = max(0.0, round(samples[-1]["t"] - end_t, 1)) if drained and samples else None
     last_prod = producing[-1] if producing else {}
     ingest_rate = (
         round((last_prod["ingested"] - producing[0]["ingested"]) / (xs[-1] - xs[0]), 1)
@@ -844,7 +845,7 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
     load = f"{setup['rate']:,.0f} ev/s x {setup['minutes']:g} min"
     if setup.get("hostile_percent"):
         load += f", hostile {setup['hostile_percent']:g}%"
-    drained = f"{s['drain_seconds']:g}" if s["drained"] else "not drained"
+    drained = f"{max(0.0, s['drain_seconds']):g}" if s["drained"] else "not drained"
     steady = verdict(f"<= {0.005 * setup['rate']:g} (0.5% of the rate)", not s["backlog_grows"])
     out = [
         (f"backlog slope, second half, records/s, {load}",
