@@ -720,8 +720,7 @@ def main() -> None:
     grows = slope_half is not None and slope_half > 0.005 * args.rate
     drained = bool(samples) and samples[-1]["backlog"] == 0
     end_t = produce_end if produce_end is not None else (xs[-1] if xs else 0)
-    # The source's end is stamped after its last landing: a backlog already empty by then is 0.
-    drain_s = max(0.0, round(samples[-1]["t"] - end_t, 1)) if drained and samples else None
+    drain_s = round(samples[-1]["t"] - end_t, 1) if drained and samples else None
     last_prod = producing[-1] if producing else {}
     ingest_rate = (
         round((last_prod["ingested"] - producing[0]["ingested"]) / (xs[-1] - xs[0]), 1)
@@ -845,7 +844,7 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
     load = f"{setup['rate']:,.0f} ev/s x {setup['minutes']:g} min"
     if setup.get("hostile_percent"):
         load += f", hostile {setup['hostile_percent']:g}%"
-    drained = f"{max(0.0, s['drain_seconds']):g}" if s["drained"] else "not drained"
+    drained = f"{s['drain_seconds']:g}" if s["drained"] else "not drained"
     steady = verdict(f"<= {0.005 * setup['rate']:g} (0.5% of the rate)", not s["backlog_grows"])
     out = [
         (f"backlog slope, second half, records/s, {load}",
@@ -908,6 +907,9 @@ def derive(result: dict) -> None:
     second half when the run is shorter than 30 minutes), and the runs of the last 5 minutes
     against those of minutes 5-10 (median run seconds)."""
     summary_ = result["summary"]
+    if summary_.get("drain_seconds") is not None:
+        # The source's end is stamped after its last landing: a backlog empty by then took 0 s.
+        summary_["drain_seconds"] = max(0.0, summary_["drain_seconds"])
     length = result["setup"]["minutes"] * 60
     peaks: dict[int, int] = {}
     for s in result["samples"]:

@@ -114,20 +114,15 @@ def _lines(data: bytes, seen: set[bytes]) -> list[int]:
     return out
 
 
-def _hours_of(request) -> list[str]:
+def _hours_of(request, partitions_def: dg.PartitionsDefinition) -> list[str]:
     """The hourly partitions a run request covers: its partition, or its range's hours."""
     if request.partition_key:
         return [request.partition_key]
-    first = dt.datetime.strptime(request.tags["dagster/asset_partition_range_start"], FORMAT)
-    final = dt.datetime.strptime(request.tags["dagster/asset_partition_range_end"], FORMAT)
-    hours = []
-    while first <= final:
-        hours.append(first.strftime(FORMAT))
-        first += dt.timedelta(hours=1)
-    return hours
-
-
-FORMAT = "%Y-%m-%d-%H:00"
+    span = dg.PartitionKeyRange(
+        request.tags["dagster/asset_partition_range_start"],
+        request.tags["dagster/asset_partition_range_end"],
+    )
+    return list(partitions_def.get_partition_keys_in_range(span))
 
 
 def test_corrupt_and_partial_batches_are_dead_lettered_and_the_good_ones_land(
@@ -167,7 +162,8 @@ def test_corrupt_and_partial_batches_are_dead_lettered_and_the_good_ones_land(
     # A record with no usable time goes to the hour its batch arrived in (dead-lettered there).
     arrived = arrival.strftime("%Y-%m-%d-%H:00")
     # Both are live hours: a tick's live hours share one run over their range.
-    covered = [_hours_of(r) for r in done]
+    hourly = harness.defs.get_assets_def("raw_events").partitions_def
+    covered = [_hours_of(r, hourly) for r in done]
     assert sorted(h for hours in covered for h in hours) == sorted({HOUR, arrived})
     taken = {k for r in done for k in r.run_config["ops"]["raw_events"]["config"]["batch_keys"]}
     # The blank batches hold no record: seen (indexed as holding none), never run.
