@@ -44,6 +44,10 @@ IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 STREAMS = ("postings_job", "boards_job")
 STATE_POOL = "figstream_state"  # assets/streaming.py
 WORKER_PID = re.compile(r"Executing steps in process \(pid: (\d+)\)")
+# Run monitoring fails a run that has not started this long after its launch (a launch that a
+# daemon crash cut short); the local instance's setting, which the tests hold it to.
+_INSTANCE = load_yaml((ROOT / "platform" / "local" / "dagster.yaml").read_text(encoding="utf-8"))
+START_TIMEOUT_S = float(_INSTANCE["run_monitoring"]["start_timeout_seconds"])
 
 RUNS = """
 query Runs($filter: RunsFilter) {
@@ -581,12 +585,20 @@ def unwedge(dev: DagsterDev, restarted_at: float) -> list[str]:
     # A worker that outlived the old dagster dev (a forked run worker is not in its process
     # group's reach once forked off) is not wedged: it finishes, slowly on a loaded machine
     # (queued on the state pool, say), so its run gets longer before it counts as stuck.
+    # A run whose launch the crash cut short (created, or STARTING with no worker) is failed
+    # START_TIMEOUT_S after its launch: a bug only if it is still in flight a few polls later.
     start = time.monotonic()
     while True:
         stale = [r for r in dev.in_flight() if r["creationTime"] < restarted_at]
         waited = time.monotonic() - start
         alive = [r for r in stale if _worker_alive(dev.run_detail(r["runId"])[0])]
-        if not stale or waited > 180 or (waited > 45 and not alive):
+        unstarted = [
+            r
+            for r in stale
+            if r["status"] in ("NOT_STARTED", "STARTING")
+            and time.time() < r["creationTime"] + START_TIMEOUT_S + 15
+        ]
+        if not stale or waited > 180 or (waited > 45 and not alive and not unstarted):
             break
         time.sleep(2)
     if stale:
@@ -631,5 +643,6 @@ def diagnostics(devs: list[DagsterDev], home: Path, ledger: Ledger):
                 for run in dev.runs():
                     tags = {t["key"]: t["value"] for t in run["tags"]}
                     partition = tags.get("dagster/partition")
-                    print(run["runId"], run["jobName"], run["status"], partition)
+                    follows = tags.get("dagster/parent_run_id") or tags.get("figstream/resumes")
+                    print(run["runId"], run["jobName"], run["status"], partition, follows or "")
         raise

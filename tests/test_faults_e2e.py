@@ -22,6 +22,9 @@ A deployment runs the webserver and the daemon as services of their own (docs/de
 there ``kill -9`` of the webserver leaves the daemon running. The second test starts them so
 (the local instance), kills the webserver while a run is in flight, lands batches while it is
 down, and checks the daemon took and ran them all before a new webserver shows those runs.
+
+The third kills the daemon in the middle of launching a run (STARTING, no worker yet): run
+monitoring must fail that run within the instance's start timeout and Dagster re-run it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import requests
 from conftest import BIN, ROOT, free_port
 from daemon_harness import (
     IN_FLIGHT,
+    START_TIMEOUT_S,
     STREAMS,
     DagsterDev,
     assert_books_balance,
@@ -405,5 +409,85 @@ def test_kill_9_of_a_deployed_webserver_leaves_the_daemon_running(spawn, figstre
         print(f"runs launched while the webserver was down: {describe_runs(meanwhile)}")
         seen = settle(web, home, ledger, timeout=120)
         assert not web.in_flight()
+        assert_books_balance(home, ledger)
+        assert drift(home) == (set(), set())
+
+
+def daemon_zygote(dev: DagsterDev) -> int:
+    """The daemon's pre-loaded run worker (resources/warm_worker.py): a child of the daemon of
+    the ``dagster dev`` this test started, in a process group of its own."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(
+            ["ps", "-o", "pid=,args=", "--ppid", str(dev.daemon_pid())],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        rows = [line.split(None, 1) for line in out.splitlines() if line.strip()]
+        pids = [int(pid) for pid, args in rows if "resources.warm_worker" in args]
+        if len(pids) == 1:
+            return pids[0]
+        assert time.monotonic() < deadline, f"no pre-loaded worker under the daemon: {out}"
+        time.sleep(0.5)
+
+
+def test_a_launch_cut_short_by_a_daemon_crash_is_failed_and_re_run(spawn, figstream_env, tmp_path):
+    """The daemon dies in the middle of launching a run: the run is STARTING and no worker will
+    ever run it. Run monitoring must fail it within its start timeout of the launch (it holds a
+    slot of its stream's runs in flight until then), Dagster or the sensor must re-run its
+    batches with no operator, and the books must balance.
+
+    The window is made wide and certain: the daemon's pre-loaded worker is stopped (SIGSTOP),
+    so the launcher waits on it for an answer (up to 30 s) with the run STARTING, and the daemon
+    is killed then; the stopped worker is killed with it, as a host crash would take both."""
+    now, home, producer = e2e_start(figstream_env)
+    ledger = producer.ledger
+    bulk = generated(900, seed=31, start=now - dt.timedelta(minutes=100), end=now)
+    devs: list[DagsterDev] = []
+    with diagnostics(devs, home, ledger):
+        dev = DagsterDev(spawn, figstream_env, tmp_path / "dagster-dev-1.log")
+        devs.append(dev)
+        dev.wait_up()
+        producer.batch(bulk[:100])
+        seen = settle(dev, home, ledger, timeout=180)
+        assert seen.balanced(ledger), seen.describe(ledger)
+
+        zygote = daemon_zygote(dev)
+        os.kill(zygote, signal.SIGSTOP)
+        before = {r["runId"] for r in dev.runs()}
+        producer.batch(bulk[100:400])
+        deadline = time.monotonic() + 60
+        while not (starting := [r for r in dev.in_flight(before) if r["status"] == "STARTING"]):
+            assert time.monotonic() < deadline, "no run was launched for the batch"
+            time.sleep(0.2)
+        stuck = starting[0]
+        assert dev.kill(dev.daemon_pid())
+        os.kill(zygote, signal.SIGKILL)
+        dev.wait_gone(timeout=60)
+        producer.batch(bulk[400:900])  # lands while the platform is down
+
+        dev = DagsterDev(spawn, figstream_env, tmp_path / "dagster-dev-2.log")
+        devs.append(dev)
+        dev.wait_up()
+        up_at = time.time()
+        assert {r["runId"]: r["status"] for r in dev.runs()}[stuck["runId"]] == "STARTING"
+        # Failed at the first monitoring pass after its start timeout (or after the restart,
+        # if that took longer), not Dagster's default three minutes.
+        bound = max(stuck["creationTime"] + START_TIMEOUT_S, up_at) + 20
+        while (status := dev.run_detail(stuck["runId"])[1]) in IN_FLIGHT:
+            assert time.time() < bound, (
+                f"run {stuck['runId']} still {status} {time.time() - stuck['creationTime']:.0f} s "
+                f"after its launch; the start timeout is {START_TIMEOUT_S:.0f} s"
+            )
+            time.sleep(1)
+        ended = time.time() - stuck["creationTime"]
+        print(f"the run the crash cut short ended {status} {ended:.0f} s after its launch")
+        assert status == "FAILURE", status
+        orphans = unfollowed(dev, timeout=120)
+        assert not orphans, f"failed runs nothing re-ran: {describe_runs(orphans)}"
+        seen = settle(dev, home, ledger, timeout=180)
+        assert seen.balanced(ledger), seen.describe(ledger)
+        assert not dev.in_flight()
         assert_books_balance(home, ledger)
         assert drift(home) == (set(), set())

@@ -202,7 +202,8 @@ def test_books_balance_on_a_real_daemon_and_after_a_crash(spawn, figstream_env, 
             f"after the restart ({describe_runs(broken)} failed; the one killed had reached "
             f"steps {killed['steps']}): {len(lost)} records neither materialised nor "
             f"dead-lettered, {len(differing)} jobs whose state misses events "
-            f"{sorted(differing)[:5]}, search index off by {len(index_drift)} jobs"
+            f"{sorted(differing)[:5]}, search index off by {len(index_drift)} jobs; "
+            f"what the crash left for an operator: {bugs or 'nothing'}"
         )
         assert_books_balance(home, ledger)
         assert drift(home) == (set(), set())
