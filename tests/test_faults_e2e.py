@@ -24,7 +24,8 @@ there ``kill -9`` of the webserver leaves the daemon running. The second test st
 down, and checks the daemon took and ran them all before a new webserver shows those runs.
 
 The third kills the daemon in the middle of launching a run (STARTING, no worker yet): run
-monitoring must fail that run within the instance's start timeout and Dagster re-run it.
+monitoring must fail that run within the instance's start timeout, and Dagster or the sensor
+re-run it.
 """
 
 from __future__ import annotations
@@ -204,17 +205,19 @@ def answering_again(dev: DagsterDev, timeout: float = 60) -> int:
     return failures
 
 
+def children(pid: int, marker: str) -> list[int]:
+    """The live children of process ``pid`` whose command line holds ``marker``."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    rows = [line.split(None, 1) for line in out.splitlines() if line.strip()]
+    return [int(child) for child, args in rows if marker in args]
+
+
 def webserver_pid(dev: DagsterDev) -> int:
     """The webserver among the children of the dagster dev process this test started."""
-    out = subprocess.run(
-        ["ps", "-o", "pid=,args=", "--ppid", str(dev.proc.pid)],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    children = dict(line.strip().split(None, 1) for line in out.splitlines() if line.strip())
-    pids = [int(pid) for pid, args in children.items() if "-m dagster_webserver" in args]
-    assert len(pids) == 1, children
+    pids = children(dev.proc.pid, "-m dagster_webserver")
+    assert len(pids) == 1, dev.processes()
     return pids[0]
 
 
@@ -417,19 +420,10 @@ def daemon_zygote(dev: DagsterDev) -> int:
     """The daemon's pre-loaded run worker (resources/warm_worker.py): a child of the daemon of
     the ``dagster dev`` this test started, in a process group of its own."""
     deadline = time.monotonic() + 60
-    while True:
-        out = subprocess.run(
-            ["ps", "-o", "pid=,args=", "--ppid", str(dev.daemon_pid())],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        rows = [line.split(None, 1) for line in out.splitlines() if line.strip()]
-        pids = [int(pid) for pid, args in rows if "resources.warm_worker" in args]
-        if len(pids) == 1:
-            return pids[0]
-        assert time.monotonic() < deadline, f"no pre-loaded worker under the daemon: {out}"
+    while len(pids := children(dev.daemon_pid(), "-m resources.warm_worker")) != 1:
+        assert time.monotonic() < deadline, f"pre-loaded workers under the daemon: {pids}"
         time.sleep(0.5)
+    return pids[0]
 
 
 def test_a_launch_cut_short_by_a_daemon_crash_is_failed_and_re_run(spawn, figstream_env, tmp_path):
